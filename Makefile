@@ -1,0 +1,67 @@
+# roar-nb: one command to set up and run the demo, one to set up and run the tests.
+#   make demo   -> Python env in .venv/, Rust tracer built, kernel installed, demo notebook run headless, lineage printed
+#   make test   -> the same set-up, then the whole test suite
+# Every step is idempotent; stamps keep re-runs fast.
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+NATIVE  := roar_nb/_native/libroar_preload.so
+DEMO    := build/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup build demo test test-rust bench system-deps clean
+
+setup: system-deps $(VENV)/.installed $(NATIVE) $(VENV)/.kernel
+
+# Debian packages the project uses: graphviz (`dot`, inline SVG DAGs), strace (ground truth in tests).
+system-deps:
+	@missing=""; \
+	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
+	command -v strace >/dev/null 2>&1 || missing="$$missing strace"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+	      || { echo "apt-get install$$missing failed" >&2; exit 1; }; \
+	  else echo "warning: missing$$missing (install them with your package manager)" >&2; fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[notebook,demo,test]"
+	@touch $@
+
+build: $(NATIVE)
+
+# The preload tracer (Rust). cargo decides what to rebuild; the copy lands inside the package.
+$(NATIVE): FORCE
+	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+	cd rust && cargo build --release --quiet
+	@mkdir -p roar_nb/_native
+	@cmp -s rust/target/release/libroar_preload.so $@ || cp rust/target/release/libroar_preload.so $@
+
+$(VENV)/.kernel: $(VENV)/.installed $(NATIVE)
+	$(BIN)/roar kernel install --sys-prefix >/dev/null
+	@touch $@
+
+demo: setup
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)
+	@cp notebooks/pipeline.ipynb $(DEMO)/
+	@cd $(DEMO) && ../../$(BIN)/roar init -n >/dev/null
+	cd $(DEMO) && ../../$(BIN)/jupyter execute --kernel_name=roar --inplace pipeline.ipynb
+	@echo; echo "== lineage recorded by the notebook's cells (roar dag --all --show-artifacts) =="
+	@cd $(DEMO) && ../../$(BIN)/roar dag --all --show-artifacts
+
+test: setup
+	cd rust && cargo test --release --quiet
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python tests/benchmarks/bench_run.py
+
+clean:
+	rm -rf build roar_nb/_native $(VENV)/.installed $(VENV)/.kernel
+
+FORCE:

@@ -1,0 +1,151 @@
+"""Reading the native event files (rust/EVENTS.md) and reducing events to inputs/outputs.
+
+Reduction is where file semantics live: first-read-before-write makes an input,
+a rename moves an output's identity to its new name, a deleted output is not an
+output, a read-write open counts as a write only if the file changed.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from roar_nb.model import (OP_DELETE, OP_EXEC, OP_LINK, OP_MOVE, OP_READ, OP_UPDATE, OP_WRITE,
+                           Event)
+
+MAGIC = b"ROAREV01"
+_HEADER = struct.Struct("<8sII")
+_RECORD = struct.Struct("<cQQqI")  # op, t_ns, size, mtime_ns, len
+_LEN = struct.Struct("<I")
+_TWO_PATHS = (OP_MOVE.encode(), OP_LINK.encode())
+
+
+class TraceFileError(ValueError):
+    """An event file is truncated or not in the expected format."""
+
+
+def read_trace_file(path: str) -> tuple[list[Event], bool]:
+    """Events of one per-process file, and whether it was complete (not truncated)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < _HEADER.size:
+        return [], len(data) == 0
+    magic, pid, _ppid = _HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise TraceFileError(f"{path}: not a roar event file")
+    events: list[Event] = []
+    off, n = _HEADER.size, len(data)
+    fsdecode = os.fsdecode
+    while off < n:
+        if off + _RECORD.size > n:
+            return events, False
+        op, t_ns, size, mtime_ns, plen = _RECORD.unpack_from(data, off)
+        off += _RECORD.size
+        if off + plen > n:
+            return events, False
+        p = fsdecode(data[off:off + plen])
+        off += plen
+        p2 = None
+        if op in _TWO_PATHS:
+            if off + 4 > n:
+                return events, False
+            (l2,) = _LEN.unpack_from(data, off)
+            off += 4
+            if off + l2 > n:
+                return events, False
+            p2 = fsdecode(data[off:off + l2])
+            off += l2
+        events.append(Event(op.decode("ascii", "replace"), p, t_ns, size, mtime_ns, p2, pid))
+    return events, True
+
+
+def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
+    """All events of a job's trace directory in time order, and problems worth telling the user."""
+    events: list[Event] = []
+    problems: list[str] = []
+    try:
+        names = os.listdir(trace_dir)
+    except OSError as e:
+        return [], [f"trace directory unreadable: {e.strerror}"]
+    for name in names:
+        if not name.endswith(".ev"):
+            continue
+        try:
+            evs, complete = read_trace_file(os.path.join(trace_dir, name))
+        except (OSError, TraceFileError) as e:
+            problems.append(str(e))
+            continue
+        if not complete:
+            problems.append(f"process {name.split('-')[0]} was killed before flushing all its events")
+        events.extend(evs)
+    events.sort(key=lambda e: e.t_ns)
+    return events, problems
+
+
+@dataclass
+class Reduced:
+    """What a job did to files, by absolute path."""
+
+    inputs: dict = field(default_factory=dict)  # path -> (size, mtime_ns) seen at first read
+    outputs: dict = field(default_factory=dict)  # path -> True
+    updates: dict = field(default_factory=dict)  # path -> (size, mtime_ns): read-write, undecided
+    deleted: set = field(default_factory=set)
+    executed: set = field(default_factory=set)
+
+
+def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
+    """Fold time-ordered events into inputs and outputs (see module docstring)."""
+    r = Reduced()
+    written: set[str] = set()  # paths this job has written (so later reads are internal)
+    for e in events:
+        op, p = e.op, e.path
+        if op == OP_READ:
+            if p not in written and p not in r.inputs and not ignore_read(p):
+                r.inputs[p] = (e.size, e.mtime_ns)
+        elif op == OP_WRITE:
+            written.add(p)
+            r.outputs[p] = True
+            r.deleted.discard(p)
+            r.updates.pop(p, None)
+        elif op == OP_UPDATE:
+            if p not in written and p not in r.updates:
+                r.updates[p] = (e.size, e.mtime_ns)
+        elif op == OP_DELETE:
+            r.outputs.pop(p, None)
+            r.updates.pop(p, None)
+            written.discard(p)
+            r.deleted.add(p)
+        elif op == OP_MOVE and e.path2:
+            dst = e.path2
+            if p in r.updates and p not in written:
+                # A pre-existing file updated in place then renamed: its content was read.
+                r.inputs.setdefault(p, r.updates.pop(p))
+            r.outputs.pop(p, None)
+            written.discard(p)
+            r.deleted.add(p)
+            r.deleted.discard(dst)
+            r.updates.pop(dst, None)
+            written.add(dst)
+            r.outputs[dst] = True
+        elif op == OP_LINK and e.path2:
+            written.add(e.path2)
+            r.outputs[e.path2] = True
+        elif op == OP_EXEC:
+            r.executed.add(p)
+    return r
+
+
+def settle_updates(r: Reduced) -> None:
+    """Decide read-write opens once the job has ended: changed -> output, unchanged -> input."""
+    for p, (size, mtime_ns) in list(r.updates.items()):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue  # vanished: neither
+        if st.st_size != size or st.st_mtime_ns != mtime_ns:
+            r.outputs[p] = True
+        else:
+            r.inputs.setdefault(p, (size, mtime_ns))
+    r.updates.clear()

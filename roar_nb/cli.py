@@ -1,0 +1,485 @@
+"""The `roar` command line: argument parsing and printing, nothing else.
+
+Every command calls the use-case layer (session, dag, resolve, report) and turns
+RoarError into one line on stderr with a non-zero exit. argparse (stdlib) keeps
+start-up cheap: `roar run true` must add only tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import Optional
+
+from roar_nb import __version__
+from roar_nb.errors import RoarError, UsageError
+
+EPILOG = "References: @N (step N of the session), @BN (build step), a job id prefix, a path, a blake3 prefix."
+
+
+def _style(stream=sys.stdout):
+    from roar_nb.report import Style
+
+    return Style(color=stream.isatty() and not os.environ.get("NO_COLOR"))
+
+
+def _project():
+    from roar_nb.session import Project
+
+    return Project.find()
+
+
+def _confirm(question: str, yes: bool) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} needs confirmation; pass -y to proceed non-interactively")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+# --- commands -----------------------------------------------------------------------
+
+def cmd_init(a) -> int:
+    from roar_nb.session import Project
+
+    project, created = Project.init(a.dir)
+    print(f"{'Initialized' if created else 'Already initialized:'} {project.roar_dir}")
+    gitignore = project.root / ".gitignore"
+    if (project.root / ".git").exists() and not a.no_gitignore:
+        present = gitignore.exists() and any(
+            ln.strip() in (".roar", ".roar/", "/.roar", "/.roar/") for ln in gitignore.read_text().splitlines())
+        if not present:
+            add = a.yes
+            if not add and not a.yes and sys.stdin.isatty():
+                add = input("Add .roar/ to .gitignore? [Y/n] ").strip().lower() in ("", "y", "yes")
+            if add:
+                with open(gitignore, "a") as f:
+                    f.write(("" if not gitignore.exists() or gitignore.read_text().endswith("\n") else "\n") + ".roar/\n")
+                print("Added .roar/ to .gitignore")
+    return 0
+
+
+def _override(argv: list[str], overrides: list[str]) -> list[str]:
+    """Apply `--key=value` / `--key value` overrides to a recorded argv; other words are appended."""
+    out = list(argv)
+    i = 0
+    while i < len(overrides):
+        tok = overrides[i]
+        if tok.startswith("--"):
+            key, eq, val = tok.partition("=")
+            if not eq and i + 1 < len(overrides) and not overrides[i + 1].startswith("--"):
+                val, i = overrides[i + 1], i + 1
+                eq = "="
+            replaced = False
+            for k, word in enumerate(out):
+                if word == key and eq and k + 1 < len(out):
+                    out[k + 1] = val
+                    replaced = True
+                    break
+                if word.startswith(key + "="):
+                    out[k] = f"{key}={val}" if eq else key
+                    replaced = True
+                    break
+            if not replaced:
+                out.append(f"{key}={val}" if eq else key)
+        else:
+            out.append(tok)
+        i += 1
+    return out
+
+
+def _run(a, kind: str) -> int:
+    from roar_nb.session import run_command
+
+    argv = list(a.command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError(f"usage: roar {kind} COMMAND [ARGS...]  (nothing to run)")
+    project = _project()
+    step = None
+    if argv[0].startswith("@"):
+        from roar_nb.resolve import resolve_job
+
+        prev = resolve_job(project, argv[0])
+        if prev.kind == "cell":
+            raise UsageError(f"{prev.ref} is a notebook cell; re-run it in its notebook or with `roar reproduce`")
+        overrides = argv[1:]
+        argv = _override(list(prev.argv), overrides)
+        kind = prev.kind
+        step = prev.step if not overrides else None
+        os.chdir(prev.cwd) if os.path.isdir(prev.cwd) else None
+    res = run_command(project, argv, kind=kind, tracer=a.tracer, step=step)
+    quiet = a.quiet or os.environ.get("ROAR_QUIET") == "1" or project.config.get("output.quiet")
+    from roar_nb.report import summary_line
+
+    for w in res.warnings:
+        print(f"roar: warning: {w}", file=sys.stderr)
+    if res.job is not None and not quiet:
+        print(summary_line(res.job), file=sys.stderr)
+    elif res.job is not None and res.job.capture_level != "complete":
+        print(summary_line(res.job).split("\n", 1)[-1], file=sys.stderr)
+    if res.returncode < 0:  # killed by a signal: die the same way
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sig = -res.returncode
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        return 128 + sig
+    return res.returncode
+
+
+def cmd_run(a) -> int:
+    return _run(a, "run")
+
+
+def cmd_build(a) -> int:
+    return _run(a, "build")
+
+
+def cmd_status(a) -> int:
+    from roar_nb.report import status_text
+
+    print(status_text(_project(), _style()))
+    return 0
+
+
+def _session_jobs(project, a):
+    store = project.store
+    if getattr(a, "all", False):
+        return None, store.jobs()
+    if getattr(a, "session", None):
+        s = store.find_session(a.session)
+    else:
+        s = store.active_session(create=False)
+        if s is None:
+            return None, []
+    return s, store.jobs(s.id)
+
+
+def cmd_log(a) -> int:
+    from roar_nb import dag as dag_mod
+    from roar_nb.report import log_text
+
+    project = _project()
+    _, jobs = _session_jobs(project, a)
+    jobs = jobs[-a.n:] if a.n else jobs
+    if a.json:
+        print(json.dumps([dag_mod.job_json(j) for j in jobs], indent=2))
+    else:
+        print(log_text(jobs, _style()))
+    return 0
+
+
+def cmd_dag(a) -> int:
+    from roar_nb import dag as dag_mod
+    from roar_nb.report import dag_text
+
+    project = _project()
+    session, jobs = _session_jobs(project, a)
+    d = dag_mod.build(jobs, expanded=a.expanded, session_id=session.id if session else None)
+    if a.json:
+        print(json.dumps(d.to_json(), indent=2))
+    else:
+        print(dag_text(d, _style(), show_artifacts=a.show_artifacts))
+    return 0
+
+
+def artifact_json(project, hash_: str) -> dict:
+    store = project.store
+    art = store.artifact(hash_) or {"hash": hash_, "size": None, "digests": {}}
+    edges = store.edges_of_artifact(hash_)
+
+    def ref(e):
+        return {"job": e["job_id"], "ref": f"@B{e['seq']}" if e["kind"] == "build" else f"@{e['seq']}",
+                "session": e["session_id"], "path": e["path"], "command": e["command"]}
+
+    return {
+        "hash": hash_, "size": art["size"], "digests": art.get("digests", {}),
+        "paths": sorted({e["path"] for e in edges}),
+        "producers": [ref(e) for e in edges if e["direction"] == "out"],
+        "consumers": [ref(e) for e in edges if e["direction"] == "in"],
+    }
+
+
+def cmd_show(a) -> int:
+    from roar_nb import dag as dag_mod
+    from roar_nb import report
+    from roar_nb.resolve import resolve_any
+
+    project = _project()
+    if not a.ref:
+        print(report.status_text(project, _style()))
+        return 0
+    what, obj = resolve_any(project, a.ref)
+    if what == "job":
+        print(json.dumps(dag_mod.job_json(obj), indent=2) if a.json else report.job_text(project, obj, _style()))
+    else:
+        print(json.dumps(artifact_json(project, obj), indent=2) if a.json
+              else report.artifact_text(project, obj, _style()))
+    return 0
+
+
+def cmd_pop(a) -> int:
+    from roar_nb.hashing import hash_paths
+
+    project = _project()
+    store = project.store
+    session = store.active_session(create=False)
+    jobs = store.jobs(session.id, newest_first=True, limit=1) if session else []
+    if not jobs:
+        raise UsageError("nothing to pop: the session has no jobs")
+    job = jobs[0]
+    if not _confirm(f"Remove {job.ref} ({job.command[:60]}) and delete its {len(job.outputs)} output file(s)?", a.yes):
+        print("aborted")
+        return 1
+    current = hash_paths([e.path for e in job.outputs], progress_after=-1)
+    removed = 0
+    for e in job.outputs:
+        if e.hash and current[e.path].hash == e.hash:  # never delete bytes the job did not write
+            try:
+                os.unlink(e.path)
+                removed += 1
+            except OSError:
+                pass
+    store.delete_job(job.id)
+    print(f"popped {job.ref}; deleted {removed} output file(s)")
+    return 0
+
+
+def cmd_reset(a) -> int:
+    project = _project()
+    if not _confirm("Start a new session? (the old one stays in the database)", a.yes):
+        print("aborted")
+        return 1
+    s = project.store.new_session("cli", make_active=True)
+    print(f"new session {s.id[:12]}")
+    return 0
+
+
+def cmd_env(a) -> int:
+    store = _project().store
+    if a.action == "set":
+        if a.value is None:
+            raise UsageError("usage: roar env set NAME VALUE")
+        store.env_set(a.name, a.value)
+    elif a.action == "get":
+        value = store.env_vars().get(a.name)
+        if value is None:
+            raise RoarError(f"{a.name} is not set (see `roar env list`)")
+        print(value)
+    elif a.action == "unset":
+        if not store.env_unset(a.name):
+            raise RoarError(f"{a.name} is not set")
+    else:
+        for k, v in store.env_vars().items():
+            print(f"{k}={v}")
+    return 0
+
+
+def cmd_config(a) -> int:
+    from roar_nb import config as cfg_mod
+
+    project = _project()
+    c = project.config
+    if a.action == "get":
+        v = c.get(a.key)
+        print(json.dumps(v) if not isinstance(v, str) else v)
+    elif a.action == "set":
+        if a.value is None:
+            raise UsageError("usage: roar config set KEY VALUE")
+        v = c.set(a.key, a.value)
+        print(f"{a.key} = {json.dumps(v)}")
+    else:
+        for name, value, is_set in c.items():
+            mark = "*" if is_set else " "
+            print(f"{mark} {name:<32} {json.dumps(value):<10}  {cfg_mod.KEYS[name].help}")
+        print("(* = set in .roar/config.toml)")
+    return 0
+
+
+def _label_target(project, entity: str, target: str) -> str:
+    from roar_nb.resolve import resolve_artifact, resolve_job
+
+    if entity == "dag":
+        if target == "current":
+            s = project.store.active_session()
+            return s.id
+        return project.store.find_session(target).id
+    if entity == "job":
+        return resolve_job(project, target).id
+    return resolve_artifact(project, target)
+
+
+def cmd_label(a) -> int:
+    project = _project()
+    store = project.store
+    target = _label_target(project, a.entity, a.target)
+    if a.action == "set":
+        patch = {}
+        for kv in a.pairs:
+            k, eq, v = kv.partition("=")
+            if not eq or not k:
+                raise UsageError(f"labels are KEY=VALUE (KEY= deletes), got {kv!r}")
+            patch[k] = v if v != "" else None
+        doc = store.label_patch(a.entity, target, patch)
+        print(json.dumps(doc, sort_keys=True))
+    elif a.action == "show":
+        hist = store.label_history(a.entity, target)
+        print(json.dumps(hist[-1]["doc"] if hist else {}, sort_keys=True, indent=2))
+    elif a.action == "history":
+        for h in store.label_history(a.entity, target):
+            print(f"v{h['version']}  {json.dumps(h['doc'], sort_keys=True)}")
+    return 0
+
+
+def cmd_kernel(a) -> int:
+    from roar_nb import kernelspec
+
+    path = kernelspec.install(name=a.name, user=a.user, sys_prefix=a.sys_prefix, prefix=a.prefix)
+    print(f"installed kernelspec {a.name!r} in {path}")
+    return 0
+
+
+def cmd_tracer(a) -> int:
+    from roar_nb.capture import preload
+
+    project = None
+    if a.action == "set-default":
+        if a.name not in ("auto", "preload", "none"):
+            raise UsageError("tracer must be one of: auto, preload, none")
+        project = _project()
+        project.config.set("tracer.default", a.name)
+        print(f"default tracer: {a.name}")
+        return 0
+    problem = preload.problem()
+    print(f"preload   {'available: ' + preload.library_path() if problem is None else 'unavailable: ' + problem}")
+    print("audit     available in notebooks (python-level capture)")
+    try:
+        project = _project()
+        print(f"default   {project.config.get('tracer.default')}")
+    except RoarError:
+        print("default   auto (no project)")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="roar", description="Record lineage of scripts and notebook cells: what read and wrote which data.",
+        epilog=EPILOG,
+    )
+    p.add_argument("--version", action="version", version=f"roar-nb {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    s = sub.add_parser("init", help="create .roar/ in this directory")
+    s.add_argument("dir", nargs="?", default=".", help="project directory (default: .)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("-y", "--yes", action="store_true", help="add .roar/ to .gitignore without asking")
+    g.add_argument("-n", "--no-gitignore", action="store_true", help="leave .gitignore alone")
+    s.set_defaults(fn=cmd_init)
+
+    for name, fn, helptext in (("run", cmd_run, "run a command with lineage tracking (or re-run @N with overrides)"),
+                               ("build", cmd_build, "run a build step (compile, install) with tracking")):
+        s = sub.add_parser(name, help=helptext, epilog="Example: roar run python train.py --epochs 3; roar run @2 --epochs=5")
+        s.add_argument("--tracer", choices=("auto", "preload", "none"), default=None,
+                       help="capture backend (default: config tracer.default)")
+        s.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+        s.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+        s.set_defaults(fn=fn)
+
+    s = sub.add_parser("status", help="the active session, its jobs and DAG hash")
+    s.set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("log", help="recent jobs")
+    s.add_argument("-n", type=int, default=20, help="how many (default 20, 0 = all)")
+    s.add_argument("--all", action="store_true", help="all sessions")
+    s.add_argument("--session", help="a session id prefix")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_log)
+
+    s = sub.add_parser("dag", help="the lineage DAG of the session")
+    s.add_argument("--expanded", action="store_true", help="include superseded re-runs")
+    s.add_argument("--show-artifacts", action="store_true", help="list each job's input and output files")
+    s.add_argument("--json", action="store_true", help="machine-readable output (stable)")
+    s.add_argument("--all", action="store_true", help="every job in the project")
+    s.add_argument("--session", help="a session id prefix (default: the active session)")
+    s.set_defaults(fn=cmd_dag)
+
+    s = sub.add_parser("show", help="a job (@N, id) or an artifact (path, hash)", epilog=EPILOG)
+    s.add_argument("ref", nargs="?")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_show)
+
+    s = sub.add_parser("pop", help="remove the last job of the session and delete its outputs")
+    s.add_argument("-y", "--yes", action="store_true")
+    s.set_defaults(fn=cmd_pop)
+
+    s = sub.add_parser("reset", help="start a new session (old jobs are kept)")
+    s.add_argument("-y", "--yes", action="store_true")
+    s.set_defaults(fn=cmd_reset)
+
+    s = sub.add_parser("env", help="environment variables injected into roar run/build")
+    s.add_argument("action", choices=("set", "get", "list", "unset"))
+    s.add_argument("name", nargs="?")
+    s.add_argument("value", nargs="?")
+    s.set_defaults(fn=cmd_env)
+
+    s = sub.add_parser("config", help="project settings (.roar/config.toml)")
+    s.add_argument("action", choices=("list", "get", "set"))
+    s.add_argument("key", nargs="?")
+    s.add_argument("value", nargs="?")
+    s.set_defaults(fn=cmd_config)
+
+    s = sub.add_parser("label", help="versioned labels on sessions, jobs and artifacts")
+    s.add_argument("action", choices=("set", "show", "history"))
+    s.add_argument("entity", choices=("dag", "job", "artifact"))
+    s.add_argument("target", help="dag: current or a session prefix; job: @N or id; artifact: path or hash")
+    s.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    s.set_defaults(fn=cmd_label)
+
+    s = sub.add_parser("kernel", help="install the Jupyter kernel with native capture")
+    s.add_argument("action", choices=("install",))
+    s.add_argument("--name", default="roar")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--user", action="store_true", help="install for the current user")
+    g.add_argument("--sys-prefix", action="store_true", help="install into this Python environment")
+    g.add_argument("--prefix", help="install under this prefix")
+    s.set_defaults(fn=cmd_kernel)
+
+    s = sub.add_parser("tracer", help="capture backends: status, set-default")
+    s.add_argument("action", choices=("status", "set-default"))
+    s.add_argument("name", nargs="?")
+    s.set_defaults(fn=cmd_tracer)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return 2
+    for need in ("name", "key"):
+        if args.cmd in ("env", "config") and need in vars(args) and getattr(args, need) is None \
+                and getattr(args, "action", "list") not in ("list",):
+            parser.error(f"{args.cmd} {args.action} needs a {need.upper()}")
+    try:
+        return args.fn(args)
+    except RoarError as e:
+        print(f"roar: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("roar: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Every setting roar-nb reads: ROAR_* environment variables and .roar/config.toml keys.
+
+This is the one place that names them. It must stay import-light (the CLI's hot
+path loads it): stdlib only, and the TOML file is parsed only when asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roar_nb.errors import ConfigError
+
+ROAR_DIR = ".roar"
+DB_NAME = "roar.db"
+CONFIG_NAME = "config.toml"
+
+# --- environment variables -------------------------------------------------
+ENV_PROJECT = "ROAR_PROJECT"  # directory holding .roar/ (skips the upward search)
+ENV_PRELOAD_LIB = "ROAR_PRELOAD_LIB"  # path of libroar_preload.so
+ENV_TRACE_DIR = "ROAR_TRACE_DIR"  # set by roar for the native tracer; not for users
+ENV_TRACER = "ROAR_TRACER"  # overrides tracer.default for one command
+ENV_QUIET = "ROAR_QUIET"  # "1": no run summary
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its default, type and the line `roar config list` shows."""
+
+    name: str
+    default: Any
+    help: str
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+
+KEYS = {k.name: k for k in [
+    Key("filters.ignore_system_reads", True,
+        "Drop reads under /usr, /lib, /lib64, /bin, /sbin, /etc, /opt/conda/pkgs, /var/lib"),
+    Key("filters.ignore_package_reads", True,
+        "Drop reads of the interpreter, its stdlib and site-packages (sys.prefix, sys.base_prefix)"),
+    Key("filters.ignore_cache_reads", True,
+        "Drop reads under ~/.cache, __pycache__ and *.pyc files"),
+    Key("filters.ignore_paths", [],
+        "Extra path prefixes whose reads are dropped (list of strings)"),
+    Key("output.quiet", False, "Do not print the one-line summary after a traced job"),
+    Key("hash.extra", [], "Extra digests to keep beside blake3, e.g. [\"sha256\"]"),
+    Key("hash.progress_after", 1.0, "Seconds of hashing before a progress bar appears"),
+    Key("tracer.default", "auto", "Capture backend: auto | preload | audit"),
+    Key("notebook.summary", True, "Print one line after each traced cell"),
+    Key("notebook.auto_trace", False, "Trace every cell from %load_ext on (like %roar on)"),
+]}
+
+SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib64/", "/bin/", "/sbin/", "/etc/", "/var/lib/",
+                   "/var/cache/", "/proc/", "/sys/", "/dev/", "/run/")
+
+
+def _parse_toml(path: Path) -> dict:
+    import tomllib  # only when a config file exists: keeps `roar run` lean
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError:
+        return {}
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+
+def _flatten(doc: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in doc.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert a user-given value (often a CLI string) to the key's type, or raise ConfigError."""
+    key = KEYS.get(name)
+    if key is None:
+        raise ConfigError(f"unknown config key {name!r} (see `roar config list`)")
+    t = key.type
+    if isinstance(value, t) and not (t is int and isinstance(value, bool)):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} expects {t.__name__}, got {value!r}")
+    s = value.strip()
+    if t is bool:
+        if s.lower() in ("1", "true", "yes", "on"):
+            return True
+        if s.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} expects true or false, got {value!r}")
+    if t is float:
+        try:
+            return float(s)
+        except ValueError:
+            raise ConfigError(f"{name} expects a number, got {value!r}") from None
+    if t is list:
+        return [p.strip() for p in s.split(",") if p.strip()]
+    return s
+
+
+class Config:
+    """Settings of one project: defaults overlaid by .roar/config.toml."""
+
+    def __init__(self, roar_dir: Path | None):
+        self.path = roar_dir / CONFIG_NAME if roar_dir else None
+        self._values = {}
+        if self.path is not None and self.path.exists():
+            for name, value in _flatten(_parse_toml(self.path)).items():
+                if name in KEYS:
+                    self._values[name] = coerce(name, value)
+
+    def get(self, name: str) -> Any:
+        if name not in KEYS:
+            raise ConfigError(f"unknown config key {name!r} (see `roar config list`)")
+        return self._values.get(name, KEYS[name].default)
+
+    def items(self):
+        for name in KEYS:
+            yield name, self.get(name), name in self._values
+
+    def set(self, name: str, value: Any) -> Any:
+        value = coerce(name, value)
+        self._values[name] = value
+        self._write()
+        return value
+
+    def _write(self) -> None:
+        if self.path is None:
+            raise ConfigError("no project: run `roar init` first")
+        sections: dict[str, dict] = {}
+        for name, value in self._values.items():
+            sec, _, leaf = name.rpartition(".")
+            sections.setdefault(sec, {})[leaf] = value
+        lines = ["# roar-nb project settings; `roar config list` shows every key.", ""]
+        for sec in sorted(sections):
+            lines.append(f"[{sec}]")
+            for leaf, value in sorted(sections[sec].items()):
+                lines.append(f"{leaf} = {_toml_value(value)}")
+            lines.append("")
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines))
+        os.replace(tmp, self.path)
+
+
+def _toml_value(v: Any) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+def read_filters(cfg: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(prefixes, suffix/segment markers) of reads to drop, from the filter keys."""
+    prefixes: list[str] = []
+    if cfg.get("filters.ignore_system_reads"):
+        prefixes += SYSTEM_PREFIXES
+    if cfg.get("filters.ignore_package_reads"):
+        for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+            prefixes.append(p.rstrip("/") + "/")
+        prefixes.append(os.path.expanduser("~/.pyenv/"))
+        prefixes.append(os.path.expanduser("~/.local/lib/"))
+    markers: list[str] = []
+    if cfg.get("filters.ignore_cache_reads"):
+        prefixes.append(os.path.expanduser("~/.cache/"))
+        markers += ["/__pycache__/", ".pyc"]
+    prefixes += [p if p.endswith("/") else p + "/" for p in cfg.get("filters.ignore_paths")]
+    return tuple(prefixes), tuple(markers)

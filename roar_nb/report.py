@@ -1,0 +1,213 @@
+"""Plain-text views of jobs, artifacts, sessions and the DAG, shared by the CLI and the magics.
+
+Pure formatting: takes model objects (and the store for lookups), returns strings.
+Colour is opt-in (the CLI enables it on a terminal unless NO_COLOR is set).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+from roar_nb import dag as dag_mod
+from roar_nb.model import CAPTURE_COMPLETE, Job
+
+
+class Style:
+    def __init__(self, color: bool = False):
+        self.color = color
+
+    def _c(self, code: str, s: str) -> str:
+        return f"\x1b[{code}m{s}\x1b[0m" if self.color else s
+
+    def ref(self, s):
+        return self._c("1;36", s)
+
+    def dim(self, s):
+        return self._c("2", s)
+
+    def bad(self, s):
+        return self._c("31", s)
+
+    def warn(self, s):
+        return self._c("33", s)
+
+    def good(self, s):
+        return self._c("32", s)
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def fmt_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def short(h: Optional[str], n: int = 8) -> str:
+    return h[:n] if h else "--------"[:n]
+
+
+def display_path(path: str, base: Optional[str] = None) -> str:
+    base = base or os.getcwd()
+    try:
+        rel = os.path.relpath(path, base)
+    except ValueError:
+        return path
+    shown = path if rel.startswith("..") else rel
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8") if _has_surrogates(shown) else shown
+
+
+def _has_surrogates(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def summary_line(job: Job) -> str:
+    """`roar @4: 2 in, 1 out (features.parquet 3f2a91c0), 14 ms` plus a capture note if not complete."""
+    outs = [e for e in job.outputs if e.hash]
+    detail = ""
+    if outs:
+        first = outs[0]
+        detail = f" ({os.path.basename(first.path)} {short(first.hash)}"
+        detail += f", +{len(outs) - 1} more)" if len(outs) > 1 else ")"
+    line = f"roar {job.ref}: {len(job.inputs)} in, {len(job.outputs)} out{detail}, {fmt_duration(job.duration)}"
+    if job.status != "ok":
+        line += f", failed (exit {job.exit_code})" if job.exit_code is not None else ", failed"
+    if job.capture_level != CAPTURE_COMPLETE:
+        line += f"\nroar: capture {job.capture_level}: " + "; ".join(job.capture_notes or ("unknown",))
+    return line
+
+
+def job_text(project, job: Job, style: Style = Style()) -> str:
+    base = job.cwd
+    lines = [f"{style.ref(job.ref)}  job {job.id}  ({job.kind})"]
+    if job.kind == "cell":
+        lines.append(f"  cell       {job.cell_id or '-'} [{job.execution_count or ' '}]"
+                     + (f" in {job.notebook}" if job.notebook else ""))
+    lines.append(f"  command    {job.command}")
+    lines.append(f"  cwd        {job.cwd}")
+    if job.git_commit:
+        dirty = " (dirty)" if job.git_dirty else ""
+        lines.append(f"  git        {job.git_commit[:12]} on {job.git_branch or '(detached)'}{dirty}")
+    status = style.good("ok") if job.status == "ok" else style.bad(job.status)
+    lines.append(f"  status     {status}, exit {job.exit_code}")
+    lines.append(f"  started    {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.started_at))}"
+                 f", took {fmt_duration(job.duration)}")
+    cap = f"{job.capture_level} ({job.backend})"
+    if job.capture_level != CAPTURE_COMPLETE:
+        cap = style.warn(cap) + ": " + "; ".join(job.capture_notes)
+    lines.append(f"  capture    {cap}")
+    for title, edges in (("inputs", job.inputs), ("outputs", job.outputs)):
+        lines.append(f"  {title} ({len(edges)})")
+        for e in edges:
+            flag = ""
+            if e.changed:
+                flag = style.warn("  ! modified while the job ran")
+            elif e.note:
+                flag = style.dim(f"  ({e.note})")
+            lines.append(f"    {short(e.hash, 12)}  {fmt_size(e.size):>10}  {display_path(e.path, base)}{flag}")
+    if job.source:
+        lines.append("  source")
+        lines.extend("    " + ln for ln in job.source.rstrip().splitlines())
+    return "\n".join(lines)
+
+
+def artifact_text(project, hash_: str, style: Style = Style()) -> str:
+    store = project.store
+    art = store.artifact(hash_) or {"hash": hash_, "size": 0, "digests": {}}
+    edges = store.edges_of_artifact(hash_)
+    lines = [f"artifact {hash_}", f"  size       {fmt_size(art['size'] or 0)}"]
+    for algo, value in sorted(art.get("digests", {}).items()):
+        lines.append(f"  {algo:<10} {value}")
+    paths = sorted({display_path(e['path']) for e in edges})
+    lines.append("  paths      " + (", ".join(paths) if paths else "-"))
+    producers = [e for e in edges if e["direction"] == "out"]
+    consumers = [e for e in edges if e["direction"] == "in"]
+
+    def ref(e):
+        return f"@B{e['seq']}" if e["kind"] == "build" else f"@{e['seq']}"
+
+    lines.append("  produced by")
+    lines.extend(f"    {style.ref(ref(e))} {e['job_id'][:12]}  {e['command'][:60]}" for e in producers)
+    if not producers:
+        lines.append("    (no recorded producer: a source artifact)")
+    lines.append("  consumed by")
+    lines.extend(f"    {style.ref(ref(e))} {e['job_id'][:12]}  {e['command'][:60]}" for e in consumers)
+    if not consumers:
+        lines.append("    (none)")
+    return "\n".join(lines)
+
+
+def log_text(jobs: list[Job], style: Style = Style()) -> str:
+    if not jobs:
+        return "no jobs yet"
+    lines = []
+    for j in jobs:
+        when = time.strftime("%m-%d %H:%M:%S", time.localtime(j.started_at))
+        st = style.good("ok  ") if j.status == "ok" else style.bad(f"x{j.exit_code if j.exit_code is not None else '?':<3}")
+        lines.append(f"{style.ref(j.ref):>5} {when} {st} {fmt_duration(j.duration):>8}  "
+                     f"{len(j.inputs)}>{len(j.outputs)}  {dag_mod.label(j, 60).split(' ', 1)[1]}")
+    return "\n".join(lines)
+
+
+def dag_text(dag: dag_mod.Dag, style: Style = Style(), show_artifacts: bool = False) -> str:
+    """Compact text DAG: one line per job with what it depends on, stale/failed marks."""
+    if not dag.jobs:
+        return "no jobs yet"
+    refs = {j.id: j.ref for j in dag.jobs}
+    lines = []
+    for j in dag.jobs:
+        deps = sorted(refs.get(d, "?") for d in dag.deps.get(j.id, ()))
+        arrow = style.dim(" <- " + ", ".join(deps)) if deps else ""
+        marks = []
+        if j.status != "ok":
+            marks.append(style.bad("failed"))
+        if j.id in dag.stale:
+            marks.append(style.warn("stale: " + dag.stale[j.id]))
+        if j.id in dag.superseded:
+            marks.append(style.dim("superseded"))
+        if j.capture_level != CAPTURE_COMPLETE:
+            marks.append(style.warn(j.capture_level))
+        mark = ("  [" + "; ".join(marks) + "]") if marks else ""
+        ref, _, text = dag_mod.label(j, 60).partition(" ")
+        lines.append(f"{style.ref(ref):>5} {text}{arrow}{mark}")
+        if show_artifacts:
+            for e in j.inputs:
+                lines.append(style.dim(f"        < {short(e.hash)} {display_path(e.path, j.cwd)}"))
+            for e in j.outputs:
+                lines.append(f"        > {short(e.hash)} {display_path(e.path, j.cwd)}")
+    return "\n".join(lines)
+
+
+def status_text(project, style: Style = Style()) -> str:
+    store = project.store
+    session = store.active_session(create=False)
+    lines = [f"project    {project.root}"]
+    if session is None:
+        lines.append("session    (none yet: `roar run` starts one)")
+        return "\n".join(lines)
+    jobs = store.jobs(session.id)
+    d = dag_mod.build(jobs, session_id=session.id)
+    failed = sum(1 for j in jobs if j.status != "ok")
+    lines.append(f"session    {session.id[:12]}  started {time.strftime('%Y-%m-%d %H:%M', time.localtime(session.created_at))}")
+    lines.append(f"jobs       {len(jobs)} ({len(d.jobs)} steps" + (f", {failed} failed" if failed else "") + ")")
+    if d.stale:
+        lines.append(f"stale      {', '.join(sorted(j.ref for j in d.jobs if j.id in d.stale))}")
+    lines.append(f"dag hash   {d.hash()[:16]}")
+    if jobs:
+        last = jobs[-1]
+        lines.append(f"last       {last.ref} {dag_mod.label(last, 50).split(' ', 1)[1]}")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""Turning what a user types into a job or an artifact.
+
+Accepted: `@N` / `@BN` (step numbers in a session), a job id or unique prefix, a
+file path (current or recorded), a blake3 hash or unique prefix. Shared by the
+CLI, the magics and the server so that a reference means the same everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional
+
+from roar_nb.errors import AmbiguousRef, RefNotFound
+from roar_nb.model import Job, Session
+
+_STEP = re.compile(r"^@(B?)(\d+)$", re.IGNORECASE)
+_HEX = re.compile(r"^[0-9a-fA-F]{4,64}$")
+
+
+def resolve_job(project, ref: str, session: Optional[Session] = None) -> Job:
+    store = project.store
+    m = _STEP.match(ref.strip())
+    if m:
+        session = session or store.active_session(create=False)
+        if session is None:
+            raise RefNotFound(f"no job {ref}: the session has no jobs yet")
+        job = store.job_by_seq(session.id, int(m.group(2)), build=bool(m.group(1)))
+        if job is None:
+            n = store.count_jobs(session.id)
+            raise RefNotFound(f"no job {ref} in this session ({n} job{'s' if n != 1 else ''}; see `roar log`)")
+        return job
+    if _HEX.match(ref):
+        jobs = store.jobs_by_id_prefix(ref)
+        if len(jobs) == 1:
+            return jobs[0]
+        if len(jobs) > 1:
+            raise AmbiguousRef(f"{ref!r} matches {len(jobs)} jobs: " + ", ".join(j.id[:12] for j in jobs[:6]))
+    raise RefNotFound(f"no job matches {ref!r}")
+
+
+def resolve_artifact(project, ref: str) -> str:
+    """The blake3 hash that `ref` (path or hash prefix) names."""
+    store = project.store
+    path = os.path.abspath(ref)
+    if os.path.isfile(path):
+        from roar_nb.hashing import hash_paths
+
+        h = hash_paths([path], store=store, progress_after=-1)[path].hash
+        if h and store.artifact(h):
+            return h
+    recorded = store.latest_hash_at_path(path)
+    if recorded:
+        return recorded
+    if _HEX.match(ref):
+        arts = store.artifacts_by_prefix(ref)
+        if len(arts) == 1:
+            return arts[0]["hash"]
+        if len(arts) > 1:
+            lines = []
+            for a in arts[:8]:
+                edges = store.edges_of_artifact(a["hash"])
+                where = edges[-1]["path"] if edges else "?"
+                lines.append(f"{a['hash'][:16]} ({where})")
+            raise AmbiguousRef(f"{ref!r} matches {len(arts)} artifacts: " + "; ".join(lines))
+    if os.path.exists(path):
+        raise RefNotFound(f"{ref} is not a recorded artifact (no job read or wrote it)")
+    raise RefNotFound(f"no artifact matches {ref!r}")
+
+
+def resolve_any(project, ref: str, session: Optional[Session] = None):
+    """('job', Job) or ('artifact', hash) for `roar show REF`. Step refs and paths win over prefixes."""
+    if _STEP.match(ref.strip()):
+        return "job", resolve_job(project, ref, session)
+    if os.path.exists(ref) or "/" in ref or not _HEX.match(ref):
+        return "artifact", resolve_artifact(project, ref)
+    # A bare hex string: a unique job-id prefix wins, then an artifact prefix.
+    jobs = project.store.jobs_by_id_prefix(ref)
+    arts = project.store.artifacts_by_prefix(ref)
+    if len(jobs) == 1 and not arts:
+        return "job", jobs[0]
+    if arts and not jobs:
+        return "artifact", resolve_artifact(project, ref)
+    if jobs and arts:
+        raise AmbiguousRef(f"{ref!r} matches both a job and an artifact; use more characters")
+    raise RefNotFound(f"nothing matches {ref!r}")

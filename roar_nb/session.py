@@ -1,0 +1,338 @@
+"""The use-case layer: capture -> hash -> store, shared by every front end.
+
+`Project` finds .roar/ and opens the store; `run_command` runs a command under
+the native tracer and records it; `record_job` turns any backend's events into a
+stored job (the magics call it for cells). No IPython, no CLI framework, no
+printing here: results and warnings are returned for the front end to show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from roar_nb import config as cfg_mod
+from roar_nb.capture import events as ev_mod
+from roar_nb.errors import NotInitialized, RoarError, StoreError, UsageError
+from roar_nb.model import CAPTURE_COMPLETE, CAPTURE_PARTIAL, Edge, Job, Session
+
+
+class Project:
+    """A directory holding .roar/: its config and (lazily opened) store."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.roar_dir = self.root / cfg_mod.ROAR_DIR
+        self._store = None
+        self._config = None
+
+    @classmethod
+    def find(cls, start: str | os.PathLike | None = None) -> "Project":
+        """The project for `start` (default: cwd): $ROAR_PROJECT, else the nearest .roar/ upwards."""
+        env = os.environ.get(cfg_mod.ENV_PROJECT)
+        if env:
+            if not (Path(env) / cfg_mod.ROAR_DIR).is_dir():
+                raise NotInitialized(f"${cfg_mod.ENV_PROJECT}={env} has no .roar/; run `roar init` there")
+            return cls(Path(env))
+        d = Path(os.path.abspath(start or os.getcwd()))
+        for p in (d, *d.parents):
+            if (p / cfg_mod.ROAR_DIR / cfg_mod.DB_NAME).exists():
+                return cls(p)
+        raise NotInitialized("no .roar/ in this directory or any parent; run `roar init` first")
+
+    @classmethod
+    def init(cls, root: str | os.PathLike) -> tuple["Project", bool]:
+        """Create .roar/ under `root` (idempotent). Returns (project, created)."""
+        root = Path(root).resolve()
+        roar_dir = root / cfg_mod.ROAR_DIR
+        created = not (roar_dir / cfg_mod.DB_NAME).exists()
+        try:
+            roar_dir.mkdir(parents=True, exist_ok=True)
+            if not (roar_dir / cfg_mod.CONFIG_NAME).exists():
+                (roar_dir / cfg_mod.CONFIG_NAME).write_text(
+                    "# roar-nb project settings; `roar config list` shows every key.\n"
+                )
+            (roar_dir / ".gitignore").write_text("*\n")  # never commit the DB by accident
+        except OSError as e:
+            raise StoreError(f"cannot create {roar_dir}: {e.strerror}") from None
+        from roar_nb.store import Store
+
+        p = cls(root)
+        p._store = Store.create(roar_dir)
+        return p, created
+
+    @property
+    def store(self):
+        if self._store is None:
+            from roar_nb.store import Store
+
+            self._store = Store(self.roar_dir)
+            ingest_pending(self)
+        return self._store
+
+    @property
+    def config(self) -> cfg_mod.Config:
+        if self._config is None:
+            self._config = cfg_mod.Config(self.roar_dir)
+        return self._config
+
+    def read_filter(self) -> Callable[[str], bool]:
+        """A predicate: True for reads that are dropped (system, packages, caches, .roar/)."""
+        prefixes, markers = cfg_mod.read_filters(self.config)
+        prefixes = prefixes + (str(self.roar_dir) + "/",)
+
+        def ignore(p: str) -> bool:
+            return p.startswith(prefixes) or any(m in p for m in markers)
+
+        return ignore
+
+
+# --- recording ------------------------------------------------------------------
+
+@dataclass
+class JobDraft:
+    """Everything about a job except what capture and hashing find out."""
+
+    kind: str
+    command: str
+    cwd: str
+    started_at: float
+    session_id: str
+    argv: tuple = ()
+    step: Optional[str] = None
+    ended_at: float = 0.0
+    exit_code: Optional[int] = None
+    status: str = "ok"
+    backend: str = "preload"
+    capture_level: str = CAPTURE_COMPLETE
+    capture_notes: list = field(default_factory=list)
+    source: Optional[str] = None
+    notebook: Optional[str] = None
+    cell_id: Optional[str] = None
+    execution_count: Optional[int] = None
+    kernel_id: Optional[str] = None
+    git: object = None  # gitinfo.GitInfo
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def step_identity(command: str, cwd: str) -> str:
+    from roar_nb.hashing import hash_bytes
+
+    return hash_bytes(f"{cwd}\0{command}".encode("utf-8", "surrogateescape"))[:16]
+
+
+def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tuple[Job, list[str]]:
+    """Hash what the job touched and store it. Returns (job, warnings). Never loses the job:
+    if the database cannot take it, the job is kept in .roar/pending/ and stored next time."""
+    from roar_nb import environment
+    from roar_nb.hashing import hash_paths
+
+    warnings: list[str] = []
+    ev_mod.settle_updates(reduced)
+    ignore = project.read_filter()
+    roar_prefix = str(project.roar_dir) + "/"
+    inputs = {p: v for p, v in reduced.inputs.items() if not ignore(p)}
+    outputs = [p for p in reduced.outputs if not p.startswith(roar_prefix)]
+
+    store = None
+    try:
+        store = project.store
+    except RoarError as e:
+        warnings.append(str(e))
+    hashed = hash_paths(
+        list(inputs) + outputs, store=store,
+        extra=project.config.get("hash.extra"),
+        progress_after=project.config.get("hash.progress_after"),
+    )
+    out_set = set(outputs)
+    ins = []
+    for p, (size, mtime_ns) in inputs.items():
+        h = hashed[p]
+        if p in out_set:
+            # Read, then rewritten by this job: the bytes it read are gone; use the last
+            # version roar recorded at that path, if any.
+            prev = store.latest_hash_at_path(p) if store is not None else None
+            ins.append(Edge("in", p, prev, 0, False, "rewritten by this job"))
+            continue
+        if h.hash is None:
+            ins.append(Edge("in", p, None, 0, False, h.error))
+            continue
+        changed = h.changed or (mtime_ns >= 0 and h.key is not None and
+                                (h.key[2] != size or h.key[3] != mtime_ns))
+        ins.append(Edge("in", p, h.hash, h.size, changed, "modified while the job ran" if changed else None))
+    outs = []
+    for p in outputs:
+        h = hashed[p]
+        if h.hash is None and h.error == "not a regular file":
+            continue  # e.g. a FIFO or a directory created with O_CREAT semantics
+        outs.append(Edge("out", p, h.hash, h.size, h.changed, h.error))
+    digests = {h.hash: h.digests for h in hashed.values() if h.hash and h.digests}
+
+    env_id, py, plat, pkgs = environment.snapshot()
+    git = draft.git.settle() if draft.git is not None else None
+    job = Job(
+        id=draft.id, session_id=draft.session_id, seq=0, kind=draft.kind,
+        step=draft.step or step_identity(draft.command, draft.cwd), command=draft.command,
+        cwd=draft.cwd, started_at=draft.started_at, ended_at=draft.ended_at or time.time(),
+        exit_code=draft.exit_code, status=draft.status, backend=draft.backend,
+        capture_level=draft.capture_level, capture_notes=tuple(draft.capture_notes),
+        argv=tuple(draft.argv), source=draft.source, notebook=draft.notebook, cell_id=draft.cell_id,
+        execution_count=draft.execution_count, kernel_id=draft.kernel_id,
+        git_commit=git.commit if git else None, git_branch=git.branch if git else None,
+        git_dirty=git.dirty if git else None, git_root=git.root if git else None, env_id=env_id,
+        inputs=tuple(ins), outputs=tuple(outs),
+    )
+    environment_row = (env_id, py, plat, pkgs)
+    if store is not None:
+        try:
+            return store.insert_job(job, digests, environment_row), warnings
+        except RoarError as e:
+            warnings.append(str(e))
+    _save_pending(project, job, digests, environment_row, warnings)
+    return job, warnings
+
+
+def _job_to_json(job: Job) -> dict:
+    d = asdict(job)
+    for k in ("inputs", "outputs"):
+        d[k] = [asdict(e) for e in getattr(job, k)]
+    return d
+
+
+def _save_pending(project: Project, job: Job, digests, env_row, warnings: list[str]) -> None:
+    pending = project.roar_dir / "pending"
+    try:
+        pending.mkdir(exist_ok=True)
+        tmp = pending / f"{job.id}.tmp"
+        tmp.write_text(json.dumps({"job": _job_to_json(job), "digests": digests, "env": env_row}))
+        os.replace(tmp, pending / f"{job.id}.json")
+        warnings.append(f"job kept in {pending}/ and stored by the next roar command")
+    except OSError as e:
+        warnings.append(f"job could not be stored anywhere: {e.strerror}")
+
+
+def ingest_pending(project: Project) -> int:
+    """Store jobs that an earlier process could not write. Returns how many were stored."""
+    pending = project.roar_dir / "pending"
+    if not pending.is_dir():
+        return 0
+    n = 0
+    for f in sorted(pending.glob("*.json")):
+        try:
+            doc = json.loads(f.read_text())
+            jd = doc["job"]
+            jd["inputs"] = tuple(Edge(**e) for e in jd["inputs"])
+            jd["outputs"] = tuple(Edge(**e) for e in jd["outputs"])
+            for k in ("capture_notes", "argv"):
+                jd[k] = tuple(jd[k])
+            job = Job(**jd)
+            project._store.insert_job(job, doc.get("digests"), tuple(doc["env"]) if doc.get("env") else None)
+            f.unlink()
+            n += 1
+        except (OSError, ValueError, KeyError, TypeError, RoarError):
+            continue
+    return n
+
+
+# --- running commands -------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    job: Optional[Job]
+    returncode: int  # as subprocess reports it: negative for a signal
+    warnings: list
+
+
+def preload_env(trace_dir: str, base: dict | None = None) -> dict:
+    """Environment for a child traced by the preload library (LD_PRELOAD + ROAR_TRACE_DIR)."""
+    from roar_nb.capture import preload
+
+    env = dict(os.environ if base is None else base)
+    lib = preload.library_path()
+    old = env.get("LD_PRELOAD", "")
+    env["LD_PRELOAD"] = f"{lib}:{old}" if old else lib
+    env[cfg_mod.ENV_TRACE_DIR] = trace_dir
+    return env
+
+
+def run_command(project: Project, argv: list[str], kind: str = "run",
+                session: Session | None = None, tracer: str | None = None,
+                step: str | None = None) -> RunResult:
+    """Run `argv` under tracing, passing stdio, exit code and signals through; record the job."""
+    if not argv:
+        raise UsageError("no command given")
+    from roar_nb.capture import preload
+    from roar_nb.gitinfo import read_git
+
+    store = project.store
+    session = session or store.active_session()
+    cwd = os.getcwd()
+    draft = JobDraft(kind=kind, command=shlex.join(argv), cwd=cwd, argv=tuple(argv),
+                     started_at=time.time(), session_id=session.id, step=step)
+    draft.git = read_git(cwd)
+    base_env = dict(os.environ)
+    base_env.update(store.env_vars())
+
+    trace_dir = project.roar_dir / "traces" / draft.id
+    tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER) or project.config.get("tracer.default")
+    child_env = base_env
+    if tracer not in ("auto", "preload", "none"):
+        raise UsageError(f"unknown tracer {tracer!r} (choose auto, preload or none)")
+    lib_problem = preload.problem() if tracer != "none" else "tracing disabled (--tracer none)"
+    if lib_problem is None:
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        child_env = preload_env(str(trace_dir), base_env)
+        static = preload.static_reason(argv[0], base_env.get("PATH"))
+        if static:
+            draft.capture_level = CAPTURE_PARTIAL
+            draft.capture_notes.append(static)
+    else:
+        draft.backend = "none"
+        draft.capture_level = CAPTURE_PARTIAL
+        draft.capture_notes.append(lib_problem)
+
+    # The child shares our terminal's process group, so Ctrl-C reaches it directly;
+    # meanwhile we catch SIGINT/SIGQUIT with a no-op so the job is still recorded.
+    # (A caught signal resets to default across exec; an ignored one would not.)
+    old_int = signal.signal(signal.SIGINT, _noop)
+    old_quit = signal.signal(signal.SIGQUIT, _noop)
+    try:
+        try:
+            proc = subprocess.Popen(argv, env=child_env)
+            rc = proc.wait()
+        except FileNotFoundError:
+            rc = 127
+            draft.capture_notes.append(f"command not found: {argv[0]}")
+        except PermissionError:
+            rc = 126
+            draft.capture_notes.append(f"permission denied: {argv[0]}")
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGQUIT, old_quit)
+    draft.ended_at = time.time()
+    draft.exit_code = rc
+    draft.status = "ok" if rc == 0 else "failed"
+
+    events, problems = ([], [])
+    if lib_problem is None:
+        events, problems = ev_mod.read_trace_dir(str(trace_dir))
+    if problems:
+        draft.capture_level = CAPTURE_PARTIAL
+        draft.capture_notes.extend(problems)
+    reduced = ev_mod.reduce(events)
+    job, warnings = record_job(project, draft, reduced)
+    shutil.rmtree(trace_dir, ignore_errors=True)
+    return RunResult(job, rc, warnings)
+
+
+def _noop(signum, frame) -> None:
+    pass

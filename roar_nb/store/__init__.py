@@ -1,0 +1,444 @@
+"""The lineage store: .roar/roar.db (SQLite, WAL). The only code that writes SQL.
+
+Hot-path writes and reads (`roar run`, `roar status`, `roar show`) go through a
+stdlib `sqlite3` connection; sqlite-utils, ~90 ms to import, is used only for
+migrations (store/schema.py) and is offered lazily as `Store.utils` to
+long-lived processes. Several kernels, CLIs and Ray drivers may write at once:
+every write is one short `BEGIN IMMEDIATE` transaction under a busy timeout, and
+all rows of one job are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable, Optional
+
+from roar_nb.errors import AmbiguousRef, RefNotFound, StoreError
+from roar_nb.model import Edge, Job, Session
+from roar_nb.store import schema
+
+BUSY_TIMEOUT_S = 60.0
+
+
+def path_to_db(path: str) -> tuple[str, Optional[bytes]]:
+    """(text, raw): text is the path for display/query; raw keeps non-UTF-8 bytes exactly."""
+    try:
+        path.encode("utf-8")
+        return path, None
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return raw.decode("utf-8", "backslashreplace"), raw
+
+
+def path_from_db(text: str, raw: Optional[bytes]) -> str:
+    return os.fsdecode(raw) if raw is not None else text
+
+
+def _friendly(e: sqlite3.Error, where: Path) -> StoreError:
+    msg = str(e)
+    if "locked" in msg or "busy" in msg:
+        return StoreError(f"{where} is locked by another process (waited {BUSY_TIMEOUT_S:.0f}s)")
+    if "not a database" in msg or "malformed" in msg:
+        return StoreError(f"{where} is not a valid roar database ({msg}); move it aside and run `roar init`")
+    if "readonly" in msg or "read-only" in msg:
+        return StoreError(f"{where} is read-only")
+    return StoreError(f"{where}: {msg}")
+
+
+class Store:
+    """One open lineage database. Cheap to open; safe to share across threads of one process."""
+
+    def __init__(self, roar_dir: Path, readonly: bool = False):
+        self.roar_dir = Path(roar_dir)
+        self.path = self.roar_dir / "roar.db"
+        if not self.path.exists():
+            raise StoreError(f"{self.path} does not exist; run `roar init`")
+        try:
+            uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+            self.conn = sqlite3.connect(
+                uri, uri=readonly, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                check_same_thread=False,
+            )
+            self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                schema.migrate(self.conn, str(self.roar_dir / "migrate.lock"))
+            elif self.conn.execute("PRAGMA user_version").fetchone()[0] < schema.LATEST:
+                raise StoreError(f"{self.path} needs a migration; run any roar command with write access")
+        except sqlite3.Error as e:
+            raise _friendly(e, self.path) from None
+        self._utils = None
+
+    @classmethod
+    def create(cls, roar_dir: Path) -> "Store":
+        """Create (or open) the database in `roar_dir`, in WAL mode."""
+        roar_dir = Path(roar_dir)
+        roar_dir.mkdir(parents=True, exist_ok=True)
+        path = roar_dir / "roar.db"
+        try:
+            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.close()
+        except sqlite3.Error as e:
+            raise _friendly(e, path) from None
+        return cls(roar_dir)
+
+    @property
+    def utils(self):
+        """A sqlite_utils.Database on the same connection, for ad-hoc queries in long-lived processes."""
+        if self._utils is None:
+            import sqlite_utils
+
+            self._utils = sqlite_utils.Database(self.conn)
+        return self._utils
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- plumbing ------------------------------------------------------------
+    def _q(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
+        try:
+            cur = self.conn.execute(sql, tuple(params))
+            cols = [c[0] for c in cur.description] if cur.description else []
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+        except sqlite3.Error as e:
+            raise _friendly(e, self.path) from None
+
+    def _tx(self):
+        store = self
+
+        class _Tx:
+            def __enter__(self):
+                try:
+                    store.conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as e:
+                    raise _friendly(e, store.path) from None
+                return store.conn
+
+            def __exit__(self, et, ev, tb):
+                try:
+                    store.conn.execute("COMMIT" if et is None else "ROLLBACK")
+                except sqlite3.Error as e:
+                    if et is None:
+                        raise _friendly(e, store.path) from None
+                if isinstance(ev, sqlite3.Error):
+                    raise _friendly(ev, store.path) from None
+                return False
+
+        return _Tx()
+
+    # -- meta / sessions -----------------------------------------------------
+    def meta_get(self, key: str) -> Optional[str]:
+        rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def meta_set(self, key: str, value: Optional[str]) -> None:
+        with self._tx() as c:
+            if value is None:
+                c.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def new_session(self, kind: str = "cli", name: str | None = None,
+                    notebook: str | None = None, make_active: bool = False) -> Session:
+        s = Session(id=uuid.uuid4().hex, created_at=time.time(), kind=kind, name=name, notebook=notebook)
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO sessions(id, created_at, kind, name, notebook) VALUES (?,?,?,?,?)",
+                (s.id, s.created_at, s.kind, s.name, s.notebook),
+            )
+            if make_active:
+                c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('active_session', ?)", (s.id,))
+        return s
+
+    def session(self, session_id: str) -> Session:
+        rows = self._q("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        if not rows:
+            raise RefNotFound(f"no session {session_id}")
+        return Session(**rows[0])
+
+    def sessions(self) -> list[dict]:
+        return self._q(
+            "SELECT s.*, count(j.id) AS jobs, max(j.ended_at) AS last_job_at FROM sessions s "
+            "LEFT JOIN jobs j ON j.session_id = s.id GROUP BY s.id ORDER BY s.created_at"
+        )
+
+    def find_session(self, prefix: str) -> Session:
+        rows = self._q("SELECT * FROM sessions WHERE id LIKE ? || '%'", (prefix.lower(),))
+        if not rows:
+            raise RefNotFound(f"no session matches {prefix!r}")
+        if len(rows) > 1:
+            raise AmbiguousRef(f"session prefix {prefix!r} matches {len(rows)} sessions")
+        return Session(**rows[0])
+
+    def active_session(self, create: bool = True) -> Optional[Session]:
+        """The CLI's current session; created on first use."""
+        sid = self.meta_get("active_session")
+        if sid:
+            rows = self._q("SELECT * FROM sessions WHERE id = ?", (sid,))
+            if rows:
+                return Session(**rows[0])
+        if not create:
+            return None
+        return self.new_session("cli", make_active=True)
+
+    def notebook_session(self, notebook: str) -> Optional[Session]:
+        """The most recent session of a notebook path, if any."""
+        rows = self._q(
+            "SELECT * FROM sessions WHERE notebook = ? ORDER BY created_at DESC LIMIT 1", (notebook,)
+        )
+        return Session(**rows[0]) if rows else None
+
+    # -- environments ----------------------------------------------------------
+    def put_environment(self, env_id: str, python: str, platform: str, packages: dict) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO environments(id, python, platform, packages) VALUES (?,?,?,?)",
+                (env_id, python, platform, json.dumps(packages, sort_keys=True)),
+            )
+
+    def has_environment(self, env_id: str) -> bool:
+        return bool(self._q("SELECT 1 FROM environments WHERE id = ?", (env_id,)))
+
+    def environment(self, env_id: str) -> Optional[dict]:
+        rows = self._q("SELECT * FROM environments WHERE id = ?", (env_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        row["packages"] = json.loads(row["packages"] or "{}")
+        return row
+
+    # -- jobs ------------------------------------------------------------------
+    def insert_job(self, job: Job, digests: dict | None = None,
+                   environment: tuple | None = None) -> Job:
+        """Write a job, its edges and new artifacts in one transaction; assigns `seq`.
+
+        `digests` maps blake3 -> {algo: value}; `environment` is
+        (env_id, python, platform, packages) when the job's environment is new.
+        """
+        now = time.time()
+        io_rows, art_rows = [], {}
+        for e in (*job.inputs, *job.outputs):
+            text, raw = path_to_db(e.path)
+            io_rows.append((job.id, e.direction, text, raw, e.hash, e.size, int(e.changed), e.note))
+            if e.hash is not None:
+                art_rows[e.hash] = (e.hash, e.size, now)
+        build = job.kind == "build"
+        with self._tx() as c:
+            if environment is not None:
+                env_id, python, platform, packages = environment
+                c.execute(
+                    "INSERT OR IGNORE INTO environments(id, python, platform, packages) VALUES (?,?,?,?)",
+                    (env_id, python, platform, json.dumps(packages, sort_keys=True)),
+                )
+            seq = c.execute(
+                "SELECT coalesce(max(seq), 0) + 1 FROM jobs WHERE session_id = ? AND (kind = 'build') = ?",
+                (job.session_id, build),
+            ).fetchone()[0]
+            c.execute(
+                "INSERT INTO jobs(id, session_id, seq, kind, step, command, argv, cwd, source, notebook,"
+                " cell_id, execution_count, kernel_id, started_at, ended_at, exit_code, status, backend,"
+                " capture_level, capture_notes, git_commit, git_branch, git_dirty, git_root, env_id)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job.id, job.session_id, seq, job.kind, job.step, job.command,
+                    json.dumps(list(job.argv)), job.cwd, job.source, job.notebook, job.cell_id,
+                    job.execution_count, job.kernel_id, job.started_at, job.ended_at,
+                    job.exit_code, job.status, job.backend, job.capture_level,
+                    json.dumps(list(job.capture_notes)), job.git_commit, job.git_branch,
+                    None if job.git_dirty is None else int(job.git_dirty), job.git_root, job.env_id,
+                ),
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO artifacts(hash, size, first_seen) VALUES (?,?,?)", art_rows.values()
+            )
+            if digests:
+                c.executemany(
+                    "INSERT OR IGNORE INTO artifact_digests(hash, algo, value) VALUES (?,?,?)",
+                    [(h, a, v) for h, d in digests.items() for a, v in d.items()],
+                )
+            c.executemany(
+                "INSERT OR REPLACE INTO job_io(job_id, direction, path, path_raw, hash, size, changed, note)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                io_rows,
+            )
+        return _replace(job, seq=seq)
+
+    def _jobs_from_rows(self, rows: list[dict], with_edges: bool = True) -> list[Job]:
+        edges: dict[str, tuple[list, list]] = {r["id"]: ([], []) for r in rows}
+        if with_edges and rows:
+            ids = list(edges)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                for e in self._q(
+                    f"SELECT * FROM job_io WHERE job_id IN ({','.join('?' * len(chunk))})"
+                    " ORDER BY rowid", chunk,
+                ):
+                    edge = Edge(e["direction"], path_from_db(e["path"], e["path_raw"]), e["hash"],
+                                e["size"] or 0, bool(e["changed"]), e["note"])
+                    edges[e["job_id"]][0 if e["direction"] == "in" else 1].append(edge)
+        jobs = []
+        for r in rows:
+            ins, outs = edges[r["id"]]
+            jobs.append(Job(
+                id=r["id"], session_id=r["session_id"], seq=r["seq"], kind=r["kind"], step=r["step"],
+                command=r["command"], cwd=r["cwd"], started_at=r["started_at"], ended_at=r["ended_at"],
+                exit_code=r["exit_code"], status=r["status"], backend=r["backend"],
+                capture_level=r["capture_level"],
+                capture_notes=tuple(json.loads(r["capture_notes"] or "[]")),
+                argv=tuple(json.loads(r["argv"] or "[]")), source=r["source"], notebook=r["notebook"],
+                cell_id=r["cell_id"], execution_count=r["execution_count"], kernel_id=r["kernel_id"],
+                git_commit=r["git_commit"], git_branch=r["git_branch"],
+                git_dirty=None if r["git_dirty"] is None else bool(r["git_dirty"]),
+                git_root=r["git_root"], env_id=r["env_id"], inputs=tuple(ins), outputs=tuple(outs),
+            ))
+        return jobs
+
+    def jobs(self, session_id: str | None = None, limit: int | None = None,
+             with_edges: bool = True, newest_first: bool = False) -> list[Job]:
+        """Jobs of a session (or all), oldest first unless `newest_first`."""
+        sql = "SELECT * FROM jobs"
+        params: list = []
+        if session_id is not None:
+            sql += " WHERE session_id = ?"
+            params.append(session_id)
+        sql += " ORDER BY started_at DESC, rowid DESC" if newest_first else " ORDER BY started_at, rowid"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._jobs_from_rows(self._q(sql, params), with_edges)
+
+    def job(self, job_id: str) -> Job:
+        rows = self._q("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise RefNotFound(f"no job {job_id}")
+        return self._jobs_from_rows(rows)[0]
+
+    def job_by_seq(self, session_id: str, seq: int, build: bool = False) -> Optional[Job]:
+        rows = self._q(
+            "SELECT * FROM jobs WHERE session_id = ? AND seq = ? AND (kind = 'build') = ?",
+            (session_id, seq, build),
+        )
+        return self._jobs_from_rows(rows)[0] if rows else None
+
+    def jobs_by_id_prefix(self, prefix: str) -> list[Job]:
+        rows = self._q("SELECT * FROM jobs WHERE id LIKE ? || '%' LIMIT 20", (prefix.lower(),))
+        return self._jobs_from_rows(rows)
+
+    def count_jobs(self, session_id: str | None = None) -> int:
+        if session_id is None:
+            return self._q("SELECT count(*) AS n FROM jobs")[0]["n"]
+        return self._q("SELECT count(*) AS n FROM jobs WHERE session_id = ?", (session_id,))[0]["n"]
+
+    def delete_job(self, job_id: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM job_io WHERE job_id = ?", (job_id,))
+            c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    # -- artifacts ---------------------------------------------------------------
+    def artifacts_by_prefix(self, prefix: str) -> list[dict]:
+        return self._q("SELECT * FROM artifacts WHERE hash LIKE ? || '%' LIMIT 20", (prefix.lower(),))
+
+    def artifact(self, hash_: str) -> Optional[dict]:
+        rows = self._q("SELECT * FROM artifacts WHERE hash = ?", (hash_,))
+        if not rows:
+            return None
+        art = rows[0]
+        art["digests"] = {r["algo"]: r["value"] for r in self._q(
+            "SELECT algo, value FROM artifact_digests WHERE hash = ?", (hash_,))}
+        return art
+
+    def latest_hash_at_path(self, path: str) -> Optional[str]:
+        """The hash most recently recorded at `path` (written, else read)."""
+        text, _ = path_to_db(path)
+        rows = self._q(
+            "SELECT io.hash FROM job_io io JOIN jobs j ON j.id = io.job_id"
+            " WHERE io.path = ? AND io.hash IS NOT NULL"
+            " ORDER BY j.ended_at DESC, io.direction = 'out' DESC LIMIT 1", (text,),
+        )
+        return rows[0]["hash"] if rows else None
+
+    def edges_of_artifact(self, hash_: str) -> list[dict]:
+        """Every (job, direction, path) touching an artifact, oldest first."""
+        return self._q(
+            "SELECT io.job_id, io.direction, io.path, io.path_raw, j.session_id, j.seq, j.kind, j.command,"
+            " j.ended_at FROM job_io io JOIN jobs j ON j.id = io.job_id WHERE io.hash = ?"
+            " ORDER BY j.started_at, j.rowid", (hash_,),
+        )
+
+    # -- hash cache ------------------------------------------------------------
+    def cache_lookup(self, keys: list[tuple]) -> dict[tuple, str]:
+        """keys: (dev, ino, size, mtime_ns, ctime_ns) -> cached blake3 for those that still match."""
+        out: dict[tuple, str] = {}
+        if not keys:
+            return out
+        cur = self.conn.cursor()
+        try:
+            for k in keys:
+                row = cur.execute(
+                    "SELECT hash FROM hash_cache WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ?"
+                    " AND ctime_ns = ?", k,
+                ).fetchone()
+                if row:
+                    out[k] = row[0]
+        except sqlite3.Error as e:
+            raise _friendly(e, self.path) from None
+        return out
+
+    def cache_store(self, rows: list[tuple]) -> None:
+        """rows: (dev, ino, size, mtime_ns, ctime_ns, hash)."""
+        if rows:
+            with self._tx() as c:
+                c.executemany("INSERT OR REPLACE INTO hash_cache VALUES (?,?,?,?,?,?)", rows)
+
+    # -- env vars / labels -------------------------------------------------------
+    def env_vars(self) -> dict[str, str]:
+        return {r["name"]: r["value"] for r in self._q("SELECT name, value FROM env_vars ORDER BY name")}
+
+    def env_set(self, name: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO env_vars(name, value) VALUES (?, ?)", (name, value))
+
+    def env_unset(self, name: str) -> bool:
+        with self._tx() as c:
+            return c.execute("DELETE FROM env_vars WHERE name = ?", (name,)).rowcount > 0
+
+    def label_history(self, entity_type: str, entity_id: str) -> list[dict]:
+        rows = self._q(
+            "SELECT version, doc, created_at FROM labels WHERE entity_type = ? AND entity_id = ?"
+            " ORDER BY version", (entity_type, entity_id),
+        )
+        for r in rows:
+            r["doc"] = json.loads(r["doc"])
+        return rows
+
+    def label_patch(self, entity_type: str, entity_id: str, patch: dict) -> dict:
+        """Apply `patch` (value None deletes a key) as a new version; returns the new document."""
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT version, doc FROM labels WHERE entity_type = ? AND entity_id = ?"
+                " ORDER BY version DESC LIMIT 1", (entity_type, entity_id),
+            ).fetchone()
+            version, doc = (row[0], json.loads(row[1])) if row else (0, {})
+            for k, v in patch.items():
+                if v is None:
+                    doc.pop(k, None)
+                else:
+                    doc[k] = v
+            c.execute(
+                "INSERT INTO labels(entity_type, entity_id, version, doc, created_at) VALUES (?,?,?,?,?)",
+                (entity_type, entity_id, version + 1, json.dumps(doc, sort_keys=True), time.time()),
+            )
+        return doc
+
+
+def _replace(job: Job, **changes) -> Job:
+    from dataclasses import replace
+
+    return replace(job, **changes)

@@ -1,0 +1,88 @@
+"""Schema migrations of .roar/roar.db, applied in order and tracked by PRAGMA user_version.
+
+Migrations use sqlite-utils (imported only here and only when a migration must
+run, which keeps `import sqlite_utils` off the hot path of `roar run`). The
+schema is documented table by table in ARCHITECTURE.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def _m1(db) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["sessions"].create(
+        {"id": str, "created_at": float, "kind": str, "name": str, "notebook": str}, pk="id"
+    )
+    db["environments"].create(
+        {"id": str, "python": str, "platform": str, "packages": str}, pk="id"
+    )
+    db["jobs"].create(
+        {
+            "id": str, "session_id": str, "seq": int, "kind": str, "step": str,
+            "command": str, "argv": str, "cwd": str, "source": str, "notebook": str,
+            "cell_id": str, "execution_count": int, "kernel_id": str,
+            "started_at": float, "ended_at": float, "exit_code": int, "status": str,
+            "backend": str, "capture_level": str, "capture_notes": str,
+            "git_commit": str, "git_branch": str, "git_dirty": int, "git_root": str,
+            "env_id": str,
+        },
+        pk="id",
+        foreign_keys=[("session_id", "sessions", "id"), ("env_id", "environments", "id")],
+    )
+    # @N and @BN are numbered separately within a session.
+    db.execute(
+        "CREATE UNIQUE INDEX jobs_session_ref ON jobs(session_id, kind = 'build', seq)"
+    )
+    db["jobs"].create_index(["step"])
+    db["artifacts"].create({"hash": str, "size": int, "first_seen": float}, pk="hash")
+    db["artifact_digests"].create(
+        {"hash": str, "algo": str, "value": str}, pk=("hash", "algo"),
+        foreign_keys=[("hash", "artifacts", "hash")],
+    )
+    db["job_io"].create(
+        {
+            "job_id": str, "direction": str, "path": str, "path_raw": bytes,
+            "hash": str, "size": int, "changed": int, "note": str,
+        },
+        pk=("job_id", "direction", "path"),
+        foreign_keys=[("job_id", "jobs", "id"), ("hash", "artifacts", "hash")],
+    )
+    db["job_io"].create_index(["hash"])
+    db["job_io"].create_index(["path"])
+    db["labels"].create(
+        {"entity_type": str, "entity_id": str, "version": int, "doc": str, "created_at": float},
+        pk=("entity_type", "entity_id", "version"),
+    )
+    db["env_vars"].create({"name": str, "value": str}, pk="name")
+    db["hash_cache"].create(
+        {"dev": int, "ino": int, "size": int, "mtime_ns": int, "ctime_ns": int, "hash": str},
+        pk=("dev", "ino"),
+    )
+
+
+MIGRATIONS = [_m1]
+LATEST = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, lock_path: str) -> None:
+    """Bring the database at `conn` to LATEST.
+
+    sqlite-utils commits each DDL statement itself, so a SQL transaction cannot
+    make a migration atomic across processes; an exclusive file lock does: the
+    second of two racing processes waits, then sees the new user_version.
+    """
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= LATEST:
+        return
+    import fcntl
+
+    import sqlite_utils
+
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        db = sqlite_utils.Database(conn)
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number in range(current + 1, LATEST + 1):
+            MIGRATIONS[number - 1](db)
+            conn.execute(f"PRAGMA user_version = {number}")
