@@ -117,6 +117,8 @@ def _run(a, kind: str) -> int:
     quiet = a.quiet or os.environ.get("ROAR_QUIET") == "1" or project.config.get("output.quiet")
     from roar_nb.report import summary_line
 
+    if res.error:
+        print(f"roar: {res.error}", file=sys.stderr)
     for w in res.warnings:
         print(f"roar: warning: {w}", file=sys.stderr)
     if res.job is not None and not quiet:

@@ -68,6 +68,7 @@ class Project:
 
         p = cls(root)
         p._store = Store.create(roar_dir)
+        p._store.active_session()  # created now, so `roar run` only ever reads it
         return p, created
 
     @property
@@ -194,6 +195,10 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
     environment_row = (env_id, py, plat, pkgs)
     if store is not None:
         try:
+            if not job.session_id:
+                from dataclasses import replace
+
+                job = replace(job, session_id=store.active_session().id)
             return store.insert_job(job, digests, environment_row), warnings
         except RoarError as e:
             warnings.append(str(e))
@@ -234,6 +239,8 @@ def ingest_pending(project: Project) -> int:
             jd["outputs"] = tuple(Edge(**e) for e in jd["outputs"])
             for k in ("capture_notes", "argv"):
                 jd[k] = tuple(jd[k])
+            if not jd.get("session_id"):  # the DB was unreadable when the job ran
+                jd["session_id"] = project._store.active_session().id
             job = Job(**jd)
             project._store.insert_job(job, doc.get("digests"), tuple(doc["env"]) if doc.get("env") else None)
             f.unlink()
@@ -250,6 +257,7 @@ class RunResult:
     job: Optional[Job]
     returncode: int  # as subprocess reports it: negative for a signal
     warnings: list
+    error: Optional[str] = None  # the command could not be started (not found, not executable)
 
 
 def preload_env(trace_dir: str, base: dict | None = None) -> dict:
@@ -274,13 +282,16 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     from roar_nb.gitinfo import read_git
 
     store = project.store
-    session = session or store.active_session()
+    base_env = dict(os.environ)
+    try:
+        session = session or store.active_session()
+        base_env.update(store.env_vars())
+    except RoarError:
+        session = None  # the DB is locked or broken: run anyway, keep the job pending
     cwd = os.getcwd()
     draft = JobDraft(kind=kind, command=shlex.join(argv), cwd=cwd, argv=tuple(argv),
-                     started_at=time.time(), session_id=session.id, step=step)
+                     started_at=time.time(), session_id=session.id if session else "", step=step)
     draft.git = read_git(cwd)
-    base_env = dict(os.environ)
-    base_env.update(store.env_vars())
 
     trace_dir = project.roar_dir / "traces" / draft.id
     tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER) or project.config.get("tracer.default")
@@ -310,11 +321,11 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
             proc = subprocess.Popen(argv, env=child_env)
             rc = proc.wait()
         except FileNotFoundError:
-            rc = 127
-            draft.capture_notes.append(f"command not found: {argv[0]}")
+            rc, error = 127, f"command not found: {argv[0]}"
         except PermissionError:
-            rc = 126
-            draft.capture_notes.append(f"permission denied: {argv[0]}")
+            rc, error = 126, f"permission denied: {argv[0]}"
+        else:
+            error = None
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGQUIT, old_quit)
@@ -331,7 +342,7 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     reduced = ev_mod.reduce(events)
     job, warnings = record_job(project, draft, reduced)
     shutil.rmtree(trace_dir, ignore_errors=True)
-    return RunResult(job, rc, warnings)
+    return RunResult(job, rc, warnings, error)
 
 
 def _noop(signum, frame) -> None:

@@ -22,7 +22,8 @@ from roar_nb.errors import AmbiguousRef, RefNotFound, StoreError
 from roar_nb.model import Edge, Job, Session
 from roar_nb.store import schema
 
-BUSY_TIMEOUT_S = 60.0
+# How long a writer waits for another's transaction; ROAR_BUSY_TIMEOUT (seconds) overrides it.
+BUSY_TIMEOUT_S = float(os.environ.get("ROAR_BUSY_TIMEOUT") or 60.0)
 
 
 def path_to_db(path: str) -> tuple[str, Optional[bytes]]:

@@ -1,0 +1,223 @@
+"""In-process capture through Python audit hooks (PEP 578): the floor that always works.
+
+Responsibility: turn the audit events CPython raises for file operations
+(`open`, `os.rename`/`os.replace`, `os.remove`/`os.unlink`, `os.link`,
+`os.truncate`, `shutil.rmtree`, `sqlite3.connect`, process starts) into
+`model.Event`s in the vocabulary of rust/EVENTS.md, but only while a traced job
+(a notebook cell) runs.
+
+What it must not do: hash, touch the store, print, or slow down the process
+when no job runs. Audit hooks cannot be removed once added, so the hook is
+installed once per process and gated by a module-level flag; when the flag is
+off the hook costs one global lookup and a return.
+
+Limits (reported by the caller as capture level "python-only"): I/O done inside
+C extensions that bypass Python's `open` (pyarrow, h5py, the C side of sqlite
+after connect, torch) is not seen; subprocesses are seen only through the
+native library injected into their environment.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import sys
+import threading
+import time
+from typing import Optional
+
+from roar_nb.model import (OP_DELETE, OP_EXEC, OP_LINK, OP_MOVE, OP_READ, OP_UPDATE, OP_WRITE,
+                           Event)
+
+NOTE_PYTHON_ONLY = ("python-level capture: file I/O inside C extensions (e.g. pyarrow, "
+                    "h5py, torch) was not seen; use the roar kernel (`roar kernel install`) "
+                    "for complete capture")
+
+_O_ACCMODE = 3
+_O_CREAT = os.O_CREAT
+_O_TRUNC = os.O_TRUNC
+_O_WRONLY = os.O_WRONLY
+_O_RDWR = os.O_RDWR
+
+# Gate and buffer. Plain module globals: the hook reads `_active` on every audit
+# event of the process (thousands per second: compile, exec, imports), so it
+# must be the cheapest possible check. list.append is atomic under the GIL, so
+# threads started by the cell can report concurrently without a lock.
+_active = False
+_events: list = []
+_notes: list = []
+_installed = False
+_install_lock = threading.Lock()
+_pid = os.getpid()
+
+
+def _abspath(p) -> Optional[str]:
+    if isinstance(p, int):
+        return None  # open(fd): the file was opened (and reported) elsewhere
+    try:
+        p = os.fspath(p)
+    except TypeError:
+        return None
+    if isinstance(p, bytes):
+        p = os.fsdecode(p)
+    # abspath also normalises lexically ("..", ".", "//"), as EVENTS.md requires.
+    return os.path.abspath(p)
+
+
+def _stat(p: str):
+    try:
+        return os.stat(p)
+    except (OSError, ValueError):
+        return None
+
+
+def _on_open(path, flags) -> None:
+    p = _abspath(path)
+    if p is None or p.startswith(("/proc/", "/sys/", "/dev/")):
+        return
+    if not isinstance(flags, int):
+        flags = 0
+    acc = flags & _O_ACCMODE
+    now = time.monotonic_ns()
+    if acc == _O_RDWR and not flags & (_O_CREAT | _O_TRUNC):
+        st = _stat(p)
+        if st is None or not stat_mod.S_ISREG(st.st_mode):
+            return
+        _events.append(Event(OP_UPDATE, p, now, st.st_size, st.st_mtime_ns, None, _pid))
+    elif acc in (_O_WRONLY, _O_RDWR) or flags & (_O_CREAT | _O_TRUNC):
+        # The hook runs before the call: whether the open succeeded is decided when
+        # the job's events are collected (see `stop`).
+        _events.append(Event(OP_WRITE, p, now, 0, -1, None, _pid))
+    else:
+        # A read of a missing or non-regular file (directory listing, FIFO) is no input;
+        # stat now, before the call, also gives the (size, mtime) EVENTS.md wants.
+        st = _stat(p)
+        if st is None or not stat_mod.S_ISREG(st.st_mode):
+            return
+        _events.append(Event(OP_READ, p, now, st.st_size, st.st_mtime_ns, None, _pid))
+
+
+def _resolve_dir_fd(path, dir_fd) -> Optional[str]:
+    if dir_fd is None or isinstance(path, int):
+        return _abspath(path)
+    p = os.fsdecode(os.fspath(path))
+    if os.path.isabs(p):
+        return os.path.normpath(p)
+    try:
+        base = os.readlink(f"/proc/self/fd/{dir_fd}")
+    except OSError:
+        return None
+    return os.path.normpath(os.path.join(base, p))
+
+
+def _hook(name: str, args: tuple) -> None:
+    if not _active:
+        return
+    try:
+        if name == "open":
+            _on_open(args[0], args[2])
+        elif name == "os.rename":  # os.rename and os.replace
+            src = _resolve_dir_fd(args[0], args[2])
+            dst = _resolve_dir_fd(args[1], args[3])
+            if src and dst and os.path.lexists(src) and not os.path.isdir(src):
+                _events.append(Event(OP_MOVE, src, time.monotonic_ns(), 0, -1, dst, _pid))
+        elif name == "os.remove":  # os.remove and os.unlink
+            p = _resolve_dir_fd(args[0], args[1])
+            if p and os.path.lexists(p):
+                _events.append(Event(OP_DELETE, p, time.monotonic_ns(), 0, -1, None, _pid))
+        elif name == "os.link":
+            src = _resolve_dir_fd(args[0], args[2])
+            dst = _resolve_dir_fd(args[1], args[3])
+            if src and dst and os.path.isfile(src):
+                _events.append(Event(OP_LINK, src, time.monotonic_ns(), 0, -1, dst, _pid))
+        elif name == "os.truncate":
+            p = _abspath(args[0])
+            if p:
+                _events.append(Event(OP_WRITE, p, time.monotonic_ns(), 0, -1, None, _pid))
+        elif name == "shutil.rmtree":
+            # rmtree unlinks relative to directory fds; record the files it is about to remove.
+            root = _resolve_dir_fd(args[0], args[1] if len(args) > 1 else None)
+            if root and os.path.isdir(root) and not os.path.islink(root):
+                now = time.monotonic_ns()
+                for d, _dirs, files in os.walk(root):
+                    for f in files:
+                        _events.append(Event(OP_DELETE, os.path.join(d, f), now, 0, -1, None, _pid))
+        elif name == "sqlite3.connect":
+            db = args[0]
+            if isinstance(db, (str, bytes, os.PathLike)):
+                db = os.fsdecode(os.fspath(db))
+                if db and db != ":memory:" and not db.startswith("file:"):
+                    p = os.path.abspath(db)
+                    st = _stat(p)
+                    if st is None:
+                        _events.append(Event(OP_WRITE, p, time.monotonic_ns(), 0, -1, None, _pid))
+                    elif stat_mod.S_ISREG(st.st_mode):
+                        _events.append(Event(OP_UPDATE, p, time.monotonic_ns(), st.st_size,
+                                             st.st_mtime_ns, None, _pid))
+        elif name == "subprocess.Popen":
+            exe, argv, _cwd, env = args
+            prog = exe if exe is not None else (argv[0] if isinstance(argv, (list, tuple)) and argv
+                                                else argv)
+            p = _abspath(prog) if prog and "/" in os.fsdecode(os.fspath(prog)) else None
+            if p:
+                _events.append(Event(OP_EXEC, p, time.monotonic_ns(), 0, -1, None, _pid))
+            if env is not None and "ROAR_TRACE_DIR" not in env:
+                _notes.append(f"subprocess {os.fsdecode(os.fspath(prog))!s:.60} was started with its "
+                              "own environment: its file I/O was not seen")
+        elif name in ("os.system", "os.posix_spawn", "os.exec", "os.spawn"):
+            if name != "os.system":
+                prog = args[1] if name == "os.spawn" else args[0]
+                p = _abspath(prog)
+                if p:
+                    _events.append(Event(OP_EXEC, p, time.monotonic_ns(), 0, -1, None, _pid))
+                env = args[-1]
+                if isinstance(env, dict) and "ROAR_TRACE_DIR" not in env and b"ROAR_TRACE_DIR" not in env:
+                    _notes.append(f"{name}({prog!s:.60}) with its own environment: its file I/O "
+                                  "was not seen")
+    except Exception:  # noqa: BLE001 - a tracing bug must never break the traced program
+        pass
+
+
+def install() -> None:
+    """Add the hook once per process (it can never be removed; it stays dormant)."""
+    global _installed
+    with _install_lock:
+        if not _installed:
+            sys.addaudithook(_hook)
+            _installed = True
+
+
+def start() -> None:
+    """Begin collecting: every thread's file operations count from now on."""
+    global _active, _events, _notes, _pid
+    install()
+    _events = []
+    _notes = []
+    _pid = os.getpid()
+    _active = True
+
+
+def active() -> bool:
+    return _active
+
+
+def stop() -> tuple[list[Event], list[str]]:
+    """Stop collecting; return (events in time order, notes about what was not seen)."""
+    global _active
+    _active = False
+    events, notes = _events, list(dict.fromkeys(_notes))
+    # The hook runs before each call, so a write-open that then failed (missing
+    # directory, permission) would look like an output. Keep a write only if the
+    # file exists now, or a later rename/delete in this job explains why not.
+    moved_or_deleted = {e.path for e in events if e.op in (OP_MOVE, OP_DELETE)}
+    kept = []
+    exists: dict = {}
+    for e in events:
+        if e.op == OP_WRITE and e.path not in moved_or_deleted:
+            ok = exists.get(e.path)
+            if ok is None:
+                ok = exists[e.path] = os.path.exists(e.path)
+            if not ok:
+                continue
+        kept.append(e)
+    return kept, notes

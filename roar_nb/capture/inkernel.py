@@ -1,0 +1,201 @@
+"""Capturing one notebook cell inside the kernel process, with the best backend available.
+
+1. Native: the kernel was started by the roar kernelspec with the preload
+   library in LD_PRELOAD, dormant. `roar_begin(trace_dir)` / `roar_end()` are
+   called through ctypes around the cell, so C extensions (pyarrow, sqlite3)
+   and every subprocess are seen. Capture level "complete".
+2. Python level: the audit hook (capture/audit.py), plus LD_PRELOAD and
+   ROAR_TRACE_DIR put into os.environ for the duration of the cell so that
+   subprocesses started from the cell are still traced natively. Capture level
+   "python-only", with a note saying what was not seen.
+
+This module hands back events and notes; it never hashes, never touches the
+store, never imports IPython and never prints (the magic decides what to say).
+It also drops the kernel's own bookkeeping files, which are not the user's I/O:
+while a cell runs, the kernel's other threads keep writing IPython's history
+database (and its -journal) under the IPython dir, Jupyter touches connection
+files in its runtime dir, and roar itself reads and writes .roar/ and its trace
+files. The native library sees all of those because it traces every thread of
+the process, so they are removed here, by path prefix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Optional
+
+from roar_nb.capture import audit
+from roar_nb.capture import events as ev_mod
+from roar_nb.capture import preload
+from roar_nb.config import ENV_TRACE_DIR
+from roar_nb.model import (CAPTURE_COMPLETE, CAPTURE_PARTIAL, CAPTURE_PYTHON, OP_EXEC, OP_LINK,
+                           OP_MOVE, Event)
+
+HOW_TO_NATIVE = ("roar: python-level capture only (C extensions such as pyarrow are not seen); "
+                 "for complete capture run `roar kernel install` and pick the \"Python 3 (roar)\" kernel")
+
+
+def loaded_library() -> Optional[str]:
+    """Path of the preload library if it is mapped into this process (i.e. LD_PRELOADed)."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            for line in f:
+                if line.endswith(b"/" + preload.LIB_NAME.encode() + b"\n"):
+                    return os.fsdecode(line.split(None, 5)[5].strip())
+    except OSError:
+        pass
+    return None
+
+
+class Native:
+    """The control functions of the in-process preload library."""
+
+    def __init__(self, path: str):
+        # dlopen of an already-loaded object returns the same handle: these are the
+        # functions of the copy that LD_PRELOAD put in front of libc.
+        lib = ctypes.CDLL(path)
+        self.begin_fn = lib.roar_begin
+        self.begin_fn.argtypes = [ctypes.c_char_p]
+        self.begin_fn.restype = ctypes.c_int
+        self.end_fn = lib.roar_end
+        self.end_fn.restype = ctypes.c_int
+        self.active_fn = lib.roar_active
+        self.active_fn.restype = ctypes.c_int
+        self.path = path
+
+    def begin(self, trace_dir: str) -> bool:
+        return self.begin_fn(os.fsencode(trace_dir)) == 0
+
+    def end(self) -> bool:
+        return self.end_fn() == 0
+
+    def active(self) -> bool:
+        return bool(self.active_fn())
+
+
+@dataclass
+class CellTrace:
+    """What capture found out about one cell."""
+
+    events: list
+    backend: str
+    capture_level: str
+    notes: list = field(default_factory=list)
+
+
+class CellCapture:
+    """Begins and ends capture around cells; one per kernel (one cell runs at a time)."""
+
+    def __init__(self, exclude: tuple = ()):
+        self.native: Optional[Native] = None
+        self.problem: Optional[str] = None  # why native capture is unavailable, once
+        lib = loaded_library()
+        if lib:
+            try:
+                self.native = Native(lib)
+            except (OSError, AttributeError) as e:
+                self.problem = f"roar: the preload library in this kernel has no control functions ({e})"
+        # A library for subprocesses in python-level mode (found even without the kernelspec).
+        self.child_lib = lib
+        if self.child_lib is None and preload.problem() is None:
+            self.child_lib = preload.library_path()
+        if self.native is None and self.problem is None:
+            self.problem = HOW_TO_NATIVE
+        # Trace files live in a private temporary directory, not in .roar/, so a
+        # read-only project still gets native capture of subprocesses.
+        self.trace_base = tempfile.mkdtemp(prefix="roar-kernel-")
+        self.exclude = tuple(p.rstrip("/") + "/" for p in exclude if p) + (self.trace_base + "/",)
+        self._n = 0
+        self._trace_dir: Optional[str] = None
+        self._mode: Optional[str] = None
+        self._saved_env: dict = {}
+
+    @property
+    def backend(self) -> str:
+        return "preload" if self.native is not None else "audit"
+
+    def running(self) -> bool:
+        return self._mode is not None
+
+    def begin(self) -> None:
+        self._n += 1
+        trace_dir = os.path.join(self.trace_base, str(self._n))
+        os.mkdir(trace_dir)
+        self._trace_dir = trace_dir
+        # Subprocesses: the native library propagates itself into exec'd children
+        # while active; setting the variables here as well covers python-level
+        # mode, and children that build their environment from os.environ.
+        self._set_env(trace_dir)
+        if self.native is not None and self.native.begin(trace_dir):
+            self._mode = "preload"
+            return
+        audit.start()
+        self._mode = "audit"
+
+    def _set_env(self, trace_dir: str) -> None:
+        self._saved_env = {k: os.environ.get(k) for k in ("LD_PRELOAD", ENV_TRACE_DIR)}
+        if self.child_lib:
+            old = os.environ.get("LD_PRELOAD", "")
+            if self.child_lib not in old.split(":"):
+                os.environ["LD_PRELOAD"] = f"{self.child_lib}:{old}" if old else self.child_lib
+            os.environ[ENV_TRACE_DIR] = trace_dir
+
+    def _restore_env(self) -> None:
+        for k, v in self._saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        self._saved_env = {}
+
+    def end(self) -> CellTrace:
+        """Stop capture (I/O from now on is not the cell's) and collect the cell's events."""
+        mode, trace_dir = self._mode, self._trace_dir
+        self._mode = None
+        notes: list[str] = []
+        events: list[Event] = []
+        if mode == "preload":
+            self.native.end()
+            level = CAPTURE_COMPLETE
+        elif mode == "audit":
+            events, notes = audit.stop()
+            level = CAPTURE_PYTHON
+            notes.insert(0, audit.NOTE_PYTHON_ONLY if self.problem == HOW_TO_NATIVE
+                         else f"python-level capture ({self.problem})")
+        else:
+            return CellTrace([], self.backend, CAPTURE_PARTIAL, ["capture was not running"])
+        self._restore_env()
+        native_events, problems = ev_mod.read_trace_dir(trace_dir) if trace_dir else ([], [])
+        if problems:
+            notes.extend(problems)
+            if level == CAPTURE_COMPLETE:
+                level = CAPTURE_PARTIAL
+        events = sorted(events + native_events, key=lambda e: e.t_ns) if events else native_events
+        if mode == "audit" and self.child_lib is None and any(e.op == OP_EXEC for e in events):
+            notes.append("subprocesses ran untraced (native library not found)")
+        shutil.rmtree(trace_dir, ignore_errors=True)
+        self._trace_dir = None
+        return CellTrace(self._drop_excluded(events), mode, level, notes)
+
+    def _drop_excluded(self, events: list) -> list:
+        ex = self.exclude
+        out = []
+        for e in events:
+            if e.path.startswith(ex):
+                if e.op in (OP_MOVE, OP_LINK) and e.path2 and not e.path2.startswith(ex):
+                    # Something of ours moved into the user's space: it appears as written there.
+                    out.append(Event("W", e.path2, e.t_ns, 0, -1, None, e.pid))
+                continue
+            if e.path2 and e.path2.startswith(ex):
+                continue
+            out.append(e)
+        return out
+
+    def close(self) -> None:
+        if self._mode is not None:
+            self.end()
+        shutil.rmtree(self.trace_base, ignore_errors=True)

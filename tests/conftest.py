@@ -1,0 +1,69 @@
+"""Shared fixtures: the native tracer (built here if missing, never skipped) and scratch projects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NATIVE = REPO / "roar_nb" / "_native" / "libroar_preload.so"
+BIN = Path(sys.executable).parent
+
+
+def ensure_native() -> Path:
+    """Build the preload library if it is not there; a build failure fails the tests."""
+    built = REPO / "rust" / "target" / "release" / "libroar_preload.so"
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO / "rust", check=True)
+    NATIVE.parent.mkdir(exist_ok=True)
+    if not NATIVE.exists() or NATIVE.read_bytes() != built.read_bytes():
+        shutil.copy(built, NATIVE)
+    return NATIVE
+
+
+@pytest.fixture(scope="session")
+def native_lib() -> Path:
+    return ensure_native()
+
+
+def roar_cmd() -> list[str]:
+    exe = BIN / "roar"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "roar_nb.cli"]
+
+
+class Proj:
+    """A scratch project directory with `.roar/`, and a way to run `roar` in it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def roar(self, *args, check=True, env=None, **kw) -> subprocess.CompletedProcess:
+        e = dict(os.environ)
+        e.pop("ROAR_PROJECT", None)
+        e.update(env or {})
+        p = subprocess.run([*roar_cmd(), *map(str, args)], cwd=kw.pop("cwd", self.root), env=e,
+                           capture_output=True, **kw)
+        if check and p.returncode != 0:
+            raise AssertionError(f"roar {args} exited {p.returncode}\nstdout: {p.stdout!r}\nstderr: {p.stderr!r}")
+        return p
+
+    def dag(self, *extra) -> dict:
+        import json
+
+        return json.loads(self.roar("dag", "--json", *extra).stdout)
+
+    def path(self, *parts) -> str:
+        return str(self.root.joinpath(*parts))
+
+
+@pytest.fixture
+def proj(tmp_path, native_lib) -> Proj:
+    root = tmp_path / "proj"
+    root.mkdir()
+    p = Proj(root)
+    p.roar("init", "-n")
+    return p
