@@ -98,7 +98,8 @@ def _on_open(path, flags) -> None:
 
 
 def _resolve_dir_fd(path, dir_fd) -> Optional[str]:
-    if dir_fd is None or isinstance(path, int):
+    # CPython passes -1 (not None) when no dir_fd was given.
+    if dir_fd is None or not isinstance(dir_fd, int) or dir_fd < 0 or isinstance(path, int):
         return _abspath(path)
     p = os.fsdecode(os.fspath(path))
     if os.path.isabs(p):

@@ -1,0 +1,446 @@
+"""The IPython front end: `%load_ext roar`, `%%roar`, `%roar on|off|status|log|show|dag`.
+
+Responsibility: decide which cells are jobs, begin and end capture around them
+(capture/inkernel.py picks native or python-level capture), hand the events to
+`session.record_job`, and show one quiet summary line. It is the only module
+that imports IPython.
+
+What it must not do: hide or alter the user's own exception or output, run the
+user's code itself (cells run exactly as IPython runs them; `%%roar` is removed
+by an input transformer so tracebacks and line numbers are untouched), or raise
+from an IPython hook: roar errors become one printed line and the cell still
+runs. The per-cell path is kept lean (no sqlite_utils, one Project/Store per
+kernel, no git subprocess in the cell's window).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from typing import Optional
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from roar_nb import session as session_mod
+from roar_nb.capture.audit import NOTE_PYTHON_ONLY
+from roar_nb.errors import NotInitialized, RoarError
+
+USAGE = "usage: %roar on | off | status | log | show REF | dag [--widget|--text|--expanded]   (%%roar: trace this cell)"
+
+# Cells made only of these lines are roar's own commands, not jobs of the user.
+_OWN_PREFIXES = ("%roar", "%load_ext roar", "%reload_ext roar", "%unload_ext roar")
+
+# How often a background `git status` refreshes the dirty flag (it never runs
+# inside a cell's capture window, where it would count as the cell's I/O).
+_GIT_DIRTY_EVERY_S = 2.0
+
+
+def _is_own_cell(raw: str) -> bool:
+    lines = [ln.strip() for ln in raw.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return bool(lines) and all(ln.startswith(_OWN_PREFIXES) and not ln.startswith("%%roar") for ln in lines)
+
+
+def _first_line(raw: str) -> str:
+    for ln in raw.splitlines():
+        s = ln.strip()
+        if s and not s.startswith("%%roar"):
+            return s
+    return ""
+
+
+def _strip_roar_cell_magic(lines: list[str]) -> list[str]:
+    """Input transformer: a leading `%%roar` line becomes an empty line.
+
+    The cell then runs as ordinary code: no magic frame in tracebacks, and line
+    numbers still match what the user sees (line 1 is the `%%roar` line)."""
+    if lines and lines[0].lstrip().startswith("%%roar"):
+        return ["\n"] + lines[1:]
+    return lines
+
+
+class _Git:
+    """Commit/branch read per cell from .git files; the dirty flag from a throttled background status."""
+
+    def __init__(self):
+        self._proc_info = None
+        self._started = 0.0
+        self.dirty: Optional[bool] = None
+
+    def info(self, cwd: str):
+        from roar_nb.gitinfo import GitInfo, read_git
+
+        g = read_git(cwd, dirty=False)
+        if g.root is None:
+            return None
+        return GitInfo(root=g.root, commit=g.commit, branch=g.branch, dirty=self.dirty)
+
+    def refresh(self, cwd: str) -> None:
+        """Collect a finished `git status` and start the next one (called outside capture)."""
+        from roar_nb.gitinfo import read_git
+
+        if self._proc_info is not None:
+            p = self._proc_info._proc
+            if p is not None and p.poll() is None:
+                return  # still running; collect it next time
+            self.dirty = self._proc_info.settle().dirty
+            self._proc_info = None
+        if time.monotonic() - self._started >= _GIT_DIRTY_EVERY_S:
+            self._started = time.monotonic()
+            g = read_git(cwd, dirty=True)
+            self._proc_info = g if g._proc is not None else None
+
+
+class NotebookSession:
+    """roar's state in one kernel: project, session, capture, and whether cells are traced."""
+
+    def __init__(self, shell):
+        self.shell = shell
+        self.project = None
+        self.session = None
+        self.capture = None
+        self.auto = False
+        self.summary = True
+        self.notebook = _notebook_path(shell)
+        self.kernel_id = _kernel_id()
+        self._said: set = set()
+        self._cell = None  # (JobDraft, ExecutionInfo) of the cell being captured
+        self._git = _Git()
+
+    # -- setup -----------------------------------------------------------------------
+    def open(self) -> None:
+        from roar_nb.capture.inkernel import CellCapture
+
+        start = os.path.dirname(self.notebook) if self.notebook else os.getcwd()
+        try:
+            self.project = _find_or_create_project(start, self.say)
+            cfg = self.project.config
+            self.summary = bool(cfg.get("notebook.summary")) and not cfg.get("output.quiet")
+            self.auto = bool(cfg.get("notebook.auto_trace"))
+            store = self.project.store
+            s = store.notebook_session(self.notebook) if self.notebook else None
+            self.session = s or store.new_session(
+                "notebook", name=os.path.basename(self.notebook) if self.notebook else None,
+                notebook=self.notebook)
+        except RoarError as e:
+            self.say(f"roar: {e}; cells run but are not recorded")
+            self.project = self.session = None
+        excludes = [_ipython_dir(self.shell), _runtime_dir()]
+        if self.project is not None:
+            excludes.append(str(self.project.roar_dir))
+        self.capture = CellCapture(tuple(p for p in excludes if p))
+        if self.capture.native is None:
+            self.say(self.capture.problem)
+        if self.project is not None:
+            self._git.refresh(os.getcwd())
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
+
+    def say(self, msg: str) -> None:
+        """Print a roar message once per kernel (repeated warnings are noise)."""
+        if msg and msg not in self._said:
+            self._said.add(msg)
+            print(msg, file=sys.stdout, flush=True)
+
+    # -- hooks -----------------------------------------------------------------------
+    def pre_run_cell(self, info) -> None:
+        try:
+            if self._cell is not None:  # a previous cell never reached post_run_cell
+                self._finish(None)
+            raw = info.raw_cell or ""
+            if self.project is None or self.session is None or info.silent:
+                return
+            stripped = raw.lstrip()
+            if stripped.startswith("%%roar"):
+                args = stripped.splitlines()[0][len("%%roar"):].strip()
+                if args:
+                    print(USAGE)
+                    return
+            elif not self.auto or _is_own_cell(raw) or not raw.strip():
+                return
+            self._begin(info)
+        except RoarError as e:
+            self._cell = None
+            self.say(f"roar: {e}")
+        except Exception as e:  # noqa: BLE001 - never break the user's cell
+            self._cell = None
+            self.say(f"roar: internal error, cell not traced: {type(e).__name__}: {e}")
+
+    def post_run_cell(self, result) -> None:
+        if self._cell is None:
+            return
+        try:
+            self._finish(result)
+        except RoarError as e:
+            self.say(f"roar: {e}")
+        except Exception as e:  # noqa: BLE001
+            self.say(f"roar: internal error, cell not recorded: {type(e).__name__}: {e}")
+        finally:
+            self._cell = None
+
+    def _begin(self, info) -> None:
+        from roar_nb.hashing import hash_bytes
+
+        cwd = os.getcwd()
+        raw = info.raw_cell or ""
+        cell_id = getattr(info, "cell_id", None) or None
+        draft = session_mod.JobDraft(
+            kind="cell", command=_first_line(raw), cwd=cwd, started_at=time.time(),
+            session_id=self.session.id,
+            # Step identity is the cell id; without one (terminal IPython) the source is.
+            step=cell_id or "src:" + hash_bytes(raw.encode("utf-8", "surrogateescape"))[:16],
+            source=raw, notebook=self.notebook, cell_id=cell_id, kernel_id=self.kernel_id,
+        )
+        draft.git = self._git.info(cwd)
+        self._cell = draft
+        self.capture.begin()  # last: nothing of ours runs inside the window but the hook
+
+    def _finish(self, result) -> None:
+        from roar_nb.capture import events as ev_mod
+
+        draft = self._cell
+        self._cell = None
+        trace = self.capture.end()  # first: the cell's window closes here
+        draft.ended_at = time.time()
+        failed = result is None or (result.error_in_exec is not None or result.error_before_exec is not None)
+        draft.status = "failed" if failed else "ok"
+        draft.exit_code = 1 if failed else 0
+        if result is not None:
+            draft.execution_count = result.execution_count
+        else:
+            draft.capture_notes.append("the cell did not finish normally")
+        draft.backend = trace.backend
+        draft.capture_level = trace.capture_level
+        draft.capture_notes.extend(trace.notes)
+        job, warnings = session_mod.record_job(self.project, draft, ev_mod.reduce(trace.events))
+        if self.summary:
+            # One quiet line per cell; the capture-level explanation that the summary may
+            # append is the same every cell, so it is said once per kernel.
+            first, *more = _summary(job).split("\n")
+            print(first, flush=True)
+            for m in more:
+                if not m.endswith(": " + NOTE_PYTHON_ONLY):  # %load_ext said that already
+                    self.say(m)
+        for w in warnings:
+            self.say(f"roar: {w}")
+        self._git.refresh(draft.cwd)
+
+    # -- commands ---------------------------------------------------------------------
+    def jobs(self):
+        return self.project.store.jobs(self.session.id)
+
+    def dag(self, expanded: bool = False):
+        from roar_nb import dag as dag_mod
+
+        return dag_mod.build(self.jobs(), expanded=expanded, session_id=self.session.id)
+
+
+def _summary(job) -> str:
+    try:
+        from roar_nb.report import summary_line
+    except ImportError:  # report.py is written concurrently; keep the kernel usable meanwhile
+        return f"roar {job.ref}: {len(job.inputs)} in, {len(job.outputs)} out, {job.duration * 1000:.0f} ms"
+    return summary_line(job)
+
+
+def _find_or_create_project(start: str, say):
+    """The project above `start`, else a new .roar/ at the git root (or `start`) with one line said."""
+    try:
+        return session_mod.Project.find(start)
+    except NotInitialized:
+        if os.environ.get("ROAR_PROJECT"):
+            raise
+    from roar_nb.gitinfo import find_git_root
+
+    root = find_git_root(start) or start
+    project, created = session_mod.Project.init(root)
+    if created:
+        say(f"roar: created {project.roar_dir}")
+    return project
+
+
+def _notebook_path(shell) -> Optional[str]:
+    """The notebook file when the frontend says (JupyterLab/Notebook 7 set __session__ /
+    JPY_SESSION_NAME; VS Code sets __vsc_ipynb_file__); None otherwise."""
+    ns = getattr(shell, "user_ns", {}) or {}
+    for cand in (ns.get("__vsc_ipynb_file__"), ns.get("__session__"), os.environ.get("JPY_SESSION_NAME")):
+        if isinstance(cand, str) and cand.endswith(".ipynb"):
+            return os.path.abspath(cand)
+    return None
+
+
+def _kernel_id() -> Optional[str]:
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = os.path.basename(get_connection_file())
+    except Exception:  # noqa: BLE001 - not in a kernel (terminal IPython, tests)
+        return None
+    if name.startswith("kernel-") and name.endswith(".json"):
+        return name[len("kernel-"):-len(".json")]
+    return name
+
+
+def _ipython_dir(shell) -> Optional[str]:
+    d = getattr(shell, "ipython_dir", None)
+    if not d:
+        prof = getattr(shell, "profile_dir", None)
+        d = getattr(prof, "location", None)
+    return os.path.realpath(d) if d else None
+
+
+def _runtime_dir() -> Optional[str]:
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        return os.path.realpath(jupyter_runtime_dir())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+@magics_class
+class RoarMagics(Magics):
+    def __init__(self, shell, nb: NotebookSession):
+        super().__init__(shell)
+        self.nb = nb
+
+    @line_cell_magic
+    def roar(self, line: str, cell: Optional[str] = None):
+        """%roar on|off|status|log|show REF|dag [--widget|--text|--expanded]; %%roar traces one cell."""
+        if cell is not None:
+            # Only reached when the input transformer was removed: run the body as a cell would.
+            if line.strip():
+                print(USAGE)
+            self.shell.run_cell(cell, store_history=False)
+            return None
+        try:
+            args = shlex.split(line)
+        except ValueError:
+            print(USAGE)
+            return None
+        try:
+            self._command(args)
+        except RoarError as e:
+            print(f"roar: {e}")
+        return None
+
+    def _command(self, args: list[str]) -> None:
+        nb = self.nb
+        cmd, rest = (args[0], args[1:]) if args else ("", [])
+        if cmd in ("", "help", "-h", "--help"):
+            print(USAGE)
+            return
+        if cmd not in ("on", "off", "status", "log", "show", "dag"):
+            print(USAGE)
+            return
+        if cmd in ("on", "off"):
+            if rest:
+                print(USAGE)
+                return
+            nb.auto = cmd == "on"
+            if nb.project is None:
+                print("roar: no usable .roar/ for this notebook; cells are not recorded")
+            else:
+                print(f"roar: tracing every cell {'on' if nb.auto else 'off'}"
+                      f" ({'native' if nb.capture.native else 'python-level'} capture)")
+            return
+        if nb.project is None or nb.session is None:
+            print("roar: no usable .roar/ for this notebook (see the message at %load_ext)")
+            return
+        if cmd == "status":
+            if rest:
+                print(USAGE)
+                return
+            print(_status_text(nb))
+        elif cmd == "log":
+            if rest:
+                print(USAGE)
+                return
+            from roar_nb.report import log_text
+
+            print(log_text(nb.jobs()))
+        elif cmd == "show":
+            if len(rest) != 1:
+                print(USAGE)
+                return
+            from roar_nb import report, resolve
+
+            kind, what = resolve.resolve_any(nb.project, rest[0], nb.session)
+            print(report.job_text(nb.project, what) if kind == "job" else report.artifact_text(nb.project, what))
+        elif cmd == "dag":
+            flags = set(rest)
+            if not flags <= {"--widget", "--text", "--expanded"} or {"--widget", "--text"} <= flags:
+                print(USAGE)
+                return
+            self._dag(nb, widget="--widget" in flags, text="--text" in flags, expanded="--expanded" in flags)
+
+    def _dag(self, nb: NotebookSession, widget: bool, text: bool, expanded: bool) -> None:
+        from IPython.display import SVG, display
+
+        from roar_nb import render
+
+        d = nb.dag(expanded=expanded)
+        if widget:
+            w = render.dag_widget(d, nb.project)
+            if w is not None:
+                display(w)
+                return
+            print("roar: ipywidgets is not installed; showing the static DAG")
+        svg = None if text else render.dag_svg(d)
+        if svg is None:
+            print(render.dag_text(d))
+        else:
+            display(SVG(svg))
+
+
+def _status_text(nb: NotebookSession) -> str:
+    d = nb.dag()
+    jobs = nb.jobs()
+    failed = sum(1 for j in jobs if j.status != "ok")
+    cap = "native (preload)" if nb.capture.native else "python-level (audit hook)"
+    lines = [
+        f"project    {nb.project.root}",
+        f"session    {nb.session.id[:12]}" + (f"  {nb.notebook}" if nb.notebook else ""),
+        f"tracing    {'every cell (%roar off to stop)' if nb.auto else '%%roar cells only (%roar on for all)'}",
+        f"capture    {cap}",
+        f"jobs       {len(jobs)} ({len(d.jobs)} cells" + (f", {failed} failed" if failed else "") + ")",
+    ]
+    if d.stale:
+        lines.append(f"stale      {', '.join(j.ref for j in d.jobs if j.id in d.stale)}")
+    return "\n".join(lines)
+
+
+# --- extension entry points (roar_nb.load_ipython_extension delegates here) --------------
+
+_STATE_ATTR = "_roar_nb_state"
+
+
+def load(ip) -> None:
+    if getattr(ip, _STATE_ATTR, None) is not None:
+        return  # loaded twice: keep the one session
+    nb = NotebookSession(ip)
+    nb.open()
+    if _strip_roar_cell_magic not in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.append(_strip_roar_cell_magic)
+    ip.events.register("pre_run_cell", nb.pre_run_cell)
+    ip.events.register("post_run_cell", nb.post_run_cell)
+    ip.register_magics(RoarMagics(ip, nb))
+    setattr(ip, _STATE_ATTR, nb)
+
+
+def unload(ip) -> None:
+    nb = getattr(ip, _STATE_ATTR, None)
+    if nb is None:
+        return
+    for name, fn in (("pre_run_cell", nb.pre_run_cell), ("post_run_cell", nb.post_run_cell)):
+        try:
+            ip.events.unregister(name, fn)
+        except ValueError:
+            pass
+    if _strip_roar_cell_magic in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.remove(_strip_roar_cell_magic)
+    nb.close()
+    setattr(ip, _STATE_ATTR, None)
