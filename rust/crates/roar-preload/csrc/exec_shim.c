@@ -1,0 +1,102 @@
+/*
+ * exec_shim.c - the C-variadic members of the exec family for roar-preload.
+ *
+ * Why C: execl, execlp and execle take a NULL-terminated *variadic* argument
+ * list, and stable Rust cannot define C-variadic functions. Declaring them in
+ * Rust with many fixed pointer parameters would read argument slots the
+ * caller never passed (undefined behaviour, and on the stack it reads the
+ * caller's frame). So this file walks the list with va_arg, exactly like
+ * glibc's own execl (count first, then a VLA), and hands a normal argv to the
+ * Rust hook bodies. glibc implements execl* by calling __execve/__execvpe
+ * internally (no PLT), which is why hooking execve alone would miss them.
+ *
+ * The functions here are hidden; lib.rs exports `execl`, `execlp`, `execle`
+ * as naked one-instruction trampolines that jump here with every register
+ * and the stack untouched, because a Rust cdylib does not export symbols
+ * defined in linked C objects.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#define HIDDEN __attribute__((visibility("hidden")))
+
+extern char **environ;
+
+/* Rust hook bodies (exec.rs). */
+int roar_internal_execve(const char *path, char *const argv[], char *const envp[]);
+int roar_internal_execvpe(const char *file, char *const argv[], char *const envp[]);
+
+/* Count arguments after arg0 up to and including the terminating NULL. */
+static ptrdiff_t count_args(const char *arg0, va_list ap) {
+    ptrdiff_t argc = 1; /* arg0 */
+    if (arg0 == NULL)
+        return 0;
+    while (va_arg(ap, const char *) != NULL) {
+        if (++argc >= INT_MAX / (ptrdiff_t)sizeof(char *))
+            return -1;
+    }
+    return argc;
+}
+
+HIDDEN int roar_shim_execl(const char *path, const char *arg0, ...) {
+    va_list ap, ap2;
+    va_start(ap, arg0);
+    va_copy(ap2, ap);
+    ptrdiff_t argc = count_args(arg0, ap2);
+    va_end(ap2);
+    if (argc < 0) {
+        va_end(ap);
+        errno = E2BIG;
+        return -1;
+    }
+    const char *argv[argc + 1];
+    argv[0] = arg0;
+    for (ptrdiff_t i = 1; i <= argc; i++)
+        argv[i] = i < argc ? va_arg(ap, const char *) : NULL;
+    va_end(ap);
+    return roar_internal_execve(path, (char *const *)argv, environ);
+}
+
+HIDDEN int roar_shim_execlp(const char *file, const char *arg0, ...) {
+    va_list ap, ap2;
+    va_start(ap, arg0);
+    va_copy(ap2, ap);
+    ptrdiff_t argc = count_args(arg0, ap2);
+    va_end(ap2);
+    if (argc < 0) {
+        va_end(ap);
+        errno = E2BIG;
+        return -1;
+    }
+    const char *argv[argc + 1];
+    argv[0] = arg0;
+    for (ptrdiff_t i = 1; i <= argc; i++)
+        argv[i] = i < argc ? va_arg(ap, const char *) : NULL;
+    va_end(ap);
+    return roar_internal_execvpe(file, (char *const *)argv, environ);
+}
+
+HIDDEN int roar_shim_execle(const char *path, const char *arg0, ...) {
+    va_list ap, ap2;
+    va_start(ap, arg0);
+    va_copy(ap2, ap);
+    ptrdiff_t argc = count_args(arg0, ap2);
+    va_end(ap2);
+    if (argc < 0) {
+        va_end(ap);
+        errno = E2BIG;
+        return -1;
+    }
+    const char *argv[argc + 1];
+    argv[0] = arg0;
+    for (ptrdiff_t i = 1; i <= argc; i++)
+        argv[i] = i < argc ? va_arg(ap, const char *) : NULL;
+    /* The envp comes right after the NULL that ends the argument list. */
+    if (arg0 != NULL)
+        (void)va_arg(ap, const char *); /* the terminating NULL itself */
+    char *const *envp = va_arg(ap, char *const *);
+    va_end(ap);
+    return roar_internal_execve(path, (char *const *)argv, envp);
+}

@@ -1,0 +1,692 @@
+//! Per-process tracer state: activation flag, reentrancy guard, dedupe set,
+//! record buffer, cached cwd, and flushing to the per-process trace file.
+//!
+//! Responsible for turning "this call succeeded on this path" into encoded
+//! records and getting them to disk. It must never change what the traced
+//! program observes: it uses raw syscalls (not our own hooked symbols) for its
+//! file, never holds a file descriptor open between flushes, and callers save
+//! and restore errno around it.
+//!
+//! Concurrency: one [`State`] behind a futex [`RawLock`]; a per-thread
+//! `IN_HOOK` flag turns nested hook calls (a hook → malloc → open, or a
+//! signal handler that opens a file while we hold the lock) into plain
+//! pass-throughs, so the lock is never taken recursively.
+
+use std::cell::{Cell, UnsafeCell};
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use libc::c_int;
+use roar_events::{encode_header, encode_record, is_under, normalize_into, Header, Op};
+
+use crate::lock::RawLock;
+
+/// Fast-path flag read by every hook: `false` means dormant, and the hook
+/// does nothing but call the real function. Authoritative state is
+/// `State::active` (read under the lock); this is only the cheap hint.
+pub static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Flush the buffer once it holds this many bytes (~64 KiB per write()).
+const FLUSH_AT: usize = 64 * 1024;
+
+thread_local! {
+    // const-initialised, no destructor: compiles to a plain TLS slot, never
+    // allocates and never registers a TLS destructor.
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+    // Whether this thread took the state lock in the atfork prepare handler.
+    static FORK_LOCKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as "inside the tracer"; dropped on exit.
+pub struct HookGuard {
+    _private: (),
+}
+
+impl HookGuard {
+    /// Enter the tracer on this thread, or `None` if it is already inside
+    /// (a nested call must just call the real function).
+    #[inline]
+    pub fn enter() -> Option<HookGuard> {
+        IN_HOOK
+            .try_with(|c| {
+                if c.get() {
+                    None
+                } else {
+                    c.set(true);
+                    Some(HookGuard { _private: () })
+                }
+            })
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for HookGuard {
+    fn drop(&mut self) {
+        let _ = IN_HOOK.try_with(|c| c.set(false));
+    }
+}
+
+/// Guard for a hook while tracing: `None` when dormant (one atomic load) or
+/// when this thread is already inside the tracer.
+#[inline(always)]
+pub fn tracing() -> Option<HookGuard> {
+    if ACTIVE.load(Ordering::Relaxed) {
+        HookGuard::enter()
+    } else {
+        None
+    }
+}
+
+/// Saves errno on creation and restores it on drop, so that the tracer's own
+/// syscalls never leak into the errno the program sees after a hook.
+pub struct ErrnoGuard(c_int);
+
+impl ErrnoGuard {
+    /// Snapshot the calling thread's errno.
+    pub fn save() -> Self {
+        // SAFETY: __errno_location always returns this thread's errno slot.
+        ErrnoGuard(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for ErrnoGuard {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
+/// FxHash (the rustc hasher): a multiply-rotate over 8-byte words. Paths are
+/// not attacker-controlled across a trust boundary here and we want the
+/// cheapest hash that spreads path bytes well; SipHash would dominate the
+/// per-open cost for long paths.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher {
+    hash: u64,
+}
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ w).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+type Seen = HashSet<Box<[u8]>, BuildHasherDefault<FxHasher>>;
+
+/// Everything the tracer knows about the current process image.
+pub struct State {
+    /// Whether records are being collected (authoritative; see [`ACTIVE`]).
+    pub active: bool,
+    /// Normalised absolute trace directory.
+    pub dir: Vec<u8>,
+    pid: u32,
+    ppid: u32,
+    /// CLOCK_MONOTONIC at init (or at fork / roar_begin): names the file.
+    t0_ns: u64,
+    buf: Vec<u8>,
+    header_written: bool,
+    seen: Option<Seen>,
+    cwd: Vec<u8>,
+    cwd_valid: bool,
+    // Scratch buffers reused across calls so the hot path does not allocate.
+    path1: Vec<u8>,
+    path2: Vec<u8>,
+    key: Vec<u8>,
+    tmp: Vec<u8>,
+    /// Set by the library destructor: anything recorded afterwards (other
+    /// libraries' destructors) is flushed immediately.
+    finalized: bool,
+}
+
+struct Shared {
+    lock: RawLock,
+    state: UnsafeCell<State>,
+}
+
+// SAFETY: `state` is only accessed with `lock` held (see with_state and the
+// fork handlers, which run single-threaded in the child).
+unsafe impl Sync for Shared {}
+
+static SHARED: Shared = Shared {
+    lock: RawLock::new(),
+    state: UnsafeCell::new(State {
+        active: false,
+        dir: Vec::new(),
+        pid: 0,
+        ppid: 0,
+        t0_ns: 0,
+        buf: Vec::new(),
+        header_written: false,
+        seen: None,
+        cwd: Vec::new(),
+        cwd_valid: false,
+        path1: Vec::new(),
+        path2: Vec::new(),
+        key: Vec::new(),
+        tmp: Vec::new(),
+        finalized: false,
+    }),
+};
+
+/// Run `f` on the state with the lock held. A panic inside `f` is caught,
+/// tracing is switched off (degrade, never crash the host program) and
+/// `None` is returned. The caller must hold a [`HookGuard`] (or otherwise be
+/// sure no hook on this thread can re-enter while the lock is held).
+pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    struct Unlock;
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            SHARED.lock.unlock();
+        }
+    }
+    SHARED.lock.lock();
+    let _unlock = Unlock;
+    // SAFETY: we hold the lock.
+    let st = unsafe { &mut *SHARED.state.get() };
+    match catch_unwind(AssertUnwindSafe(|| f(st))) {
+        Ok(r) => Some(r),
+        Err(_) => {
+            ACTIVE.store(false, Ordering::Relaxed);
+            st.active = false;
+            None
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO, ~20 ns).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+fn getpid_u32() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::getpid() as u32 }
+}
+
+fn getppid_u32() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::getppid() as u32 }
+}
+
+impl State {
+    /// Start recording into `raw_dir` (relative to the cwd if not absolute).
+    /// Any records pending for a previous directory are flushed there first.
+    /// Starts a new trace file (fresh t0) and an empty dedupe set.
+    pub fn start(&mut self, raw_dir: &[u8]) -> bool {
+        if self.active {
+            self.flush();
+        }
+        self.cwd_valid = false;
+        let mut d = Vec::new();
+        if !self.resolve(libc::AT_FDCWD, raw_dir, &mut d) {
+            return false;
+        }
+        self.dir = d;
+        self.pid = getpid_u32();
+        self.ppid = getppid_u32();
+        self.t0_ns = now_ns();
+        self.buf.clear();
+        self.header_written = false;
+        if let Some(s) = self.seen.as_mut() {
+            s.clear();
+        }
+        self.finalized = false;
+        self.active = true;
+        true
+    }
+
+    /// Flush and stop recording.
+    pub fn stop(&mut self) {
+        self.flush();
+        self.active = false;
+    }
+
+    /// Reset identity after fork in the (single-threaded) child: records
+    /// inherited from the parent's buffer belong to the parent, which will
+    /// flush them itself.
+    fn after_fork_child(&mut self) {
+        self.pid = getpid_u32();
+        self.ppid = getppid_u32();
+        self.t0_ns = now_ns();
+        self.buf.clear();
+        self.header_written = false;
+        if let Some(s) = self.seen.as_mut() {
+            s.clear();
+        }
+    }
+
+    /// Forget the cached cwd (after chdir/fchdir).
+    pub fn invalidate_cwd(&mut self) {
+        self.cwd_valid = false;
+    }
+
+    /// Mark the library as finalised (destructor ran): flush and keep
+    /// flushing every later record immediately.
+    pub fn finalize(&mut self) {
+        self.flush();
+        self.finalized = true;
+    }
+
+    fn refresh_cwd(&mut self) -> bool {
+        if self.cwd_valid {
+            return true;
+        }
+        let mut cap = 4096usize;
+        loop {
+            self.cwd.clear();
+            self.cwd.reserve(cap);
+            // SAFETY: buffer of `capacity` bytes; getcwd NUL-terminates.
+            let r = unsafe { libc::getcwd(self.cwd.as_mut_ptr().cast(), self.cwd.capacity()) };
+            if !r.is_null() {
+                // SAFETY: getcwd wrote a NUL-terminated string into cwd.
+                let n = unsafe { libc::strlen(r) };
+                unsafe { self.cwd.set_len(n) };
+                // "(unreachable)/..." when the cwd is outside our root.
+                self.cwd_valid = self.cwd.first() == Some(&b'/');
+                return self.cwd_valid;
+            }
+            // SAFETY: reading errno.
+            if unsafe { *libc::__errno_location() } != libc::ERANGE || cap >= 1 << 20 {
+                return false;
+            }
+            cap *= 2;
+        }
+    }
+
+    /// Absolute path of an open directory fd via /proc/self/fd, into `tmp`.
+    fn fd_path(&mut self, fd: c_int) -> bool {
+        if fd < 0 {
+            return false;
+        }
+        let mut link = [0u8; 40];
+        let prefix = b"/proc/self/fd/";
+        link[..prefix.len()].copy_from_slice(prefix);
+        let n = prefix.len() + write_u64(&mut link[prefix.len()..], fd as u64);
+        link[n] = 0;
+        let mut cap = 4096usize;
+        loop {
+            self.tmp.clear();
+            self.tmp.reserve(cap);
+            // SAFETY: link is NUL-terminated; buffer has `capacity` bytes.
+            let r = unsafe {
+                libc::readlink(
+                    link.as_ptr().cast(),
+                    self.tmp.as_mut_ptr().cast(),
+                    self.tmp.capacity(),
+                )
+            };
+            if r < 0 {
+                return false;
+            }
+            let r = r as usize;
+            if r < self.tmp.capacity() {
+                // SAFETY: readlink wrote r bytes.
+                unsafe { self.tmp.set_len(r) };
+                // Pipes, sockets, anon inodes: not paths.
+                return self.tmp.first() == Some(&b'/');
+            }
+            if cap >= 1 << 20 {
+                return false;
+            }
+            cap *= 2;
+        }
+    }
+
+    /// Resolve `raw` (as passed to a *at() call with `dirfd`) into an
+    /// absolute normalised path in `out`.
+    fn resolve(&mut self, dirfd: c_int, raw: &[u8], out: &mut Vec<u8>) -> bool {
+        if raw.first() == Some(&b'/') {
+            normalize_into(b"/", raw, out);
+            return true;
+        }
+        if dirfd == libc::AT_FDCWD {
+            if !self.refresh_cwd() {
+                return false;
+            }
+            normalize_into(&self.cwd, raw, out);
+        } else {
+            if !self.fd_path(dirfd) {
+                return false;
+            }
+            normalize_into(&self.tmp, raw, out);
+        }
+        true
+    }
+
+    fn ignored(&self, p: &[u8]) -> bool {
+        is_under(p, b"/proc")
+            || is_under(p, b"/sys")
+            || is_under(p, b"/dev")
+            || (!self.dir.is_empty() && is_under(p, &self.dir))
+    }
+
+    /// True the first time (op, path) is seen in this process (image).
+    fn first_time(&mut self, op: Op, p: &[u8]) -> bool {
+        self.key.clear();
+        self.key.push(op.as_byte());
+        self.key.extend_from_slice(p);
+        let seen = self.seen.get_or_insert_with(Default::default);
+        if seen.contains(self.key.as_slice()) {
+            false
+        } else {
+            seen.insert(self.key.as_slice().into());
+            true
+        }
+    }
+
+    /// After a path is removed, moved or replaced, a later open of the same
+    /// name is a new fact and must be recorded again (W a, D a, W a).
+    fn forget(&mut self, p: &[u8]) {
+        let Some(seen) = self.seen.as_mut() else {
+            return;
+        };
+        if seen.is_empty() {
+            return;
+        }
+        for op in [Op::Read, Op::Write, Op::Update, Op::Exec] {
+            self.key.clear();
+            self.key.push(op.as_byte());
+            self.key.extend_from_slice(p);
+            seen.remove(self.key.as_slice());
+        }
+    }
+
+    fn push(&mut self, op: Op, size: u64, mtime_ns: i64, p: &[u8], p2: Option<&[u8]>) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(FLUSH_AT + 8192);
+        }
+        encode_record(&mut self.buf, op, now_ns(), size, mtime_ns, p, p2);
+        if self.buf.len() >= FLUSH_AT || self.finalized {
+            self.flush();
+        }
+    }
+
+    /// An open-like call succeeded on `raw` (relative to `dirfd`). `fd` is
+    /// the resulting descriptor to fstat once, or -1 if there is none
+    /// (truncate). Records `op` if this (op, path) is new, the path is not
+    /// filtered, and it is a regular file.
+    pub fn on_open(&mut self, op: Op, dirfd: c_int, raw: &[u8], fd: c_int) {
+        if !self.active {
+            return;
+        }
+        let mut p = std::mem::take(&mut self.path1);
+        if self.resolve(dirfd, raw, &mut p) && !self.ignored(&p) && self.first_time(op, &p) {
+            let mut size = 0u64;
+            let mut mtime = -1i64;
+            let keep = if fd >= 0 {
+                // SAFETY: zeroed stat is a valid out-buffer.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: fd was just returned by a successful open.
+                if unsafe { libc::fstat(fd, &mut st) } == 0 {
+                    let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+                    if regular && op.has_stat() {
+                        size = st.st_size as u64;
+                        mtime = (st.st_mtime as i64)
+                            .wrapping_mul(1_000_000_000)
+                            .wrapping_add(st.st_mtime_nsec as i64);
+                    }
+                    regular
+                } else {
+                    // Cannot tell: a write is still worth reporting (the
+                    // reader checks the file at job end), a read is not.
+                    op == Op::Write
+                }
+            } else {
+                true
+            };
+            if keep {
+                self.push(op, size, mtime, &p, None);
+            }
+        }
+        self.path1 = p;
+    }
+
+    /// unlink/unlinkat/remove succeeded on a non-directory.
+    pub fn on_delete(&mut self, dirfd: c_int, raw: &[u8]) {
+        if !self.active {
+            return;
+        }
+        let mut p = std::mem::take(&mut self.path1);
+        if self.resolve(dirfd, raw, &mut p) && !self.ignored(&p) {
+            self.forget(&p);
+            self.push(Op::Delete, 0, -1, &p, None);
+        }
+        self.path1 = p;
+    }
+
+    /// rename*/link* succeeded: `op` is [`Op::Move`] or [`Op::Link`].
+    /// If only one side is visible (the other under /proc, /dev, the trace
+    /// dir...), the visible effect is recorded instead: a file appearing at
+    /// the destination is W, a file vanishing from the source is D. This also
+    /// covers `linkat("/proc/self/fd/N", dst)` for O_TMPFILE files.
+    pub fn on_pair(&mut self, op: Op, d1: c_int, raw1: &[u8], d2: c_int, raw2: &[u8]) {
+        if !self.active {
+            return;
+        }
+        let mut p1 = std::mem::take(&mut self.path1);
+        let mut p2 = std::mem::take(&mut self.path2);
+        let ok1 = self.resolve(d1, raw1, &mut p1) && !self.ignored(&p1);
+        let ok2 = self.resolve(d2, raw2, &mut p2) && !self.ignored(&p2);
+        match (ok1, ok2) {
+            (true, true) => {
+                if op == Op::Move {
+                    self.forget(&p1);
+                }
+                self.forget(&p2);
+                self.push(op, 0, -1, &p1, Some(&p2));
+            }
+            (false, true) => {
+                self.forget(&p2);
+                if self.first_time(Op::Write, &p2) {
+                    self.push(Op::Write, 0, -1, &p2, None);
+                }
+            }
+            (true, false) if op == Op::Move => {
+                self.forget(&p1);
+                self.push(Op::Delete, 0, -1, &p1, None);
+            }
+            _ => {}
+        }
+        self.path1 = p1;
+        self.path2 = p2;
+    }
+
+    /// renameat2(RENAME_EXCHANGE): both names now hold other content; M
+    /// cannot express a swap, so both are reported as written.
+    pub fn on_exchange(&mut self, d1: c_int, raw1: &[u8], d2: c_int, raw2: &[u8]) {
+        for (d, raw) in [(d1, raw1), (d2, raw2)] {
+            let mut p = std::mem::take(&mut self.path1);
+            if self.active && self.resolve(d, raw, &mut p) && !self.ignored(&p) {
+                self.forget(&p);
+                if self.first_time(Op::Write, &p) {
+                    self.push(Op::Write, 0, -1, &p, None);
+                }
+            }
+            self.path1 = p;
+        }
+    }
+
+    /// A program is about to be executed / was spawned: `raw` is the path
+    /// actually executed (after PATH search), relative to the cwd if not
+    /// absolute.
+    pub fn on_exec(&mut self, raw: &[u8]) {
+        if !self.active {
+            return;
+        }
+        let mut p = std::mem::take(&mut self.path1);
+        if self.resolve(libc::AT_FDCWD, raw, &mut p)
+            && !self.ignored(&p)
+            && self.first_time(Op::Exec, &p)
+        {
+            self.push(Op::Exec, 0, -1, &p, None);
+        }
+        self.path1 = p;
+    }
+
+    /// Write buffered records to `<dir>/<pid>-<t0_ns>.ev` (header first the
+    /// first time). The file is opened with raw syscalls and closed again
+    /// right away: holding a descriptor would break programs that close or
+    /// dup2 over "all" fds, and could make us write into a user's file that
+    /// reused our fd number. Returns false if records had to be dropped.
+    pub fn flush(&mut self) -> bool {
+        if self.buf.is_empty() || self.dir.is_empty() {
+            self.buf.clear();
+            return true;
+        }
+        let mut name = std::mem::take(&mut self.tmp);
+        name.clear();
+        name.extend_from_slice(&self.dir);
+        name.push(b'/');
+        let mut num = [0u8; 20];
+        let n = write_u64(&mut num, self.pid as u64);
+        name.extend_from_slice(&num[..n]);
+        name.push(b'-');
+        let n = write_u64(&mut num, self.t0_ns);
+        name.extend_from_slice(&num[..n]);
+        name.extend_from_slice(b".ev\0");
+        // SAFETY: name is NUL-terminated; raw syscall so that our own open
+        // hooks (and anyone else's) are bypassed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        } as c_int;
+        self.tmp = name;
+        let mut ok = fd >= 0;
+        if ok {
+            if !self.header_written {
+                let mut hdr = Vec::with_capacity(roar_events::HEADER_LEN);
+                encode_header(
+                    &mut hdr,
+                    &Header {
+                        pid: self.pid,
+                        ppid: self.ppid,
+                    },
+                );
+                ok = write_all(fd, &hdr);
+                self.header_written = ok;
+            }
+            ok = ok && write_all(fd, &self.buf);
+            // SAFETY: closing the fd we just opened.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+        }
+        self.buf.clear();
+        if self.buf.capacity() > 4 * FLUSH_AT {
+            self.buf.shrink_to(FLUSH_AT + 8192);
+        }
+        ok
+    }
+}
+
+fn write_all(fd: c_int, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        // SAFETY: valid buffer; write() is not hooked by this library.
+        let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if r < 0 {
+            // SAFETY: reading errno.
+            if unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        data = &data[r as usize..];
+    }
+    true
+}
+
+/// Decimal digits of `v` into `out`; returns the length (out must hold 20).
+fn write_u64(out: &mut [u8], mut v: u64) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let n = tmp.len() - i;
+    out[..n].copy_from_slice(&tmp[i..]);
+    n
+}
+
+/// atfork prepare: take the state lock so the child never inherits it held
+/// by a thread that does not exist there (and never sees a half-written
+/// buffer). Skipped if this thread is already inside the tracer (fork from a
+/// signal handler that interrupted us): taking the lock would self-deadlock.
+pub extern "C" fn atfork_prepare() {
+    if IN_HOOK.try_with(|c| c.get()).unwrap_or(true) {
+        return;
+    }
+    SHARED.lock.lock();
+    let _ = FORK_LOCKED.try_with(|c| c.set(true));
+}
+
+/// atfork parent: release what prepare took.
+pub extern "C" fn atfork_parent() {
+    if FORK_LOCKED.try_with(|c| c.replace(false)).unwrap_or(false) {
+        SHARED.lock.unlock();
+    }
+}
+
+/// atfork child: single-threaded; reset the lock and start a fresh
+/// per-process state (new pid, new file, empty buffer and dedupe set).
+pub extern "C" fn atfork_child() {
+    let _ = FORK_LOCKED.try_with(|c| c.set(false));
+    SHARED.lock.reset();
+    let _ = catch_unwind(|| {
+        // SAFETY: only one thread exists in the child and the lock was reset.
+        let st = unsafe { &mut *SHARED.state.get() };
+        st.after_fork_child();
+    });
+}
