@@ -211,6 +211,10 @@ fn enosys() -> c_int {
     -1
 }
 
+/// Bytes of a C string (empty for NULL).
+///
+/// # Safety
+/// `p` must be NULL or a NUL-terminated string outliving `'a`.
 unsafe fn cbytes<'a>(p: *const c_char) -> &'a [u8] {
     if p.is_null() {
         b""
@@ -220,6 +224,9 @@ unsafe fn cbytes<'a>(p: *const c_char) -> &'a [u8] {
 }
 
 /// Resolve the program of an execve-style call (path used as is).
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
 unsafe fn exec_target(path: *const c_char) -> Option<Vec<u8>> {
     if path.is_null() {
         return None;
@@ -328,6 +335,11 @@ pub unsafe extern "C" fn execvpe(
     roar_internal_execvpe(file, argv, envp)
 }
 
+/// Shared body of posix_spawn/posix_spawnp (`search`: PATH lookup for X).
+///
+/// # Safety
+/// Same contract as libc `posix_spawn`.
+#[allow(clippy::too_many_arguments)] // mirrors the C signature plus two.
 unsafe fn spawn_common(
     real: real::PosixSpawnFn,
     search: bool,

@@ -36,6 +36,10 @@ fn enosys() -> c_int {
     -1
 }
 
+/// Bytes of a C string (empty for NULL).
+///
+/// # Safety
+/// `p` must be NULL or a NUL-terminated string outliving `'a`.
 unsafe fn cbytes<'a>(p: *const c_char) -> &'a [u8] {
     if p.is_null() {
         b""
@@ -74,6 +78,9 @@ fn classify_mode(mode: &[u8]) -> Option<Op> {
 }
 
 /// Record an open-like success of `op` on `path` (relative to `dirfd`).
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
 unsafe fn note_open(op: Option<Op>, dirfd: c_int, path: *const c_char, fd: c_int) {
     let Some(op) = op else { return };
     if path.is_null() {
@@ -427,6 +434,10 @@ pub unsafe extern "C" fn truncate64(path: *const c_char, len: off64_t) -> c_int 
     r
 }
 
+/// Record a successful rename/link.
+///
+/// # Safety
+/// `p1`, `p2` must be NULL or NUL-terminated strings.
 unsafe fn note_pair(op: Op, d1: c_int, p1: *const c_char, d2: c_int, p2: *const c_char) {
     if p1.is_null() || p2.is_null() {
         return;
@@ -563,6 +574,10 @@ pub unsafe extern "C" fn linkat(
     r
 }
 
+/// Record a successful unlink.
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
 unsafe fn note_delete(dirfd: c_int, path: *const c_char) {
     if path.is_null() {
         return;

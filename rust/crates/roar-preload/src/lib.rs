@@ -132,6 +132,10 @@ struct SavedEnv {
 
 static SAVED_ENV: std::sync::Mutex<Option<SavedEnv>> = std::sync::Mutex::new(None);
 
+/// Owned copy of an environment variable.
+///
+/// # Safety
+/// Reads `environ`; must not race with setenv in other threads.
 unsafe fn getenv_owned(key: &CStr) -> Option<CString> {
     let v = libc::getenv(key.as_ptr());
     (!v.is_null()).then(|| CStr::from_ptr(v).to_owned())
@@ -140,6 +144,10 @@ unsafe fn getenv_owned(key: &CStr) -> Option<CString> {
 /// Point this process's own environment at the trace: children started
 /// through paths we cannot hook (system(), popen(), posix_spawn inside
 /// libc) inherit `environ` as is.
+///
+/// # Safety
+/// Calls setenv; must not race with getenv in other threads (same caveat
+/// as `os.environ` assignments in Python).
 unsafe fn export_env(dir: &[u8]) {
     let mut saved = SAVED_ENV.lock().unwrap_or_else(|e| e.into_inner());
     if saved.is_none() {
@@ -171,6 +179,11 @@ unsafe fn export_env(dir: &[u8]) {
     }
 }
 
+/// Undo [`export_env`].
+///
+/// # Safety
+/// Calls setenv/unsetenv; must not race with getenv in other threads
+/// (same caveat as `os.environ` assignments in Python).
 unsafe fn restore_env() {
     let mut saved = SAVED_ENV.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = saved.take() {

@@ -13,6 +13,12 @@ pub struct RawLock {
     state: AtomicU32,
 }
 
+impl Default for RawLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RawLock {
     /// An unlocked lock (usable in statics).
     pub const fn new() -> Self {
