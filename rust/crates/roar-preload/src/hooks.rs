@@ -58,6 +58,12 @@ fn classify_flags(flags: c_int) -> Option<Op> {
         return None;
     }
     let acc = flags & libc::O_ACCMODE;
+    // O_RDWR|O_CREAT without O_TRUNC is how SQLite, dbm and friends open a file
+    // they may only read: U lets the reader decide by comparing (size, mtime)
+    // at job end. `on_open` turns it into W when the file is new (empty).
+    if acc == libc::O_RDWR && flags & libc::O_CREAT != 0 && flags & libc::O_TRUNC == 0 {
+        return Some(Op::Update);
+    }
     if acc == libc::O_WRONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 {
         Some(Op::Write)
     } else if acc == libc::O_RDWR {

@@ -480,6 +480,9 @@ impl State {
                 true
             };
             if keep {
+                // A read-write open that found an empty file most likely created
+                // it: report a write (an unchanged empty U would read as an input).
+                let op = if op == Op::Update && size == 0 { Op::Write } else { op };
                 self.push(op, size, mtime, &p, None);
             }
         }
