@@ -130,7 +130,7 @@ class NotebookSession:
         if self.project is not None:
             excludes.append(str(self.project.roar_dir))
         self.capture = CellCapture(tuple(p for p in excludes if p))
-        if self.capture.native is None:
+        if self.capture.native is None and self.project is not None:
             self.say(self.capture.problem)
         if self.project is not None:
             self._git.refresh(os.getcwd())
