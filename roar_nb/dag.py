@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from roar_nb.model import Job
+from roar_nb.store import path_to_db
 
 
 @dataclass
@@ -48,7 +49,9 @@ def job_json(job: Job, stale: Optional[str] = None, superseded: bool = False,
              depends_on: Optional[list] = None) -> dict:
     """The JSON shape of one job (the `jobs[]` items of `roar dag --json`, and `roar show --json`)."""
     def edge(e):
-        return {"path": e.path, "hash": e.hash, "size": e.size, "changed": e.changed, "note": e.note}
+        # Non-UTF-8 bytes appear as \xNN escapes, exactly as in the job_io.path column.
+        return {"path": path_to_db(e.path)[0], "hash": e.hash, "size": e.size, "changed": e.changed,
+                "note": e.note}
 
     return {
         "id": job.id, "ref": job.ref, "seq": job.seq, "step": job.step, "kind": job.kind,

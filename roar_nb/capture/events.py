@@ -126,6 +126,13 @@ def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
             written.discard(p)
             r.deleted.add(p)
             r.deleted.discard(dst)
+            # A directory rename moves every output recorded under it.
+            under = p + "/"
+            for q in [q for q in r.outputs if q.startswith(under)]:
+                del r.outputs[q]
+                moved = dst + q[len(p):]
+                r.outputs[moved] = True
+                written.add(moved)
             r.updates.pop(dst, None)
             written.add(dst)
             r.outputs[dst] = True

@@ -190,7 +190,7 @@ def test_awkward_paths(proj):
 
 
 def test_dag_links_jobs_and_show(proj):
-    write(proj, "data.csv", "1,2\n3,4\n")
+    write(proj, "data.csv", "a,b\nc,d\n")
     write(proj, "prep.py", "open('feat.txt','w').write(open('data.csv').read().upper())\n")
     write(proj, "train.py", "open('model.pt','w').write(str(len(open('feat.txt').read())))\n")
     proj.roar("run", PY, "prep.py")
@@ -209,7 +209,7 @@ def test_dag_links_jobs_and_show(proj):
     assert "train.py" in shown and "model.pt" in shown
     assert "dag hash" in proj.roar("status").stdout.decode()
     # Rewriting the data makes prep stale once re-run... a new run of prep makes train stale.
-    write(proj, "data.csv", "5,6\n")
+    write(proj, "data.csv", "e,f\n")
     proj.roar("run", PY, "prep.py")
     d = proj.dag()
     assert [j["ref"] for j in d["jobs"]] == ["@2", "@3"]
