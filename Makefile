@@ -30,7 +30,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[notebook,demo,test]"
+	$(BIN)/python -m pip install -q -e ".[notebook,demo,test]" --config-settings editable_mode=compat
 	@touch $@
 
 build: $(NATIVE)
