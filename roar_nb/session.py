@@ -274,8 +274,13 @@ def preload_env(trace_dir: str, base: dict | None = None) -> dict:
 
 def run_command(project: Project, argv: list[str], kind: str = "run",
                 session: Session | None = None, tracer: str | None = None,
-                step: str | None = None) -> RunResult:
-    """Run `argv` under tracing, passing stdio, exit code and signals through; record the job."""
+                step: str | None = None, cwd: str | None = None,
+                timeout: float | None = None, extra_env: dict | None = None) -> RunResult:
+    """Run `argv` under tracing, passing stdio, exit code and signals through; record the job.
+
+    `cwd` defaults to the current directory; `timeout` (seconds) kills the command
+    (recorded as failed, exit -9); `extra_env` is laid over the environment.
+    """
     if not argv:
         raise UsageError("no command given")
     from roar_nb.capture import preload
@@ -283,12 +288,13 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
 
     store = project.store
     base_env = dict(os.environ)
+    base_env.update(extra_env or {})
     try:
         session = session or store.active_session()
         base_env.update(store.env_vars())
     except RoarError:
         session = None  # the DB is locked or broken: run anyway, keep the job pending
-    cwd = os.getcwd()
+    cwd = os.path.abspath(cwd or os.getcwd())
     draft = JobDraft(kind=kind, command=shlex.join(argv), cwd=cwd, argv=tuple(argv),
                      started_at=time.time(), session_id=session.id if session else "", step=step)
     draft.git = read_git(cwd)
@@ -318,8 +324,13 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     old_quit = signal.signal(signal.SIGQUIT, _noop)
     try:
         try:
-            proc = subprocess.Popen(argv, env=child_env)
-            rc = proc.wait()
+            proc = subprocess.Popen(argv, env=child_env, cwd=cwd)
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+                draft.capture_notes.append(f"killed after the {timeout:g} s step timeout")
         except FileNotFoundError:
             rc, error = 127, f"command not found: {argv[0]}"
         except PermissionError:

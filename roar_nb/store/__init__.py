@@ -398,6 +398,36 @@ class Store:
             with self._tx() as c:
                 c.executemany("INSERT OR REPLACE INTO hash_cache VALUES (?,?,?,?,?,?)", rows)
 
+    # -- reproductions ------------------------------------------------------------
+    def insert_reproduction(self, rec: dict, job_pairs: list[tuple]) -> None:
+        """rec: id, target, target_hashes (list), mode, directory, ok, plan (list), verdicts (list)."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO reproductions(id, created_at, target, target_hashes, mode, directory, ok, plan,"
+                " verdicts) VALUES (?,?,?,?,?,?,?,?,?)",
+                (rec["id"], time.time(), rec["target"], json.dumps(rec["target_hashes"]), rec["mode"],
+                 rec.get("directory"), int(rec["ok"]), json.dumps(rec["plan"]), json.dumps(rec["verdicts"])),
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO reproduction_jobs(reproduction_id, original_job_id, new_job_id)"
+                " VALUES (?,?,?)", [(rec["id"], o, n or "") for o, n in job_pairs],
+            )
+
+    def reproductions(self, job_id: str | None = None, hash_: str | None = None) -> list[dict]:
+        """Reproduction records involving a job, or whose verdicts cover an artifact hash."""
+        if job_id is not None:
+            rows = self._q(
+                "SELECT * FROM reproductions WHERE id IN (SELECT reproduction_id FROM reproduction_jobs"
+                " WHERE original_job_id = ?) ORDER BY created_at", (job_id,))
+        else:
+            rows = self._q("SELECT * FROM reproductions WHERE verdicts LIKE '%' || ? || '%' ORDER BY created_at",
+                           (hash_,))
+        for r in rows:
+            for k in ("target_hashes", "plan", "verdicts"):
+                r[k] = json.loads(r[k] or "[]")
+            r["ok"] = bool(r["ok"])
+        return rows
+
     # -- env vars / labels -------------------------------------------------------
     def env_vars(self) -> dict[str, str]:
         return {r["name"]: r["value"] for r in self._q("SELECT name, value FROM env_vars ORDER BY name")}

@@ -62,7 +62,24 @@ def _m1(db) -> None:
     )
 
 
-MIGRATIONS = [_m1]
+def _m2(db) -> None:
+    # A reproduction: what was re-run for which target, and the verdict per output.
+    db["reproductions"].create(
+        {
+            "id": str, "created_at": float, "target": str, "target_hashes": str,
+            "mode": str, "directory": str, "ok": int, "plan": str, "verdicts": str,
+        },
+        pk="id",
+    )
+    db["reproduction_jobs"].create(
+        {"reproduction_id": str, "original_job_id": str, "new_job_id": str},
+        pk=("reproduction_id", "original_job_id", "new_job_id"),
+        foreign_keys=[("reproduction_id", "reproductions", "id")],
+    )
+    db["reproduction_jobs"].create_index(["original_job_id"])
+
+
+MIGRATIONS = [_m1, _m2]
 LATEST = len(MIGRATIONS)
 
 
