@@ -107,7 +107,10 @@ class CellCapture:
             self.problem = HOW_TO_NATIVE
         # Trace files live in a private temporary directory, not in .roar/, so a
         # read-only project still gets native capture of subprocesses.
-        self.trace_base = tempfile.mkdtemp(prefix="roar-kernel-")
+        # /dev/shm when possible: a per-cell mkdir/rmdir on tmpfs costs microseconds,
+        # on an overlay or network filesystem it can cost a large part of the cell budget.
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
+        self.trace_base = tempfile.mkdtemp(prefix="roar-kernel-", dir=shm)
         self.exclude = tuple(p.rstrip("/") + "/" for p in exclude if p) + (self.trace_base + "/",)
         self._n = 0
         self._trace_dir: Optional[str] = None
