@@ -218,11 +218,53 @@ def cmd_show(a) -> int:
         print(report.status_text(project, _style()))
         return 0
     what, obj = resolve_any(project, a.ref)
+    store = project.store
     if what == "job":
-        print(json.dumps(dag_mod.job_json(obj), indent=2) if a.json else report.job_text(project, obj, _style()))
+        repro = store.reproductions(job_id=obj.id)
+        if a.json:
+            print(json.dumps({**dag_mod.job_json(obj), "reproductions": repro}, indent=2))
+        else:
+            print("\n".join(filter(None, [report.job_text(project, obj, _style()),
+                                          report.reproductions_text(repro, _style())])))
     else:
-        print(json.dumps(artifact_json(project, obj), indent=2) if a.json
-              else report.artifact_text(project, obj, _style()))
+        repro = store.reproductions(hash_=obj)
+        if a.json:
+            print(json.dumps({**artifact_json(project, obj), "reproductions": repro}, indent=2))
+        else:
+            print("\n".join(filter(None, [report.artifact_text(project, obj, _style()),
+                                          report.reproductions_text(repro, _style())])))
+    return 0
+
+
+def cmd_reproduce(a) -> int:
+    from roar_nb import report, reproduce
+
+    project = _project()
+    plan = reproduce.make_plan(project, a.target)
+    if a.script:
+        sys.stdout.write(reproduce.script(plan))
+        return 0
+    err = _style(sys.stderr)
+    if not a.run:
+        print(report.plan_text(plan, _style()))
+        print(f"\nRun it with: roar reproduce {a.target} --run")
+        return 0
+    print(report.plan_text(plan, err), file=sys.stderr)
+    opts = reproduce.RunOptions(directory=a.in_dir, timeout=a.timeout, check_determinism=a.check_determinism,
+                                progress=lambda line: print(f"roar: {line}", file=sys.stderr), tracer=a.tracer)
+    outcome = reproduce.run(project, plan, opts)
+    print(report.outcome_text(outcome, _style()))
+    return 0 if outcome.ok else 1
+
+
+def cmd_export(a) -> int:
+    from roar_nb import export, reproduce
+
+    project = _project()
+    plan = reproduce.make_plan(project, a.target)
+    out = a.output or f"reproduce-{os.path.basename(a.target).replace(os.sep, '_')}.ipynb"
+    export.write_notebook(plan, out)
+    print(f"wrote {out} ({len(plan.steps)} step(s), verifies {len(plan.target_hashes)} hash(es))")
     return 0
 
 
@@ -417,6 +459,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("ref", nargs="?")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_show)
+
+    s = sub.add_parser("reproduce", help="plan (default) or re-run what produced an artifact, and verify it",
+                       epilog="Verdicts: identical (same blake3), differs, missing, nondeterministic. "
+                              "Exit status 0 only when every requested target is identical.")
+    s.add_argument("target", help="a path, a blake3 prefix, @N or a job id")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--run", action="store_true", help="re-execute the plan and verify every output hash")
+    g.add_argument("--script", action="store_true", help="print the plan as a bash script")
+    s.add_argument("--in", dest="in_dir", metavar="DIR",
+                   help="with --run: fresh clone of the recorded commit and a fresh venv in DIR")
+    s.add_argument("--check-determinism", action="store_true",
+                   help="with --run: run twice; outputs that differ between runs are nondeterministic")
+    s.add_argument("--timeout", type=float, default=None, metavar="S", help="per-step timeout in seconds")
+    s.add_argument("--tracer", choices=("auto", "preload", "none"), default=None)
+    s.set_defaults(fn=cmd_reproduce)
+
+    s = sub.add_parser("export", help="export an artifact's lineage (e.g. as a runnable notebook)")
+    s.add_argument("format", choices=("notebook",))
+    s.add_argument("target", help="a path, a blake3 prefix, @N or a job id")
+    s.add_argument("-o", "--output", help="file to write (default: reproduce-<name>.ipynb)")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("pop", help="remove the last job of the session and delete its outputs")
     s.add_argument("-y", "--yes", action="store_true")

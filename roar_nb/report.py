@@ -211,3 +211,65 @@ def status_text(project, style: Style = Style()) -> str:
         last = jobs[-1]
         lines.append(f"last       {last.ref} {dag_mod.label(last, 50).split(' ', 1)[1]}")
     return "\n".join(lines)
+
+
+def plan_text(plan, style: Style = Style()) -> str:
+    """The preview of `roar reproduce`: environment, sources, ordered steps, drift."""
+    env = plan.environment
+    lines = [f"Reproduction plan for {plan.target} ({', '.join(short(h, 12) for h in plan.target_hashes)})"]
+    git = f"git {env['git_commit'][:12]} on {env.get('git_branch') or '-'}" if env.get("git_commit") else "no git commit"
+    if env.get("git_dirty"):
+        git += style.warn(" (tree was dirty)")
+    lines.append(f"  environment  python {env.get('python') or '?'}, {len(env.get('packages') or {})} packages, {git}")
+    lines.append(f"  sources ({len(plan.sources)})")
+    for s in plan.sources:
+        mark = {"ok": style.good("ok       "), "elsewhere": style.warn("elsewhere"),
+                "missing": style.bad("missing  "), "differs": style.warn("changed  ")}[s.status]
+        extra = f"  (found at {display_path(s.found_at)})" if s.found_at else ""
+        lines.append(f"    {mark} {short(s.hash, 12)}  {display_path(s.path)}{extra}")
+    lines.append(f"  steps ({len(plan.steps)})")
+    for k, j in enumerate(plan.steps, 1):
+        outs = ", ".join(os.path.basename(e.path) for e in j.outputs if e.hash)
+        lines.append(f"    {k}. {style.ref(j.ref):>4} {j.kind:<5} {dag_mod.label(j, 50).split(' ', 1)[1]}"
+                     + (style.dim(f"  -> {outs}") if outs else ""))
+    if plan.drift:
+        lines.append(style.warn(f"  drift ({len(plan.drift)}): the current environment differs from the recorded one"))
+        lines.extend(f"    {d}" for d in plan.drift[:10])
+        if len(plan.drift) > 10:
+            lines.append(f"    ... and {len(plan.drift) - 10} more")
+    return "\n".join(lines)
+
+
+def outcome_text(outcome, style: Style = Style()) -> str:
+    colors = {"identical": style.good, "differs": style.bad, "missing": style.bad, "nondeterministic": style.warn}
+    lines = []
+    if outcome.failed_step:
+        lines.append(style.bad(f"step failed: {outcome.failed_step}"))
+    for v in outcome.verdicts:
+        mark = "*" if v.target else " "
+        detail = ""
+        if v.verdict == "differs":
+            detail = f"  recorded {short(v.expected, 12)}, now {short(v.actual, 12)}"
+        elif v.verdict == "nondeterministic":
+            detail = "  two fresh runs disagree"
+        lines.append(f"  {mark} {colors[v.verdict](f'{v.verdict:<16}')} {display_path(v.path)}{detail}")
+    verdict = style.good("reproduced") if outcome.ok else style.bad("NOT reproduced")
+    lines.append(f"{verdict}: {sum(v.verdict == 'identical' for v in outcome.verdicts)}/{len(outcome.verdicts)}"
+                 f" outputs identical (* = requested target); record {outcome.id[:12]}")
+    return "\n".join(lines)
+
+
+def reproductions_text(records: list, style: Style = Style()) -> str:
+    if not records:
+        return ""
+    lines = ["  reproductions"]
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"]))
+        counts: dict = {}
+        for v in r["verdicts"]:
+            if "verdict" in v:
+                counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no outputs"
+        ok = style.good("ok") if r["ok"] else style.bad("failed")
+        lines.append(f"    {r['id'][:12]} {when} {r['mode']:<8} {ok}: {summary}")
+    return "\n".join(lines)

@@ -67,3 +67,36 @@ def proj(tmp_path, native_lib) -> Proj:
     p = Proj(root)
     p.roar("init", "-n")
     return p
+
+
+@pytest.fixture(scope="session")
+def jupyter_kernels(tmp_path_factory, native_lib):
+    """The roar kernel (preload dormant) and a plain python3 kernel, in a private JUPYTER_PATH."""
+    import json
+
+    from roar_nb import kernelspec
+
+    prefix = tmp_path_factory.mktemp("jupyter")
+    kernelspec.install(name="roar", prefix=str(prefix))
+    plain = prefix / "share" / "jupyter" / "kernels" / "python3"
+    plain.mkdir(parents=True)
+    (plain / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (plain)", "language": "python"}))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+    mp.delenv("ROAR_PROJECT", raising=False)
+    mp.delenv("JPY_SESSION_NAME", raising=False)
+    yield prefix
+    mp.undo()
+
+
+def execute_notebook(path: Path, kernel: str = "roar", cwd: Path | None = None):
+    """Run a notebook file top to bottom in a real kernel; returns the executed notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(path), as_version=4)
+    NotebookClient(nb, kernel_name=kernel, timeout=300,
+                   resources={"metadata": {"path": str(cwd or path.parent)}}).execute()
+    return nb

@@ -1,0 +1,484 @@
+"""Reproducing an artifact: plan the minimal sub-DAG, check sources and environment, re-run, verify.
+
+The plan walks producers back from the target to artifacts with no recorded
+producer (sources) and orders the jobs by time; re-runs of a step collapse to the
+run that produced the version needed, because producers are chosen by hash.
+Running re-executes each step under tracing (CLI jobs through
+`session.run_command`, notebook cells in one fresh kernel per notebook session)
+and compares every planned output with the recorded blake3. The verdict is
+stored as a reproduction record. No printing here: the front ends render
+`Plan` and `Outcome`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from roar_nb.errors import RoarError, UsageError
+from roar_nb.model import Job
+
+IDENTICAL, DIFFERS, MISSING, NONDETERMINISTIC = "identical", "differs", "missing", "nondeterministic"
+
+
+@dataclass
+class Source:
+    """An artifact the plan needs but no recorded job produced."""
+
+    path: str
+    hash: str
+    status: str  # "ok" | "elsewhere" | "missing" | "differs"
+    found_at: Optional[str] = None
+
+
+@dataclass
+class Plan:
+    target: str
+    target_hashes: list  # blake3 of what was asked for
+    steps: list  # Job, in execution order
+    sources: list  # Source
+    environment: dict  # python, packages, git_commit, git_root, git_branch, git_dirty
+    drift: list = field(default_factory=list)  # one line per package/python difference
+
+    @property
+    def missing_sources(self) -> list:
+        # A source whose bytes changed (an edited script) does not block: re-running with
+        # it is how a user finds out whether the outputs still match (verdict `differs`).
+        return [s for s in self.sources if s.status == "missing"]
+
+
+@dataclass
+class Verdict:
+    path: str
+    expected: str
+    actual: Optional[str]
+    verdict: str
+    job: str  # original job id
+    target: bool = False  # one of the requested targets
+
+
+@dataclass
+class Outcome:
+    id: str
+    plan: Plan
+    verdicts: list
+    failed_step: Optional[str] = None  # e.g. "@2 python train.py exited 1"
+    directory: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        targets = [v for v in self.verdicts if v.target]
+        return self.failed_step is None and bool(targets) and all(v.verdict == IDENTICAL for v in targets)
+
+
+# --- planning ---------------------------------------------------------------------
+
+def resolve_target(project, ref: str) -> tuple[list[str], Optional[Job]]:
+    """Hashes named by `ref`: an artifact (path, prefix) or all outputs of a job (@N, id)."""
+    from roar_nb.resolve import resolve_any
+
+    what, obj = resolve_any(project, ref)
+    if what == "job":
+        hashes = [e.hash for e in obj.outputs if e.hash]
+        if not hashes:
+            raise UsageError(f"{obj.ref} has no recorded outputs to reproduce")
+        return hashes, obj
+    return [obj], None
+
+
+def make_plan(project, ref: str) -> Plan:
+    store = project.store
+    target_hashes, _ = resolve_target(project, ref)
+    all_jobs = store.jobs()  # oldest first
+    producers: dict[str, list[Job]] = {}
+    for j in all_jobs:
+        for e in j.outputs:
+            if e.hash:
+                producers.setdefault(e.hash, []).append(j)
+
+    def producer(h: str, before: Optional[float]) -> Optional[Job]:
+        cands = [j for j in producers.get(h, ()) if j.status == "ok" and (before is None or j.ended_at <= before)]
+        if not cands:
+            cands = [j for j in producers.get(h, ()) if before is None or j.ended_at <= before]
+        return cands[-1] if cands else None
+
+    chosen: dict[str, Job] = {}
+    sources: dict[str, str] = {}  # hash -> a recorded path
+    stack = [(h, None) for h in target_hashes]
+    while stack:
+        h, before = stack.pop()
+        job = producer(h, before)
+        if job is None:
+            if h not in sources:
+                edges = store.edges_of_artifact(h)
+                sources[h] = edges[-1]["path"] if edges else "?"
+            continue
+        if job.id in chosen:
+            continue
+        chosen[job.id] = job
+        for e in job.inputs:
+            if e.hash and e.hash not in [o.hash for o in job.outputs]:
+                stack.append((e.hash, job.started_at))
+    steps = sorted(chosen.values(), key=lambda j: (j.started_at, j.seq))
+    if not steps:
+        raise UsageError(f"{ref}: no recorded job produced it (it is a source artifact)")
+    produced = {e.hash for j in steps for e in j.outputs if e.hash}
+    src = [_locate_source(project, h, p) for h, p in sources.items() if h not in produced]
+    env = _environment(project, steps)
+    return Plan(ref, target_hashes, steps, src, env, _drift(env))
+
+
+def _locate_source(project, h: str, path: str) -> Source:
+    from roar_nb.hashing import hash_paths
+
+    store = project.store
+    candidates = [path] + [e["path"] for e in store.edges_of_artifact(h) if e["path"] != path]
+    existing = [p for p in dict.fromkeys(candidates) if os.path.isfile(p)]
+    hashed = hash_paths(existing, store=store, progress_after=-1) if existing else {}
+    if path in hashed and hashed[path].hash == h:
+        return Source(path, h, "ok")
+    for p in existing:
+        if hashed[p].hash == h:
+            return Source(path, h, "elsewhere", p)
+    return Source(path, h, "differs" if path in hashed else "missing")
+
+
+def _environment(project, steps: list[Job]) -> dict:
+    store = project.store
+    env_ids = [j.env_id for j in steps if j.env_id]
+    env = store.environment(env_ids[-1]) if env_ids else None
+    last = steps[-1]
+    commits = {j.git_commit for j in steps if j.git_commit}
+    return {
+        "python": env["python"] if env else None,
+        "platform": env["platform"] if env else None,
+        "packages": env["packages"] if env else {},
+        "git_commit": last.git_commit, "git_branch": last.git_branch, "git_root": last.git_root,
+        "git_dirty": any(j.git_dirty for j in steps),
+        "git_commits": sorted(commits),
+    }
+
+
+def _drift(env: dict) -> list[str]:
+    from roar_nb import environment
+
+    _, py, _, pkgs = environment.snapshot()
+    out = []
+    if env.get("python") and env["python"] != py:
+        out.append(f"python {env['python']} recorded, {py} running")
+    for name, version in sorted(env.get("packages", {}).items()):
+        now = pkgs.get(name)
+        if now is None:
+            out.append(f"{name} {version} recorded, not installed")
+        elif now != version:
+            out.append(f"{name} {version} recorded, {now} installed")
+    return out
+
+
+# --- running ------------------------------------------------------------------------
+
+@dataclass
+class RunOptions:
+    directory: Optional[str] = None  # --in DIR: fresh clone + venv there
+    timeout: Optional[float] = None  # per step
+    check_determinism: bool = False
+    progress: Callable[[str], None] = lambda line: None
+    tracer: Optional[str] = None
+
+
+def run(project, plan: Plan, opts: RunOptions) -> Outcome:
+    """Re-execute the plan, verify outputs, store the reproduction record."""
+    if plan.missing_sources:
+        s = plan.missing_sources[0]
+        more = f" (and {len(plan.missing_sources) - 1} more)" if len(plan.missing_sources) > 1 else ""
+        raise RoarError(f"source artifact {s.path} ({s.hash[:12]}) is missing{more}; restore it to reproduce")
+    rid = uuid.uuid4().hex
+    mapper = _PathMap(None, None)
+    extra_env: dict = {}
+    if opts.directory:
+        mapper, extra_env = _prepare_directory(plan, opts)
+    else:
+        for s in plan.sources:  # a source found elsewhere is put back where the steps expect it
+            if s.status == "elsewhere":
+                shutil.copy2(s.found_at, s.path)
+
+    def one_pass() -> tuple[dict, Optional[str], list]:
+        failed, pairs = _execute(project, plan, opts, mapper, extra_env)
+        actual = _hash_outputs(plan, mapper)
+        return actual, failed, pairs
+
+    actual, failed, pairs = one_pass()
+    second = None
+    if opts.check_determinism and failed is None:
+        opts.progress("second run (--check-determinism)")
+        second, failed, more = one_pass()
+        pairs += more
+    verdicts = []
+    targets = set(plan.target_hashes)
+    for j in plan.steps:
+        for e in j.outputs:
+            if not e.hash:
+                continue
+            got = actual.get(e.path)
+            if got is None:
+                v = MISSING
+            elif second is not None and second.get(e.path) != got:
+                v = NONDETERMINISTIC
+            else:
+                v = IDENTICAL if got == e.hash else DIFFERS
+            verdicts.append(Verdict(mapper.to_new(e.path), e.hash, got, v, j.id, e.hash in targets))
+    outcome = Outcome(rid, plan, verdicts, failed, opts.directory)
+    project.store.insert_reproduction(
+        {"id": rid, "target": plan.target, "target_hashes": plan.target_hashes,
+         "mode": "in-dir" if opts.directory else "in-place", "directory": opts.directory,
+         "ok": outcome.ok, "plan": [j.id for j in plan.steps],
+         "verdicts": [v.__dict__ for v in verdicts] + ([{"failed_step": failed}] if failed else [])},
+        pairs or [(j.id, None) for j in plan.steps],
+    )
+    return outcome
+
+
+class _PathMap:
+    """Maps recorded paths under the original git root to the fresh clone (identity in place)."""
+
+    def __init__(self, old_root: Optional[str], new_root: Optional[str]):
+        self.old, self.new = old_root, new_root
+
+    def to_new(self, path: str) -> str:
+        if not self.old:
+            return path
+        if path == self.old or path.startswith(self.old.rstrip("/") + "/"):
+            return self.new + path[len(self.old):]
+        return path
+
+
+def _hash_outputs(plan: Plan, mapper: _PathMap) -> dict:
+    from roar_nb.hashing import hash_paths
+
+    paths = {e.path: mapper.to_new(e.path) for j in plan.steps for e in j.outputs if e.hash}
+    hashed = hash_paths(list(paths.values()), progress_after=-1)
+    return {old: hashed[new].hash for old, new in paths.items() if hashed[new].hash}
+
+
+def _execute(project, plan: Plan, opts: RunOptions, mapper: _PathMap, extra_env: dict) -> tuple:
+    """Run every step in order. Returns (failure description or None, [(original id, new id)])."""
+    from roar_nb.session import run_command
+
+    store = project.store
+    session = store.new_session("cli", name=f"reproduce {plan.target}")
+    pairs = []
+    i = 0
+    steps = plan.steps
+    while i < len(steps):
+        job = steps[i]
+        if job.kind == "cell":
+            # Consecutive cells of one notebook session share one fresh kernel.
+            group = [job]
+            while i + 1 < len(steps) and steps[i + 1].kind == "cell" and steps[i + 1].session_id == job.session_id:
+                i += 1
+                group.append(steps[i])
+            opts.progress(f"cells {', '.join(j.ref for j in group)} in a fresh kernel")
+            failed = _run_cells(group, mapper, extra_env, opts)
+            pairs += [(j.id, None) for j in group]
+            if failed:
+                return failed, pairs
+        else:
+            opts.progress(f"{job.ref} {job.command}")
+            cwd = mapper.to_new(job.cwd)
+            if not os.path.isdir(cwd):
+                return f"{job.ref}: working directory {cwd} does not exist", pairs
+            argv = list(job.argv)
+            if extra_env.get("VIRTUAL_ENV") and argv and os.path.basename(argv[0]).startswith("python"):
+                # The recorded interpreter belongs to the original environment: use the fresh venv's.
+                argv[0] = os.path.join(extra_env["VIRTUAL_ENV"], "bin", "python")
+            argv = [mapper.to_new(a) if os.path.isabs(a) else a for a in argv]
+            res = run_command(project, argv, kind=job.kind, session=session,
+                              tracer=opts.tracer, step=job.step, cwd=cwd, timeout=opts.timeout,
+                              extra_env=extra_env)
+            pairs.append((job.id, res.job.id if res.job else None))
+            if res.returncode != 0:
+                why = res.error or f"exited {res.returncode}"
+                return f"{job.ref} {job.command}: {why}", pairs
+        i += 1
+    return None, pairs
+
+
+def _run_cells(cells: list[Job], mapper: _PathMap, extra_env: dict, opts: RunOptions) -> Optional[str]:
+    """Execute recorded cell sources, in order, in one fresh kernel traced by roar."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    cwd = mapper.to_new(cells[0].cwd)
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell("%load_ext roar\n%roar on"))
+    for j in cells:
+        nb.cells.append(nbformat.v4.new_code_cell(j.source or ""))
+    kernel = _kernel_name()
+    env = dict(os.environ)
+    env.update(extra_env)
+    client = NotebookClient(nb, kernel_name=kernel, timeout=opts.timeout or 600,
+                            resources={"metadata": {"path": cwd}}, allow_errors=False)
+    old = {k: os.environ.get(k) for k in extra_env}
+    os.environ.update(extra_env)  # the kernel inherits our environment (PATH of a --in venv)
+    try:
+        client.execute(cwd=cwd)
+    except CellExecutionError as e:
+        idx = next((k for k, c in enumerate(nb.cells) if any(o.get("output_type") == "error"
+                                                             for o in c.get("outputs", []))), None)
+        who = cells[idx - 1].ref if idx else "a cell"
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else "error"
+        return f"{who} (cell) raised: {first}"
+    except TimeoutError:
+        return f"cells {cells[0].ref}..{cells[-1].ref} timed out after {opts.timeout} s"
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return None
+
+
+def _kernel_name() -> str:
+    """The roar kernel (native capture) when installed, else the default python3 kernel."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        names = KernelSpecManager().find_kernel_specs()
+    except Exception:
+        return "python3"
+    return "roar" if "roar" in names else "python3"
+
+
+def _prepare_directory(plan: Plan, opts: RunOptions) -> tuple[_PathMap, dict]:
+    """--in DIR: clone the recorded repository at its commit, copy sources, build a venv."""
+    env = plan.environment
+    root, commit = env.get("git_root"), env.get("git_commit")
+    if not root or not commit:
+        raise RoarError("--in needs the steps to have been recorded inside a git repository with a commit")
+    if len(env.get("git_commits", [])) > 1:
+        opts.progress(f"note: steps span {len(env['git_commits'])} commits; using the last, {commit[:12]}")
+    target = os.path.abspath(opts.directory)
+    if os.path.exists(target) and os.listdir(target):
+        raise UsageError(f"{target} exists and is not empty")
+    opts.progress(f"cloning {root} at {commit[:12]} into {target}")
+    _git(["clone", "--quiet", "--no-checkout", root, target])
+    _git(["-C", target, "checkout", "--quiet", commit])
+    mapper = _PathMap(root, target)
+    for s in plan.sources:  # data that is not in git comes from where it was found
+        dst = mapper.to_new(s.path)
+        if os.path.isfile(dst):
+            from roar_nb.hashing import hash_file
+
+            if hash_file(dst) == s.hash:
+                continue
+        src = s.found_at or s.path
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy2(src, dst)
+    venv = os.path.join(target, ".venv")
+    _build_venv(venv, env.get("packages", {}), opts)
+    bin_dir = os.path.join(venv, "bin")
+    extra = {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "VIRTUAL_ENV": venv}
+    # The clone gets its own .roar/ excluded from git by its .gitignore; jobs are recorded in
+    # the original project, which is where the reproduction record belongs.
+    return mapper, extra
+
+
+def _git(args: list[str]) -> None:
+    p = subprocess.run(["git", *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RoarError(f"git {' '.join(args[:2])} failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
+
+
+def _build_venv(venv: str, packages: dict, opts: RunOptions) -> None:
+    """A fresh venv with the recorded package versions.
+
+    Distributions whose recorded version is exactly the one installed here are
+    reused through a .pth file instead of being downloaded and built again;
+    everything else is installed with pip at the recorded version.
+    """
+    from roar_nb import environment
+
+    opts.progress(f"creating venv {venv}")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    _, _, _, here = environment.snapshot()
+    to_install = [f"{n}=={v}" for n, v in sorted(packages.items()) if here.get(n) != v]
+    import sysconfig
+
+    purelib = sysconfig.get_paths(vars={"base": venv, "platbase": venv})["purelib"]
+    os.makedirs(purelib, exist_ok=True)
+    site_dirs = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    with open(os.path.join(purelib, "_roar_reuse.pth"), "w") as f:
+        f.write("\n".join(site_dirs) + "\n")
+    if to_install:
+        opts.progress(f"installing {len(to_install)} package(s) at recorded versions")
+        p = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", purelib,
+                            "--no-deps", *to_install], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RoarError("pip could not install the recorded packages: "
+                            + (p.stderr.strip().splitlines() or ["?"])[-1])
+
+
+# --- script -------------------------------------------------------------------------------
+
+def script(plan: Plan) -> str:
+    """A bash script that replays the plan and checks the targets' blake3."""
+    lines = ["#!/usr/bin/env bash", f"# Reproduces {plan.target} (recorded by roar-nb).",
+             f"# git commit: {plan.environment.get('git_commit') or '-'}; python {plan.environment.get('python') or '?'}",
+             "set -euo pipefail", ""]
+    i = 0
+    steps = plan.steps
+    while i < len(steps):
+        j = steps[i]
+        if j.kind == "cell":
+            group = [j]
+            while i + 1 < len(steps) and steps[i + 1].kind == "cell" and steps[i + 1].session_id == j.session_id:
+                i += 1
+                group.append(steps[i])
+            lines.append(f"# notebook cells {', '.join(g.ref for g in group)} (one Python process shares their state)")
+            lines.append(f"cd {shlex.quote(j.cwd)}")
+            lines.append("python - <<'ROAR_CELLS'")
+            for g in group:
+                lines.append(f"# --- {g.ref} ---")
+                lines.extend(_strip_magics(g.source or ""))
+            lines.append("ROAR_CELLS")
+        else:
+            lines.append(f"# {j.ref}")
+            lines.append(f"cd {shlex.quote(j.cwd)} && {j.command}")
+        i += 1
+    lines.append("")
+    lines.append("python - <<'ROAR_CHECK'")
+    lines.append("import blake3, sys")
+    lines.append(f"expected = {_target_paths(plan)!r}")
+    lines.append("bad = [p for p, h in expected.items() if blake3.blake3(open(p, 'rb').read()).hexdigest() != h]")
+    lines.append("print('identical' if not bad else 'differs: ' + ', '.join(bad)); sys.exit(1 if bad else 0)")
+    lines.append("ROAR_CHECK")
+    return "\n".join(lines) + "\n"
+
+
+def _target_paths(plan: Plan) -> dict:
+    wanted = set(plan.target_hashes)
+    return {e.path: e.hash for j in plan.steps for e in j.outputs if e.hash in wanted}
+
+
+def _strip_magics(source: str) -> list[str]:
+    """Cell source as plain Python: `%%roar` lines dropped, `!cmd` turned into subprocess calls."""
+    out = []
+    for ln in source.splitlines():
+        s = ln.strip()
+        if s.startswith("%%") or s.startswith("%"):
+            out.append("# " + ln)
+        elif s.startswith("!"):
+            indent = ln[: len(ln) - len(ln.lstrip())]
+            out.append(f"{indent}__import__('subprocess').run({s[1:]!r}, shell=True, check=True)")
+        else:
+            out.append(ln)
+    return out
+
