@@ -442,5 +442,7 @@ def unload(ip) -> None:
             pass
     if _strip_roar_cell_magic in ip.input_transformers_cleanup:
         ip.input_transformers_cleanup.remove(_strip_roar_cell_magic)
+    for kind in ("line", "cell"):
+        ip.magics_manager.magics[kind].pop("roar", None)
     nb.close()
     setattr(ip, _STATE_ATTR, None)

@@ -116,6 +116,7 @@ class CellCapture:
         self._trace_dir: Optional[str] = None
         self._mode: Optional[str] = None
         self._saved_env: dict = {}
+        self._fallback_note: Optional[str] = None
 
     @property
     def backend(self) -> str:
@@ -133,9 +134,11 @@ class CellCapture:
         # while active; setting the variables here as well covers python-level
         # mode, and children that build their environment from os.environ.
         self._set_env(trace_dir)
-        if self.native is not None and self.native.begin(trace_dir):
-            self._mode = "preload"
-            return
+        if self.native is not None:
+            if self.native.begin(trace_dir):
+                self._mode = "preload"
+                return
+            self._fallback_note = "the native library refused to begin; python-level capture for this cell"
         audit.start()
         self._mode = "audit"
 
@@ -167,8 +170,12 @@ class CellCapture:
         elif mode == "audit":
             events, notes = audit.stop()
             level = CAPTURE_PYTHON
-            notes.insert(0, audit.NOTE_PYTHON_ONLY if self.problem == HOW_TO_NATIVE
-                         else f"python-level capture ({self.problem})")
+            if self._fallback_note:
+                notes.insert(0, self._fallback_note)
+                self._fallback_note = None
+            else:
+                notes.insert(0, audit.NOTE_PYTHON_ONLY if self.problem in (None, HOW_TO_NATIVE)
+                             else f"python-level capture ({self.problem})")
         else:
             return CellTrace([], self.backend, CAPTURE_PARTIAL, ["capture was not running"])
         self._restore_env()
