@@ -134,6 +134,48 @@ class Store:
 
         return _Tx()
 
+    # -- consistent reads (long-lived readers such as the server extension) ----
+    def snapshot(self):
+        """Context manager: every read inside it sees one snapshot of the database.
+
+        `jobs()` reads `jobs` and then `job_io` in separate statements; a reader
+        that must never show a half-written or half-deleted job (the JupyterLab
+        panel polls while kernels write) wraps its reads in this deferred read
+        transaction, which WAL pins to one snapshot. Read-only: it never takes the
+        write lock and always ends with ROLLBACK. Not reentrant; callers sharing
+        the connection across threads serialise their use of it.
+        """
+        store = self
+
+        class _Snap:
+            def __enter__(self):
+                try:
+                    store.conn.execute("BEGIN DEFERRED")
+                except sqlite3.Error as e:
+                    raise _friendly(e, store.path) from None
+                return store
+
+            def __exit__(self, et, ev, tb):
+                try:
+                    store.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # nothing was written; a failed rollback loses nothing
+                return False
+
+        return _Snap()
+
+    def change_token(self) -> str:
+        """A short string that changes whenever a job or session is added, removed or replaced.
+
+        Cheap (aggregates over the rowid b-trees), so the JupyterLab panel can poll it
+        every second and fetch the DAG only when it changed. `total(ended_at)` is
+        there because SQLite reuses the highest rowid after `roar pop`: a popped
+        and re-recorded job keeps count and max(rowid) but not its end time.
+        """
+        j = self._q("SELECT count(*) AS n, coalesce(max(rowid), 0) AS r, total(ended_at) AS t FROM jobs")[0]
+        s = self._q("SELECT count(*) AS n, coalesce(max(rowid), 0) AS r FROM sessions")[0]
+        return f"{j['n']}.{j['r']}.{j['t']:.6f}.{s['n']}.{s['r']}"
+
     # -- meta / sessions -----------------------------------------------------
     def meta_get(self, key: str) -> Optional[str]:
         rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
