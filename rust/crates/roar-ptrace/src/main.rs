@@ -1,0 +1,637 @@
+//! `roar-ptrace`: run a command under the ptrace + seccomp-BPF file tracer.
+//!
+//! ```text
+//! roar-ptrace [--trace-dir DIR] [--wait-all] [--fallback-preload LIB] -- CMD ARGS...
+//! roar-ptrace --preload-only LIB [--trace-dir DIR] -- CMD ARGS...
+//! roar-ptrace --probe
+//! ```
+//!
+//! Writes roar-events v1 files (rust/EVENTS.md) into DIR (default
+//! `$ROAR_TRACE_DIR`) and exits with CMD's exit status, or dies of CMD's
+//! signal. Processes:
+//!
+//! ```text
+//!   front (this pid: what the caller waits for)
+//!     └─ tracer (ptraces everything below, reports through a pipe)
+//!          └─ CMD and all its descendants
+//! ```
+//!
+//! Why a separate front process: once a seccomp filter returns
+//! `SECCOMP_RET_TRACE`, the tracee needs a tracer for as long as it lives
+//! (without one those syscalls fail with ENOSYS). So the tracer must outlive
+//! a daemon that CMD leaves behind, yet the caller must get CMD's status as
+//! soon as CMD ends, as it would untraced. The front exits with CMD's status;
+//! the tracer keeps serving the stragglers in the background (and a note
+//! says their later I/O is not part of the job), unless `--wait-all` asks to
+//! wait for the whole tree like `strace -f`.
+//!
+//! If tracing cannot start (ptrace refused, e.g. by Yama or a container
+//! seccomp policy), CMD has not run yet: the front then runs it itself under
+//! `--fallback-preload LIB` (or untraced), and says so in
+//! `DIR/roar-ptrace.notes`. Notes are lines `backend\tNAME` or
+//! `partial\tREASON`, read by roar_nb/capture/ptrace.py.
+//!
+//! `--preload-only LIB` is a minimal launcher (no tracer at all) used by the
+//! benchmarks to measure the preload library without the roar CLI.
+//!
+//! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic`.
+
+mod image;
+mod seccomp;
+mod sys;
+mod tracer;
+
+use std::ffi::{CString, OsString};
+use std::io::Write;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use tracer::{Options, Tracer};
+
+/// Name of the notes file in the trace directory.
+const NOTES: &str = "roar-ptrace.notes";
+
+struct Args {
+    trace_dir: Vec<u8>,
+    wait_all: bool,
+    fallback_preload: Option<OsString>,
+    preload_only: Option<OsString>,
+    probe: bool,
+    cmd: Vec<OsString>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: roar-ptrace [--trace-dir DIR] [--wait-all] [--fallback-preload LIB] -- CMD [ARGS...]\n\
+         \x20      roar-ptrace --preload-only LIB [--trace-dir DIR] -- CMD [ARGS...]\n\
+         \x20      roar-ptrace --probe"
+    );
+    std::process::exit(2);
+}
+
+fn parse_args() -> Args {
+    let mut it = std::env::args_os().skip(1);
+    let mut a = Args {
+        trace_dir: std::env::var_os("ROAR_TRACE_DIR")
+            .map(|s| s.into_vec())
+            .unwrap_or_default(),
+        wait_all: false,
+        fallback_preload: None,
+        preload_only: None,
+        probe: false,
+        cmd: Vec::new(),
+    };
+    while let Some(arg) = it.next() {
+        match arg.as_bytes() {
+            b"--" => {
+                a.cmd = it.collect();
+                break;
+            }
+            b"--trace-dir" => a.trace_dir = it.next().unwrap_or_else(|| usage()).into_vec(),
+            b"--wait-all" => a.wait_all = true,
+            b"--fallback-preload" => a.fallback_preload = Some(it.next().unwrap_or_else(|| usage())),
+            b"--preload-only" => a.preload_only = Some(it.next().unwrap_or_else(|| usage())),
+            b"--probe" => a.probe = true,
+            b"--version" => {
+                println!("roar-ptrace {} (events v1)", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            b"-h" | b"--help" => usage(),
+            _ => {
+                // First non-option word starts the command (the `--` is optional).
+                a.cmd.push(arg);
+                a.cmd.extend(it);
+                break;
+            }
+        }
+    }
+    if !a.trace_dir.is_empty() {
+        let cwd = std::env::current_dir()
+            .map(|p| p.into_os_string().into_vec())
+            .unwrap_or_else(|_| b"/".to_vec());
+        a.trace_dir = roar_events::normalize(&cwd, &a.trace_dir);
+    }
+    if a.cmd.is_empty() && !a.probe {
+        usage();
+    }
+    a
+}
+
+fn main() {
+    let args = parse_args();
+    if args.probe {
+        std::process::exit(match probe() {
+            Ok(()) => {
+                println!("ok: ptrace and seccomp filtering work");
+                0
+            }
+            Err(e) => {
+                println!("{e}");
+                1
+            }
+        });
+    }
+    if let Some(lib) = &args.preload_only {
+        exec_preload(&args, lib);
+    }
+    front(args);
+}
+
+fn cstrings(v: &[OsString]) -> Vec<CString> {
+    v.iter()
+        .map(|s| CString::new(s.as_bytes()).unwrap_or_else(|_| CString::new("?").unwrap()))
+        .collect()
+}
+
+/// Replace this process by CMD (PATH search like execvp). Returns only on failure.
+fn exec_cmd(cmd: &[OsString]) -> std::io::Error {
+    let c = cstrings(cmd);
+    let mut argv: Vec<*const libc::c_char> = c.iter().map(|s| s.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: argv is a NULL-terminated array of NUL-terminated strings that
+    // outlive the call.
+    unsafe { libc::execvp(argv[0], argv.as_ptr()) };
+    std::io::Error::last_os_error()
+}
+
+/// Run CMD with the preload library: LD_PRELOAD (in front of any others) and
+/// ROAR_TRACE_DIR, as roar_nb.session.preload_env does.
+fn exec_preload(args: &Args, lib: &OsString) -> ! {
+    let mut pre = lib.clone();
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
+        pre.push(":");
+        pre.push(old);
+    }
+    std::env::set_var("LD_PRELOAD", pre);
+    if !args.trace_dir.is_empty() {
+        std::env::set_var("ROAR_TRACE_DIR", std::ffi::OsStr::from_bytes(&args.trace_dir));
+    }
+    fail_exec(&args.cmd, exec_cmd(&args.cmd));
+}
+
+fn fail_exec(cmd: &[OsString], e: std::io::Error) -> ! {
+    eprintln!("roar-ptrace: {}: {e}", cmd[0].to_string_lossy());
+    let code = if e.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 };
+    std::process::exit(code);
+}
+
+/// Append a line to DIR/roar-ptrace.notes.
+fn note(dir: &[u8], key: &str, text: &str) {
+    if dir.is_empty() {
+        return;
+    }
+    let mut p = dir.to_vec();
+    p.extend_from_slice(b"/");
+    p.extend_from_slice(NOTES.as_bytes());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(std::ffi::OsStr::from_bytes(&p))
+    {
+        let _ = writeln!(f, "{key}\t{}", text.replace('\n', " "));
+    }
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // SIGINT/SIGQUIT from the terminal reach CMD directly (same process
+    // group); the front just keeps waiting for CMD's status.
+}
+
+extern "C" fn forward(sig: libc::c_int) {
+    let c = CHILD.load(Ordering::Relaxed);
+    if c > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(c, sig) };
+    }
+}
+
+/// Install `h` for `sig`. Handlers (not SIG_IGN) are used on purpose: a
+/// caught signal resets to default across exec, an ignored one would be
+/// inherited by CMD when the front falls back to exec'ing it.
+fn set_handler(sig: i32, h: extern "C" fn(libc::c_int)) {
+    // SAFETY: installing a handler that only calls async-signal-safe code.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = h as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+fn set_default(sig: i32) {
+    // SAFETY: restoring the default disposition.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+}
+
+/// The front process: start the tracer, wait for CMD's status, exit with it.
+fn front(args: Args) -> ! {
+    let mut fds = [0i32; 2];
+    // SAFETY: valid out-array for two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!("roar-ptrace: pipe: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    let (rd, wr) = (fds[0], fds[1]);
+    // SAFETY: fork in a single-threaded process.
+    let t = unsafe { libc::fork() };
+    if t < 0 {
+        // Cannot even fork: run the command unobserved rather than not at all.
+        note(&args.trace_dir, "backend", "none");
+        note(&args.trace_dir, "partial", "roar-ptrace could not fork its tracer; not traced");
+        fail_exec(&args.cmd, exec_cmd(&args.cmd));
+    }
+    if t == 0 {
+        // SAFETY: closing our copy of the read end.
+        unsafe { libc::close(rd) };
+        tracer_process(&args, wr);
+    }
+    // SAFETY: closing our copy of the write end, so EOF means "tracer gone".
+    unsafe { libc::close(wr) };
+    set_handler(libc::SIGINT, on_interrupt);
+    set_handler(libc::SIGQUIT, on_interrupt);
+    set_handler(libc::SIGTERM, forward);
+    set_handler(libc::SIGHUP, forward);
+
+    let mut buf = Vec::new();
+    let mut status: Option<i32> = None;
+    let mut chunk = [0u8; 512];
+    loop {
+        // Process complete lines.
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            match tag {
+                "C" => CHILD.store(rest.parse().unwrap_or(0), Ordering::Relaxed),
+                "F" => {
+                    // Tracing could not start; CMD has not run. Run it here.
+                    // SAFETY: reap the tracer (it exits right after sending F).
+                    unsafe { libc::waitpid(t, std::ptr::null_mut(), 0) };
+                    for s in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
+                        set_default(s);
+                    }
+                    match &args.fallback_preload {
+                        Some(lib) => {
+                            note(&args.trace_dir, "backend", "preload");
+                            note(&args.trace_dir, "partial", &format!("{rest}; fell back to preload before running"));
+                            eprintln!("roar: {rest}; using the preload tracer");
+                            exec_preload(&args, lib);
+                        }
+                        None => {
+                            note(&args.trace_dir, "backend", "none");
+                            note(&args.trace_dir, "partial", &format!("{rest}; the command ran untraced"));
+                            eprintln!("roar: {rest}; running untraced");
+                            fail_exec(&args.cmd, exec_cmd(&args.cmd));
+                        }
+                    }
+                }
+                "E" => {
+                    let e = std::io::Error::from_raw_os_error(rest.parse().unwrap_or(libc::ENOENT));
+                    eprintln!("roar-ptrace: {}: {e}", args.cmd[0].to_string_lossy());
+                }
+                "S" => {
+                    let mut it = rest.split(' ');
+                    let st: i32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(1 << 8);
+                    let remaining: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    status = Some(st);
+                    if remaining > 0 && !args.wait_all {
+                        note(
+                            &args.trace_dir,
+                            "partial",
+                            &format!("{remaining} traced thread(s) outlived the command; their later file I/O is not part of this job"),
+                        );
+                        exit_like(st);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(rd, chunk.as_mut_ptr().cast(), chunk.len()) };
+        if n < 0 && sys::errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n as usize]);
+    }
+    // SAFETY: reap the tracer (it has closed the pipe: it is exiting).
+    unsafe { libc::waitpid(t, std::ptr::null_mut(), 0) };
+    match status {
+        Some(st) => exit_like(st),
+        None => {
+            eprintln!("roar-ptrace: the tracer died before the command finished");
+            note(&args.trace_dir, "partial", "the ptrace tracer died; the command's status is unknown");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Exit with the same wait status: the code, or death by the same signal.
+fn exit_like(status: i32) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: plain libc calls on our own process. No core file of our
+        // own: the command already dumped one if it was going to.
+        unsafe {
+            let lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+        std::process::exit(128 + sig);
+    }
+    std::process::exit(libc::WEXITSTATUS(status));
+}
+
+fn send(fd: i32, msg: &str) {
+    let b = msg.as_bytes();
+    let mut off = 0;
+    while off < b.len() {
+        // SAFETY: writing from a live buffer.
+        let n = unsafe { libc::write(fd, b[off..].as_ptr().cast(), b.len() - off) };
+        if n <= 0 {
+            if n < 0 && sys::errno() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        off += n as usize;
+    }
+}
+
+// Messages from the command child to the tracer, before exec (tag + errno).
+const SETUP_PTRACE: u8 = b'P';
+const SETUP_SECCOMP: u8 = b'S';
+const SETUP_EXEC: u8 = b'X';
+
+fn read_setup(fd: i32) -> Vec<(u8, i32)> {
+    let mut out = Vec::new();
+    let mut b = [0u8; 5];
+    loop {
+        // SAFETY: reading into a local buffer (the fd is non-blocking).
+        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 5) };
+        if n != 5 {
+            return out;
+        }
+        out.push((b[0], i32::from_le_bytes([b[1], b[2], b[3], b[4]])));
+    }
+}
+
+/// The tracer process: fork CMD, trace it and its descendants, report.
+fn tracer_process(args: &Args, wr: i32) -> ! {
+    let fault = std::env::var("ROAR_PTRACE_FAULT").unwrap_or_default();
+    let prog = seccomp::program();
+    let cmd = cstrings(&args.cmd);
+    let mut argv: Vec<*const libc::c_char> = cmd.iter().map(|s| s.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut sp = [0i32; 2];
+    // SAFETY: valid out-array.
+    unsafe { libc::pipe2(sp.as_mut_ptr(), libc::O_CLOEXEC) };
+    let (srd, swr) = (sp[0], sp[1]);
+    // SAFETY: fork in a single-threaded process.
+    let c = unsafe { libc::fork() };
+    if c == 0 {
+        // The command child: no allocation from here on.
+        let tell = |tag: u8, err: i32| {
+            let mut m = [tag, 0, 0, 0, 0];
+            m[1..].copy_from_slice(&err.to_le_bytes());
+            // SAFETY: writing 5 bytes from a local array.
+            unsafe { libc::write(swr, m.as_ptr().cast(), 5) };
+        };
+        // SAFETY: PTRACE_TRACEME takes no pointers.
+        let traced = fault != "traceme"
+            && unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) } == 0;
+        if !traced {
+            let e = if fault == "traceme" { libc::EPERM } else { sys::errno() };
+            tell(SETUP_PTRACE, e);
+            // SAFETY: leave without running atexit handlers of the parent image.
+            unsafe { libc::_exit(0) };
+        }
+        if fault == "seccomp" {
+            tell(SETUP_SECCOMP, libc::EINVAL);
+        } else if let Err(e) = seccomp::install(&prog) {
+            tell(SETUP_SECCOMP, e.raw_os_error().unwrap_or(0));
+        }
+        // SAFETY: stop until the tracer has set its options.
+        unsafe { libc::raise(libc::SIGSTOP) };
+        // SAFETY: argv is NULL-terminated and outlives the call.
+        unsafe { libc::execvp(argv[0], argv.as_ptr()) };
+        let e = sys::errno();
+        tell(SETUP_EXEC, e);
+        // SAFETY: as above.
+        unsafe { libc::_exit(if e == libc::ENOENT { 127 } else { 126 }) };
+    }
+    // SAFETY: our copy of the write end; the child keeps its own.
+    unsafe {
+        libc::close(swr);
+        libc::fcntl(srd, libc::F_SETFL, libc::O_NONBLOCK);
+    }
+    if c < 0 {
+        send(wr, &format!("F ptrace tracer could not fork ({})\n", std::io::Error::last_os_error()));
+        std::process::exit(0);
+    }
+    detach_from_caller(wr, srd);
+    send(wr, &format!("C {c}\n"));
+
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(c, &mut status, libc::__WALL) };
+    let setup = read_setup(srd);
+    if !libc::WIFSTOPPED(status) {
+        let why = match setup.iter().find(|(t, _)| *t == SETUP_PTRACE) {
+            Some((_, e)) => format!("ptrace refused ({})", std::io::Error::from_raw_os_error(*e)),
+            None => "ptrace tracer could not start the command".to_string(),
+        };
+        send(wr, &format!("F {why}\n"));
+        std::process::exit(0);
+    }
+    let mut all_syscalls = false;
+    if let Some((_, e)) = setup.iter().find(|(t, _)| *t == SETUP_SECCOMP) {
+        all_syscalls = true;
+        note(
+            &args.trace_dir,
+            "info",
+            &format!(
+                "seccomp filter refused ({}): traced every syscall (slower, same records)",
+                std::io::Error::from_raw_os_error(*e)
+            ),
+        );
+    }
+    if let Err(e) = sys::set_options(c) {
+        // SAFETY: the child is stopped before exec: the command has not run.
+        unsafe {
+            libc::kill(c, libc::SIGKILL);
+            libc::waitpid(c, std::ptr::null_mut(), libc::__WALL);
+        }
+        send(wr, &format!("F ptrace options refused ({e})\n"));
+        std::process::exit(0);
+    }
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    let mut t = Tracer::new(
+        Options {
+            trace_dir: args.trace_dir.clone(),
+            all_syscalls,
+            fault_panic: fault == "panic",
+        },
+        c,
+        me,
+    );
+    sys::resume(
+        c,
+        if all_syscalls {
+            sys::Resume::Syscall
+        } else {
+            sys::Resume::Cont
+        },
+        0,
+    );
+    let dir = args.trace_dir.clone();
+    t.run(|t, st, remaining| {
+        for (tag, e) in read_setup(srd) {
+            if tag == SETUP_EXEC {
+                send(wr, &format!("E {e}\n"));
+            }
+        }
+        if let Some(d) = &t.degraded {
+            note(&dir, "partial", d);
+        }
+        // Everything that has exited is flushed already.
+        send(wr, &format!("S {st} {remaining}\n"));
+    });
+    if let Some(d) = &t.degraded {
+        note(&dir, "partial", d);
+    }
+    if t.write_failed() {
+        note(&dir, "partial", "some trace records could not be written");
+    }
+    std::process::exit(0);
+}
+
+/// The tracer must not hold the caller's terminal, pipes or other fds open
+/// (a caller reading CMD's stdout to EOF would otherwise wait for the tracer
+/// too), and must not die of the terminal's signals while tracees need it.
+fn detach_from_caller(keep1: i32, keep2: i32) {
+    // SAFETY: fd juggling on our own process; /dev/null is always there.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+        let (lo, hi) = (keep1.min(keep2), keep1.max(keep2));
+        libc::close_range(3, (lo - 1).max(2) as u32, 0);
+        if hi - lo > 1 {
+            libc::close_range((lo + 1) as u32, (hi - 1) as u32, 0);
+        }
+        libc::close_range((hi + 1) as u32, u32::MAX, 0);
+        for s in [
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGPIPE,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+        ] {
+            libc::signal(s, libc::SIG_IGN);
+        }
+    }
+    // A panic message has nowhere useful to go now; the note says it.
+    std::panic::set_hook(Box::new(|_| {}));
+}
+
+/// Check that this host lets us trace with a seccomp filter: fork a child
+/// that installs the filter and makes one traced syscall.
+fn probe() -> Result<(), String> {
+    let prog = seccomp::program();
+    let mut sp = [0i32; 2];
+    // SAFETY: valid out-array.
+    unsafe { libc::pipe2(sp.as_mut_ptr(), libc::O_CLOEXEC) };
+    // SAFETY: fork in a single-threaded process.
+    let c = unsafe { libc::fork() };
+    if c == 0 {
+        // SAFETY: child; raw calls only, then _exit.
+        unsafe {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) != 0 {
+                let e = sys::errno().to_le_bytes();
+                libc::write(sp[1], [SETUP_PTRACE, e[0], e[1], e[2], e[3]].as_ptr().cast(), 5);
+                libc::_exit(0);
+            }
+            if let Err(e) = seccomp::install(&prog) {
+                let e = e.raw_os_error().unwrap_or(0).to_le_bytes();
+                libc::write(sp[1], [SETUP_SECCOMP, e[0], e[1], e[2], e[3]].as_ptr().cast(), 5);
+            }
+            libc::raise(libc::SIGSTOP);
+            libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, c"/nonexistent/roar-probe".as_ptr(), 0);
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing our write end; non-blocking reads of the setup pipe.
+    unsafe {
+        libc::close(sp[1]);
+        libc::fcntl(sp[0], libc::F_SETFL, libc::O_NONBLOCK);
+    }
+    if c < 0 {
+        return Err(format!("fork failed: {}", std::io::Error::last_os_error()));
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our child.
+    unsafe { libc::waitpid(c, &mut st, libc::__WALL) };
+    let setup = read_setup(sp[0]);
+    if let Some((_, e)) = setup.iter().find(|(t, _)| *t == SETUP_PTRACE) {
+        return Err(format!("ptrace refused ({})", std::io::Error::from_raw_os_error(*e)));
+    }
+    let kill = || {
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(c, libc::SIGKILL);
+            libc::waitpid(c, std::ptr::null_mut(), libc::__WALL);
+        }
+    };
+    if let Some((_, e)) = setup.iter().find(|(t, _)| *t == SETUP_SECCOMP) {
+        kill();
+        return Err(format!(
+            "seccomp filter refused ({}); ptrace would trace every syscall",
+            std::io::Error::from_raw_os_error(*e)
+        ));
+    }
+    if !libc::WIFSTOPPED(st) {
+        return Err("probe child did not stop".into());
+    }
+    if let Err(e) = sys::set_options(c) {
+        kill();
+        return Err(format!("ptrace options refused ({e})"));
+    }
+    sys::resume(c, sys::Resume::Cont, 0);
+    // SAFETY: waiting for our child.
+    unsafe { libc::waitpid(c, &mut st, libc::__WALL) };
+    let ok = libc::WIFSTOPPED(st) && (st >> 16) == libc::PTRACE_EVENT_SECCOMP;
+    if libc::WIFSTOPPED(st) {
+        sys::resume(c, sys::Resume::Cont, 0);
+        // SAFETY: as above.
+        unsafe { libc::waitpid(c, &mut st, libc::__WALL) };
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err("seccomp stops were not delivered to the tracer".into())
+    }
+}

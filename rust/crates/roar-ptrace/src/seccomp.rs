@@ -1,0 +1,211 @@
+//! The seccomp-BPF filter that makes ptrace affordable.
+//!
+//! Without it, a ptrace tracer stops the tracee twice on *every* syscall
+//! (read, write, mmap of libraries, futex...), which is where the ~86 us per
+//! read/write of a naive ptrace tracer comes from. The filter returns
+//! `SECCOMP_RET_TRACE` only for the calls that name or create files (see
+//! [`TRACED`]) and for `mmap` calls that map a file shared and writable; every
+//! other syscall runs at full speed with no tracer involvement.
+//!
+//! The filter is installed in the child between `PTRACE_TRACEME` and `execve`
+//! and is inherited by every descendant, which is exactly the set of processes
+//! the tracer follows.
+
+use std::io;
+
+/// Syscalls that always stop the tracee (at entry, as a seccomp stop).
+#[cfg(target_arch = "x86_64")]
+pub const TRACED: &[i64] = &[
+    libc::SYS_open,
+    libc::SYS_openat,
+    libc::SYS_openat2,
+    libc::SYS_creat,
+    libc::SYS_truncate,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_link,
+    libc::SYS_linkat,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_copy_file_range,
+    libc::SYS_sendfile,
+    libc::SYS_splice,
+    libc::SYS_execve,
+    libc::SYS_execveat,
+    libc::SYS_chdir,
+    libc::SYS_fchdir,
+];
+
+/// Syscalls that always stop the tracee (at entry, as a seccomp stop).
+#[cfg(target_arch = "aarch64")]
+pub const TRACED: &[i64] = &[
+    libc::SYS_openat,
+    libc::SYS_openat2,
+    libc::SYS_truncate,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_linkat,
+    libc::SYS_unlinkat,
+    libc::SYS_copy_file_range,
+    libc::SYS_sendfile,
+    libc::SYS_splice,
+    libc::SYS_execve,
+    libc::SYS_execveat,
+    libc::SYS_chdir,
+    libc::SYS_fchdir,
+];
+
+const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+// Offsets in `struct seccomp_data`: nr (i32), arch (u32), ip (u64), args[6].
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const fn off_arg_lo(i: u32) -> u32 {
+    // Low 32 bits of args[i] (little-endian).
+    16 + 8 * i
+}
+
+const RET_ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+const RET_TRACE: u32 = libc::SECCOMP_RET_TRACE;
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// The filter program. Layout:
+///
+/// ```text
+///   0  ld arch;  jeq NATIVE ? 2 : ALLOW
+///   2  ld nr
+///   3  jeq TRACED[0] ? TRACE : next ... (one per traced call)
+///      jeq mmap ? MMAP : ALLOW
+///      ret ALLOW
+///      ret TRACE
+///   MMAP: ld prot; jset PROT_WRITE ? next : ALLOW
+///         ld flags; jset MAP_SHARED ? next : ALLOW
+///         jset MAP_ANONYMOUS ? ALLOW : TRACE
+/// ```
+///
+/// Compat-ABI calls (another audit arch) are allowed untraced: their numbers
+/// mean different syscalls, and the tracer documents the gap.
+pub fn program() -> Vec<libc::sock_filter> {
+    let n = TRACED.len();
+    // Index of the instructions after the per-syscall checks.
+    let idx_mmap_check = 3 + n; // jeq mmap
+    let idx_allow = idx_mmap_check + 1;
+    let idx_trace = idx_allow + 1;
+    let idx_mmap = idx_trace + 1;
+    let mut p = Vec::with_capacity(idx_mmap + 6);
+    p.push(stmt(BPF_LD_W_ABS, OFF_ARCH));
+    p.push(jump(
+        BPF_JEQ_K,
+        crate::sys::NATIVE_AUDIT_ARCH,
+        0,
+        (idx_allow - 2) as u8,
+    ));
+    p.push(stmt(BPF_LD_W_ABS, OFF_NR));
+    for (i, &nr) in TRACED.iter().enumerate() {
+        let here = 3 + i;
+        p.push(jump(BPF_JEQ_K, nr as u32, (idx_trace - here - 1) as u8, 0));
+    }
+    p.push(jump(
+        BPF_JEQ_K,
+        libc::SYS_mmap as u32,
+        (idx_mmap - idx_mmap_check - 1) as u8,
+        0,
+    ));
+    p.push(stmt(BPF_RET_K, RET_ALLOW));
+    p.push(stmt(BPF_RET_K, RET_TRACE));
+    // MMAP block: every "no" jumps back to idx_allow, which is behind us; BPF
+    // only jumps forward, so the block carries its own ALLOW/TRACE returns.
+    p.push(stmt(BPF_LD_W_ABS, off_arg_lo(2))); // prot
+    p.push(jump(BPF_JSET_K, libc::PROT_WRITE as u32, 0, 4));
+    p.push(stmt(BPF_LD_W_ABS, off_arg_lo(3))); // flags
+    p.push(jump(BPF_JSET_K, libc::MAP_SHARED as u32, 0, 2));
+    p.push(jump(BPF_JSET_K, libc::MAP_ANONYMOUS as u32, 1, 0));
+    p.push(stmt(BPF_RET_K, RET_TRACE));
+    p.push(stmt(BPF_RET_K, RET_ALLOW));
+    debug_assert!(p.len() < 255);
+    p
+}
+
+/// Install [`program`] in the calling thread (and so in its future
+/// descendants). Tries without `PR_SET_NO_NEW_PRIVS` first, which succeeds
+/// with CAP_SYS_ADMIN and leaves setuid programs working as they would; falls
+/// back to setting it (required for unprivileged callers).
+///
+/// Must be called in the forked child before exec; it allocates nothing after
+/// the filter vector is built.
+pub fn install(prog: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fprog` points at a live, correctly sized filter array; the
+    // kernel copies it during the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    if crate::sys::errno() != libc::EACCES {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jumps_stay_inside_the_program() {
+        let p = program();
+        for (i, ins) in p.iter().enumerate() {
+            if ins.code & (libc::BPF_JMP as u16) == libc::BPF_JMP as u16
+                && ins.code & 0x07 == libc::BPF_JMP as u16
+            {
+                assert!(i + 1 + (ins.jt as usize) < p.len());
+                assert!(i + 1 + (ins.jf as usize) < p.len());
+            }
+        }
+        // The last instruction is a return.
+        assert_eq!(p.last().unwrap().code, BPF_RET_K);
+    }
+}

@@ -1,0 +1,300 @@
+//! Thin, checked wrappers around the kernel interfaces the tracer uses:
+//! ptrace requests, `PTRACE_GET_SYSCALL_INFO`, reading tracee memory with
+//! `process_vm_readv`, and the `/proc/<tid>/...` lookups (cwd, fd targets,
+//! thread-group ids). Everything unsafe lives here so that the tracer logic in
+//! `tracer.rs` is plain safe Rust over owned bytes.
+//!
+//! Syscall numbers come from the `libc` crate, so they are those of the
+//! architecture we are built for; the seccomp filter and the tracer both check
+//! the audit arch so a compat (32-bit) syscall is never misread as a native one.
+
+use std::ffi::CString;
+use std::io;
+
+/// `AUDIT_ARCH_*` of the native syscall ABI (what seccomp and
+/// `PTRACE_GET_SYSCALL_INFO` report for native syscalls).
+#[cfg(target_arch = "x86_64")]
+pub const NATIVE_AUDIT_ARCH: u32 = 0xC000_003E;
+/// `AUDIT_ARCH_*` of the native syscall ABI.
+#[cfg(target_arch = "aarch64")]
+pub const NATIVE_AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// Longest path the kernel accepts (PATH_MAX, including the NUL).
+pub const PATH_MAX: usize = 4096;
+
+const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+/// `ptrace_syscall_info.op` for a syscall-entry stop.
+pub const SYSCALL_INFO_ENTRY: u8 = 1;
+/// `ptrace_syscall_info.op` for a syscall-exit stop.
+pub const SYSCALL_INFO_EXIT: u8 = 2;
+/// `ptrace_syscall_info.op` for a `PTRACE_EVENT_SECCOMP` stop.
+pub const SYSCALL_INFO_SECCOMP: u8 = 3;
+
+/// Mirror of the kernel's `struct ptrace_syscall_info` (linux/ptrace.h). The
+/// union is kept as raw words: entry and seccomp stops put `nr, args[6]` in
+/// it, exit stops put `rval: i64, is_error: u8`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct RawSyscallInfo {
+    op: u8,
+    pad: [u8; 3],
+    arch: u32,
+    instruction_pointer: u64,
+    stack_pointer: u64,
+    data: [u64; 8],
+}
+
+/// What `PTRACE_GET_SYSCALL_INFO` told us about a stopped thread.
+#[derive(Clone, Copy, Debug)]
+pub enum SyscallInfo {
+    /// Entering a syscall (seccomp stop, or syscall-entry stop).
+    Entry {
+        /// Audit arch of the call (compat calls differ from native ones).
+        arch: u32,
+        /// Syscall number in that arch's table.
+        nr: i64,
+        /// The six raw argument registers.
+        args: [u64; 6],
+    },
+    /// Leaving a syscall: its return value (negative errno when `is_error`).
+    Exit {
+        /// Raw return value.
+        rval: i64,
+        /// Whether the call failed.
+        is_error: bool,
+    },
+    /// Not a syscall stop.
+    None,
+}
+
+/// Read the syscall state of a ptrace-stopped thread.
+pub fn syscall_info(tid: i32) -> io::Result<SyscallInfo> {
+    let mut raw = RawSyscallInfo::default();
+    // SAFETY: the kernel writes at most `size` bytes into `raw`, which is a
+    // plain-old-data struct of exactly that size.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GET_SYSCALL_INFO,
+            tid,
+            std::mem::size_of::<RawSyscallInfo>(),
+            &mut raw as *mut RawSyscallInfo,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(match raw.op {
+        SYSCALL_INFO_ENTRY | SYSCALL_INFO_SECCOMP => {
+            let mut args = [0u64; 6];
+            args.copy_from_slice(&raw.data[1..7]);
+            SyscallInfo::Entry {
+                arch: raw.arch,
+                nr: raw.data[0] as i64,
+                args,
+            }
+        }
+        SYSCALL_INFO_EXIT => SyscallInfo::Exit {
+            rval: raw.data[0] as i64,
+            is_error: raw.data[1] & 0xff != 0,
+        },
+        _ => SyscallInfo::None,
+    })
+}
+
+/// How to restart a stopped tracee.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// `PTRACE_CONT`: run until the next seccomp/event/signal stop.
+    Cont,
+    /// `PTRACE_SYSCALL`: also stop at the next syscall entry/exit.
+    Syscall,
+}
+
+/// Restart `tid`, delivering `sig` (0 for none). Errors are ignored on
+/// purpose: the thread may have been killed meanwhile (ESRCH), which the next
+/// `waitpid` reports.
+pub fn resume(tid: i32, how: Resume, sig: i32) {
+    let req = match how {
+        Resume::Cont => libc::PTRACE_CONT,
+        Resume::Syscall => libc::PTRACE_SYSCALL,
+    };
+    // SAFETY: plain ptrace request on a pid; no memory is passed.
+    unsafe {
+        libc::ptrace(req, tid, 0usize, sig as usize);
+    }
+}
+
+/// `PTRACE_GETEVENTMSG`: the new tid after fork/clone events, the former tid
+/// after an exec event.
+pub fn event_msg(tid: i32) -> Option<u64> {
+    let mut msg: libc::c_ulong = 0;
+    // SAFETY: the kernel writes one unsigned long into `msg`.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETEVENTMSG,
+            tid,
+            0usize,
+            &mut msg as *mut libc::c_ulong,
+        )
+    };
+    (r == 0).then_some(msg as u64)
+}
+
+/// `PTRACE_SETOPTIONS` on the first stop of the root tracee; inherited by
+/// every auto-attached child.
+pub fn set_options(tid: i32) -> io::Result<()> {
+    let opts = libc::PTRACE_O_TRACESYSGOOD
+        | libc::PTRACE_O_TRACEFORK
+        | libc::PTRACE_O_TRACEVFORK
+        | libc::PTRACE_O_TRACECLONE
+        | libc::PTRACE_O_TRACEEXEC
+        | libc::PTRACE_O_TRACESECCOMP;
+    // Deliberately no PTRACE_O_EXITKILL: if the tracer dies, the user's
+    // program must not be killed with it.
+    // SAFETY: plain ptrace request; the options travel in the data argument.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0usize, opts as usize) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Read a NUL-terminated string (without the NUL) at `addr` in `pid`'s
+/// memory, at most [`PATH_MAX`] bytes, into `out`. Reads page by page so a
+/// string ending just before an unmapped page is still read completely.
+/// Returns false if the memory is unreadable or no NUL was found.
+pub fn read_cstr(pid: i32, addr: u64, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    if addr == 0 {
+        return false;
+    }
+    const PAGE: u64 = 4096;
+    let mut chunk = [0u8; 4096];
+    let mut at = addr;
+    while out.len() < PATH_MAX {
+        let until_page_end = (PAGE - (at % PAGE)) as usize;
+        let want = until_page_end.min(PATH_MAX + 1 - out.len()).min(chunk.len());
+        let n = read_mem(pid, at, &mut chunk[..want]);
+        if n == 0 {
+            return false;
+        }
+        if let Some(z) = chunk[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..z]);
+            return true;
+        }
+        out.extend_from_slice(&chunk[..n]);
+        at += n as u64;
+    }
+    false
+}
+
+/// Copy `buf.len()` bytes from `addr` in `pid`'s memory. Returns how many
+/// bytes were read (0 on failure).
+pub fn read_mem(pid: i32, addr: u64, buf: &mut [u8]) -> usize {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes our own writable buffer; the kernel checks
+    // the remote range and fails with EFAULT instead of faulting us.
+    let r = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if r < 0 {
+        0
+    } else {
+        r as usize
+    }
+}
+
+/// Target of a symlink such as `/proc/<tid>/cwd` or `/proc/<tid>/fd/<n>`.
+pub fn readlink(path: &str, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    out.resize(PATH_MAX, 0);
+    let Ok(c) = CString::new(path) else {
+        return false;
+    };
+    // SAFETY: `c` is NUL-terminated; `out` has `out.len()` writable bytes.
+    let r = unsafe { libc::readlink(c.as_ptr(), out.as_mut_ptr().cast(), out.len()) };
+    if r < 0 || r as usize >= out.len() {
+        out.clear();
+        return false;
+    }
+    out.truncate(r as usize);
+    true
+}
+
+/// What `stat` says about a tracee's open descriptor.
+#[derive(Clone, Copy, Debug)]
+pub struct FileStat {
+    /// Regular file (not a pipe, socket, device or directory).
+    pub regular: bool,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time in ns since the epoch.
+    pub mtime_ns: i64,
+    /// Device number (with `ino`: identity of the open file).
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// `stat` of `/proc/<tid>/fd/<fd>`: the file the tracee's descriptor refers
+/// to (the kernel follows the magic link even for deleted files).
+pub fn stat_fd(tid: i32, fd: i32) -> Option<FileStat> {
+    let c = CString::new(format!("/proc/{tid}/fd/{fd}")).ok()?;
+    // SAFETY: zeroed stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` is writable.
+    if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(FileStat {
+        regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        size: st.st_size as u64,
+        mtime_ns: (st.st_mtime as i64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(st.st_mtime_nsec as i64),
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+    })
+}
+
+/// `(Tgid, PPid)` of a thread from `/proc/<tid>/status`.
+pub fn tgid_ppid(tid: i32) -> Option<(i32, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let mut tgid = None;
+    let mut ppid = None;
+    for line in s.lines() {
+        if let Some(v) = line.strip_prefix("Tgid:") {
+            tgid = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("PPid:") {
+            ppid = v.trim().parse().ok();
+        }
+        if tgid.is_some() && ppid.is_some() {
+            break;
+        }
+    }
+    Some((tgid?, ppid.unwrap_or(0)))
+}
+
+/// CLOCK_MONOTONIC in ns: the clock every backend stamps records with.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+/// Current `errno`.
+pub fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
