@@ -14,11 +14,14 @@ PYTEST_ARGS ?=
 
 setup: system-deps $(VENV)/.installed $(NATIVE) $(VENV)/.kernel
 
-# Debian packages the project uses: graphviz (`dot`, inline SVG DAGs), strace (ground truth in tests).
+# Debian packages the project uses: graphviz (`dot`, inline SVG DAGs), strace (ground truth in tests),
+# gcc and busybox-static (the fidelity corpus: C programs, a static binary).
 system-deps:
 	@missing=""; \
 	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
 	command -v strace >/dev/null 2>&1 || missing="$$missing strace"; \
+	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	dpkg-query -W -f='$${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing="$$missing busybox-static"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -41,6 +44,7 @@ $(NATIVE): FORCE
 	cd rust && cargo build --release --quiet
 	@mkdir -p roar_nb/_native
 	@cmp -s rust/target/release/libroar_preload.so $@ || cp rust/target/release/libroar_preload.so $@
+	@cmp -s rust/target/release/roar-ptrace roar_nb/_native/roar-ptrace || cp rust/target/release/roar-ptrace roar_nb/_native/roar-ptrace
 
 $(VENV)/.kernel: $(VENV)/.installed $(NATIVE)
 	$(BIN)/roar kernel install --sys-prefix >/dev/null

@@ -390,24 +390,25 @@ def cmd_kernel(a) -> int:
 
 
 def cmd_tracer(a) -> int:
-    from roar_nb.capture import preload
+    from roar_nb.capture import select
 
-    project = None
     if a.action == "set-default":
-        if a.name not in ("auto", "preload", "none"):
-            raise UsageError("tracer must be one of: auto, preload, none")
+        if a.name not in select.TRACERS:
+            raise UsageError(f"tracer must be one of: {', '.join(select.TRACERS)}")
         project = _project()
         project.config.set("tracer.default", a.name)
         print(f"default tracer: {a.name}")
         return 0
-    problem = preload.problem()
-    print(f"preload   {'available: ' + preload.library_path() if problem is None else 'unavailable: ' + problem}")
-    print("audit     available in notebooks (python-level capture)")
+    for b in select.status():
+        state = "works" if b["works"] else ("available, does not work" if b["available"] else "unavailable")
+        print(f"{b['name']:<9} {state}: {b['detail']}")
     try:
-        project = _project()
-        print(f"default   {project.config.get('tracer.default')}")
+        default = _project().config.get("tracer.default")
     except RoarError:
-        print("default   auto (no project)")
+        default = "auto (no project)"
+    print(f"default   {default}")
+    print("auto      preload for dynamic programs; ptrace for static executables and environment-"
+          "clearing launchers; decided before the command runs, never by re-running it")
     return 0
 
 
@@ -431,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, helptext in (("run", cmd_run, "run a command with lineage tracking (or re-run @N with overrides)"),
                                ("build", cmd_build, "run a build step (compile, install) with tracking")):
         s = sub.add_parser(name, help=helptext, epilog="Example: roar run python train.py --epochs 3; roar run @2 --epochs=5")
-        s.add_argument("--tracer", choices=("auto", "preload", "none"), default=None,
+        s.add_argument("--tracer", choices=("auto", "preload", "ptrace", "none"), default=None,
                        help="capture backend (default: config tracer.default)")
         s.add_argument("-q", "--quiet", action="store_true", help="no summary line")
         s.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
@@ -472,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--check-determinism", action="store_true",
                    help="with --run: run twice; outputs that differ between runs are nondeterministic")
     s.add_argument("--timeout", type=float, default=None, metavar="S", help="per-step timeout in seconds")
-    s.add_argument("--tracer", choices=("auto", "preload", "none"), default=None)
+    s.add_argument("--tracer", choices=("auto", "preload", "ptrace", "none"), default=None)
     s.set_defaults(fn=cmd_reproduce)
 
     s = sub.add_parser("export", help="export an artifact's lineage (e.g. as a runnable notebook)")

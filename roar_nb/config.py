@@ -52,7 +52,7 @@ KEYS = {k.name: k for k in [
     Key("output.quiet", False, "Do not print the one-line summary after a traced job"),
     Key("hash.extra", [], "Extra digests to keep beside blake3, e.g. [\"sha256\"]"),
     Key("hash.progress_after", 1.0, "Seconds of hashing before a progress bar appears"),
-    Key("tracer.default", "auto", "Capture backend: auto | preload | audit"),
+    Key("tracer.default", "auto", "Capture backend for roar run: auto | preload | ptrace | none"),
     Key("notebook.summary", True, "Print one line after each traced cell"),
     Key("notebook.auto_trace", False, "Trace every cell from %load_ext on (like %roar on)"),
 ]}

@@ -283,7 +283,6 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     """
     if not argv:
         raise UsageError("no command given")
-    from roar_nb.capture import preload
     from roar_nb.gitinfo import read_git
 
     store = project.store
@@ -301,21 +300,13 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
 
     trace_dir = project.roar_dir / "traces" / draft.id
     tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER) or project.config.get("tracer.default")
-    child_env = base_env
-    if tracer not in ("auto", "preload", "none"):
-        raise UsageError(f"unknown tracer {tracer!r} (choose auto, preload or none)")
-    lib_problem = preload.problem() if tracer != "none" else "tracing disabled (--tracer none)"
-    if lib_problem is None:
-        trace_dir.mkdir(parents=True, exist_ok=True)
-        child_env = preload_env(str(trace_dir), base_env)
-        static = preload.static_reason(argv[0], base_env.get("PATH"))
-        if static:
-            draft.capture_level = CAPTURE_PARTIAL
-            draft.capture_notes.append(static)
-    else:
-        draft.backend = "none"
+    from roar_nb.capture import select as select_mod
+
+    sel = select_mod.select(tracer, argv, base_env, str(trace_dir), cwd)  # decided before running
+    draft.backend = sel.backend
+    draft.capture_notes.extend(sel.notes)
+    if sel.partial:
         draft.capture_level = CAPTURE_PARTIAL
-        draft.capture_notes.append(lib_problem)
 
     # The child shares our terminal's process group, so Ctrl-C reaches it directly;
     # meanwhile we catch SIGINT/SIGQUIT with a no-op so the job is still recorded.
@@ -324,7 +315,9 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     old_quit = signal.signal(signal.SIGQUIT, _noop)
     try:
         try:
-            proc = subprocess.Popen(argv, env=child_env, cwd=cwd)
+            if sel.argv[0] != argv[0]:  # wrapped by a tracer: fail like Popen(argv) would
+                select_mod.check_runnable(argv, base_env, cwd)
+            proc = subprocess.Popen(sel.argv, env=sel.env, cwd=cwd)
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -345,8 +338,12 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     draft.status = "ok" if rc == 0 else "failed"
 
     events, problems = ([], [])
-    if lib_problem is None:
+    if sel.trace_dir is not None:
         events, problems = ev_mod.read_trace_dir(str(trace_dir))
+        draft.backend, notes, partial = select_mod.finish(sel)
+        draft.capture_notes.extend(n for n in notes if n not in draft.capture_notes)
+        if partial:
+            draft.capture_level = CAPTURE_PARTIAL
     if problems:
         draft.capture_level = CAPTURE_PARTIAL
         draft.capture_notes.extend(problems)

@@ -1,0 +1,88 @@
+"""Locating the roar-ptrace tracer binary, building its command line, reading its notes.
+
+The binary is found in roar_nb/_native/ (where `make build` copies it), else in
+the Cargo target directory of a source checkout. `roar-ptrace` writes the same
+event files as the preload library, plus `roar-ptrace.notes` in the trace
+directory when something is worth telling the user (it fell back to another
+backend, a tracer error, processes that outlived the command).
+
+This module runs nothing but `roar-ptrace --probe` (for `roar tracer status`);
+it never decides which backend a job uses (that is capture/select.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+BIN_NAME = "roar-ptrace"
+NOTES_NAME = "roar-ptrace.notes"
+_PKG = Path(__file__).resolve().parent.parent
+
+
+def candidates() -> list[Path]:
+    return [_PKG / "_native" / BIN_NAME, _PKG.parent / "rust" / "target" / "release" / BIN_NAME]
+
+
+def binary_path() -> Optional[str]:
+    """Absolute path of the tracer binary, or None if it is not built."""
+    for c in candidates():
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    return None
+
+
+def problem() -> Optional[str]:
+    """None if ptrace tracing can be attempted here, else why not (one line, no process started)."""
+    if binary_path() is None:
+        return "roar-ptrace binary not found (run `make build`)"
+    try:
+        scope = Path("/proc/sys/kernel/yama/ptrace_scope").read_text().strip()
+    except OSError:
+        scope = "0"
+    if scope == "3":
+        return "ptrace is disabled on this host (kernel.yama.ptrace_scope=3)"
+    if scope == "2" and os.geteuid() != 0:
+        return "ptrace needs CAP_SYS_PTRACE here (kernel.yama.ptrace_scope=2)"
+    return None
+
+
+def probe() -> Optional[str]:
+    """Actually try ptrace + a seccomp filter on a throw-away child. None if both work."""
+    p = problem()
+    if p is not None:
+        return p
+    try:
+        r = subprocess.run([binary_path(), "--probe"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"roar-ptrace --probe failed: {e}"
+    return None if r.returncode == 0 else (r.stdout.strip() or r.stderr.strip() or "probe failed")
+
+
+def command(trace_dir: str, argv: list[str], fallback_preload: Optional[str] = None,
+            wait_all: bool = False) -> list[str]:
+    """The argv that runs `argv` under the ptrace tracer."""
+    cmd = [binary_path() or BIN_NAME, "--trace-dir", trace_dir]
+    if wait_all:
+        cmd.append("--wait-all")
+    if fallback_preload:
+        cmd += ["--fallback-preload", fallback_preload]
+    return cmd + ["--", *argv]
+
+
+def read_notes(trace_dir: str) -> tuple[Optional[str], list[str]]:
+    """(backend actually used if the tracer fell back, partial-capture reasons) from the notes file."""
+    backend, partial = None, []
+    try:
+        text = (Path(trace_dir) / NOTES_NAME).read_text(errors="replace")
+    except OSError:
+        return None, []
+    for line in text.splitlines():
+        key, _, value = line.partition("\t")
+        if key == "backend":
+            backend = value
+        elif key == "partial" and value not in partial:
+            partial.append(value)
+    return backend, partial
