@@ -52,11 +52,13 @@ $(VENV)/.kernel: $(VENV)/.installed $(NATIVE)
 
 demo: setup
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
-	@cp notebooks/pipeline.ipynb $(DEMO)/
+	@cp notebooks/pipeline.ipynb notebooks/shell.ipynb $(DEMO)/
 	@cd $(DEMO) && ../../$(BIN)/roar init -n >/dev/null
-	cd $(DEMO) && ../../$(BIN)/jupyter execute --kernel_name=roar --inplace pipeline.ipynb
-	@echo; echo "== lineage recorded by the notebook's cells (roar dag --all --show-artifacts) =="
+	cd $(DEMO) && ROAR_NOTEBOOK=pipeline.ipynb ../../$(BIN)/jupyter execute --kernel_name=roar --inplace pipeline.ipynb
+	cd $(DEMO) && ROAR_NOTEBOOK=shell.ipynb ../../$(BIN)/jupyter execute --kernel_name=roar --inplace shell.ipynb
+	@echo; echo "== lineage recorded by the notebooks' cells (roar dag --all --show-artifacts) =="
 	@cd $(DEMO) && ../../$(BIN)/roar dag --all --show-artifacts
+	@echo; echo "Explore it: cd $(DEMO) && ../../$(BIN)/roar show features.parquet; ../../$(BIN)/roar reproduce metrics.json"
 
 test: setup
 	cd rust && cargo test --release --quiet

@@ -151,16 +151,27 @@ def cmd_status(a) -> int:
 
 
 def _session_jobs(project, a):
+    """(session, jobs) that a command shows: --all, --session (id prefix or notebook path),
+    else the CLI's active session, else (when that has no jobs) the most recently active one."""
     store = project.store
     if getattr(a, "all", False):
         return None, store.jobs()
-    if getattr(a, "session", None):
-        s = store.find_session(a.session)
-    else:
-        s = store.active_session(create=False)
-        if s is None:
-            return None, []
-    return s, store.jobs(s.id)
+    wanted = getattr(a, "session", None)
+    if wanted:
+        if wanted.endswith(".ipynb"):
+            s = store.notebook_session(os.path.abspath(wanted))
+            if s is None:
+                raise RoarError(f"no session recorded for notebook {wanted}")
+        else:
+            s = store.find_session(wanted)
+        return s, store.jobs(s.id)
+    from roar_nb.session import default_session
+
+    s, note = default_session(project)
+    if note:
+        print(f"roar: {note}", file=sys.stderr)
+    jobs = store.jobs(s.id) if s else []
+    return s, jobs
 
 
 def cmd_log(a) -> int:
@@ -444,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("log", help="recent jobs")
     s.add_argument("-n", type=int, default=20, help="how many (default 20, 0 = all)")
     s.add_argument("--all", action="store_true", help="all sessions")
-    s.add_argument("--session", help="a session id prefix")
+    s.add_argument("--session", help="a session id prefix or a notebook path")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_log)
 
@@ -453,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--show-artifacts", action="store_true", help="list each job's input and output files")
     s.add_argument("--json", action="store_true", help="machine-readable output (stable)")
     s.add_argument("--all", action="store_true", help="every job in the project")
-    s.add_argument("--session", help="a session id prefix (default: the active session)")
+    s.add_argument("--session", help="a session id prefix or a notebook path (default: the active session)")
     s.set_defaults(fn=cmd_dag)
 
     s = sub.add_parser("show", help="a job (@N, id) or an artifact (path, hash)", epilog=EPILOG)

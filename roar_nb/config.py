@@ -24,6 +24,7 @@ ENV_PRELOAD_LIB = "ROAR_PRELOAD_LIB"  # path of libroar_preload.so
 ENV_TRACE_DIR = "ROAR_TRACE_DIR"  # set by roar for the native tracer; not for users
 ENV_TRACER = "ROAR_TRACER"  # overrides tracer.default for one command
 ENV_QUIET = "ROAR_QUIET"  # "1": no run summary
+ENV_NOTEBOOK = "ROAR_NOTEBOOK"  # notebook path, for headless runs whose frontend does not say
 ENV_BUSY_TIMEOUT = "ROAR_BUSY_TIMEOUT"  # seconds a writer waits for the DB lock (default 60)
 
 

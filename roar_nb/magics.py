@@ -27,7 +27,8 @@ from roar_nb import session as session_mod
 from roar_nb.capture.audit import NOTE_PYTHON_ONLY
 from roar_nb.errors import NotInitialized, RoarError
 
-USAGE = "usage: %roar on | off | status | log | show REF | dag [--widget|--text|--expanded]   (%%roar: trace this cell)"
+USAGE = ("usage: %roar on | off | status | log | show REF | dag [--widget|--text|--expanded]"
+         " | reproduce TARGET [--run] [--check-determinism] | export TARGET FILE.ipynb   (%%roar: trace this cell)")
 
 # Cells made only of these lines are roar's own commands, not jobs of the user.
 _OWN_PREFIXES = ("%roar", "%load_ext roar", "%reload_ext roar", "%unload_ext roar")
@@ -266,7 +267,10 @@ def _notebook_path(shell) -> Optional[str]:
     """The notebook file when the frontend says (JupyterLab/Notebook 7 set __session__ /
     JPY_SESSION_NAME; VS Code sets __vsc_ipynb_file__); None otherwise."""
     ns = getattr(shell, "user_ns", {}) or {}
-    for cand in (ns.get("__vsc_ipynb_file__"), ns.get("__session__"), os.environ.get("JPY_SESSION_NAME")):
+    from roar_nb.config import ENV_NOTEBOOK
+
+    for cand in (os.environ.get(ENV_NOTEBOOK), ns.get("__vsc_ipynb_file__"), ns.get("__session__"),
+                 os.environ.get("JPY_SESSION_NAME")):
         if isinstance(cand, str) and cand.endswith(".ipynb"):
             return os.path.abspath(cand)
     return None
@@ -333,7 +337,7 @@ class RoarMagics(Magics):
         if cmd in ("", "help", "-h", "--help"):
             print(USAGE)
             return
-        if cmd not in ("on", "off", "status", "log", "show", "dag"):
+        if cmd not in ("on", "off", "status", "log", "show", "dag", "reproduce", "export"):
             print(USAGE)
             return
         if cmd in ("on", "off"):
@@ -370,12 +374,40 @@ class RoarMagics(Magics):
 
             kind, what = resolve.resolve_any(nb.project, rest[0], nb.session)
             print(report.job_text(nb.project, what) if kind == "job" else report.artifact_text(nb.project, what))
+        elif cmd == "reproduce":
+            flags = {a for a in rest if a.startswith("--")}
+            targets = [a for a in rest if not a.startswith("--")]
+            if len(targets) != 1 or not flags <= {"--run", "--check-determinism"}:
+                print(USAGE)
+                return
+            self._reproduce(nb, targets[0], "--run" in flags, "--check-determinism" in flags)
+        elif cmd == "export":
+            if len(rest) != 2 or not rest[1].endswith(".ipynb"):
+                print(USAGE)
+                return
+            from roar_nb import export, reproduce
+
+            plan = reproduce.make_plan(nb.project, rest[0])
+            export.write_notebook(plan, rest[1])
+            print(f"roar: wrote {rest[1]} ({len(plan.steps)} step(s), verifies {len(plan.target_hashes)} hash(es))")
         elif cmd == "dag":
             flags = set(rest)
             if not flags <= {"--widget", "--text", "--expanded"} or {"--widget", "--text"} <= flags:
                 print(USAGE)
                 return
             self._dag(nb, widget="--widget" in flags, text="--text" in flags, expanded="--expanded" in flags)
+
+    def _reproduce(self, nb: NotebookSession, target: str, run: bool, check: bool) -> None:
+        """Preview (default) or run a reproduction; the same use case as `roar reproduce`."""
+        from roar_nb import report, reproduce
+
+        plan = reproduce.make_plan(nb.project, target)
+        print(report.plan_text(plan))
+        if not run:
+            print(f"(run it with %roar reproduce {target} --run)")
+            return
+        opts = reproduce.RunOptions(check_determinism=check, progress=lambda line: print(f"roar: {line}"))
+        print(report.outcome_text(reproduce.run(nb.project, plan, opts)))
 
     def _dag(self, nb: NotebookSession, widget: bool, text: bool, expanded: bool) -> None:
         from IPython.display import SVG, display

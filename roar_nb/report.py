@@ -169,7 +169,14 @@ def dag_text(dag: dag_mod.Dag, style: Style = Style(), show_artifacts: bool = Fa
         return "no jobs yet"
     refs = {j.id: j.ref for j in dag.jobs}
     lines = []
-    for j in dag.jobs:
+    # @N numbers restart per session: when several sessions are shown, head each group.
+    many = len({j.session_id for j in dag.jobs}) > 1
+    current = None
+    for j in sorted(dag.jobs, key=lambda j: (j.session_id, j.started_at)) if many else dag.jobs:
+        if many and j.session_id != current:
+            current = j.session_id
+            where = f"notebook {display_path(j.notebook)}" if j.notebook else f"{j.kind} jobs"
+            lines.append(style.dim(f"── {where} (session {j.session_id[:8]}) ──"))
         deps = sorted(refs.get(d, "?") for d in dag.deps.get(j.id, ()))
         arrow = style.dim(" <- " + ", ".join(deps)) if deps else ""
         marks = []

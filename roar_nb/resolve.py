@@ -22,7 +22,10 @@ def resolve_job(project, ref: str, session: Optional[Session] = None) -> Job:
     store = project.store
     m = _STEP.match(ref.strip())
     if m:
-        session = session or store.active_session(create=False)
+        if session is None:
+            from roar_nb.session import default_session
+
+            session, _ = default_session(project)
         if session is None:
             raise RefNotFound(f"no job {ref}: the session has no jobs yet")
         job = store.job_by_seq(session.id, int(m.group(2)), build=bool(m.group(1)))

@@ -75,6 +75,7 @@ class Store:
         except sqlite3.Error as e:
             raise _friendly(e, self.path) from None
         self._utils = None
+        self._known_envs: set[str] = set()  # environment rows this process knows exist
 
     @classmethod
     def create(cls, roar_dir: Path) -> "Store":
@@ -273,6 +274,8 @@ class Store:
             if e.hash is not None:
                 art_rows[e.hash] = (e.hash, e.size, now)
         build = job.kind == "build"
+        if environment is not None and environment[0] in self._known_envs:
+            environment = None  # a kernel records many cells in one environment: encode it once
         with self._tx() as c:
             if environment is not None:
                 env_id, python, platform, packages = environment
@@ -280,6 +283,7 @@ class Store:
                     "INSERT OR IGNORE INTO environments(id, python, platform, packages) VALUES (?,?,?,?)",
                     (env_id, python, platform, json.dumps(packages, sort_keys=True)),
                 )
+                self._known_envs.add(env_id)
             seq = c.execute(
                 "SELECT coalesce(max(seq), 0) + 1 FROM jobs WHERE session_id = ? AND (kind = 'build') = ?",
                 (job.session_id, build),
@@ -419,17 +423,21 @@ class Store:
     def cache_lookup(self, keys: list[tuple]) -> dict[tuple, str]:
         """keys: (dev, ino, size, mtime_ns, ctime_ns) -> cached blake3 for those that still match."""
         out: dict[tuple, str] = {}
-        if not keys:
-            return out
-        cur = self.conn.cursor()
+        wanted = set(keys)
+        by_dev: dict[int, list[int]] = {}
+        for dev, ino in sorted({(k[0], k[1]) for k in wanted}):
+            by_dev.setdefault(dev, []).append(ino)
         try:
-            for k in keys:
-                row = cur.execute(
-                    "SELECT hash FROM hash_cache WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ?"
-                    " AND ctime_ns = ?", k,
-                ).fetchone()
-                if row:
-                    out[k] = row[0]
+            # One query per device and 500 inodes (`dev = ? AND ino IN (...)` uses the primary
+            # key) instead of one per file; the rest of the key is checked here.
+            chunks = [(dev, inos[i:i + 500]) for dev, inos in by_dev.items() for i in range(0, len(inos), 500)]
+            for dev, chunk in chunks:
+                for row in self.conn.execute(
+                    "SELECT dev, ino, size, mtime_ns, ctime_ns, hash FROM hash_cache"
+                    f" WHERE dev = ? AND ino IN ({','.join('?' * len(chunk))})", [dev, *chunk],
+                ):
+                    if row[:5] in wanted:
+                        out[row[:5]] = row[5]
         except sqlite3.Error as e:
             raise _friendly(e, self.path) from None
         return out

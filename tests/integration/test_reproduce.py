@@ -132,3 +132,20 @@ def test_script_and_exported_notebook_verify(pipeline, tmp_path):
     executed = execute_notebook(out, kernel="python3", cwd=pipeline.root)
     last = executed.cells[-1]
     assert any("identical" in o.get("text", "") for o in last.outputs), last.outputs
+
+
+def test_magic_reproduce_preview_and_export(pipeline, tmp_path):
+    nb = nbformat.v4.new_notebook()
+    out = tmp_path / "from-magic.ipynb"
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext roar"),
+                nbformat.v4.new_code_cell("%roar reproduce metrics.json"),
+                nbformat.v4.new_code_cell(f"%roar export metrics.json {out}"),
+                nbformat.v4.new_code_cell("%roar reproduce")]
+    path = pipeline.root / "magic.ipynb"
+    nbformat.write(nb, str(path))
+    done = execute_notebook(path, kernel="roar")
+    preview = "".join(o.get("text", "") for o in done.cells[1].outputs)
+    assert "Reproduction plan for metrics.json" in preview and "steps (4)" in preview
+    assert "wrote" in "".join(o.get("text", "") for o in done.cells[2].outputs)
+    nbformat.validate(nbformat.read(str(out), as_version=4))
+    assert "".join(o.get("text", "") for o in done.cells[3].outputs).startswith("usage: %roar")
