@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 def ensure_native() -> Path:
     """Build the preload library if it is not there; a build failure fails the tests."""
     built = REPO / "rust" / "target" / "release" / "libroar_preload.so"
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO / "rust", check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "roar-preload"], cwd=REPO / "rust", check=True)
     NATIVE.parent.mkdir(exist_ok=True)
     if not NATIVE.exists() or NATIVE.read_bytes() != built.read_bytes():
         shutil.copy(built, NATIVE)
