@@ -1,0 +1,500 @@
+"""The capture-fidelity corpus: small programs with known file I/O, run under every backend.
+
+Owns: the cases (each with the exact files it reads and writes, relative to its
+scratch directory), building the C programs and the native tracers, running a
+case under `preload` / `ptrace` / `strace -f` (ground truth), turning each run
+into (reads, writes) with the *same* reducer roar uses (`capture.events.reduce`),
+and the recall/precision arithmetic. It never asserts (test_fidelity.py does)
+and never prints (report.py does).
+
+Ground truth is `strace -f` with hex-escaped strings (`-xx`) and fd paths
+(`-y`): its open/rename/link/unlink/mmap/copy calls become the same events the
+tracers emit, so the comparison is about *what was seen*, not about semantics.
+Only paths inside the case's scratch directory count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+
+from roar_nb.capture import events as ev_mod  # noqa: E402
+from roar_nb.model import Event  # noqa: E402
+
+BACKENDS = ("preload", "ptrace")
+BUSYBOX = "/bin/busybox"
+PY = sys.executable
+
+
+# --- building -------------------------------------------------------------------
+
+@dataclass
+class Tools:
+    lib: str  # libroar_preload.so
+    ptrace: str  # roar-ptrace
+    bin_dir: Path  # compiled corpus programs
+
+
+def build() -> Tools:
+    """Build the tracers (cargo) and the C programs (gcc). A failure raises: tests never skip."""
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO / "rust", check=True)
+    rel = REPO / "rust" / "target" / "release"
+    out = HERE / ".build"
+    out.mkdir(exist_ok=True)
+    for src in sorted((HERE / "programs").glob("*.c")):
+        exe = out / src.stem
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+        stamp = out / f"{src.stem}.sha"
+        if exe.exists() and stamp.exists() and stamp.read_text() == digest:
+            continue
+        subprocess.run(["gcc", "-O1", "-pthread", "-o", str(exe), str(src)], check=True)
+        stamp.write_text(digest)
+    for need in (BUSYBOX, shutil.which("strace")):
+        if not need or not os.path.exists(need):
+            raise RuntimeError(f"missing {need or 'strace'}: run `make system-deps`")
+    return Tools(str(rel / "libroar_preload.so"), str(rel / "roar-ptrace"), out)
+
+
+# --- cases ----------------------------------------------------------------------
+
+@dataclass
+class Case:
+    """One program: how to set up its directory, its argv, and the exact files it reads/writes."""
+
+    name: str
+    argv: Callable[[Tools, Path], list]
+    reads: set
+    writes: set
+    setup: Callable[[Path], None] = lambda d: None
+    static: bool = False  # preload cannot see it (reported as partial, excepted from its targets)
+    env: dict = field(default_factory=dict)
+
+
+def _files(**content) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        for name, data in content.items():
+            p = d / name.replace("__", "/")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return setup
+
+
+def _py(code: str) -> Callable[[Tools, Path], list]:
+    return lambda t, d: [PY, "-c", textwrap.dedent(code)]
+
+
+def _long_path_setup(d: Path) -> None:
+    pass
+
+
+def _long_path_argv(t: Tools, d: Path) -> list:
+    code = textwrap.dedent("""
+        import os, sys
+        base = os.getcwd()
+        target = 4000
+        parts, cur = [], len(base)
+        while cur + 201 + 12 < target:
+            parts.append("d" * 200); cur += 201
+        parts.append("x" * (target - cur - 1 - 1 - 4) + ".txt")
+        path = os.path.join(base, *parts)
+        assert len(path.encode()) == target - 1, len(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("deep")
+        open(os.path.join(base, "longpath.name"), "w").write(os.path.relpath(path, base))
+    """)
+    return [PY, "-c", code]
+
+
+def _long_path_expected(d: Path) -> set:
+    name = (d / "longpath.name")
+    return {name.read_text(), "longpath.name"} if name.exists() else set()
+
+
+CASES: list[Case] = [
+    Case("c_raw_and_stdio", lambda t, d: [str(t.bin_dir / "raw_stdio")],
+         {"in.txt", "in2.txt"}, {"out_raw.txt", "out_stdio.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n"})),
+    Case("static_busybox", lambda t, d: [BUSYBOX, "sh", "-c", "cat in.txt > out.txt; cp in.txt copy.txt"],
+         {"in.txt"}, {"out.txt", "copy.txt"}, _files(**{"in.txt": "s\n"}), static=True),
+    Case("cp", lambda t, d: ["cp", "in.txt", "out.txt"], {"in.txt"}, {"out.txt"}, _files(**{"in.txt": "x" * 5000})),
+    Case("mv", lambda t, d: ["mv", "a.txt", "b.txt"], set(), {"b.txt"}, _files(**{"a.txt": "m\n"})),
+    Case("tar", lambda t, d: ["tar", "cf", "out.tar", "src"], {"src/x.txt", "src/y.txt"}, {"out.tar"},
+         _files(**{"src__x.txt": "x\n", "src__y.txt": "y\n"})),
+    Case("gzip", lambda t, d: ["gzip", "-k", "in.txt"], {"in.txt"}, {"in.txt.gz"}, _files(**{"in.txt": "g" * 999})),
+    Case("sort", lambda t, d: ["sort", "in.txt", "-o", "out.txt"], {"in.txt"}, {"out.txt"},
+         _files(**{"in.txt": "c\nb\na\n"})),
+    Case("dd", lambda t, d: ["dd", "if=in.bin", "of=out.bin", "bs=1k", "status=none"], {"in.bin"}, {"out.bin"},
+         _files(**{"in.bin": b"\0" * 4096})),
+    Case("bash_redirects", lambda t, d: ["bash", "-c", "cat < in.txt > out1.txt; echo more >> app.txt; "
+                                         "cat > here.txt <<EOF\nhello\nEOF\n"],
+         {"in.txt"}, {"out1.txt", "app.txt", "here.txt"}, _files(**{"in.txt": "r\n", "app.txt": "a\n"})),
+    Case("o_tmpfile_linkat", lambda t, d: [str(t.bin_dir / "tmpfile_link")], set(), {"tmpfile.txt"}),
+    Case("write_then_rename", _py("""
+        import os
+        with open("ckpt.tmp", "w") as f:
+            f.write("weights")
+        os.replace("ckpt.tmp", "ckpt.bin")
+    """), set(), {"ckpt.bin"}),
+    Case("mmap_writes", lambda t, d: [str(t.bin_dir / "mmap_write")], set(), {"mmap_new.bin", "mmap_old.bin"},
+         _files(**{"mmap_old.bin": b"\0" * 4096})),
+    Case("sendfile", lambda t, d: [str(t.bin_dir / "sendfile_copy"), "s"], {"in.txt"}, {"sf_out.txt"},
+         _files(**{"in.txt": "sendfile\n"})),
+    Case("copy_file_range", lambda t, d: [str(t.bin_dir / "sendfile_copy"), "c"], {"in.txt"}, {"cfr_dst.txt"},
+         _files(**{"in.txt": "cfr\n", "cfr_dst.txt": "start\n"})),
+    Case("daemon_grandchild", _py("""
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(0.3)  # the parent and the intermediate child are gone by now
+                data = open("in.txt").read()
+                open("daemon_out.txt", "w").write(data)
+            os._exit(0)
+        os._exit(0)
+    """), {"in.txt"}, {"daemon_out.txt"}, _files(**{"in.txt": "d\n"})),
+    Case("threads32", lambda t, d: [str(t.bin_dir / "threads32")], set(), {f"t{i:02d}.txt" for i in range(32)}),
+    Case("multiprocessing_pool", _py("""
+        import multiprocessing as mp
+        def work(i):
+            data = open("in.txt").read()
+            open(f"mp_{i}.txt", "w").write(data * i)
+            return i
+        if __name__ == "__main__":
+            with mp.get_context("fork").Pool(4) as p:
+                p.map(work, range(8))
+    """), {"in.txt"}, {f"mp_{i}.txt" for i in range(8)}, _files(**{"in.txt": "p\n"})),
+    Case("sqlite3", _py("""
+        import sqlite3
+        con = sqlite3.connect("db.sqlite")
+        con.execute("create table t (x)")
+        con.executemany("insert into t values (?)", [(i,) for i in range(100)])
+        con.commit()
+        con.close()
+    """), set(), {"db.sqlite"}),
+    Case("path_4000_bytes", _long_path_argv, set(), set()),  # expected filled in from the run
+    Case("weird_names", _py(r"""
+        import os
+        data = open(b"in put.txt", "rb").read()
+        open(b"new\nline.txt", "wb").write(data)
+        open(b"bad\xff\xfename.txt", "wb").write(data)
+    """), {"in put.txt"}, {"new\nline.txt", os.fsdecode(b"bad\xff\xfename.txt")}, _files(**{"in put.txt": "w\n"})),
+]
+
+
+# --- running --------------------------------------------------------------------
+
+REAPER = textwrap.dedent("""
+    # Run argv as a child subreaper and wait for *every* descendant (daemons included),
+    # then exit like the command: what `strace -f` and `roar-ptrace --wait-all` do.
+    import ctypes, os, signal, subprocess, sys
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    p = subprocess.Popen(sys.argv[1:])
+    rc = p.wait()
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+    sys.exit(rc if rc >= 0 else 128 - rc)
+""")
+
+
+@dataclass
+class Observed:
+    reads: set
+    writes: set
+    returncode: int
+    stderr: bytes = b""
+
+
+def prepare(case: Case, root: Path) -> Path:
+    d = root / case.name
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    case.setup(d)
+    return d
+
+
+def _snapshot(d: Path) -> dict:
+    out = {}
+    for dirpath, _dirs, files in os.walk(d):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            st = os.stat(p)
+            out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _scope(d: Path, reduced: ev_mod.Reduced) -> tuple[set, set]:
+    base = str(d) + "/"
+    rel = lambda p: p[len(base):]  # noqa: E731
+    reads = {rel(p) for p in reduced.inputs if p.startswith(base) and os.path.isfile(p)}
+    writes = {rel(p) for p in reduced.outputs if p.startswith(base) and not os.path.isdir(p)}
+    reads -= writes
+    return reads, writes
+
+
+def run_case(case: Case, backend: str, tools: Tools, root: Path) -> Observed:
+    """Run `case` fresh under `backend` (preload | ptrace | strace | none) and reduce what it saw."""
+    d = prepare(case, root)
+    trace = root / f"{case.name}.{backend}.trace"
+    shutil.rmtree(trace, ignore_errors=True)
+    trace.mkdir()
+    argv = case.argv(tools, d)
+    env = dict(os.environ, **case.env)
+    env.pop("LD_PRELOAD", None)
+    env.pop("ROAR_TRACE_DIR", None)
+    before = _snapshot(d)
+    if backend == "preload":
+        cmd = [PY, "-c", REAPER, tools.ptrace, "--preload-only", tools.lib, "--trace-dir", str(trace), "--", *argv]
+    elif backend == "ptrace":
+        cmd = [tools.ptrace, "--wait-all", "--trace-dir", str(trace), "--", *argv]
+    elif backend == "strace":
+        cmd = ["strace", "-f", "-qq", "-xx", "-y", "-s", "8192", "-e", "signal=none",
+               "-e", "trace=" + ",".join(STRACE_CALLS), "-o", str(trace / "strace.log"), "--", *argv]
+    else:
+        cmd = [PY, "-c", REAPER, *argv]
+    p = subprocess.run(cmd, cwd=d, env=env, capture_output=True, timeout=120)
+    if backend == "strace":
+        events = strace_events((trace / "strace.log").read_bytes(), str(d), before)
+    elif backend == "none":
+        events = []
+    else:
+        events, _problems = ev_mod.read_trace_dir(str(trace))
+    reduced = ev_mod.reduce(events)
+    ev_mod.settle_updates(reduced)
+    reads, writes = _scope(d, reduced)
+    shutil.rmtree(trace, ignore_errors=True)
+    return Observed(reads, writes, p.returncode, p.stderr)
+
+
+def expected(case: Case, d: Path) -> tuple[set, set]:
+    if case.name == "path_4000_bytes":
+        return set(), _long_path_expected(d)
+    return set(case.reads), set(case.writes)
+
+
+# --- strace ground truth ----------------------------------------------------------
+
+STRACE_CALLS = ("open", "openat", "openat2", "creat", "truncate", "rename", "renameat", "renameat2",
+                "link", "linkat", "unlink", "unlinkat", "execve", "execveat", "mmap",
+                "copy_file_range", "sendfile", "splice")
+
+_LINE = re.compile(rb"^(\d+)\s+(.*)$")
+_CALL = re.compile(rb"^(\w+)\((.*)\)\s+=\s+(-?\d+|0x[0-9a-f]+)")
+_STR = re.compile(rb'^"((?:\\x[0-9a-f]{2})*)"')
+_FDPATH = re.compile(rb"<((?:\\x[0-9a-f]{2})*)>")
+
+
+def _split_args(s: bytes) -> list:
+    out, depth, cur, i = [], 0, bytearray(), 0
+    inq = False
+    while i < len(s):
+        c = s[i:i + 1]
+        if c == b'"':
+            inq = not inq
+        elif not inq and c in b"{[":
+            depth += 1
+        elif not inq and c in b"}]":
+            depth -= 1
+        if not inq and depth == 0 and s[i:i + 2] == b", ":
+            out.append(bytes(cur))
+            cur = bytearray()
+            i += 2
+            continue
+        cur += c
+        i += 1
+    out.append(bytes(cur))
+    return out
+
+
+def _hex(s: bytes) -> bytes:
+    return bytes.fromhex(s.replace(b"\\x", b"").decode())
+
+
+def _str_arg(a: bytes) -> Optional[bytes]:
+    m = _STR.match(a)
+    return _hex(m.group(1)) if m else None
+
+
+def _fd_path(a: bytes) -> Optional[bytes]:
+    m = _FDPATH.search(a)
+    return _hex(m.group(1)) if m else None
+
+
+def _norm(base: bytes, p: bytes) -> str:
+    full = p if p.startswith(b"/") else base + b"/" + p
+    return os.fsdecode(os.path.normpath(full)).replace("//", "/")
+
+
+def strace_events(log: bytes, cwd: str, before: dict) -> list:
+    """Events (rust/EVENTS.md vocabulary) from an `strace -f -xx -y` log, in log order."""
+    pending: dict = {}
+    events: list = []
+    base_default = os.fsencode(cwd)
+    t = 0
+    for raw in log.splitlines():
+        m = _LINE.match(raw)
+        if not m:
+            continue
+        pid, rest = m.group(1), m.group(2)
+        if rest.endswith(b"<unfinished ...>"):
+            pending[pid] = rest[: -len(b"<unfinished ...>")].rstrip()
+            continue
+        if rest.startswith(b"<... "):
+            head = pending.pop(pid, None)
+            if head is None:
+                continue
+            rest = head + rest.split(b"resumed>", 1)[1]
+        cm = _CALL.match(rest)
+        if not cm:
+            continue
+        name, args, ret = cm.group(1).decode(), _split_args(cm.group(2)), cm.group(3)
+        if ret.startswith(b"-"):
+            continue  # failed call
+        t += 1
+
+        def path_at(i_dirfd: Optional[int], i_path: int) -> Optional[str]:
+            p = _str_arg(args[i_path]) if i_path < len(args) else None
+            if p is None:
+                return None
+            base = base_default
+            if i_dirfd is not None:
+                fp = _fd_path(args[i_dirfd])
+                if fp:
+                    base = fp
+            return _norm(base, p)
+
+        def emit(op, p, p2=None, size=0, mtime=-1):
+            if p is not None:
+                events.append(Event(op, p, t, size, mtime, p2, int(pid)))
+
+        if name in ("open", "openat", "openat2", "creat"):
+            if name == "creat":
+                p, flags = path_at(None, 0), {"O_WRONLY", "O_CREAT", "O_TRUNC"}
+            elif name == "open":
+                p, flags = path_at(None, 0), set(args[1].decode().split("|"))
+            else:
+                p = path_at(0, 1)
+                fl = args[2].decode()
+                if name == "openat2":
+                    fl = re.search(r"flags=([A-Z_|0-9x]+)", fl).group(1)
+                flags = set(fl.split("|"))
+            if flags & {"O_PATH", "O_TMPFILE", "O_DIRECTORY"} or p is None:
+                continue
+            wr = "O_WRONLY" in flags
+            rw = "O_RDWR" in flags
+            if rw and "O_CREAT" in flags and "O_TRUNC" not in flags or rw and not flags & {"O_CREAT", "O_TRUNC"}:
+                size, mtime = before.get(p, (0, -1))
+                emit("W" if size == 0 else "U", p, size=size, mtime=mtime)
+            elif wr or flags & {"O_CREAT", "O_TRUNC"}:
+                emit("W", p)
+            else:
+                emit("R", p)
+        elif name == "truncate":
+            emit("W", path_at(None, 0))
+        elif name == "unlink":
+            emit("D", path_at(None, 0))
+        elif name == "unlinkat":
+            if "AT_REMOVEDIR" not in args[2].decode():
+                emit("D", path_at(0, 1))
+        elif name in ("rename", "renameat", "renameat2", "link", "linkat"):
+            op = "M" if name.startswith("rename") else "L"
+            if name in ("rename", "link"):
+                a, b = path_at(None, 0), path_at(None, 1)
+            else:
+                a, b = path_at(0, 1), path_at(2, 3)
+            flags = args[4].decode() if len(args) > 4 else ""
+            if "RENAME_EXCHANGE" in flags:
+                emit("W", a)
+                emit("W", b)
+            elif name == "linkat" and "AT_EMPTY_PATH" in flags and _str_arg(args[1]) == b"":
+                emit("W", b)
+            elif a is None or a.startswith("/proc/"):
+                emit("W", b)
+            else:
+                emit(op, a, b)
+        elif name in ("mmap", "copy_file_range", "sendfile", "splice"):
+            if name == "mmap":
+                if not ("PROT_WRITE" in args[2].decode() and "MAP_SHARED" in args[3].decode()):
+                    continue
+                fp = _fd_path(args[4])
+            else:
+                fp = _fd_path(args[0] if name == "sendfile" else args[2])
+            if fp and fp.startswith(b"/") and not fp.endswith(b" (deleted)"):
+                emit("W", _norm(b"/", fp))
+    return events
+
+
+# --- metrics ----------------------------------------------------------------------
+
+@dataclass
+class Score:
+    tp: int = 0
+    fn: int = 0
+    fp: int = 0
+
+    def add(self, truth: set, seen: set) -> None:
+        self.tp += len(truth & seen)
+        self.fn += len(truth - seen)
+        self.fp += len(seen - truth)
+
+    @property
+    def recall(self) -> float:
+        return 1.0 if self.tp + self.fn == 0 else self.tp / (self.tp + self.fn)
+
+    @property
+    def precision(self) -> float:
+        return 1.0 if self.tp + self.fp == 0 else self.tp / (self.tp + self.fp)
+
+
+@dataclass
+class CaseResult:
+    case: str
+    backend: str
+    truth_reads: set
+    truth_writes: set
+    reads: set
+    writes: set
+    returncode: int
+    static: bool
+
+
+def run_corpus(root: Path, backends=BACKENDS, cases: Optional[list] = None,
+               tools: Optional[Tools] = None) -> tuple[list, list]:
+    """Run every case under strace and each backend. Returns (results, strace-vs-declared mismatches)."""
+    tools = tools or build()
+    results, mismatches = [], []
+    for case in cases or CASES:
+        truth = run_case(case, "strace", tools, root)
+        exp_r, exp_w = expected(case, root / case.name)
+        if (truth.reads, truth.writes) != (exp_r, exp_w):
+            mismatches.append((case.name, exp_r, exp_w, truth.reads, truth.writes))
+        for b in backends:
+            o = run_case(case, b, tools, root)
+            results.append(CaseResult(case.name, b, truth.reads, truth.writes, o.reads, o.writes,
+                                      o.returncode, case.static))
+    return results, mismatches
+
+
+def scores(results: list, backend: str, include_static: bool = True) -> tuple[Score, Score]:
+    r, w = Score(), Score()
+    for res in results:
+        if res.backend != backend or (res.static and not include_static):
+            continue
+        r.add(res.truth_reads, res.reads)
+        w.add(res.truth_writes, res.writes)
+    return r, w

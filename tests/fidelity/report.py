@@ -1,0 +1,66 @@
+"""Print, per backend, recall and precision of reads and writes against `strace -f`.
+
+    .venv/bin/python tests/fidelity/report.py [--keep DIR]
+
+Runs the whole fidelity corpus (fidelity_corpus.py) under strace (ground truth),
+the preload library and the ptrace tracer, then prints one table and every
+case where a backend disagrees with strace. Prints only; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fidelity_corpus as fc  # noqa: E402
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", help="run in this directory (kept) instead of a temporary one")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="roar-fidelity-") as tmp:
+        root = Path(a.keep or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        results, mismatches = fc.run_corpus(root)
+    n = len(fc.CASES)
+    print(f"Capture fidelity against strace -f ({n} programs; paths inside each program's directory)\n")
+    print(f"{'Backend':<27}{'Reads recall':>14}{'Reads precision':>17}{'Writes recall':>15}{'Writes precision':>18}")
+    for b in fc.BACKENDS:
+        for include_static, label in ((True, b), (False, f"{b} (static excepted)")):
+            if b == "ptrace" and not include_static:
+                continue
+            r, w = fc.scores(results, b, include_static)
+            print(f"{label:<27}{pct(r.recall):>14}{pct(r.precision):>17}{pct(w.recall):>15}{pct(w.precision):>18}")
+    print()
+    if mismatches:
+        print("strace disagrees with the corpus's declared sets (corpus bug or strace gap):")
+        for name, er, ew, sr, sw in mismatches:
+            print(f"  {name}: declared reads {sorted(er)} writes {sorted(ew)}; strace reads {sorted(sr)} writes {sorted(sw)}")
+    diffs = [r for r in results if (r.reads, r.writes) != (r.truth_reads, r.truth_writes)]
+    if diffs:
+        print("Disagreements with strace:")
+    for r in diffs:
+        parts = []
+        for kind, truth, seen in (("reads", r.truth_reads, r.reads), ("writes", r.truth_writes, r.writes)):
+            if truth - seen:
+                parts.append(f"missed {kind} {sorted(truth - seen)}")
+            if seen - truth:
+                parts.append(f"extra {kind} {sorted(seen - truth)}")
+        tag = " [static: reported as partial]" if r.static and r.backend == "preload" else ""
+        print(f"  {r.backend:<8} {r.case}: " + "; ".join(parts) + tag)
+    if not diffs:
+        print("Every backend agrees with strace on every program.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
