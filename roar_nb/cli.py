@@ -129,7 +129,8 @@ def _run(a, kind: str) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         sig = -res.returncode
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot be (re)set
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         return 128 + sig
     return res.returncode
