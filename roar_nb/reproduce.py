@@ -273,16 +273,9 @@ def _execute(project, plan: Plan, opts: RunOptions, mapper: _PathMap, extra_env:
     store = project.store
     session = store.new_session("cli", name=f"reproduce {plan.target}")
     pairs = []
-    i = 0
-    steps = plan.steps
-    while i < len(steps):
-        job = steps[i]
+    for group in _step_groups(plan.steps):
+        job = group[0]
         if job.kind == "cell":
-            # Consecutive cells of one notebook session share one fresh kernel.
-            group = [job]
-            while i + 1 < len(steps) and steps[i + 1].kind == "cell" and steps[i + 1].session_id == job.session_id:
-                i += 1
-                group.append(steps[i])
             opts.progress(f"cells {', '.join(j.ref for j in group)} in a fresh kernel")
             failed = _run_cells(group, mapper, extra_env, opts)
             pairs += [(j.id, None) for j in group]
@@ -305,8 +298,20 @@ def _execute(project, plan: Plan, opts: RunOptions, mapper: _PathMap, extra_env:
             if res.returncode != 0:
                 why = res.error or f"exited {res.returncode}"
                 return f"{job.ref} {job.command}: {why}", pairs
-        i += 1
     return None, pairs
+
+
+def _step_groups(steps: list[Job]) -> list[list[Job]]:
+    """Steps in order, consecutive cells of one notebook session grouped: they share one
+    kernel (or one Python process in a script), as they shared one when recorded."""
+    groups: list[list[Job]] = []
+    for j in steps:
+        prev = groups[-1][-1] if groups else None
+        if prev is not None and j.kind == "cell" and prev.kind == "cell" and prev.session_id == j.session_id:
+            groups[-1].append(j)
+        else:
+            groups.append([j])
+    return groups
 
 
 def _run_cells(cells: list[Job], mapper: _PathMap, extra_env: dict, opts: RunOptions) -> Optional[str]:
@@ -433,15 +438,9 @@ def script(plan: Plan) -> str:
     lines = ["#!/usr/bin/env bash", f"# Reproduces {plan.target} (recorded by roar-nb).",
              f"# git commit: {plan.environment.get('git_commit') or '-'}; python {plan.environment.get('python') or '?'}",
              "set -euo pipefail", ""]
-    i = 0
-    steps = plan.steps
-    while i < len(steps):
-        j = steps[i]
+    for group in _step_groups(plan.steps):
+        j = group[0]
         if j.kind == "cell":
-            group = [j]
-            while i + 1 < len(steps) and steps[i + 1].kind == "cell" and steps[i + 1].session_id == j.session_id:
-                i += 1
-                group.append(steps[i])
             lines.append(f"# notebook cells {', '.join(g.ref for g in group)} (one Python process shares their state)")
             lines.append(f"cd {shlex.quote(j.cwd)}")
             lines.append("python - <<'ROAR_CELLS'")
@@ -452,7 +451,6 @@ def script(plan: Plan) -> str:
         else:
             lines.append(f"# {j.ref}")
             lines.append(f"cd {shlex.quote(j.cwd)} && {j.command}")
-        i += 1
     lines.append("")
     lines.append("python - <<'ROAR_CHECK'")
     lines.append("import blake3, sys")

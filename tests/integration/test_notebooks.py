@@ -30,42 +30,10 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # --- fixtures -----------------------------------------------------------------------------
 
-def _ensure_library() -> str:
-    from roar_nb.capture import preload
-
-    if preload.problem() is not None:
-        r = subprocess.run(["cargo", "build", "--release"], cwd=ROOT / "rust",
-                           capture_output=True, text=True)
-        if r.returncode != 0 or preload.problem() is not None:
-            pytest.fail("the preload library is missing and `cargo build --release` failed:\n"
-                        + r.stderr[-3000:])
-    return preload.library_path()
-
-
 @pytest.fixture(scope="session")
-def kernels(tmp_path_factory):
-    """Install the roar and plain python3 kernelspecs into a private JUPYTER_PATH."""
-    from roar_nb import kernelspec
-
-    lib = _ensure_library()
-    prefix = tmp_path_factory.mktemp("jupyter-prefix")
-    path = kernelspec.install(name="roar", prefix=str(prefix))
-    assert json.loads(Path(path, "kernel.json").read_text())["env"]["LD_PRELOAD"] == lib
-    plain = prefix / "share" / "jupyter" / "kernels" / "python3"
-    plain.mkdir(parents=True)
-    (plain / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (plain)", "language": "python"}))
-    old = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "ROAR_PROJECT", "JPY_SESSION_NAME")}
-    os.environ["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")
-    os.environ.pop("ROAR_PROJECT", None)
-    os.environ.pop("JPY_SESSION_NAME", None)
-    yield {"lib": lib, "prefix": prefix, "jupyter_path": os.environ["JUPYTER_PATH"]}
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def kernels(jupyter_kernels):
+    """The shared kernelspecs (tests/conftest.py): roar (preload dormant) and plain python3."""
+    return {"prefix": jupyter_kernels}
 
 
 # --- helpers ------------------------------------------------------------------------------
