@@ -240,10 +240,8 @@ class NotebookSession:
 
 
 def _summary(job) -> str:
-    try:
-        from roar_nb.report import summary_line
-    except ImportError:  # report.py is written concurrently; keep the kernel usable meanwhile
-        return f"roar {job.ref}: {len(job.inputs)} in, {len(job.outputs)} out, {job.duration * 1000:.0f} ms"
+    from roar_nb.report import summary_line
+
     return summary_line(job)
 
 
