@@ -333,6 +333,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"projects  {root} on {filesystem_of(root)}",
             f"roar-nb   {version_of(args.roar, env)} ({args.roar}); tracer: default; {nb_tracer_line(args.roar, env)}",
         ]
+        if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+            # Then no __pycache__ is written for an editable install: every `roar` call
+            # compiles roar_nb from source, which shows up as start-up cost.
+            header.append("note      PYTHONDONTWRITEBYTECODE is set: python CLIs may recompile their modules "
+                          "on every run")
         if len(tools) > 2:
             header.append(f"roar-cli  {version_of(tools[2].roar, env)} ({tools[2].roar}); run --tracer preload")
         wl = workloads(args, scripts)
@@ -376,8 +381,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 cli_total = res["roar-cli"].median
                 cli_added = cli_total - bare if cli_total is not None and bare is not None else None
                 line.append(cell(cli_added, cli_total, bare, res["roar-cli"].error))
-                line.append(f"{nb_added / cli_added:.2f}x" if nb_added is not None and cli_added
-                            and cli_added > 0 else "-")
+                # A ratio of added times means nothing when either is within noise of zero or below.
+                line.append(f"{nb_added / cli_added:.2f}x" if nb_added is not None and cli_added is not None
+                            and nb_added > 0 and cli_added > 0 else "-")
             line += list(verdict(name, nb_added))
             table.add(*line)
 
