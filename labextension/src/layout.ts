@@ -1,0 +1,232 @@
+/**
+ * The pure layout module: DAG JSON -> graph (jobs, artifacts, edges) -> positions.
+ *
+ * It owns what is drawn where, and nothing else: no DOM, no fetch, no JupyterLab
+ * imports, so it runs unchanged in the Web Worker (layout-worker.ts), on the
+ * main thread as a fallback, and under `node --test` (test/layout.test.mjs).
+ * Node sizes are estimated from character counts rather than measured, which is
+ * what lets the layout leave the main thread.
+ *
+ * Layout engine: dagre (layered / Sugiyama). See ARCHITECTURE.md for why.
+ */
+
+import dagre from '@dagrejs/dagre';
+
+import type { IDagDoc, IJobJson } from './model';
+
+export type NodeKind = 'job' | 'artifact';
+
+export interface IGraphNode {
+  id: string; // job id, or "a:" + blake3 for an artifact node
+  kind: NodeKind;
+  label: string; // shown as text, never as HTML
+  sub: string; // second line: status/capture for jobs, short hash for artifacts
+  width: number;
+  height: number;
+  status?: string;
+  stale?: boolean;
+  capture?: string;
+  external?: boolean; // artifact no job of this DAG produced
+}
+
+export interface IGraphEdge {
+  from: string;
+  to: string;
+  /** The artifacts this edge stands for (artifacts-as-edges mode) or carries. */
+  hashes: string[];
+  label: string;
+}
+
+export interface IGraph {
+  nodes: IGraphNode[];
+  edges: IGraphEdge[];
+}
+
+export interface IPlacedNode extends IGraphNode {
+  x: number; // centre
+  y: number;
+}
+
+export interface IPlacedEdge extends IGraphEdge {
+  points: { x: number; y: number }[];
+}
+
+export interface ILayout {
+  nodes: IPlacedNode[];
+  edges: IPlacedEdge[];
+  width: number;
+  height: number;
+}
+
+export interface IGraphOptions {
+  artifactsAsNodes: boolean;
+}
+
+const CHAR_W = 6.6; // average width of a 11px UI-font character
+const MAX_LABEL = 44;
+
+/** `s` cut to `n` characters with an ellipsis. */
+export function shorten(s: string, n: number = MAX_LABEL): string {
+  return s.length > n ? s.slice(0, n - 1) + '\u2026' : s;
+}
+
+export function basename(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i >= 0 ? p.slice(i + 1) : p;
+}
+
+function boxWidth(...lines: string[]): number {
+  const chars = Math.max(...lines.map(l => l.length));
+  return Math.round(Math.max(80, chars * CHAR_W + 24));
+}
+
+function jobLabel(j: IJobJson): string {
+  if (j.label) {
+    return shorten(j.label);
+  }
+  const text = (j.kind === 'cell' && j.source) || j.command || '';
+  const first = text
+    .split('\n')
+    .map(l => l.trim())
+    .find(l => l && !l.startsWith('%%roar') && !l.startsWith('#'));
+  return shorten(`${j.ref} ${first ?? ''}`.trim());
+}
+
+function jobSub(j: IJobJson): string {
+  const parts = [j.kind, j.status === 'failed' ? `failed (${j.exit_code})` : 'ok'];
+  if (j.capture_level !== 'complete') {
+    parts.push(j.capture_level);
+  }
+  if (j.stale) {
+    parts.push('stale');
+  }
+  return parts.join(' \u00b7 ');
+}
+
+/**
+ * The graph to draw. Jobs are always nodes. With `artifactsAsNodes`, every
+ * artifact a job of the DAG wrote or read becomes a node (inputs nobody here
+ * wrote are marked `external`); otherwise a producer -> consumer edge stands for
+ * the artifacts that link them, labelled with their file names.
+ */
+export function buildGraph(doc: IDagDoc, opts: IGraphOptions): IGraph {
+  const jobs = doc.jobs ?? [];
+  const nodes: IGraphNode[] = [];
+  const edges: IGraphEdge[] = [];
+  const ids = new Set(jobs.map(j => j.id));
+  for (const j of jobs) {
+    const label = jobLabel(j);
+    const sub = jobSub(j);
+    nodes.push({
+      id: j.id,
+      kind: 'job',
+      label,
+      sub,
+      width: boxWidth(label, sub),
+      height: 40,
+      status: j.status,
+      stale: !!j.stale,
+      capture: j.capture_level
+    });
+  }
+  if (opts.artifactsAsNodes) {
+    const art = new Map<string, { path: string; producers: Set<string> }>();
+    const note = (hash: string, path: string) => {
+      if (!art.has(hash)) {
+        art.set(hash, { path, producers: new Set() });
+      }
+      return art.get(hash)!;
+    };
+    for (const j of jobs) {
+      for (const e of j.outputs) {
+        if (e.hash) {
+          note(e.hash, e.path).producers.add(j.id);
+        }
+      }
+    }
+    for (const j of jobs) {
+      for (const e of j.inputs) {
+        if (e.hash) {
+          note(e.hash, e.path);
+        }
+      }
+    }
+    for (const [hash, a] of art) {
+      const label = shorten(basename(a.path), 36);
+      const sub = hash.slice(0, 8);
+      nodes.push({
+        id: 'a:' + hash,
+        kind: 'artifact',
+        label,
+        sub,
+        width: boxWidth(label, sub),
+        height: 34,
+        external: a.producers.size === 0
+      });
+      for (const p of a.producers) {
+        edges.push({ from: p, to: 'a:' + hash, hashes: [hash], label: '' });
+      }
+    }
+    for (const j of jobs) {
+      const seen = new Set<string>();
+      for (const e of j.inputs) {
+        if (e.hash && !seen.has(e.hash) && !art.get(e.hash)!.producers.has(j.id)) {
+          seen.add(e.hash);
+          edges.push({ from: 'a:' + e.hash, to: j.id, hashes: [e.hash], label: '' });
+        }
+      }
+    }
+  } else {
+    const byId = new Map(jobs.map(j => [j.id, j]));
+    for (const j of jobs) {
+      for (const d of j.depends_on) {
+        if (!ids.has(d)) {
+          continue;
+        }
+        const producer = byId.get(d)!;
+        const made = new Map(producer.outputs.filter(e => e.hash).map(e => [e.hash!, e.path]));
+        const via = j.inputs.filter(e => e.hash && made.has(e.hash));
+        const names = [...new Set(via.map(e => basename(e.path)))];
+        const label = names.length > 2 ? `${names.slice(0, 2).join(', ')} +${names.length - 2}` : names.join(', ');
+        edges.push({
+          from: d,
+          to: j.id,
+          hashes: [...new Set(via.map(e => e.hash!))],
+          label: shorten(label, 40)
+        });
+      }
+    }
+  }
+  return { nodes, edges };
+}
+
+/** A string that changes iff the drawn graph changes (skips re-layout on no-op polls). */
+export function graphSignature(g: IGraph): string {
+  const n = g.nodes.map(x => `${x.id}|${x.label}|${x.sub}|${x.external ? 1 : 0}`).join('\n');
+  const e = g.edges.map(x => `${x.from}>${x.to}|${x.label}`).join('\n');
+  return `${n}\n--\n${e}`;
+}
+
+/** Layered left-to-right layout (dagre). Pure: the same graph gives the same positions. */
+export function layoutGraph(g: IGraph): ILayout {
+  const dg = new dagre.graphlib.Graph({ multigraph: true });
+  dg.setGraph({ rankdir: 'LR', nodesep: 18, ranksep: 46, edgesep: 10, marginx: 12, marginy: 12 });
+  dg.setDefaultEdgeLabel(() => ({}));
+  for (const n of g.nodes) {
+    dg.setNode(n.id, { width: n.width, height: n.height });
+  }
+  g.edges.forEach((e, i) => {
+    dg.setEdge(e.from, e.to, { weight: 1, minlen: 1 }, `e${i}`);
+  });
+  dagre.layout(dg);
+  const nodes = g.nodes.map(n => {
+    const p = dg.node(n.id);
+    return { ...n, x: p.x, y: p.y };
+  });
+  const edges = g.edges.map((e, i) => {
+    const pe = dg.edge({ v: e.from, w: e.to, name: `e${i}` });
+    return { ...e, points: (pe?.points ?? []).map((p: { x: number; y: number }) => ({ x: p.x, y: p.y })) };
+  });
+  const gg = dg.graph();
+  return { nodes, edges, width: gg.width ?? 0, height: gg.height ?? 0 };
+}
