@@ -207,10 +207,10 @@ export function graphSignature(g: IGraph): string {
   return `${n}\n--\n${e}`;
 }
 
-/** Layered left-to-right layout (dagre). Pure: the same graph gives the same positions. */
+/** Layered top-to-bottom layout (dagre; a sidebar is tall and narrow). Pure: the same graph gives the same positions. */
 export function layoutGraph(g: IGraph): ILayout {
   const dg = new dagre.graphlib.Graph({ multigraph: true });
-  dg.setGraph({ rankdir: 'LR', nodesep: 18, ranksep: 46, edgesep: 10, marginx: 12, marginy: 12 });
+  dg.setGraph({ rankdir: 'TB', nodesep: 16, ranksep: 34, edgesep: 10, marginx: 12, marginy: 12 });
   dg.setDefaultEdgeLabel(() => ({}));
   for (const n of g.nodes) {
     dg.setNode(n.id, { width: n.width, height: n.height });
