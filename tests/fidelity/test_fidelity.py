@@ -23,7 +23,6 @@ import fidelity_corpus as fc  # noqa: E402
 PRELOAD_GAPS = {
     "static_busybox": "static binary: the loader never runs, LD_PRELOAD is ignored (job is marked partial)",
     "c_raw_and_stdio": "raw syscall(2) opens bypass libc, so no hook runs",
-    "multiprocessing_pool": "Pool.__exit__ SIGTERMs its workers: records still buffered in them are lost",
 }
 
 

@@ -441,7 +441,13 @@ impl State {
             self.buf.reserve(FLUSH_AT + 8192);
         }
         encode_record(&mut self.buf, op, now_ns(), size, mtime_ns, p, p2);
-        if self.buf.len() >= FLUSH_AT || self.finalized {
+        // Records that change files (the job's outputs) are written through at once,
+        // together with any reads buffered before them: a process killed by a signal
+        // (multiprocessing.Pool terminates its workers with SIGTERM) runs no exit
+        // path, and losing its outputs would silently break lineage. Reads alone stay
+        // batched. The cost is one write per distinct file written, never per write().
+        let mutation = !matches!(op, Op::Read | Op::Exec);
+        if mutation || self.buf.len() >= FLUSH_AT || self.finalized {
             self.flush();
         }
     }
