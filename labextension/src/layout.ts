@@ -207,10 +207,25 @@ export function graphSignature(g: IGraph): string {
   return `${n}\n--\n${e}`;
 }
 
-/** Layered top-to-bottom layout (dagre; a sidebar is tall and narrow). Pure: the same graph gives the same positions. */
+/**
+ * Above this many nodes dagre's crossing minimisation (seconds for 500 densely
+ * linked jobs) is replaced by `layoutFast`, linear-ish and ~100x quicker.
+ */
+export const DAGRE_MAX_NODES = 250;
+
+const NODESEP = 16;
+const RANKSEP = 34;
+const MARGIN = 12;
+
+/** Layered top-to-bottom layout (a sidebar is tall and narrow). Pure: same graph, same positions. */
 export function layoutGraph(g: IGraph): ILayout {
+  return g.nodes.length > DAGRE_MAX_NODES ? layoutFast(g) : layoutDagre(g);
+}
+
+/** dagre (Sugiyama: network-simplex ranks, crossing minimisation, routed edges). */
+export function layoutDagre(g: IGraph): ILayout {
   const dg = new dagre.graphlib.Graph({ multigraph: true });
-  dg.setGraph({ rankdir: 'TB', nodesep: 16, ranksep: 34, edgesep: 10, marginx: 12, marginy: 12 });
+  dg.setGraph({ rankdir: 'TB', nodesep: NODESEP, ranksep: RANKSEP, edgesep: 10, marginx: MARGIN, marginy: MARGIN });
   dg.setDefaultEdgeLabel(() => ({}));
   for (const n of g.nodes) {
     dg.setNode(n.id, { width: n.width, height: n.height });
@@ -229,4 +244,93 @@ export function layoutGraph(g: IGraph): ILayout {
   });
   const gg = dg.graph();
   return { nodes, edges, width: gg.width ?? 0, height: gg.height ?? 0 };
+}
+
+/**
+ * The large-graph layout: longest-path ranks, four barycentre sweeps to reduce
+ * crossings, rows packed and centred, straight edges. No dummy nodes, so cost
+ * grows with nodes + edges, not with how many ranks an edge spans.
+ */
+export function layoutFast(g: IGraph): ILayout {
+  const index = new Map(g.nodes.map((n, i) => [n.id, i]));
+  const preds: number[][] = g.nodes.map(() => []);
+  const succs: number[][] = g.nodes.map(() => []);
+  for (const e of g.edges) {
+    const a = index.get(e.from);
+    const b = index.get(e.to);
+    if (a !== undefined && b !== undefined && a !== b) {
+      preds[b].push(a);
+      succs[a].push(b);
+    }
+  }
+  // Longest path from the sources (Kahn's order; a cycle, which a DAG cannot have, is cut).
+  const indeg = preds.map(p => p.length);
+  const rank = new Array(g.nodes.length).fill(0);
+  const queue = indeg.flatMap((d, i) => (d === 0 ? [i] : []));
+  const seen = new Array(g.nodes.length).fill(false);
+  for (let qi = 0; qi < queue.length; qi++) {
+    const v = queue[qi];
+    seen[v] = true;
+    for (const w of succs[v]) {
+      rank[w] = Math.max(rank[w], rank[v] + 1);
+      if (--indeg[w] === 0) {
+        queue.push(w);
+      }
+    }
+  }
+  g.nodes.forEach((_, i) => {
+    if (!seen[i]) {
+      rank[i] = Math.max(0, ...preds[i].filter(p => seen[p]).map(p => rank[p] + 1));
+    }
+  });
+  const rows: number[][] = [];
+  g.nodes.forEach((_, i) => (rows[rank[i]] ??= []).push(i));
+  const pos = new Array(g.nodes.length).fill(0);
+  const renumber = () => rows.forEach(r => r?.forEach((v, k) => (pos[v] = k)));
+  renumber();
+  const bary = (v: number, nbrs: number[]) => (nbrs.length ? nbrs.reduce((s, u) => s + pos[u], 0) / nbrs.length : pos[v]);
+  for (let sweep = 0; sweep < 4; sweep++) {
+    const down = sweep % 2 === 0;
+    const order = down ? rows : [...rows].reverse();
+    for (const r of order) {
+      if (!r) {
+        continue;
+      }
+      const key = new Map(r.map(v => [v, bary(v, down ? preds[v] : succs[v])]));
+      r.sort((a, b) => key.get(a)! - key.get(b)! || pos[a] - pos[b]);
+      r.forEach((v, k) => (pos[v] = k));
+    }
+  }
+  renumber();
+  const widthOf = (r: number[]) => r.reduce((s, v) => s + g.nodes[v].width, 0) + NODESEP * Math.max(0, r.length - 1);
+  const maxW = Math.max(0, ...rows.map(r => (r ? widthOf(r) : 0)));
+  const xs = new Array(g.nodes.length).fill(0);
+  const ys = new Array(g.nodes.length).fill(0);
+  let y = MARGIN;
+  for (const r of rows) {
+    if (!r) {
+      continue;
+    }
+    const h = Math.max(...r.map(v => g.nodes[v].height));
+    let x = MARGIN + (maxW - widthOf(r)) / 2;
+    for (const v of r) {
+      xs[v] = x + g.nodes[v].width / 2;
+      ys[v] = y + h / 2;
+      x += g.nodes[v].width + NODESEP;
+    }
+    y += h + RANKSEP;
+  }
+  const nodes = g.nodes.map((n, i) => ({ ...n, x: xs[i], y: ys[i] }));
+  const edges = g.edges.map(e => {
+    const a = index.get(e.from)!;
+    const b = index.get(e.to)!;
+    return {
+      ...e,
+      points: [
+        { x: xs[a], y: ys[a] + g.nodes[a].height / 2 },
+        { x: xs[b], y: ys[b] - g.nodes[b].height / 2 }
+      ]
+    };
+  });
+  return { nodes, edges, width: maxW + 2 * MARGIN, height: Math.max(y - RANKSEP + MARGIN, 2 * MARGIN) };
 }

@@ -183,6 +183,34 @@ try {
   check(!(await page.evaluate(() => window.__roarXss)), 'still no script ran');
   await page.screenshot({ path: path.join(OUT_DIR, 'lineage-project.png') });
 
+  step = 'a 500-job session stays responsive';
+  const big = execFileSync(process.env.PYTHON, [path.join(here, 'big_session.py'), PROJECT_DIR]).toString().trim();
+  await page.waitForFunction(id => [...document.querySelectorAll('#roar-lineage-panel select.roar-scope option')].some(o => o.value === id), big, { timeout: 10000 });
+  // Measure the main thread while the panel fetches, lays out (worker) and draws 500 jobs.
+  await page.evaluate(() => {
+    window.__roarGaps = [];
+    let last = performance.now();
+    const tick = () => {
+      const now = performance.now();
+      window.__roarGaps.push(now - last);
+      last = now;
+      if (window.__roarGaps.length < 100000) requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+  });
+  const t0 = Date.now();
+  await panel.locator('select.roar-scope').selectOption(big);
+  await page.waitForFunction(() => document.querySelectorAll('#roar-lineage-panel g.roar-node.roar-job').length === 500, null, { timeout: 30000 });
+  const shownMs = Date.now() - t0;
+  await page.waitForTimeout(300);
+  const gaps = await page.evaluate(() => window.__roarGaps.slice());
+  const worst = Math.max(...gaps);
+  log(`500 jobs shown in ${shownMs} ms; layout ${await panel.getAttribute('data-layout-ms')} ms; longest frame ${worst.toFixed(0)} ms`);
+  check((await panel.locator('g.roar-node.roar-failed').count()) === 6, 'failed jobs marked');
+  await panel.locator('g.roar-node.roar-job').nth(250).click();
+  await panel.locator('.roar-job-details').waitFor();
+  writeFileSync(path.join(OUT_DIR, 'big.json'), JSON.stringify({ shownMs, worstFrameMs: worst }, null, 1));
+
   const bad = consoleErrors.filter(e => /roar|dialog/i.test(e));
   check(bad.length === 0, `no roar errors in the console: ${bad.join(' | ')}`);
   writeFileSync(path.join(OUT_DIR, 'result.json'), JSON.stringify({ ok: true, refs, edges }, null, 1));

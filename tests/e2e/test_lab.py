@@ -140,7 +140,7 @@ def test_no_project_is_a_hint_not_an_error(lab):
 def test_lineage_panel_in_a_real_browser(lab):
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: `make setup` installs Debian's chromium"
     env = dict(os.environ, LAB_URL=lab.url, LAB_TOKEN=lab.token, OUT_DIR=str(OUT), NOTEBOOK="pipeline.ipynb",
-               ROAR=str(BIN / "roar"), PROJECT_DIR=str(lab.root), CHROMIUM=CHROMIUM)
+               ROAR=str(BIN / "roar"), PYTHON=sys.executable, PROJECT_DIR=str(lab.root), CHROMIUM=CHROMIUM)
     env.pop("ROAR_PROJECT", None)
     p = subprocess.run(["node", str(REPO / "tests" / "e2e" / "lineage.mjs")], env=env,
                        capture_output=True, text=True, timeout=600)

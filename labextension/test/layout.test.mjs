@@ -1,0 +1,138 @@
+// Unit tests of the pure layout module (src/layout.ts), run with `node --test`
+// (tests/unit/test_layout.py runs this from pytest). esbuild bundles the
+// TypeScript with dagre into one ESM file first: no browser, no JupyterLab.
+import assert from 'node:assert/strict';
+import { before, test } from 'node:test';
+import { build } from 'esbuild';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+let L;
+
+before(async () => {
+  const out = path.join(root, 'build', 'test', 'layout.mjs');
+  await build({
+    entryPoints: [path.join(root, 'src', 'layout.ts')],
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    outfile: out,
+    logLevel: 'warning'
+  });
+  L = await import(pathToFileURL(out).href + `?t=${Date.now()}`);
+});
+
+const h = n => n.toString(16).padStart(64, '0');
+function job(id, seq, { ins = [], outs = [], deps = [], ...extra } = {}) {
+  return {
+    id, ref: `@${seq}`, seq, kind: 'cell', status: 'ok', exit_code: 0, capture_level: 'complete',
+    command: '', source: `x = ${seq}`, label: `@${seq} x = ${seq}`, stale: null, superseded: false,
+    inputs: ins.map(([p, k]) => ({ path: p, hash: h(k), size: 1, changed: false, note: null })),
+    outputs: outs.map(([p, k]) => ({ path: p, hash: h(k), size: 1, changed: false, note: null })),
+    depends_on: deps, ...extra
+  };
+}
+
+const chain = {
+  project: '/p',
+  jobs: [
+    job('a', 1, { ins: [['/p/raw.csv', 9]], outs: [['/p/iris.csv', 1]] }),
+    job('b', 2, { ins: [['/p/iris.csv', 1]], outs: [['/p/f.parquet', 2], ['/p/g.parquet', 3]], deps: ['a'], stale: '/p/iris.csv rewritten by @9' }),
+    job('c', 3, { ins: [['/p/f.parquet', 2], ['/p/g.parquet', 3]], outs: [['/p/m.json', 4]], deps: ['b'], status: 'failed', exit_code: 1, capture_level: 'partial' })
+  ]
+};
+
+test('jobs become nodes; artifacts become labelled producer->consumer edges', () => {
+  const g = L.buildGraph(chain, { artifactsAsNodes: false });
+  assert.deepEqual(g.nodes.map(n => n.id), ['a', 'b', 'c']);
+  assert.deepEqual(g.edges.map(e => [e.from, e.to, e.label]), [['a', 'b', 'iris.csv'], ['b', 'c', 'f.parquet, g.parquet']]);
+  assert.deepEqual(g.edges[1].hashes, [h(2), h(3)]);
+});
+
+test('stale, failed and capture level are carried to the nodes', () => {
+  const [a, b, c] = L.buildGraph(chain, { artifactsAsNodes: false }).nodes;
+  assert.equal(a.stale, false);
+  assert.equal(b.stale, true);
+  assert.match(b.sub, /stale/);
+  assert.equal(c.status, 'failed');
+  assert.match(c.sub, /failed \(1\)/);
+  assert.match(c.sub, /partial/);
+  assert.equal(c.capture, 'partial');
+});
+
+test('artifacts as nodes: inputs nobody here wrote are external sources', () => {
+  const g = L.buildGraph(chain, { artifactsAsNodes: true });
+  const arts = g.nodes.filter(n => n.kind === 'artifact');
+  assert.deepEqual(arts.map(n => n.label).sort(), ['f.parquet', 'g.parquet', 'iris.csv', 'm.json', 'raw.csv']);
+  assert.equal(arts.find(n => n.label === 'raw.csv').external, true);
+  assert.equal(arts.find(n => n.label === 'iris.csv').external, false);
+  const e = new Set(g.edges.map(x => `${x.from}>${x.to}`));
+  for (const want of [`a>a:${h(1)}`, `a:${h(1)}>b`, `a:${h(9)}>a`, `c>a:${h(4)}`]) assert.ok(e.has(want), want);
+  assert.equal(g.edges.length, 8);
+});
+
+test('labels are kept verbatim (the view renders them as text) and shortened', () => {
+  const evil = { project: '/p', jobs: [job('x', 1, { label: '@1 <script>alert(1)</script>' }), job('y', 2, { label: '@2 ' + 'z'.repeat(200) })] };
+  const [x, y] = L.buildGraph(evil, { artifactsAsNodes: false }).nodes;
+  assert.equal(x.label, '@1 <script>alert(1)</script>');
+  assert.equal(y.label.length, 44);
+  assert.ok(y.label.endsWith('\u2026'));
+});
+
+function checkLayout(g, lay) {
+  const at = new Map(lay.nodes.map(n => [n.id, n]));
+  for (const e of lay.edges) {
+    assert.ok(at.get(e.from).y < at.get(e.to).y, `${e.from} above ${e.to}`);
+    assert.ok(e.points.length >= 2);
+  }
+  for (const p of lay.nodes) {
+    for (const q of lay.nodes) {
+      if (p !== q) {
+        const apart = Math.abs(p.x - q.x) * 2 >= p.width + q.width || Math.abs(p.y - q.y) * 2 >= p.height + q.height;
+        assert.ok(apart, `${p.id} overlaps ${q.id}`);
+      }
+    }
+  }
+  assert.ok(lay.width > 0 && lay.height > 0);
+  assert.ok(lay.nodes.every(n => n.x - n.width / 2 >= 0 && n.x + n.width / 2 <= lay.width + 0.5 && n.y + n.height / 2 <= lay.height + 0.5));
+}
+
+for (const [name, fn] of [['dagre', 'layoutDagre'], ['fast', 'layoutFast']]) {
+  test(`${name} layout: top to bottom, no overlaps, inside its box, deterministic`, () => {
+    for (const opts of [{ artifactsAsNodes: true }, { artifactsAsNodes: false }]) {
+      const g = L.buildGraph(chain, opts);
+      const lay = L[fn](g);
+      checkLayout(g, lay);
+      assert.deepEqual(L[fn](g), lay);
+    }
+  });
+}
+
+test('graph signature changes iff the drawing does', () => {
+  const g = L.buildGraph(chain, { artifactsAsNodes: true });
+  assert.equal(L.graphSignature(g), L.graphSignature(L.buildGraph(chain, { artifactsAsNodes: true })));
+  assert.notEqual(L.graphSignature(g), L.graphSignature(L.buildGraph(chain, { artifactsAsNodes: false })));
+});
+
+test('a 500-job DAG lays out with the fast layout (timing printed, not asserted)', () => {
+  const jobs = [];
+  for (let i = 0; i < 500; i++) {
+    const deps = i === 0 ? [] : [Math.floor(i / 2), Math.max(0, i - 7)].filter((d, k, a) => a.indexOf(d) === k && d < i);
+    jobs.push(job(`j${i}`, i + 1, {
+      ins: deps.map(d => [`/p/o${d}`, d + 1]),
+      outs: [[`/p/o${i}`, i + 1]],
+      deps: deps.map(d => `j${d}`)
+    }));
+  }
+  const t0 = performance.now();
+  const g = L.buildGraph({ project: '/p', jobs }, { artifactsAsNodes: false });
+  const lay = L.layoutGraph(g);
+  const ms = performance.now() - t0;
+  assert.ok(g.nodes.length > L.DAGRE_MAX_NODES);
+  checkLayout(g, lay);
+  assert.equal(lay.nodes.length, 500);
+  assert.equal(lay.edges.length, g.edges.length);
+  assert.ok(lay.nodes.every(n => Number.isFinite(n.x) && Number.isFinite(n.y)));
+  console.log(`# 500 jobs, ${g.edges.length} edges: layout ${ms.toFixed(0)} ms (in a Web Worker in the panel)`);
+});
