@@ -15,13 +15,17 @@ PYTEST_ARGS ?=
 setup: system-deps $(VENV)/.installed $(NATIVE) $(VENV)/.kernel
 
 # Debian packages the project uses: graphviz (`dot`, inline SVG DAGs), strace (ground truth in tests),
-# gcc and busybox-static (the fidelity corpus: C programs, a static binary).
+# gcc and busybox-static (the fidelity corpus: C programs, a static binary), chromium (the
+# JupyterLab panel's browser test drives Debian's headless chromium; nothing downloads a browser).
+# Node.js/npm build the lab extension (pip install runs it through setup.py).
 system-deps:
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: install Node.js >= 18 (it builds the JupyterLab extension)" >&2; exit 1; }
 	@missing=""; \
 	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
 	command -v strace >/dev/null 2>&1 || missing="$$missing strace"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	dpkg-query -W -f='$${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing="$$missing busybox-static"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -30,7 +34,12 @@ system-deps:
 	  else echo "warning: missing$$missing (install them with your package manager)" >&2; fi; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# The lab extension's sources: a change re-runs the install, whose setup.py rebuilds the assets.
+LABEXT_SRC := labextension/package.json labextension/package-lock.json labextension/tsconfig.json \
+              $(filter-out labextension/src/_workerSource.ts,$(wildcard labextension/src/*.ts)) \
+              $(wildcard labextension/style/* labextension/scripts/*)
+
+$(VENV)/.installed: pyproject.toml setup.py $(LABEXT_SRC)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[notebook,demo,test]" --config-settings editable_mode=compat
@@ -68,6 +77,6 @@ bench: setup
 	$(BIN)/python tests/benchmarks/bench_run.py
 
 clean:
-	rm -rf build roar_nb/_native $(VENV)/.installed $(VENV)/.kernel
+	rm -rf build roar_nb/_native $(VENV)/.installed $(VENV)/.kernel roar_nb/labextension labextension/lib
 
 FORCE:
