@@ -81,7 +81,8 @@ def data_files() -> list[tuple[str, list[str]]]:
             dest = Path("share/jupyter/labextensions") / EXT_NAME / p.parent.relative_to(EXT_OUT)
             out.setdefault(str(dest), []).append(str(p.relative_to(HERE)))
     files = list(out.items())
-    files.append(("etc/jupyter/jupyter_server_config.d", ["jupyter-config/roar_nb.json"]))
+    # Installed as etc/jupyter/jupyter_server_config.d/roar_nb.json: the server extension is on.
+    files.append(("etc/jupyter/jupyter_server_config.d", ["roar_nb/server/roar_nb.json"]))
     return files
 
 

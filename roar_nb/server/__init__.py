@@ -2,7 +2,8 @@
 
 It owns the wiring only (entry points and handler registration); the handlers
 live in `handlers.py`. It is enabled automatically by the config file that the
-Python install drops into etc/jupyter/jupyter_server_config.d/roar_nb.json.
+Python install copies from roar_nb/server/roar_nb.json into
+etc/jupyter/jupyter_server_config.d/ (setup.py, data files).
 It must not be imported by anything outside a Jupyter server: this package is
 the only importer of tornado in roar-nb.
 """
