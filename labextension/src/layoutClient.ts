@@ -27,6 +27,11 @@ export class LayoutClient {
     }
   }
 
+  /** Where layouts run: 'worker', or 'main' after a fallback (shown to tests as data-layout-mode). */
+  get mode(): 'worker' | 'main' {
+    return this.worker ? 'worker' : 'main';
+  }
+
   /** Lays out `graph`; resolves null when a newer request superseded this one. */
   layout(graph: IGraph): Promise<ILayout | null> {
     const id = ++this.seq;

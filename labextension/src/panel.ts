@@ -345,6 +345,7 @@ export class LineagePanel extends Widget {
     this.layoutResult = layout;
     this.draw(layout);
     this.node.dataset.layoutMs = String(Math.round(performance.now() - started));
+    this.node.dataset.layoutMode = this.layouter.mode;
     if (this.fitPending) {
       this.fitPending = false;
       this.fitView();

@@ -207,6 +207,7 @@ try {
   const worst = Math.max(...gaps);
   log(`500 jobs shown in ${shownMs} ms; layout ${await panel.getAttribute('data-layout-ms')} ms; longest frame ${worst.toFixed(0)} ms`);
   check((await panel.locator('g.roar-node.roar-failed').count()) === 6, 'failed jobs marked');
+  check((await panel.getAttribute('data-layout-mode')) === 'worker', 'layout ran in the Web Worker');
   await panel.locator('g.roar-node.roar-job').nth(250).click();
   await panel.locator('.roar-job-details').waitFor();
   writeFileSync(path.join(OUT_DIR, 'big.json'), JSON.stringify({ shownMs, worstFrameMs: worst }, null, 1));
