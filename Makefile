@@ -10,9 +10,14 @@ NATIVE  := roar_nb/_native/libroar_preload.so
 DEMO    := build/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup build demo test test-rust bench system-deps clean
+.PHONY: setup build demo test test-rust bench system-deps clean bytecode
 
-setup: system-deps $(VENV)/.installed $(NATIVE) $(VENV)/.kernel
+setup: system-deps $(VENV)/.installed $(NATIVE) $(VENV)/.kernel bytecode
+
+# Compile roar_nb ahead of time: with PYTHONDONTWRITEBYTECODE set (as on some machines),
+# every `roar` invocation would otherwise recompile it, a third of `roar run true`.
+bytecode: $(VENV)/.installed
+	@$(BIN)/python -m compileall -q roar_nb roar.py
 
 # Debian packages the project uses: graphviz (`dot`, inline SVG DAGs), strace (ground truth in tests),
 # gcc and busybox-static (the fidelity corpus: C programs, a static binary), chromium (the

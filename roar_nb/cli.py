@@ -7,16 +7,16 @@ start-up cheap: `roar run true` must add only tens of milliseconds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import signal
 import sys
+from types import SimpleNamespace
 from typing import Optional
 
 from roar_nb import __version__
 from roar_nb.errors import RoarError, UsageError
 
+TRACERS = ("auto", "preload", "ptrace", "none")
 EPILOG = "References: @N (step N of the session), @BN (build step), a job id prefix, a path, a blake3 prefix."
 
 
@@ -126,6 +126,8 @@ def _run(a, kind: str) -> int:
     elif res.job is not None and res.job.capture_level != "complete":
         print(summary_line(res.job).split("\n", 1)[-1], file=sys.stderr)
     if res.returncode < 0:  # killed by a signal: die the same way
+        import signal
+
         sys.stdout.flush()
         sys.stderr.flush()
         sig = -res.returncode
@@ -426,7 +428,44 @@ def cmd_tracer(a) -> int:
 
 # --- parser ------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def _fast_parse(argv: list[str]):
+    """Parse `run`/`build`/`status` without argparse, or return None to use the full parser.
+
+    These are the commands on the hot path (a traced command in a loop, a status line
+    in a prompt): importing argparse and building every subcommand's parser costs
+    more than the rest of `roar status`. Anything unusual (help, a bad option) takes
+    the full parser, so its errors and help text stay the one source of truth.
+    """
+    if not argv:
+        return None
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "status" and not rest:
+        return SimpleNamespace(cmd=cmd, fn=cmd_status)
+    if cmd not in ("run", "build"):
+        return None
+    ns = SimpleNamespace(cmd=cmd, fn=cmd_run if cmd == "run" else cmd_build, tracer=None, quiet=False)
+    i = 0
+    while i < len(rest) and rest[i].startswith("-"):
+        opt = rest[i]
+        if opt == "--":
+            break
+        if opt in ("-q", "--quiet"):
+            ns.quiet = True
+        elif opt == "--tracer" and i + 1 < len(rest) and rest[i + 1] in TRACERS:
+            ns.tracer = rest[i + 1]
+            i += 1
+        elif opt.startswith("--tracer=") and opt.split("=", 1)[1] in TRACERS:
+            ns.tracer = opt.split("=", 1)[1]
+        else:
+            return None
+        i += 1
+    ns.command = rest[i:]
+    return ns
+
+
+def build_parser():
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="roar", description="Record lineage of scripts and notebook cells: what read and wrote which data.",
         epilog=EPILOG,
@@ -444,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, helptext in (("run", cmd_run, "run a command with lineage tracking (or re-run @N with overrides)"),
                                ("build", cmd_build, "run a build step (compile, install) with tracking")):
         s = sub.add_parser(name, help=helptext, epilog="Example: roar run python train.py --epochs 3; roar run @2 --epochs=5")
-        s.add_argument("--tracer", choices=("auto", "preload", "ptrace", "none"), default=None,
+        s.add_argument("--tracer", choices=TRACERS, default=None,
                        help="capture backend (default: config tracer.default)")
         s.add_argument("-q", "--quiet", action="store_true", help="no summary line")
         s.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
@@ -485,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--check-determinism", action="store_true",
                    help="with --run: run twice; outputs that differ between runs are nondeterministic")
     s.add_argument("--timeout", type=float, default=None, metavar="S", help="per-step timeout in seconds")
-    s.add_argument("--tracer", choices=("auto", "preload", "ptrace", "none"), default=None)
+    s.add_argument("--tracer", choices=TRACERS, default=None)
     s.set_defaults(fn=cmd_reproduce)
 
     s = sub.add_parser("export", help="export an artifact's lineage (e.g. as a runnable notebook)")
@@ -538,15 +577,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "fn", None):
-        parser.print_help()
-        return 2
-    for need in ("name", "key"):
-        if args.cmd in ("env", "config") and need in vars(args) and getattr(args, need) is None \
-                and getattr(args, "action", "list") not in ("list",):
-            parser.error(f"{args.cmd} {args.action} needs a {need.upper()}")
+    argv = sys.argv[1:] if argv is None else argv
+    args = _fast_parse(argv)
+    if args is None:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "fn", None):
+            parser.print_help()
+            return 2
+        for need in ("name", "key"):
+            if args.cmd in ("env", "config") and need in vars(args) and getattr(args, need) is None \
+                    and getattr(args, "action", "list") not in ("list",):
+                parser.error(f"{args.cmd} {args.action} needs a {need.upper()}")
     try:
         return args.fn(args)
     except RoarError as e:

@@ -63,13 +63,19 @@ SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib64/", "/bin/", "/sbin/", "/etc/", "/va
 
 
 def _parse_toml(path: Path) -> dict:
-    import tomllib  # only when a config file exists: keeps `roar run` lean
-
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            data = f.read()
     except OSError:
         return {}
+    if not any(ln.strip() and not ln.lstrip().startswith(b"#") for ln in data.splitlines()):
+        return {}  # the file `roar init` writes: no need to import tomllib (~5 ms)
+    import tomllib
+
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
 

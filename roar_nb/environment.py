@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 
 _cache: tuple | None = None
@@ -41,8 +40,8 @@ def snapshot() -> tuple[str, str, str, dict]:
     if _cache is None:
         from roar_nb.hashing import hash_bytes
 
-        py = platform.python_version()
-        plat = f"{sys.platform}-{platform.machine()}"
+        py = "%d.%d.%d" % sys.version_info[:3]
+        plat = f"{sys.platform}-{os.uname().machine}"
         pkgs = _packages()
         doc = json.dumps({"python": py, "platform": plat, "packages": pkgs}, sort_keys=True)
         _cache = (hash_bytes(doc.encode())[:32], py, plat, pkgs)

@@ -13,7 +13,6 @@ import os
 import stat as stat_mod
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -160,6 +159,8 @@ def hash_paths(paths: Iterable[str], store=None, extra: Iterable[str] = (),
         if len(large) == 1:
             work(large[0])
         elif large:
+            from concurrent.futures import ThreadPoolExecutor  # lazily: it imports logging
+
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2)) as pool:
                 list(pool.map(work, large))
     finally:

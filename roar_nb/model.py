@@ -7,8 +7,16 @@ here touches the disk, the database or a front end.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
+
+
+def new_id() -> str:
+    """A random 128-bit id as 32 hex digits (jobs, sessions, reproductions).
+
+    Not uuid.uuid4(): importing uuid costs ~20 ms of `roar run`'s start-up."""
+    return os.urandom(16).hex()
 
 # Event operations (see rust/EVENTS.md). Single ASCII letters so the native
 # wire format and the in-process (audit hook) backend share one vocabulary.

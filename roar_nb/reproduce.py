@@ -17,12 +17,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from roar_nb.errors import RoarError, UsageError
-from roar_nb.model import Job
+from roar_nb.model import Job, new_id
 
 IDENTICAL, DIFFERS, MISSING, NONDETERMINISTIC = "identical", "differs", "missing", "nondeterministic"
 
@@ -198,7 +197,7 @@ def run(project, plan: Plan, opts: RunOptions) -> Outcome:
         s = plan.missing_sources[0]
         more = f" (and {len(plan.missing_sources) - 1} more)" if len(plan.missing_sources) > 1 else ""
         raise RoarError(f"source artifact {s.path} ({s.hash[:12]}) is missing{more}; restore it to reproduce")
-    rid = uuid.uuid4().hex
+    rid = new_id()
     mapper = _PathMap(None, None)
     extra_env: dict = {}
     if opts.directory:

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,7 +22,7 @@ from typing import Callable, Optional
 from roar_nb import config as cfg_mod
 from roar_nb.capture import events as ev_mod
 from roar_nb.errors import NotInitialized, RoarError, StoreError, UsageError
-from roar_nb.model import CAPTURE_COMPLETE, CAPTURE_PARTIAL, Edge, Job, Session
+from roar_nb.model import CAPTURE_COMPLETE, CAPTURE_PARTIAL, Edge, Job, Session, new_id
 
 
 class Project:
@@ -142,7 +141,7 @@ class JobDraft:
     execution_count: Optional[int] = None
     kernel_id: Optional[str] = None
     git: object = None  # gitinfo.GitInfo
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_id)
 
 
 def step_identity(command: str, cwd: str) -> str:

@@ -14,12 +14,11 @@ import json
 import os
 import sqlite3
 import time
-import uuid
 from pathlib import Path
 from typing import Iterable, Optional
 
 from roar_nb.errors import AmbiguousRef, RefNotFound, StoreError
-from roar_nb.model import Edge, Job, Session
+from roar_nb.model import Edge, Job, Session, new_id
 from roar_nb.store import schema
 
 # How long a writer waits for another's transaction; ROAR_BUSY_TIMEOUT (seconds) overrides it.
@@ -191,7 +190,7 @@ class Store:
 
     def new_session(self, kind: str = "cli", name: str | None = None,
                     notebook: str | None = None, make_active: bool = False) -> Session:
-        s = Session(id=uuid.uuid4().hex, created_at=time.time(), kind=kind, name=name, notebook=notebook)
+        s = Session(id=new_id(), created_at=time.time(), kind=kind, name=name, notebook=notebook)
         with self._tx() as c:
             c.execute(
                 "INSERT INTO sessions(id, created_at, kind, name, notebook) VALUES (?,?,?,?,?)",
