@@ -92,8 +92,12 @@ function jobLabel(j: IJobJson): string {
   return shorten(`${j.ref} ${first ?? ''}`.trim());
 }
 
-function jobSub(j: IJobJson): string {
+function jobSub(j: IJobJson, withSession: boolean): string {
   const parts = [j.kind, j.status === 'failed' ? `failed (${j.exit_code})` : 'ok'];
+  if (withSession) {
+    // Across sessions `@N` repeats: say whose @N this is.
+    parts.push(j.notebook ? basename(j.notebook_path ?? j.notebook) : `session ${j.session.slice(0, 6)}`);
+  }
   if (j.capture_level !== 'complete') {
     parts.push(j.capture_level);
   }
@@ -114,9 +118,10 @@ export function buildGraph(doc: IDagDoc, opts: IGraphOptions): IGraph {
   const nodes: IGraphNode[] = [];
   const edges: IGraphEdge[] = [];
   const ids = new Set(jobs.map(j => j.id));
+  const manySessions = new Set(jobs.map(j => j.session)).size > 1;
   for (const j of jobs) {
     const label = jobLabel(j);
-    const sub = jobSub(j);
+    const sub = jobSub(j, manySessions);
     nodes.push({
       id: j.id,
       kind: 'job',

@@ -95,6 +95,7 @@ export class LineagePanel extends Widget {
   private selected: string | null = null;
   private view = { k: 1, tx: 0, ty: 0 };
   private fitPending = true;
+  private userMoved = false; // panned or zoomed since the last fit: keep the user's view
   private timer: number | null = null;
   private busy = false;
 
@@ -346,7 +347,7 @@ export class LineagePanel extends Widget {
     this.draw(layout);
     this.node.dataset.layoutMs = String(Math.round(performance.now() - started));
     this.node.dataset.layoutMode = this.layouter.mode;
-    if (this.fitPending) {
+    if (this.fitPending || !this.userMoved) {
       this.fitPending = false;
       this.fitView();
     }
@@ -462,6 +463,7 @@ export class LineagePanel extends Widget {
       const k = Math.max(0.05, Math.min(W / L.width, H / L.height, 1.25));
       this.view = { k, tx: (W - L.width * k) / 2, ty: (H - L.height * k) / 2 };
     }
+    this.userMoved = false;
     this.applyView();
   }
 
@@ -477,6 +479,7 @@ export class LineagePanel extends Widget {
         const k = Math.max(0.05, Math.min(4, this.view.k * f));
         const s = k / this.view.k;
         this.view = { k, tx: px - (px - this.view.tx) * s, ty: py - (py - this.view.ty) * s };
+        this.userMoved = true;
         this.applyView();
       },
       { passive: false }
@@ -492,6 +495,7 @@ export class LineagePanel extends Widget {
     this.svgEl.addEventListener('pointermove', ev => {
       if (drag) {
         this.view = { ...this.view, tx: drag.tx + ev.clientX - drag.x, ty: drag.ty + ev.clientY - drag.y };
+        this.userMoved = true;
         this.applyView();
       }
     });

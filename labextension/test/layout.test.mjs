@@ -61,6 +61,14 @@ test('stale, failed and capture level are carried to the nodes', () => {
   assert.equal(c.capture, 'partial');
 });
 
+test('across sessions the second line says whose @N it is', () => {
+  const two = { project: '/p', jobs: [job('a', 1, { session: 's1', notebook: '/p/nb.ipynb', notebook_path: 'nb.ipynb' }), job('b', 1, { session: 's2222222', kind: 'run' })] };
+  const [a, b] = L.buildGraph(two, { artifactsAsNodes: false }).nodes;
+  assert.match(a.sub, /nb\.ipynb/);
+  assert.match(b.sub, /session s22222/);
+  assert.doesNotMatch(L.buildGraph(chain, { artifactsAsNodes: false }).nodes[0].sub, /session/);
+});
+
 test('artifacts as nodes: inputs nobody here wrote are external sources', () => {
   const g = L.buildGraph(chain, { artifactsAsNodes: true });
   const arts = g.nodes.filter(n => n.kind === 'artifact');

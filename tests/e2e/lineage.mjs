@@ -181,6 +181,25 @@ try {
   const shown = await panel.locator('.roar-job-details .roar-source').textContent();
   check(shown === cmd.replace(/^/, "sh -c '").replace(/$/, "'") || shown.includes('<script>window.__roarXss=1</script>'), `command shown as text: ${shown}`);
   check(!(await page.evaluate(() => window.__roarXss)), 'still no script ran');
+
+  step = 'a CLI job rewrites iris.csv: the cells downstream are marked stale';
+  execFileSync(ROAR, ['run', 'sh', '-c', 'echo 9.9,9.9,9.9,9.9,0 >> iris.csv'], { cwd: PROJECT_DIR, stdio: 'inherit' });
+  await page.waitForFunction(
+    ids => ids.every(id => document.querySelector(`#roar-lineage-panel g.roar-node[data-id="${id}"]`)?.classList.contains('roar-stale')),
+    [refs['@2'], refs['@3'], refs['@4']],
+    { timeout: 10000 }
+  );
+  check(!(await panel.locator(`g.roar-node[data-id="${refs['@1']}"]`).getAttribute('class')).includes('roar-stale'), '@1 is not stale');
+  await panel.locator(`g.roar-node[data-id="${refs['@2']}"]`).click();
+  const staleWhy = await panel.locator('.roar-job-details td[data-key="stale"]').textContent();
+  check(/iris\.csv rewritten by @\d/.test(staleWhy), `stale reason: ${staleWhy}`);
+  check(/3 stale/.test(await panel.locator('.roar-summary').textContent()), 'summary counts stale jobs');
+  check((await jobNodes.count()) === 6, 'six jobs in the whole project');
+  // The DAG grew while the user had not panned or zoomed: it is refitted, every node in view.
+  const canvasBox = await panel.locator('.roar-canvas').boundingBox();
+  for (const b of await jobNodes.evaluateAll(gs => gs.map(g => { const r = g.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }))) {
+    check(b[0] >= canvasBox.x - 1 && b[2] <= canvasBox.x + canvasBox.width + 1 && b[1] >= canvasBox.y - 1 && b[3] <= canvasBox.y + canvasBox.height + 1, `node in view: ${b}`);
+  }
   await page.screenshot({ path: path.join(OUT_DIR, 'lineage-project.png') });
 
   step = 'a 500-job session stays responsive';
