@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from types import SimpleNamespace
-from typing import Optional
 
 from roar_nb import __version__
 from roar_nb.errors import RoarError, UsageError
@@ -576,7 +575,7 @@ def build_parser():
     return p
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _fast_parse(argv)
     if args is None:

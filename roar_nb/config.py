@@ -10,7 +10,6 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from roar_nb.errors import ConfigError
 
@@ -33,7 +32,7 @@ class Key:
     """One configuration key: its default, type and the line `roar config list` shows."""
 
     name: str
-    default: Any
+    default: object
     help: str
 
     @property
@@ -91,7 +90,7 @@ def _flatten(doc: dict, prefix: str = "") -> dict:
     return out
 
 
-def coerce(name: str, value: Any) -> Any:
+def coerce(name: str, value: object) -> object:
     """Convert a user-given value (often a CLI string) to the key's type, or raise ConfigError."""
     key = KEYS.get(name)
     if key is None:
@@ -129,7 +128,7 @@ class Config:
                 if name in KEYS:
                     self._values[name] = coerce(name, value)
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str) -> object:
         if name not in KEYS:
             raise ConfigError(f"unknown config key {name!r} (see `roar config list`)")
         return self._values.get(name, KEYS[name].default)
@@ -138,7 +137,7 @@ class Config:
         for name in KEYS:
             yield name, self.get(name), name in self._values
 
-    def set(self, name: str, value: Any) -> Any:
+    def set(self, name: str, value: object) -> object:
         value = coerce(name, value)
         self._values[name] = value
         self._write()
@@ -162,7 +161,7 @@ class Config:
         os.replace(tmp, self.path)
 
 
-def _toml_value(v: Any) -> str:
+def _toml_value(v: object) -> str:
     import json
 
     if isinstance(v, bool):

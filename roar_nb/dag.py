@@ -10,7 +10,6 @@ stable contract used by `roar dag --json`, the server extension and users.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from roar_nb.model import Job
 from roar_nb.store import path_to_db
@@ -22,7 +21,7 @@ class Dag:
     deps: dict  # job id -> set of job ids it depends on
     stale: dict  # job id -> reason
     superseded: set = field(default_factory=set)  # ids of older runs of a step (expanded view)
-    session_id: Optional[str] = None
+    session_id: str | None = None
 
     def hash(self) -> str:
         """A digest of the compact DAG's structure and artifacts (the "DAG hash")."""
@@ -45,8 +44,8 @@ class Dag:
         }
 
 
-def job_json(job: Job, stale: Optional[str] = None, superseded: bool = False,
-             depends_on: Optional[list] = None) -> dict:
+def job_json(job: Job, stale: str | None = None, superseded: bool = False,
+             depends_on: list | None = None) -> dict:
     """The JSON shape of one job (the `jobs[]` items of `roar dag --json`, and `roar show --json`)."""
     def edge(e):
         # Non-UTF-8 bytes appear as \xNN escapes, exactly as in the job_io.path column.
@@ -72,7 +71,7 @@ def job_json(job: Job, stale: Optional[str] = None, superseded: bool = False,
     }
 
 
-def build(jobs: list[Job], expanded: bool = False, session_id: Optional[str] = None) -> Dag:
+def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None) -> Dag:
     """Link jobs (oldest first) through artifacts; compact unless `expanded`."""
     last_writer_of_hash: dict[str, str] = {}
     deps: dict[str, set] = {}

@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass
 class GitInfo:
-    root: Optional[str] = None
-    commit: Optional[str] = None
-    branch: Optional[str] = None
-    dirty: Optional[bool] = None
-    _proc: Optional[subprocess.Popen] = None
+    root: str | None = None
+    commit: str | None = None
+    branch: str | None = None
+    dirty: bool | None = None
+    _proc: subprocess.Popen | None = None
 
     def settle(self) -> "GitInfo":
         """Collect the dirty flag from the background `git status`."""
@@ -34,7 +33,7 @@ class GitInfo:
         return self
 
 
-def find_git_root(start: str) -> Optional[str]:
+def find_git_root(start: str) -> str | None:
     d = os.path.abspath(start)
     while True:
         if os.path.exists(os.path.join(d, ".git")):
@@ -56,7 +55,7 @@ def _git_dir(root: str) -> str:
     return g
 
 
-def _resolve_ref(git_dir: str, ref: str) -> Optional[str]:
+def _resolve_ref(git_dir: str, ref: str) -> str | None:
     common = git_dir
     cd = os.path.join(git_dir, "commondir")
     if os.path.exists(cd):

@@ -14,9 +14,9 @@ import stat as stat_mod
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
 
 import blake3
+from collections.abc import Iterable
 
 LARGE = 1 << 20  # files from 1 MiB are hashed in the pool, mmapped
 HUGE = 64 << 20  # from 64 MiB, blake3 also splits one file across cores
@@ -27,11 +27,11 @@ class Hashed:
     """Result of hashing one path: `hash` is None when the file could not be read."""
 
     path: str
-    hash: Optional[str] = None
+    hash: str | None = None
     size: int = 0
-    key: Optional[tuple] = None  # (dev, ino, size, mtime_ns, ctime_ns) at hashing time
+    key: tuple | None = None  # (dev, ino, size, mtime_ns, ctime_ns) at hashing time
     digests: dict = field(default_factory=dict)
-    error: Optional[str] = None
+    error: str | None = None
     changed: bool = False  # modified while we hashed it (re-hashed once)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
 
 
 def new_id() -> str:
@@ -43,7 +42,7 @@ class Event:
     t_ns: int = 0
     size: int = 0
     mtime_ns: int = -1
-    path2: Optional[str] = None
+    path2: str | None = None
     pid: int = 0
 
 
@@ -62,10 +61,10 @@ class Edge:
 
     direction: str
     path: str
-    hash: Optional[str]  # None when the file could not be read (vanished, unreadable)
+    hash: str | None  # None when the file could not be read (vanished, unreadable)
     size: int = 0
     changed: bool = False  # input modified while the job ran
-    note: Optional[str] = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,22 +80,22 @@ class Job:
     cwd: str
     started_at: float
     ended_at: float
-    exit_code: Optional[int]
+    exit_code: int | None
     status: str  # "ok" | "failed"
     backend: str
     capture_level: str
     capture_notes: tuple = ()
     argv: tuple = ()
-    source: Optional[str] = None
-    notebook: Optional[str] = None
-    cell_id: Optional[str] = None
-    execution_count: Optional[int] = None
-    kernel_id: Optional[str] = None
-    git_commit: Optional[str] = None
-    git_branch: Optional[str] = None
-    git_dirty: Optional[bool] = None
-    git_root: Optional[str] = None
-    env_id: Optional[str] = None
+    source: str | None = None
+    notebook: str | None = None
+    cell_id: str | None = None
+    execution_count: int | None = None
+    kernel_id: str | None = None
+    git_commit: str | None = None
+    git_branch: str | None = None
+    git_dirty: bool | None = None
+    git_root: str | None = None
+    env_id: str | None = None
     inputs: tuple = ()  # Edge, direction "in"
     outputs: tuple = ()  # Edge, direction "out"
 
@@ -117,5 +116,5 @@ class Session:
     id: str
     created_at: float
     kind: str  # "cli" | "notebook"
-    name: Optional[str] = None
-    notebook: Optional[str] = None
+    name: str | None = None
+    notebook: str | None = None

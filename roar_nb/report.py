@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Optional
 
 from roar_nb import dag as dag_mod
 from roar_nb.model import CAPTURE_COMPLETE, Job
@@ -53,11 +52,11 @@ def fmt_size(n: int) -> str:
     return f"{n} B"
 
 
-def short(h: Optional[str], n: int = 8) -> str:
+def short(h: str | None, n: int = 8) -> str:
     return h[:n] if h else "--------"[:n]
 
 
-def display_path(path: str, base: Optional[str] = None) -> str:
+def display_path(path: str, base: str | None = None) -> str:
     base = base or os.getcwd()
     try:
         rel = os.path.relpath(path, base)

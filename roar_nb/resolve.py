@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional
 
 from roar_nb.errors import AmbiguousRef, RefNotFound
 from roar_nb.model import Job, Session
@@ -18,7 +17,7 @@ _STEP = re.compile(r"^@(B?)(\d+)$", re.IGNORECASE)
 _HEX = re.compile(r"^[0-9a-fA-F]{4,64}$")
 
 
-def resolve_job(project, ref: str, session: Optional[Session] = None) -> Job:
+def resolve_job(project, ref: str, session: Session | None = None) -> Job:
     store = project.store
     m = _STEP.match(ref.strip())
     if m:
@@ -71,7 +70,7 @@ def resolve_artifact(project, ref: str) -> str:
     raise RefNotFound(f"no artifact matches {ref!r}")
 
 
-def resolve_any(project, ref: str, session: Optional[Session] = None):
+def resolve_any(project, ref: str, session: Session | None = None):
     """('job', Job) or ('artifact', hash) for `roar show REF`. Step refs and paths win over prefixes."""
     if _STEP.match(ref.strip()):
         return "job", resolve_job(project, ref, session)

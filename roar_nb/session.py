@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 from roar_nb import config as cfg_mod
 from roar_nb.capture import events as ev_mod
@@ -96,7 +95,7 @@ class Project:
         return ignore
 
 
-def default_session(project: Project) -> tuple[Optional[Session], Optional[str]]:
+def default_session(project: Project) -> tuple[Session | None, str | None]:
     """The session that `roar dag`, `roar log` and `@N` mean when none is named.
 
     The CLI's active session; when that has no jobs (e.g. the work happened in notebooks),
@@ -128,18 +127,18 @@ class JobDraft:
     started_at: float
     session_id: str
     argv: tuple = ()
-    step: Optional[str] = None
+    step: str | None = None
     ended_at: float = 0.0
-    exit_code: Optional[int] = None
+    exit_code: int | None = None
     status: str = "ok"
     backend: str = "preload"
     capture_level: str = CAPTURE_COMPLETE
     capture_notes: list = field(default_factory=list)
-    source: Optional[str] = None
-    notebook: Optional[str] = None
-    cell_id: Optional[str] = None
-    execution_count: Optional[int] = None
-    kernel_id: Optional[str] = None
+    source: str | None = None
+    notebook: str | None = None
+    cell_id: str | None = None
+    execution_count: int | None = None
+    kernel_id: str | None = None
     git: object = None  # gitinfo.GitInfo
     id: str = field(default_factory=new_id)
 
@@ -273,10 +272,10 @@ def ingest_pending(project: Project) -> int:
 
 @dataclass
 class RunResult:
-    job: Optional[Job]
+    job: Job | None
     returncode: int  # as subprocess reports it: negative for a signal
     warnings: list
-    error: Optional[str] = None  # the command could not be started (not found, not executable)
+    error: str | None = None  # the command could not be started (not found, not executable)
 
 
 def preload_env(trace_dir: str, base: dict | None = None) -> dict:
@@ -368,8 +367,27 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
         draft.capture_notes.extend(problems)
     reduced = ev_mod.reduce(events)
     job, warnings = record_job(project, draft, reduced)
-    shutil.rmtree(trace_dir, ignore_errors=True)
+    remove_trace_dir(str(trace_dir))
     return RunResult(job, rc, warnings, error)
+
+
+def remove_trace_dir(path: str) -> None:
+    """Delete a job's trace directory (flat: one event file per process); errors ignored.
+
+    Not shutil.rmtree: importing shutil costs `roar run` several milliseconds."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for n in names:
+        try:
+            os.unlink(os.path.join(path, n))
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _noop(signum, frame) -> None:

@@ -7,9 +7,7 @@ copies it), else the Cargo target directory of a source checkout.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
-from typing import Optional
 
 from roar_nb.config import ENV_PRELOAD_LIB
 
@@ -34,7 +32,7 @@ def library_path() -> str:
     raise TracerUnavailable("native tracer not built (run `make build`)")
 
 
-def problem() -> Optional[str]:
+def problem() -> str | None:
     """None if the preload library can be used, else why not (one line)."""
     for c in candidates():
         if c.is_file():
@@ -42,9 +40,18 @@ def problem() -> Optional[str]:
     return "native tracer library not found (run `make build`); file I/O was not captured"
 
 
-def static_reason(program: str, path_env: Optional[str]) -> Optional[str]:
+def which(program: str, path: str | None = None) -> str | None:
+    """Like shutil.which, without importing shutil (and bz2, lzma) on `roar run`'s hot path."""
+    for d in (path if path is not None else os.environ.get("PATH", os.defpath)).split(os.pathsep):
+        cand = os.path.join(d or ".", program)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def static_reason(program: str, path_env: str | None) -> str | None:
     """A note when `program` is a static ELF executable, which LD_PRELOAD cannot enter."""
-    exe = program if "/" in program else shutil.which(program, path=path_env)
+    exe = program if "/" in program else which(program, path_env)
     if not exe:
         return None
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 BIN_NAME = "roar-ptrace"
 NOTES_NAME = "roar-ptrace.notes"
@@ -26,7 +25,7 @@ def candidates() -> list[Path]:
     return [_PKG / "_native" / BIN_NAME, _PKG.parent / "rust" / "target" / "release" / BIN_NAME]
 
 
-def binary_path() -> Optional[str]:
+def binary_path() -> str | None:
     """Absolute path of the tracer binary, or None if it is not built."""
     for c in candidates():
         if c.is_file() and os.access(c, os.X_OK):
@@ -34,7 +33,7 @@ def binary_path() -> Optional[str]:
     return None
 
 
-def problem() -> Optional[str]:
+def problem() -> str | None:
     """None if ptrace tracing can be attempted here, else why not (one line, no process started)."""
     if binary_path() is None:
         return "roar-ptrace binary not found (run `make build`)"
@@ -49,7 +48,7 @@ def problem() -> Optional[str]:
     return None
 
 
-def probe() -> Optional[str]:
+def probe() -> str | None:
     """Actually try ptrace + a seccomp filter on a throw-away child. None if both work."""
     p = problem()
     if p is not None:
@@ -61,7 +60,7 @@ def probe() -> Optional[str]:
     return None if r.returncode == 0 else (r.stdout.strip() or r.stderr.strip() or "probe failed")
 
 
-def command(trace_dir: str, argv: list[str], fallback_preload: Optional[str] = None,
+def command(trace_dir: str, argv: list[str], fallback_preload: str | None = None,
             wait_all: bool = False) -> list[str]:
     """The argv that runs `argv` under the ptrace tracer."""
     cmd = [binary_path() or BIN_NAME, "--trace-dir", trace_dir]
@@ -72,7 +71,7 @@ def command(trace_dir: str, argv: list[str], fallback_preload: Optional[str] = N
     return cmd + ["--", *argv]
 
 
-def read_notes(trace_dir: str) -> tuple[Optional[str], list[str]]:
+def read_notes(trace_dir: str) -> tuple[str | None, list[str]]:
     """(backend actually used if the tracer fell back, partial-capture reasons) from the notes file."""
     backend, partial = None, []
     try:

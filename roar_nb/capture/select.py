@@ -14,10 +14,8 @@ through `--fallback-preload`). Must not hash, store or print.
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 from dataclasses import dataclass, field
-from typing import Optional
 
 from roar_nb.capture import preload, ptrace
 from roar_nb.errors import UsageError
@@ -39,7 +37,7 @@ class Selection:
     backend: str  # "preload" | "ptrace" | "none"
     argv: list
     env: dict
-    trace_dir: Optional[str]
+    trace_dir: str | None
     notes: list = field(default_factory=list)
     partial: bool = False
     reason: str = ""  # why this backend (shown by `roar tracer status`/tests, not stored)
@@ -50,13 +48,13 @@ class ProgramInfo:
     """The executables a command will run first: the program and any launchers in front."""
 
     chain: list  # resolved absolute paths, launcher first
-    static: Optional[str] = None  # first static executable in the chain
-    setuid: Optional[str] = None  # first setuid/setgid executable
-    env_clearing: Optional[str] = None  # first environment-scrubbing launcher
+    static: str | None = None  # first static executable in the chain
+    setuid: str | None = None  # first setuid/setgid executable
+    env_clearing: str | None = None  # first environment-scrubbing launcher
 
 
-def _resolve(prog: str, path_env: Optional[str], cwd: Optional[str] = None) -> Optional[str]:
-    exe = os.path.join(cwd or "", prog) if "/" in prog else shutil.which(prog, path=path_env)
+def _resolve(prog: str, path_env: str | None, cwd: str | None = None) -> str | None:
+    exe = os.path.join(cwd or "", prog) if "/" in prog else preload.which(prog, path_env)
     return os.path.abspath(exe) if exe and os.path.isfile(exe) else None
 
 
@@ -85,7 +83,7 @@ def _is_static(exe: str) -> bool:
     return True
 
 
-def _shebang(exe: str) -> Optional[list]:
+def _shebang(exe: str) -> list | None:
     try:
         with open(exe, "rb") as f:
             line = f.readline(256)
@@ -119,7 +117,7 @@ def _skip_wrapper_args(name: str, args: list) -> list:
     return []
 
 
-def inspect(argv: list, path_env: Optional[str], cwd: Optional[str] = None) -> ProgramInfo:
+def inspect(argv: list, path_env: str | None, cwd: str | None = None) -> ProgramInfo:
     """Look at the executables the command starts with, through launchers and #! lines."""
     info = ProgramInfo(chain=[])
     words = list(argv)
@@ -152,8 +150,8 @@ def inspect(argv: list, path_env: Optional[str], cwd: Optional[str] = None) -> P
     return info
 
 
-def select(requested: Optional[str], argv: list, env: dict, trace_dir: str,
-           cwd: Optional[str] = None) -> Selection:
+def select(requested: str | None, argv: list, env: dict, trace_dir: str,
+           cwd: str | None = None) -> Selection:
     """Pick the backend for `argv` (never runs it) and build how to run it.
 
     `requested` is auto | preload | ptrace | none. The trace directory is created
@@ -225,7 +223,7 @@ def select(requested: Optional[str], argv: list, env: dict, trace_dir: str,
     return Selection("preload", list(argv), child_env, trace_dir, notes, bool(notes), why)
 
 
-def check_runnable(argv: list, env: dict, cwd: Optional[str] = None) -> None:
+def check_runnable(argv: list, env: dict, cwd: str | None = None) -> None:
     """Raise FileNotFoundError / PermissionError as Popen(argv) would, before a tracer wraps it."""
     prog = os.path.join(cwd or "", argv[0]) if "/" in argv[0] else argv[0]
     if "/" in prog:
@@ -234,7 +232,7 @@ def check_runnable(argv: list, env: dict, cwd: Optional[str] = None) -> None:
         if os.path.isdir(prog) or not os.access(prog, os.X_OK):
             raise PermissionError(prog)
         return
-    if shutil.which(prog, path=env.get("PATH", os.defpath)) is None:
+    if preload.which(prog, env.get("PATH", os.defpath)) is None:
         raise FileNotFoundError(prog)
 
 
@@ -275,7 +273,7 @@ def _preload_works() -> bool:
 
     from roar_nb.config import ENV_TRACE_DIR
 
-    head = shutil.which("head")
+    head = preload.which("head")
     if head is None:
         return False
     with tempfile.TemporaryDirectory(prefix="roar-probe-") as d:

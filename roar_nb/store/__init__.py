@@ -14,8 +14,8 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
 
 from roar_nb.errors import AmbiguousRef, RefNotFound, StoreError
 from roar_nb.model import Edge, Job, Session, new_id
@@ -25,7 +25,7 @@ from roar_nb.store import schema
 BUSY_TIMEOUT_S = float(os.environ.get("ROAR_BUSY_TIMEOUT") or 60.0)
 
 
-def path_to_db(path: str) -> tuple[str, Optional[bytes]]:
+def path_to_db(path: str) -> tuple[str, bytes | None]:
     """(text, raw): text is the path for display/query; raw keeps non-UTF-8 bytes exactly."""
     try:
         path.encode("utf-8")
@@ -35,7 +35,7 @@ def path_to_db(path: str) -> tuple[str, Optional[bytes]]:
         return raw.decode("utf-8", "backslashreplace"), raw
 
 
-def path_from_db(text: str, raw: Optional[bytes]) -> str:
+def path_from_db(text: str, raw: bytes | None) -> str:
     return os.fsdecode(raw) if raw is not None else text
 
 
@@ -177,11 +177,11 @@ class Store:
         return f"{j['n']}.{j['r']}.{j['t']:.6f}.{s['n']}.{s['r']}"
 
     # -- meta / sessions -----------------------------------------------------
-    def meta_get(self, key: str) -> Optional[str]:
+    def meta_get(self, key: str) -> str | None:
         rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0]["value"] if rows else None
 
-    def meta_set(self, key: str, value: Optional[str]) -> None:
+    def meta_set(self, key: str, value: str | None) -> None:
         with self._tx() as c:
             if value is None:
                 c.execute("DELETE FROM meta WHERE key = ?", (key,))
@@ -220,7 +220,7 @@ class Store:
             raise AmbiguousRef(f"session prefix {prefix!r} matches {len(rows)} sessions")
         return Session(**rows[0])
 
-    def active_session(self, create: bool = True) -> Optional[Session]:
+    def active_session(self, create: bool = True) -> Session | None:
         """The CLI's current session; created on first use."""
         sid = self.meta_get("active_session")
         if sid:
@@ -231,7 +231,7 @@ class Store:
             return None
         return self.new_session("cli", make_active=True)
 
-    def notebook_session(self, notebook: str) -> Optional[Session]:
+    def notebook_session(self, notebook: str) -> Session | None:
         """The most recent session of a notebook path, if any."""
         rows = self._q(
             "SELECT * FROM sessions WHERE notebook = ? ORDER BY created_at DESC LIMIT 1", (notebook,)
@@ -249,7 +249,7 @@ class Store:
     def has_environment(self, env_id: str) -> bool:
         return bool(self._q("SELECT 1 FROM environments WHERE id = ?", (env_id,)))
 
-    def environment(self, env_id: str) -> Optional[dict]:
+    def environment(self, env_id: str) -> dict | None:
         rows = self._q("SELECT * FROM environments WHERE id = ?", (env_id,))
         if not rows:
             return None
@@ -366,7 +366,7 @@ class Store:
             raise RefNotFound(f"no job {job_id}")
         return self._jobs_from_rows(rows)[0]
 
-    def job_by_seq(self, session_id: str, seq: int, build: bool = False) -> Optional[Job]:
+    def job_by_seq(self, session_id: str, seq: int, build: bool = False) -> Job | None:
         rows = self._q(
             "SELECT * FROM jobs WHERE session_id = ? AND seq = ? AND (kind = 'build') = ?",
             (session_id, seq, build),
@@ -391,7 +391,7 @@ class Store:
     def artifacts_by_prefix(self, prefix: str) -> list[dict]:
         return self._q("SELECT * FROM artifacts WHERE hash LIKE ? || '%' LIMIT 20", (prefix.lower(),))
 
-    def artifact(self, hash_: str) -> Optional[dict]:
+    def artifact(self, hash_: str) -> dict | None:
         rows = self._q("SELECT * FROM artifacts WHERE hash = ?", (hash_,))
         if not rows:
             return None
@@ -400,7 +400,7 @@ class Store:
             "SELECT algo, value FROM artifact_digests WHERE hash = ?", (hash_,))}
         return art
 
-    def latest_hash_at_path(self, path: str) -> Optional[str]:
+    def latest_hash_at_path(self, path: str) -> str | None:
         """The hash most recently recorded at `path` (written, else read)."""
         text, _ = path_to_db(path)
         rows = self._q(
