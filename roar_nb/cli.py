@@ -7,7 +7,6 @@ start-up cheap: `roar run true` must add only tens of milliseconds.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from types import SimpleNamespace
@@ -47,8 +46,10 @@ def cmd_init(a) -> int:
 
     project, created = Project.init(a.dir)
     print(f"{'Initialized' if created else 'Already initialized:'} {project.roar_dir}")
-    gitignore = project.root / ".gitignore"
-    if (project.root / ".git").exists() and not a.no_gitignore:
+    from pathlib import Path
+
+    gitignore = Path(project.root) / ".gitignore"
+    if (Path(project.root) / ".git").exists() and not a.no_gitignore:
         present = gitignore.exists() and any(
             ln.strip() in (".roar", ".roar/", "/.roar", "/.roar/") for ln in gitignore.read_text().splitlines())
         if not present:
@@ -177,6 +178,8 @@ def _session_jobs(project, a):
 
 
 def cmd_log(a) -> int:
+    import json
+
     from roar_nb import dag as dag_mod
     from roar_nb.report import log_text
 
@@ -191,6 +194,8 @@ def cmd_log(a) -> int:
 
 
 def cmd_dag(a) -> int:
+    import json
+
     from roar_nb import dag as dag_mod
     from roar_nb.report import dag_text
 
@@ -222,6 +227,8 @@ def artifact_json(project, hash_: str) -> dict:
 
 
 def cmd_show(a) -> int:
+    import json
+
     from roar_nb import dag as dag_mod
     from roar_nb import report
     from roar_nb.resolve import resolve_any
@@ -339,6 +346,8 @@ def cmd_env(a) -> int:
 
 
 def cmd_config(a) -> int:
+    import json
+
     from roar_nb import config as cfg_mod
 
     project = _project()
@@ -373,6 +382,8 @@ def _label_target(project, entity: str, target: str) -> str:
 
 
 def cmd_label(a) -> int:
+    import json
+
     project = _project()
     store = project.store
     target = _label_target(project, a.entity, a.target)

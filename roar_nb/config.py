@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
+from roar_nb.model import record
 from roar_nb.errors import ConfigError
 
 ROAR_DIR = ".roar"
@@ -27,7 +26,7 @@ ENV_NOTEBOOK = "ROAR_NOTEBOOK"  # notebook path, for headless runs whose fronten
 ENV_BUSY_TIMEOUT = "ROAR_BUSY_TIMEOUT"  # seconds a writer waits for the DB lock (default 60)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Key:
     """One configuration key: its default, type and the line `roar config list` shows."""
 
@@ -61,7 +60,7 @@ SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib64/", "/bin/", "/sbin/", "/etc/", "/va
                    "/var/cache/", "/proc/", "/sys/", "/dev/", "/run/")
 
 
-def _parse_toml(path: Path) -> dict:
+def _parse_toml(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -120,10 +119,10 @@ def coerce(name: str, value: object) -> object:
 class Config:
     """Settings of one project: defaults overlaid by .roar/config.toml."""
 
-    def __init__(self, roar_dir: Path | None):
-        self.path = roar_dir / CONFIG_NAME if roar_dir else None
+    def __init__(self, roar_dir: str | None):
+        self.path = os.path.join(roar_dir, CONFIG_NAME) if roar_dir else None
         self._values = {}
-        if self.path is not None and self.path.exists():
+        if self.path is not None and os.path.exists(self.path):
             for name, value in _flatten(_parse_toml(self.path)).items():
                 if name in KEYS:
                     self._values[name] = coerce(name, value)
@@ -156,8 +155,9 @@ class Config:
             for leaf, value in sorted(sections[sec].items()):
                 lines.append(f"{leaf} = {_toml_value(value)}")
             lines.append("")
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines))
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines))
         os.replace(tmp, self.path)
 
 

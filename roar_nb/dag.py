@@ -9,18 +9,17 @@ stable contract used by `roar dag --json`, the server extension and users.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
-from roar_nb.model import Job
+from roar_nb.model import Job, factory, record
 from roar_nb.store import path_to_db
 
 
-@dataclass
+@record
 class Dag:
     jobs: list  # Job, oldest first (compact: latest per step)
     deps: dict  # job id -> set of job ids it depends on
     stale: dict  # job id -> reason
-    superseded: set = field(default_factory=set)  # ids of older runs of a step (expanded view)
+    superseded: set = factory(set)  # ids of older runs of a step (expanded view)
     session_id: str | None = None
 
     def hash(self) -> str:

@@ -8,7 +8,6 @@ store keeps one row per distinct environment.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -43,6 +42,7 @@ def snapshot() -> tuple[str, str, str, dict]:
         py = "%d.%d.%d" % sys.version_info[:3]
         plat = f"{sys.platform}-{os.uname().machine}"
         pkgs = _packages()
-        doc = json.dumps({"python": py, "platform": plat, "packages": pkgs}, sort_keys=True)
-        _cache = (hash_bytes(doc.encode())[:32], py, plat, pkgs)
+        # A canonical text of the snapshot (not JSON: json imports `re`, see model.py).
+        doc = "\n".join([py, plat, *(f"{k}=={v}" for k, v in sorted(pkgs.items()))])
+        _cache = (hash_bytes(doc.encode("utf-8", "surrogateescape"))[:32], py, plat, pkgs)
     return _cache

@@ -1,34 +1,70 @@
 """Git commit, branch and dirty flag of a working directory, read cheaply.
 
 Commit and branch are read from .git files directly (no subprocess); the dirty
-flag needs `git status`, so it is started as a background process that the
-caller collects after the job ran, hiding its cost behind the job's own time.
+flag needs git itself, so `git diff --quiet HEAD` is started in the background
+and collected after the job ran, hiding its cost behind the job's own time. Its
+exit status is the answer (0 clean, 1 dirty), so no pipe can fill up, and the
+child is started with os.posix_spawnp: importing subprocess would cost `roar
+run` ~8 ms.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-from dataclasses import dataclass
+import time
+
+from roar_nb.model import record
 
 
-@dataclass
+class _Background:
+    """A child whose exit status is all we want; stdio goes to /dev/null."""
+
+    def __init__(self, argv: list[str]):
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            acts = [(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)]
+            self.pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=acts)
+        finally:
+            os.close(null)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status, or None (and the child killed) after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                os.kill(self.pid, 9)
+                os.waitpid(self.pid, 0)
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return self.returncode
+
+
+@record
 class GitInfo:
     root: str | None = None
     commit: str | None = None
     branch: str | None = None
     dirty: bool | None = None
-    _proc: subprocess.Popen | None = None
+    _proc: _Background | None = None
 
     def settle(self) -> "GitInfo":
-        """Collect the dirty flag from the background `git status`."""
+        """Collect the dirty flag from the background git."""
         if self._proc is not None:
             try:
-                out, _ = self._proc.communicate(timeout=10)
-                self.dirty = bool(out.strip()) if self._proc.returncode == 0 else None
-            except (subprocess.TimeoutExpired, OSError):
-                self._proc.kill()
-                self.dirty = None
+                rc = self._proc.wait(timeout=10)
+            except OSError:
+                rc = None
+            self.dirty = {0: False, 1: True}.get(rc)
             self._proc = None
         return self
 
@@ -98,10 +134,8 @@ def read_git(cwd: str, dirty: bool = True) -> GitInfo:
         return info
     if dirty and info.commit:
         try:
-            info._proc = subprocess.Popen(
-                ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            )
+            # Tracked files only (like `git status -uno`): new outputs are untracked by nature.
+            info._proc = _Background(["git", "-C", root, "diff", "--quiet", "HEAD", "--"])
         except OSError:
             pass
     return info

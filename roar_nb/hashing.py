@@ -13,16 +13,17 @@ import os
 import stat as stat_mod
 import sys
 import time
-from dataclasses import dataclass, field
 
 import blake3
 from collections.abc import Iterable
+
+from roar_nb.model import factory, record
 
 LARGE = 1 << 20  # files from 1 MiB are hashed in the pool, mmapped
 HUGE = 64 << 20  # from 64 MiB, blake3 also splits one file across cores
 
 
-@dataclass
+@record
 class Hashed:
     """Result of hashing one path: `hash` is None when the file could not be read."""
 
@@ -30,7 +31,7 @@ class Hashed:
     hash: str | None = None
     size: int = 0
     key: tuple | None = None  # (dev, ino, size, mtime_ns, ctime_ns) at hashing time
-    digests: dict = field(default_factory=dict)
+    digests: dict = factory(dict)
     error: str | None = None
     changed: bool = False  # modified while we hashed it (re-hashed once)
 

@@ -17,16 +17,15 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from roar_nb.errors import RoarError, UsageError
-from roar_nb.model import Job, new_id
+from roar_nb.model import Job, factory, new_id, record
 
 IDENTICAL, DIFFERS, MISSING, NONDETERMINISTIC = "identical", "differs", "missing", "nondeterministic"
 
 
-@dataclass
+@record
 class Source:
     """An artifact the plan needs but no recorded job produced."""
 
@@ -36,14 +35,14 @@ class Source:
     found_at: Optional[str] = None
 
 
-@dataclass
+@record
 class Plan:
     target: str
     target_hashes: list  # blake3 of what was asked for
     steps: list  # Job, in execution order
     sources: list  # Source
     environment: dict  # python, packages, git_commit, git_root, git_branch, git_dirty
-    drift: list = field(default_factory=list)  # one line per package/python difference
+    drift: list = factory(list)  # one line per package/python difference
 
     @property
     def missing_sources(self) -> list:
@@ -52,7 +51,7 @@ class Plan:
         return [s for s in self.sources if s.status == "missing"]
 
 
-@dataclass
+@record
 class Verdict:
     path: str
     expected: str
@@ -62,7 +61,7 @@ class Verdict:
     target: bool = False  # one of the requested targets
 
 
-@dataclass
+@record
 class Outcome:
     id: str
     plan: Plan
@@ -182,7 +181,7 @@ def _drift(env: dict) -> list[str]:
 
 # --- running ------------------------------------------------------------------------
 
-@dataclass
+@record
 class RunOptions:
     directory: Optional[str] = None  # --in DIR: fresh clone + venv there
     timeout: Optional[float] = None  # per step

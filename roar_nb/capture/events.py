@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from roar_nb.model import (OP_DELETE, OP_EXEC, OP_LINK, OP_MOVE, OP_READ, OP_UPDATE, OP_WRITE,
-                           Event)
+                           Event, factory, record)
 
 MAGIC = b"ROAREV01"
 _HEADER = struct.Struct("<8sII")
@@ -84,15 +83,15 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
     return events, problems
 
 
-@dataclass
+@record
 class Reduced:
     """What a job did to files, by absolute path."""
 
-    inputs: dict = field(default_factory=dict)  # path -> (size, mtime_ns) seen at first read
-    outputs: dict = field(default_factory=dict)  # path -> True
-    updates: dict = field(default_factory=dict)  # path -> (size, mtime_ns): read-write, undecided
-    deleted: set = field(default_factory=set)
-    executed: set = field(default_factory=set)
+    inputs: dict = factory(dict)  # path -> (size, mtime_ns) seen at first read
+    outputs: dict = factory(dict)  # path -> True
+    updates: dict = factory(dict)  # path -> (size, mtime_ns): read-write, undecided
+    deleted: set = factory(set)
+    executed: set = factory(set)
 
 
 def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:

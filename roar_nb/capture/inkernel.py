@@ -25,15 +25,14 @@ import ctypes
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from typing import Optional
 
 from roar_nb.capture import audit
 from roar_nb.capture import events as ev_mod
 from roar_nb.capture import preload
 from roar_nb.config import ENV_TRACE_DIR
-from roar_nb.model import (CAPTURE_COMPLETE, CAPTURE_PARTIAL, CAPTURE_PYTHON, OP_EXEC, OP_LINK,
-                           OP_MOVE, Event)
+from roar_nb.model import (CAPTURE_COMPLETE, CAPTURE_PARTIAL, CAPTURE_PYTHON, OP_EXEC, OP_LINK, OP_MOVE,
+                           Event, factory, record)
 
 HOW_TO_NATIVE = ("roar: python-level capture only (C extensions such as pyarrow are not seen); "
                  "for complete capture run `roar kernel install` and pick the \"Python 3 (roar)\" kernel")
@@ -77,14 +76,14 @@ class Native:
         return bool(self.active_fn())
 
 
-@dataclass
+@record
 class CellTrace:
     """What capture found out about one cell."""
 
     events: list
     backend: str
     capture_level: str
-    notes: list = field(default_factory=list)
+    notes: list = factory(list)
 
 
 class CellCapture:

@@ -7,26 +7,24 @@ copies it), else the Cargo target directory of a source checkout.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 from roar_nb.config import ENV_PRELOAD_LIB
 
 LIB_NAME = "libroar_preload.so"
-_PKG = Path(__file__).resolve().parent.parent
+_PKG = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # roar_nb/
 
 
-def candidates() -> list[Path]:
+def candidates() -> list[str]:
     env = os.environ.get(ENV_PRELOAD_LIB)
-    out = [Path(env)] if env else []
-    out.append(_PKG / "_native" / LIB_NAME)
-    out.append(_PKG.parent / "rust" / "target" / "release" / LIB_NAME)
+    out = [env] if env else []
+    out.append(os.path.join(_PKG, "_native", LIB_NAME))
+    out.append(os.path.join(os.path.dirname(_PKG), "rust", "target", "release", LIB_NAME))
     return out
 
 
 def library_path() -> str:
     for c in candidates():
-        if c.is_file():
-            return str(c)
+        if os.path.isfile(c):
+            return c
     from roar_nb.errors import TracerUnavailable
 
     raise TracerUnavailable("native tracer not built (run `make build`)")
@@ -35,7 +33,7 @@ def library_path() -> str:
 def problem() -> str | None:
     """None if the preload library can be used, else why not (one line)."""
     for c in candidates():
-        if c.is_file():
+        if os.path.isfile(c):
             return None
     return "native tracer library not found (run `make build`); file I/O was not captured"
 

@@ -13,23 +13,22 @@ it never decides which backend a job uses (that is capture/select.py).
 from __future__ import annotations
 
 import os
-import subprocess
-from pathlib import Path
 
 BIN_NAME = "roar-ptrace"
 NOTES_NAME = "roar-ptrace.notes"
-_PKG = Path(__file__).resolve().parent.parent
+_PKG = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # roar_nb/
 
 
-def candidates() -> list[Path]:
-    return [_PKG / "_native" / BIN_NAME, _PKG.parent / "rust" / "target" / "release" / BIN_NAME]
+def candidates() -> list[str]:
+    return [os.path.join(_PKG, "_native", BIN_NAME),
+            os.path.join(os.path.dirname(_PKG), "rust", "target", "release", BIN_NAME)]
 
 
 def binary_path() -> str | None:
     """Absolute path of the tracer binary, or None if it is not built."""
     for c in candidates():
-        if c.is_file() and os.access(c, os.X_OK):
-            return str(c)
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
     return None
 
 
@@ -38,7 +37,8 @@ def problem() -> str | None:
     if binary_path() is None:
         return "roar-ptrace binary not found (run `make build`)"
     try:
-        scope = Path("/proc/sys/kernel/yama/ptrace_scope").read_text().strip()
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = f.read().strip()
     except OSError:
         scope = "0"
     if scope == "3":
@@ -53,6 +53,8 @@ def probe() -> str | None:
     p = problem()
     if p is not None:
         return p
+    import subprocess  # only for `roar tracer status`
+
     try:
         r = subprocess.run([binary_path(), "--probe"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError) as e:
@@ -75,7 +77,8 @@ def read_notes(trace_dir: str) -> tuple[str | None, list[str]]:
     """(backend actually used if the tracer fell back, partial-capture reasons) from the notes file."""
     backend, partial = None, []
     try:
-        text = (Path(trace_dir) / NOTES_NAME).read_text(errors="replace")
+        with open(os.path.join(trace_dir, NOTES_NAME), errors="replace") as f:
+            text = f.read()
     except OSError:
         return None, []
     for line in text.splitlines():

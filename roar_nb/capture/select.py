@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field
 
+from roar_nb.model import factory, record
 from roar_nb.capture import preload, ptrace
 from roar_nb.errors import UsageError
 
@@ -30,7 +30,7 @@ _WRAPPERS = frozenset({"env", "nice", "nohup", "timeout", "stdbuf", "setsid", "t
                        "ionice", "chrt", "time", "exec"})
 
 
-@dataclass
+@record
 class Selection:
     """What `run_command` needs: run `argv` with `env`; record `backend` and `notes`."""
 
@@ -38,12 +38,12 @@ class Selection:
     argv: list
     env: dict
     trace_dir: str | None
-    notes: list = field(default_factory=list)
+    notes: list = factory(list)
     partial: bool = False
     reason: str = ""  # why this backend (shown by `roar tracer status`/tests, not stored)
 
 
-@dataclass
+@record
 class ProgramInfo:
     """The executables a command will run first: the program and any launchers in front."""
 

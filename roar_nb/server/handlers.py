@@ -58,7 +58,7 @@ class _Projects:
     def get(self, start: str) -> tuple[Project, threading.Lock]:
         found = Project.find(start)
         try:
-            ino = os.stat(found.roar_dir / "roar.db").st_ino
+            ino = os.stat(os.path.join(found.roar_dir, "roar.db")).st_ino
         except OSError as e:
             raise NotInitialized(f"{found.roar_dir}: {e.strerror}") from None
         key = (str(found.root), ino)

@@ -10,19 +10,33 @@ all rows of one job are written in one transaction.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 from roar_nb.errors import AmbiguousRef, RefNotFound, StoreError
-from roar_nb.model import Edge, Job, Session, new_id
+from roar_nb.model import Edge, Job, Session, new_id, replace
 from roar_nb.store import schema
 
 # How long a writer waits for another's transaction; ROAR_BUSY_TIMEOUT (seconds) overrides it.
 BUSY_TIMEOUT_S = float(os.environ.get("ROAR_BUSY_TIMEOUT") or 60.0)
+
+
+def _json():
+    """The json module, imported on first use: it imports `re`, which `roar run` avoids."""
+    import json
+
+    return json
+
+
+def _json_strings(items) -> str:
+    """A JSON array of strings, byte-for-byte what json.dumps writes, without importing json."""
+    try:
+        from _json import encode_basestring_ascii as enc  # CPython's C encoder
+    except ImportError:  # pragma: no cover - other interpreters
+        return _json().dumps(list(items))
+    return "[" + ", ".join(enc(s) for s in items) + "]"
 
 
 def path_to_db(path: str) -> tuple[str, bytes | None]:
@@ -39,7 +53,7 @@ def path_from_db(text: str, raw: bytes | None) -> str:
     return os.fsdecode(raw) if raw is not None else text
 
 
-def _friendly(e: sqlite3.Error, where: Path) -> StoreError:
+def _friendly(e: sqlite3.Error, where: str) -> StoreError:
     msg = str(e)
     if "locked" in msg or "busy" in msg:
         return StoreError(f"{where} is locked by another process (waited {BUSY_TIMEOUT_S:.0f}s)")
@@ -53,10 +67,10 @@ def _friendly(e: sqlite3.Error, where: Path) -> StoreError:
 class Store:
     """One open lineage database. Cheap to open; safe to share across threads of one process."""
 
-    def __init__(self, roar_dir: Path, readonly: bool = False):
-        self.roar_dir = Path(roar_dir)
-        self.path = self.roar_dir / "roar.db"
-        if not self.path.exists():
+    def __init__(self, roar_dir: str, readonly: bool = False):
+        self.roar_dir = os.fspath(roar_dir)
+        self.path = os.path.join(self.roar_dir, "roar.db")
+        if not os.path.exists(self.path):
             raise StoreError(f"{self.path} does not exist; run `roar init`")
         try:
             uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
@@ -68,7 +82,7 @@ class Store:
             self.conn.execute("PRAGMA foreign_keys = ON")
             if not readonly:
                 self.conn.execute("PRAGMA synchronous = NORMAL")
-                schema.migrate(self.conn, str(self.roar_dir / "migrate.lock"))
+                schema.migrate(self.conn, os.path.join(self.roar_dir, "migrate.lock"))
             elif self.conn.execute("PRAGMA user_version").fetchone()[0] < schema.LATEST:
                 raise StoreError(f"{self.path} needs a migration; run any roar command with write access")
         except sqlite3.Error as e:
@@ -77,13 +91,13 @@ class Store:
         self._known_envs: set[str] = set()  # environment rows this process knows exist
 
     @classmethod
-    def create(cls, roar_dir: Path) -> "Store":
+    def create(cls, roar_dir: str) -> "Store":
         """Create (or open) the database in `roar_dir`, in WAL mode."""
-        roar_dir = Path(roar_dir)
-        roar_dir.mkdir(parents=True, exist_ok=True)
-        path = roar_dir / "roar.db"
+        roar_dir = os.fspath(roar_dir)
+        os.makedirs(roar_dir, exist_ok=True)
+        path = os.path.join(roar_dir, "roar.db")
         try:
-            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.close()
         except sqlite3.Error as e:
@@ -243,7 +257,7 @@ class Store:
         with self._tx() as c:
             c.execute(
                 "INSERT OR IGNORE INTO environments(id, python, platform, packages) VALUES (?,?,?,?)",
-                (env_id, python, platform, json.dumps(packages, sort_keys=True)),
+                (env_id, python, platform, _json().dumps(packages, sort_keys=True)),
             )
 
     def has_environment(self, env_id: str) -> bool:
@@ -254,7 +268,7 @@ class Store:
         if not rows:
             return None
         row = rows[0]
-        row["packages"] = json.loads(row["packages"] or "{}")
+        row["packages"] = _json().loads(row["packages"] or "{}")
         return row
 
     # -- jobs ------------------------------------------------------------------
@@ -273,14 +287,16 @@ class Store:
             if e.hash is not None:
                 art_rows[e.hash] = (e.hash, e.size, now)
         build = job.kind == "build"
-        if environment is not None and environment[0] in self._known_envs:
-            environment = None  # a kernel records many cells in one environment: encode it once
+        if environment is not None and (environment[0] in self._known_envs or self.has_environment(environment[0])):
+            # Usually known: encoding hundreds of packages as JSON for every job would be waste.
+            self._known_envs.add(environment[0])
+            environment = None
         with self._tx() as c:
             if environment is not None:
                 env_id, python, platform, packages = environment
                 c.execute(
                     "INSERT OR IGNORE INTO environments(id, python, platform, packages) VALUES (?,?,?,?)",
-                    (env_id, python, platform, json.dumps(packages, sort_keys=True)),
+                    (env_id, python, platform, _json().dumps(packages, sort_keys=True)),
                 )
                 self._known_envs.add(env_id)
             seq = c.execute(
@@ -294,10 +310,10 @@ class Store:
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job.id, job.session_id, seq, job.kind, job.step, job.command,
-                    json.dumps(list(job.argv)), job.cwd, job.source, job.notebook, job.cell_id,
+                    _json_strings(job.argv), job.cwd, job.source, job.notebook, job.cell_id,
                     job.execution_count, job.kernel_id, job.started_at, job.ended_at,
                     job.exit_code, job.status, job.backend, job.capture_level,
-                    json.dumps(list(job.capture_notes)), job.git_commit, job.git_branch,
+                    _json_strings(job.capture_notes), job.git_commit, job.git_branch,
                     None if job.git_dirty is None else int(job.git_dirty), job.git_root, job.env_id,
                 ),
             )
@@ -337,8 +353,8 @@ class Store:
                 command=r["command"], cwd=r["cwd"], started_at=r["started_at"], ended_at=r["ended_at"],
                 exit_code=r["exit_code"], status=r["status"], backend=r["backend"],
                 capture_level=r["capture_level"],
-                capture_notes=tuple(json.loads(r["capture_notes"] or "[]")),
-                argv=tuple(json.loads(r["argv"] or "[]")), source=r["source"], notebook=r["notebook"],
+                capture_notes=tuple(_json().loads(r["capture_notes"] or "[]")),
+                argv=tuple(_json().loads(r["argv"] or "[]")), source=r["source"], notebook=r["notebook"],
                 cell_id=r["cell_id"], execution_count=r["execution_count"], kernel_id=r["kernel_id"],
                 git_commit=r["git_commit"], git_branch=r["git_branch"],
                 git_dirty=None if r["git_dirty"] is None else bool(r["git_dirty"]),
@@ -454,8 +470,8 @@ class Store:
             c.execute(
                 "INSERT INTO reproductions(id, created_at, target, target_hashes, mode, directory, ok, plan,"
                 " verdicts) VALUES (?,?,?,?,?,?,?,?,?)",
-                (rec["id"], time.time(), rec["target"], json.dumps(rec["target_hashes"]), rec["mode"],
-                 rec.get("directory"), int(rec["ok"]), json.dumps(rec["plan"]), json.dumps(rec["verdicts"])),
+                (rec["id"], time.time(), rec["target"], _json().dumps(rec["target_hashes"]), rec["mode"],
+                 rec.get("directory"), int(rec["ok"]), _json().dumps(rec["plan"]), _json().dumps(rec["verdicts"])),
             )
             c.executemany(
                 "INSERT OR IGNORE INTO reproduction_jobs(reproduction_id, original_job_id, new_job_id)"
@@ -473,7 +489,7 @@ class Store:
                            (hash_,))
         for r in rows:
             for k in ("target_hashes", "plan", "verdicts"):
-                r[k] = json.loads(r[k] or "[]")
+                r[k] = _json().loads(r[k] or "[]")
             r["ok"] = bool(r["ok"])
         return rows
 
@@ -495,7 +511,7 @@ class Store:
             " ORDER BY version", (entity_type, entity_id),
         )
         for r in rows:
-            r["doc"] = json.loads(r["doc"])
+            r["doc"] = _json().loads(r["doc"])
         return rows
 
     def label_patch(self, entity_type: str, entity_id: str, patch: dict) -> dict:
@@ -505,7 +521,7 @@ class Store:
                 "SELECT version, doc FROM labels WHERE entity_type = ? AND entity_id = ?"
                 " ORDER BY version DESC LIMIT 1", (entity_type, entity_id),
             ).fetchone()
-            version, doc = (row[0], json.loads(row[1])) if row else (0, {})
+            version, doc = (row[0], _json().loads(row[1])) if row else (0, {})
             for k, v in patch.items():
                 if v is None:
                     doc.pop(k, None)
@@ -513,12 +529,10 @@ class Store:
                     doc[k] = v
             c.execute(
                 "INSERT INTO labels(entity_type, entity_id, version, doc, created_at) VALUES (?,?,?,?,?)",
-                (entity_type, entity_id, version + 1, json.dumps(doc, sort_keys=True), time.time()),
+                (entity_type, entity_id, version + 1, _json().dumps(doc, sort_keys=True), time.time()),
             )
         return doc
 
 
 def _replace(job: Job, **changes) -> Job:
-    from dataclasses import replace
-
     return replace(job, **changes)
