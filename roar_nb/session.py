@@ -96,6 +96,8 @@ class Project:
         prefixes = prefixes + (self.roar_dir + "/",)
 
         def ignore(p: str) -> bool:
+            if p.startswith("/dev/shm/"):  # a tmpfs of real files, under the dropped /dev/
+                return any(m in p for m in markers)
             return p.startswith(prefixes) or any(m in p for m in markers)
 
         return ignore
@@ -344,7 +346,7 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
                      started_at=time.time(), session_id=session.id if session else "", step=step)
     draft.git = read_git(cwd)
 
-    trace_dir = os.path.join(project.roar_dir, "traces", draft.id)
+    trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
     tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER) or project.config.get("tracer.default")
     from roar_nb.capture import select as select_mod
 

@@ -126,6 +126,9 @@ def _long_path_expected(d: Path) -> set:
 CASES: list[Case] = [
     Case("c_raw_and_stdio", lambda t, d: [str(t.bin_dir / "raw_stdio")],
          {"in.txt", "in2.txt"}, {"out_raw.txt", "out_stdio.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n"})),
+    # Beyond the list: syscall(2) without libc, which LD_PRELOAD cannot see by construction.
+    Case("c_syscall_direct", lambda t, d: [str(t.bin_dir / "syscall_direct")],
+         {"in.txt", "in2.txt"}, {"out_raw.txt", "out_stdio.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n"})),
     Case("static_busybox", lambda t, d: [BUSYBOX, "sh", "-c", "cat in.txt > out.txt; cp in.txt copy.txt"],
          {"in.txt"}, {"out.txt", "copy.txt"}, _files(**{"in.txt": "s\n"}), static=True),
     Case("cp", lambda t, d: ["cp", "in.txt", "out.txt"], {"in.txt"}, {"out.txt"}, _files(**{"in.txt": "x" * 5000})),

@@ -288,3 +288,20 @@ def test_locked_database_keeps_the_job(proj):
     assert list((proj.root / ".roar" / "pending").glob("*.json"))
     jobs = proj.dag("--expanded")["jobs"]
     assert len(jobs) == 1 and jobs[0]["outputs"][0]["path"].endswith("locked.txt")
+
+
+def test_dev_shm_files_are_data(proj):
+    """/dev is a pseudo file system to roar, but /dev/shm holds real files (tmpfs)."""
+    import uuid
+
+    d = f"/dev/shm/roar-test-{uuid.uuid4().hex}"
+    os.mkdir(d)
+    try:
+        write(proj, "src.txt", "shm")
+        proj.roar("run", "sh", "-c", f"cat src.txt > {d}/out.txt; cat /dev/null > /dev/null")
+        job = last_job(proj)
+        assert io_of(job, "outputs") == {"out.txt": b3(f"{d}/out.txt")}
+        assert set(io_of(job, "inputs")) == {"src.txt"}
+    finally:
+        import shutil
+        shutil.rmtree(d, ignore_errors=True)

@@ -398,6 +398,15 @@ pub fn is_under(path: &[u8], prefix: &[u8]) -> bool {
     path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/')
 }
 
+/// Whether `path` lies on a pseudo file system that holds no data worth tracking:
+/// /proc, /sys and /dev, except /dev/shm (a tmpfs where programs keep real files).
+/// Shared by every tracer so that they agree on what is never recorded.
+pub fn is_pseudo_fs(path: &[u8]) -> bool {
+    is_under(path, b"/proc")
+        || is_under(path, b"/sys")
+        || (is_under(path, b"/dev") && !is_under(path, b"/dev/shm"))
+}
+
 /// Render a raw path for humans: valid UTF-8 as is, other bytes as `\xNN`.
 pub fn display_path(p: &[u8]) -> String {
     let mut s = String::with_capacity(p.len());
@@ -413,6 +422,16 @@ pub fn display_path(p: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pseudo_fs_keeps_dev_shm() {
+        for p in [&b"/proc/self/maps"[..], b"/sys/kernel", b"/dev/null", b"/dev", b"/dev/pts/0"] {
+            assert!(is_pseudo_fs(p), "{:?}", display_path(p));
+        }
+        for p in [&b"/dev/shm/data.bin"[..], b"/dev/shm", b"/devices/x", b"/procfoo", b"/home/u/a"] {
+            assert!(!is_pseudo_fs(p), "{:?}", display_path(p));
+        }
+    }
 
     fn rec(op: Op, path: &[u8], path2: Option<&[u8]>) -> Record {
         Record {

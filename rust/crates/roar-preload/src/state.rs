@@ -19,7 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use libc::c_int;
-use roar_events::{encode_header, encode_record, is_under, normalize_into, Header, Op};
+use roar_events::{encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op};
 
 use crate::lock::RawLock;
 
@@ -399,10 +399,7 @@ impl State {
     }
 
     fn ignored(&self, p: &[u8]) -> bool {
-        is_under(p, b"/proc")
-            || is_under(p, b"/sys")
-            || is_under(p, b"/dev")
-            || (!self.dir.is_empty() && is_under(p, &self.dir))
+        is_pseudo_fs(p) || (!self.dir.is_empty() && is_under(p, &self.dir))
     }
 
     /// True the first time (op, path) is seen in this process (image).

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use roar_events::{encode_header, encode_record, is_under, Header, Op};
+use roar_events::{encode_header, encode_record, is_pseudo_fs, is_under, Header, Op};
 
 use crate::sys;
 
@@ -246,8 +246,5 @@ impl Image {
 
 /// Paths never recorded: pseudo file systems and the trace directory itself.
 pub fn ignored(p: &[u8], trace_dir: &[u8]) -> bool {
-    is_under(p, b"/proc")
-        || is_under(p, b"/sys")
-        || is_under(p, b"/dev")
-        || (!trace_dir.is_empty() && is_under(p, trace_dir))
+    is_pseudo_fs(p) || (!trace_dir.is_empty() && is_under(p, trace_dir))
 }
