@@ -79,6 +79,7 @@ class Case:
     writes: set
     setup: Callable[[Path], None] = lambda d: None
     static: bool = False  # preload cannot see it (reported as partial, excepted from its targets)
+    beyond_libc: bool = False  # syscall(2) without libc: no LD_PRELOAD library can see it
     env: dict = field(default_factory=dict)
 
 
@@ -128,7 +129,8 @@ CASES: list[Case] = [
          {"in.txt", "in2.txt"}, {"out_raw.txt", "out_stdio.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n"})),
     # Beyond the list: syscall(2) without libc, which LD_PRELOAD cannot see by construction.
     Case("c_syscall_direct", lambda t, d: [str(t.bin_dir / "syscall_direct")],
-         {"in.txt", "in2.txt"}, {"out_raw.txt", "out_stdio.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n"})),
+         {"in.txt", "in2.txt"}, {"out_raw.txt", "out_stdio.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n"}),
+         beyond_libc=True),
     Case("static_busybox", lambda t, d: [BUSYBOX, "sh", "-c", "cat in.txt > out.txt; cp in.txt copy.txt"],
          {"in.txt"}, {"out.txt", "copy.txt"}, _files(**{"in.txt": "s\n"}), static=True),
     Case("cp", lambda t, d: ["cp", "in.txt", "out.txt"], {"in.txt"}, {"out.txt"}, _files(**{"in.txt": "x" * 5000})),
@@ -474,6 +476,7 @@ class CaseResult:
     writes: set
     returncode: int
     static: bool
+    beyond_libc: bool = False
 
 
 def run_corpus(root: Path, backends=BACKENDS, cases: Optional[list] = None,
@@ -489,14 +492,17 @@ def run_corpus(root: Path, backends=BACKENDS, cases: Optional[list] = None,
         for b in backends:
             o = run_case(case, b, tools, root)
             results.append(CaseResult(case.name, b, truth.reads, truth.writes, o.reads, o.writes,
-                                      o.returncode, case.static))
+                                      o.returncode, case.static, case.beyond_libc))
     return results, mismatches
 
 
-def scores(results: list, backend: str, include_static: bool = True) -> tuple[Score, Score]:
+def scores(results: list, backend: str, include_static: bool = True,
+           include_beyond_libc: bool = True) -> tuple[Score, Score]:
     r, w = Score(), Score()
     for res in results:
         if res.backend != backend or (res.static and not include_static):
+            continue
+        if res.beyond_libc and not include_beyond_libc:
             continue
         r.add(res.truth_reads, res.reads)
         w.add(res.truth_writes, res.writes)

@@ -398,6 +398,30 @@ pub fn is_under(path: &[u8], prefix: &[u8]) -> bool {
     path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/')
 }
 
+/// R, W or U from open(2) flags, or `None` for opens that do not name content
+/// (O_PATH, O_DIRECTORY, O_TMPFILE). Shared by every tracer so that they
+/// classify alike.
+pub fn classify_open_flags(flags: i32) -> Option<Op> {
+    use libc::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_PATH, O_RDWR, O_TMPFILE, O_TRUNC, O_WRONLY};
+    if flags & O_PATH != 0 || flags & O_TMPFILE == O_TMPFILE || flags & O_DIRECTORY != 0 {
+        return None;
+    }
+    let acc = flags & O_ACCMODE;
+    // O_RDWR|O_CREAT without O_TRUNC is how SQLite, dbm and friends open a file
+    // they may only read: U lets the reader decide by comparing (size, mtime)
+    // at job end (a tracer turns it into W when the file turns out to be new).
+    if acc == O_RDWR && flags & O_CREAT != 0 && flags & O_TRUNC == 0 {
+        return Some(Op::Update);
+    }
+    if acc == O_WRONLY || flags & (O_CREAT | O_TRUNC) != 0 {
+        Some(Op::Write)
+    } else if acc == O_RDWR {
+        Some(Op::Update)
+    } else {
+        Some(Op::Read)
+    }
+}
+
 /// Whether `path` lies on a pseudo file system that holds no data worth tracking:
 /// /proc, /sys and /dev, except /dev/shm (a tmpfs where programs keep real files).
 /// Shared by every tracer so that they agree on what is never recorded.

@@ -48,29 +48,9 @@ unsafe fn cbytes<'a>(p: *const c_char) -> &'a [u8] {
     }
 }
 
-/// R, W or U from open(2) flags; `None` for opens that do not access file
-/// content by name (O_PATH, O_DIRECTORY, O_TMPFILE).
+/// R, W or U from open(2) flags: the shared rules of `roar_events`.
 fn classify_flags(flags: c_int) -> Option<Op> {
-    if flags & libc::O_PATH != 0
-        || flags & libc::O_TMPFILE == libc::O_TMPFILE
-        || flags & libc::O_DIRECTORY != 0
-    {
-        return None;
-    }
-    let acc = flags & libc::O_ACCMODE;
-    // O_RDWR|O_CREAT without O_TRUNC is how SQLite, dbm and friends open a file
-    // they may only read: U lets the reader decide by comparing (size, mtime)
-    // at job end. `on_open` turns it into W when the file is new (empty).
-    if acc == libc::O_RDWR && flags & libc::O_CREAT != 0 && flags & libc::O_TRUNC == 0 {
-        return Some(Op::Update);
-    }
-    if acc == libc::O_WRONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 {
-        Some(Op::Write)
-    } else if acc == libc::O_RDWR {
-        Some(Op::Update)
-    } else {
-        Some(Op::Read)
-    }
+    roar_events::classify_open_flags(flags)
 }
 
 /// R, W or U from an fopen(3) mode string.

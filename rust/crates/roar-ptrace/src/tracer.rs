@@ -654,29 +654,9 @@ impl Tracer {
     }
 }
 
-/// R, W or U from open(2) flags, or `None` for opens that do not name
-/// content (O_PATH, O_DIRECTORY, O_TMPFILE). Same rules as the preload
-/// library's `classify_flags`.
+/// R, W or U from open(2) flags: the shared rules of `roar_events`.
 pub fn classify_flags(flags: i32) -> Option<Op> {
-    if flags & libc::O_PATH != 0
-        || flags & libc::O_TMPFILE == libc::O_TMPFILE
-        || flags & libc::O_DIRECTORY != 0
-    {
-        return None;
-    }
-    let acc = flags & libc::O_ACCMODE;
-    // O_RDWR|O_CREAT without O_TRUNC is how SQLite opens a file it may only
-    // read: U lets the reader decide by comparing (size, mtime) at job end.
-    if acc == libc::O_RDWR && flags & libc::O_CREAT != 0 && flags & libc::O_TRUNC == 0 {
-        return Some(Op::Update);
-    }
-    if acc == libc::O_WRONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 {
-        Some(Op::Write)
-    } else if acc == libc::O_RDWR {
-        Some(Op::Update)
-    } else {
-        Some(Op::Read)
-    }
+    roar_events::classify_open_flags(flags)
 }
 
 #[cfg(test)]
