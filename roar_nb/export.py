@@ -35,15 +35,17 @@ def to_notebook(plan: Plan):
     ]
     cells = [v4.new_markdown_cell("\n".join(header))]
     cwd = None
-    for j in plan.steps:
+    for j in (job for unit in plan.replay for job in unit):
         meta = {"roar": {"job": j.id, "ref": j.ref, "kind": j.kind, "step": j.step}}
         lines = []
         if j.cwd != cwd:
             lines.append(f"%cd {shlex.quote(j.cwd)}")
             cwd = j.cwd
         if j.kind == "cell":
-            src = "\n".join(ln for ln in (j.source or "").splitlines() if ln.strip() != "%%roar")
-            lines.append(src)
+            if j.preamble:  # untraced cells it relied on (imports, definitions)
+                cells.append(v4.new_code_cell(_drop_roar_magics(j.preamble),
+                                              metadata={"roar": {"preamble_of": j.ref}}))
+            lines.append(_drop_roar_magics(j.source or ""))
         else:
             lines.append(f"!{j.command}")
         cells.append(v4.new_code_cell("\n".join(lines), metadata=meta))
@@ -66,6 +68,10 @@ def to_notebook(plan: Plan):
     })
     nbformat.validate(nb)
     return nb
+
+
+def _drop_roar_magics(source: str) -> str:
+    return "\n".join(ln for ln in source.splitlines() if not ln.strip().startswith(("%%roar", "%roar")))
 
 
 def write_notebook(plan: Plan, path: str) -> str:

@@ -108,6 +108,7 @@ class NotebookSession:
         self._said: set = set()
         self._cell = None  # (JobDraft, ExecutionInfo) of the cell being captured
         self._git = _Git()
+        self._preamble: list[str] = []  # untraced cells since the last traced one (see Job.preamble)
 
     # -- setup -----------------------------------------------------------------------
     def open(self) -> None:
@@ -172,6 +173,7 @@ class NotebookSession:
 
     def post_run_cell(self, result) -> None:
         if self._cell is None:
+            self._note_untraced(result)
             return
         try:
             self._finish(result)
@@ -181,6 +183,17 @@ class NotebookSession:
             self.say(f"roar: internal error, cell not recorded: {type(e).__name__}: {e}")
         finally:
             self._cell = None
+
+    def _note_untraced(self, result) -> None:
+        """Keep the source of an untraced cell that succeeded: the next traced cell records it
+        as its preamble, so a reproduction can rebuild the kernel state (imports, definitions)."""
+        info = getattr(result, "info", None)
+        raw = (getattr(info, "raw_cell", None) or "") if info is not None else ""
+        if (self.project is None or not raw.strip() or getattr(info, "silent", False)
+                or _is_own_cell(raw) or not getattr(result, "success", False)):
+            return
+        self._preamble.append(raw)
+        del self._preamble[:-50]  # bounded: a long untraced stretch keeps its last 50 cells
 
     def _begin(self, info) -> None:
         from roar_nb.hashing import hash_bytes
@@ -194,7 +207,9 @@ class NotebookSession:
             # Step identity is the cell id; without one (terminal IPython) the source is.
             step=cell_id or "src:" + hash_bytes(raw.encode("utf-8", "surrogateescape"))[:16],
             source=raw, notebook=self.notebook, cell_id=cell_id, kernel_id=self.kernel_id,
+            preamble="\n\n".join(self._preamble) or None,
         )
+        self._preamble = []
         draft.git = self._git.info(cwd)
         self._cell = draft
         self.capture.begin()  # last: nothing of ours runs inside the window but the hook

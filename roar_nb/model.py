@@ -175,6 +175,9 @@ class Job:
     capture_notes: tuple = ()
     argv: tuple = ()
     source: str | None = None
+    # Untraced cells that ran (successfully) in the kernel since the previous traced
+    # cell: imports, definitions. Reproduction replays them to rebuild kernel state.
+    preamble: str | None = None
     notebook: str | None = None
     cell_id: str | None = None
     execution_count: int | None = None

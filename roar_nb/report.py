@@ -238,6 +238,12 @@ def plan_text(plan, style: Style = Style()) -> str:
         outs = ", ".join(os.path.basename(e.path) for e in j.outputs if e.hash)
         lines.append(f"    {k}. {style.ref(j.ref):>4} {j.kind:<5} {dag_mod.label(j, 50).split(' ', 1)[1]}"
                      + (style.dim(f"  -> {outs}") if outs else ""))
+    planned = {j.id for j in plan.steps}
+    extra = [j for unit in plan.replay for j in unit if j.id not in planned]
+    pre = sum(1 for unit in plan.replay for j in unit if j.preamble)
+    if extra or pre:
+        lines.append(style.dim(f"  kernel state: also replays {len(extra)} other cell(s) of the notebook session"
+                               f" and {pre} untraced preamble(s) (imports, definitions)"))
     if plan.drift:
         lines.append(style.warn(f"  drift ({len(plan.drift)}): the current environment differs from the recorded one"))
         lines.extend(f"    {d}" for d in plan.drift[:10])

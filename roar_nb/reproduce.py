@@ -43,6 +43,11 @@ class Plan:
     sources: list  # Source
     environment: dict  # python, packages, git_commit, git_root, git_branch, git_dirty
     drift: list = factory(list)  # one line per package/python difference
+    # What actually runs, in order: [cli job] or [cell jobs] units. A cell unit replays the
+    # notebook session's successful cells up to the last one needed (each after its
+    # untraced preamble): cells that only import or define things build the kernel state
+    # the producing cells rely on.
+    replay: list = factory(list)
 
     @property
     def missing_sources(self) -> list:
@@ -129,7 +134,20 @@ def make_plan(project, ref: str) -> Plan:
     produced = {e.hash for j in steps for e in j.outputs if e.hash}
     src = [_locate_source(project, h, p) for h, p in sources.items() if h not in produced]
     env = _environment(project, steps)
-    return Plan(ref, target_hashes, steps, src, env, _drift(env))
+    return Plan(ref, target_hashes, steps, src, env, _drift(env), _replay_units(store, steps))
+
+
+def _replay_units(store, steps: list[Job]) -> list[list[Job]]:
+    units, history = [], {}
+    for group in _step_groups(steps):
+        if group[0].kind != "cell":
+            units.append(group)
+            continue
+        sid, last = group[0].session_id, group[-1]
+        if sid not in history:
+            history[sid] = [j for j in store.jobs(sid) if j.kind == "cell" and j.status == "ok"]
+        units.append([j for j in history[sid] if j.started_at <= last.started_at] or group)
+    return units
 
 
 def _locate_source(project, h: str, path: str) -> Source:
@@ -271,7 +289,7 @@ def _execute(project, plan: Plan, opts: RunOptions, mapper: _PathMap, extra_env:
     store = project.store
     session = store.new_session("cli", name=f"reproduce {plan.target}")
     pairs = []
-    for group in _step_groups(plan.steps):
+    for group in plan.replay:
         job = group[0]
         if job.kind == "cell":
             opts.progress(f"cells {', '.join(j.ref for j in group)} in a fresh kernel")
@@ -320,9 +338,14 @@ def _run_cells(cells: list[Job], mapper: _PathMap, extra_env: dict, opts: RunOpt
 
     cwd = mapper.to_new(cells[0].cwd)
     nb = nbformat.v4.new_notebook()
+    owner = ["setup"]  # notebook cell index -> what the user should be told failed
     nb.cells.append(nbformat.v4.new_code_cell("%load_ext roar\n%roar on"))
     for j in cells:
+        if j.preamble:  # untraced when recorded: replayed untraced, so it makes no job
+            nb.cells.extend(nbformat.v4.new_code_cell(src) for src in ("%roar off", j.preamble, "%roar on"))
+            owner += [f"the untraced cells before {j.ref}"] * 3
         nb.cells.append(nbformat.v4.new_code_cell(j.source or ""))
+        owner.append(f"{j.ref} (cell)")
     kernel = _kernel_name()
     env = dict(os.environ)
     env.update(extra_env)
@@ -335,9 +358,9 @@ def _run_cells(cells: list[Job], mapper: _PathMap, extra_env: dict, opts: RunOpt
     except CellExecutionError as e:
         idx = next((k for k, c in enumerate(nb.cells) if any(o.get("output_type") == "error"
                                                              for o in c.get("outputs", []))), None)
-        who = cells[idx - 1].ref if idx else "a cell"
+        who = owner[idx] if idx is not None else "a cell"
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "error"
-        return f"{who} (cell) raised: {first}"
+        return f"{who} raised: {first}"
     except TimeoutError:
         return f"cells {cells[0].ref}..{cells[-1].ref} timed out after {opts.timeout} s"
     finally:
@@ -436,13 +459,16 @@ def script(plan: Plan) -> str:
     lines = ["#!/usr/bin/env bash", f"# Reproduces {plan.target} (recorded by roar-nb).",
              f"# git commit: {plan.environment.get('git_commit') or '-'}; python {plan.environment.get('python') or '?'}",
              "set -euo pipefail", ""]
-    for group in _step_groups(plan.steps):
+    for group in plan.replay:
         j = group[0]
         if j.kind == "cell":
             lines.append(f"# notebook cells {', '.join(g.ref for g in group)} (one Python process shares their state)")
             lines.append(f"cd {shlex.quote(j.cwd)}")
             lines.append("python - <<'ROAR_CELLS'")
             for g in group:
+                if g.preamble:
+                    lines.append(f"# --- untraced cells before {g.ref} ---")
+                    lines.extend(_strip_magics(g.preamble))
                 lines.append(f"# --- {g.ref} ---")
                 lines.extend(_strip_magics(g.source or ""))
             lines.append("ROAR_CELLS")

@@ -143,6 +143,7 @@ class JobDraft:
     capture_level: str = CAPTURE_COMPLETE
     capture_notes: list = factory(list)
     source: str | None = None
+    preamble: str | None = None
     notebook: str | None = None
     cell_id: str | None = None
     execution_count: int | None = None
@@ -227,7 +228,8 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
         cwd=draft.cwd, started_at=draft.started_at, ended_at=draft.ended_at or time.time(),
         exit_code=draft.exit_code, status=draft.status, backend=draft.backend,
         capture_level=draft.capture_level, capture_notes=tuple(draft.capture_notes),
-        argv=tuple(draft.argv), source=draft.source, notebook=draft.notebook, cell_id=draft.cell_id,
+        argv=tuple(draft.argv), source=draft.source, preamble=draft.preamble, notebook=draft.notebook,
+        cell_id=draft.cell_id,
         execution_count=draft.execution_count, kernel_id=draft.kernel_id,
         git_commit=git.commit if git else None, git_branch=git.branch if git else None,
         git_dirty=git.dirty if git else None, git_root=git.root if git else None, env_id=env_id,

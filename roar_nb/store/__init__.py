@@ -306,8 +306,8 @@ class Store:
             c.execute(
                 "INSERT INTO jobs(id, session_id, seq, kind, step, command, argv, cwd, source, notebook,"
                 " cell_id, execution_count, kernel_id, started_at, ended_at, exit_code, status, backend,"
-                " capture_level, capture_notes, git_commit, git_branch, git_dirty, git_root, env_id)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " capture_level, capture_notes, git_commit, git_branch, git_dirty, git_root, env_id,"
+                " preamble) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job.id, job.session_id, seq, job.kind, job.step, job.command,
                     _json_strings(job.argv), job.cwd, job.source, job.notebook, job.cell_id,
@@ -315,6 +315,7 @@ class Store:
                     job.exit_code, job.status, job.backend, job.capture_level,
                     _json_strings(job.capture_notes), job.git_commit, job.git_branch,
                     None if job.git_dirty is None else int(job.git_dirty), job.git_root, job.env_id,
+                    job.preamble,
                 ),
             )
             c.executemany(
@@ -355,6 +356,7 @@ class Store:
                 capture_level=r["capture_level"],
                 capture_notes=tuple(_json().loads(r["capture_notes"] or "[]")),
                 argv=tuple(_json().loads(r["argv"] or "[]")), source=r["source"], notebook=r["notebook"],
+                preamble=r.get("preamble"),
                 cell_id=r["cell_id"], execution_count=r["execution_count"], kernel_id=r["kernel_id"],
                 git_commit=r["git_commit"], git_branch=r["git_branch"],
                 git_dirty=None if r["git_dirty"] is None else bool(r["git_dirty"]),

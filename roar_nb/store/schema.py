@@ -79,7 +79,12 @@ def _m2(db) -> None:
     db["reproduction_jobs"].create_index(["original_job_id"])
 
 
-MIGRATIONS = [_m1, _m2]
+def _m3(db) -> None:
+    # jobs.preamble: the untraced cells a traced cell depends on (see model.Job).
+    db["jobs"].add_column("preamble", str)
+
+
+MIGRATIONS = [_m1, _m2, _m3]
 LATEST = len(MIGRATIONS)
 
 

@@ -25,11 +25,16 @@ CELL_FEATURES = textwrap.dedent("""
     with open('features.csv', 'w') as f:
         f.write('\\n'.join(f'{x},{y},{x * y}' for x, y in rows))
 """)
+# Kernel state the producing cells rely on: an import made before `%roar on` (untraced,
+# replayed as the next traced cell's preamble) and a traced cell that only defines a function.
+CELL_IMPORTS = "import json\nDIGITS = 6"
+CELL_HELPER = textwrap.dedent("""
+    def slope_of(feats):
+        return sum(z for _, _, z in feats) / max(1, sum(x for x, _, _ in feats))
+""")
 CELL_MODEL = textwrap.dedent("""
-    import json
     feats = [tuple(map(int, ln.split(','))) for ln in open('features.csv').read().splitlines()]
-    slope = sum(z for _, _, z in feats) / max(1, sum(x for x, _, _ in feats))
-    json.dump({'slope': round(slope, 6)}, open('model.json', 'w'))
+    json.dump({'slope': round(slope_of(feats), DIGITS)}, open('model.json', 'w'))
 """)
 
 
@@ -46,7 +51,8 @@ def pipeline(proj, jupyter_kernels):
     (root / "make_data.py").write_text(MAKE_DATA)
     (root / "evaluate.py").write_text(EVALUATE)
     nb = nbformat.v4.new_notebook()
-    for cid, src in (("setup", "%load_ext roar\n%roar on"), ("features", CELL_FEATURES), ("model", CELL_MODEL)):
+    for cid, src in (("setup", "%load_ext roar"), ("imports", CELL_IMPORTS), ("on", "%roar on"),
+                     ("features", CELL_FEATURES), ("helper", CELL_HELPER), ("model", CELL_MODEL)):
         c = nbformat.v4.new_code_cell(src)
         c.id = cid
         nb.cells.append(c)
@@ -66,6 +72,7 @@ def test_plan_lists_four_steps_in_order(pipeline):
     steps = [ln.split()[2] for ln in out.splitlines() if ln.strip()[:2] in ("1.", "2.", "3.", "4.")]
     assert steps == ["run", "cell", "cell", "run"], out
     assert "make_data.py" in out and "ok" in out
+    assert "also replays 1 other cell(s) of the notebook session and 1 untraced preamble(s)" in out
 
 
 def test_run_regenerates_deleted_outputs_identically(pipeline):
@@ -126,7 +133,9 @@ def test_script_and_exported_notebook_verify(pipeline, tmp_path):
     nb = nbformat.read(str(out), as_version=4)
     nbformat.validate(nb)
     assert nb.cells[0].cell_type == "markdown" and "metrics.json" in nb.cells[0].source
-    assert [c.metadata.get("roar", {}).get("kind") for c in nb.cells[1:-1]] == ["run", "cell", "cell", "run"]
+    kinds = [c.metadata["roar"].get("kind") or "preamble" for c in nb.cells[1:-1]]
+    assert kinds == ["run", "preamble", "cell", "cell", "cell", "run"]
+    assert "import json" in nb.cells[2].source and "def slope_of" in nb.cells[4].source
     for n in ("features.csv", "model.json", "metrics.json"):
         (pipeline.root / n).unlink()
     executed = execute_notebook(out, kernel="python3", cwd=pipeline.root)
