@@ -8,4 +8,6 @@ turns any event stream into a job's inputs and outputs. Backends never hash,
 never touch the store and never print.
 """
 
-from roar_nb.capture.events import Reduced, read_trace_dir, reduce  # noqa: F401
+from roar_nb.capture.events import Reduced, read_trace_dir, reduce
+
+__all__ = ["Reduced", "read_trace_dir", "reduce"]
