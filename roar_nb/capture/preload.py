@@ -1,4 +1,4 @@
-"""Locating the native preload library, and what it cannot see before a command runs.
+"""Locating the native preload library (and a shutil-free `which` for the run path).
 
 The library is found at $ROAR_PRELOAD_LIB, else roar_nb/_native/ (where `make`
 copies it), else the Cargo target directory of a source checkout.
@@ -46,27 +46,3 @@ def which(program: str, path: str | None = None) -> str | None:
             return cand
     return None
 
-
-def static_reason(program: str, path_env: str | None) -> str | None:
-    """A note when `program` is a static ELF executable, which LD_PRELOAD cannot enter."""
-    exe = program if "/" in program else which(program, path_env)
-    if not exe:
-        return None
-    try:
-        with open(exe, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return None
-    if head[:4] != b"\x7fELF" or head[4] != 2:  # only 64-bit ELF is inspected
-        return None
-    import struct
-
-    e_phoff = struct.unpack_from("<Q", head, 0x20)[0]
-    e_phentsize, e_phnum = struct.unpack_from("<HH", head, 0x36)
-    for i in range(e_phnum):
-        off = e_phoff + i * e_phentsize
-        if off + 4 > len(head):
-            return None  # program headers beyond what we read: don't guess
-        if struct.unpack_from("<I", head, off)[0] == 3:  # PT_INTERP: dynamically linked
-            return None
-    return f"static binary {exe} ran under preload: its own file I/O was not seen"
