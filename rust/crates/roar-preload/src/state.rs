@@ -4,8 +4,8 @@
 //! Responsible for turning "this call succeeded on this path" into encoded
 //! records and getting them to disk. It must never change what the traced
 //! program observes: it uses raw syscalls (not our own hooked symbols) for its
-//! file, never holds a file descriptor open between flushes, and callers save
-//! and restore errno around it.
+//! file, keeps its descriptor at a high number and checks it (fstat) before
+//! every write, and callers save and restore errno around it.
 //!
 //! Concurrency: one [`State`] behind a futex [`RawLock`]; a per-thread
 //! `IN_HOOK` flag turns nested hook calls (a hook → malloc → open, or a
@@ -170,6 +170,8 @@ pub struct State {
     path2: Vec<u8>,
     key: Vec<u8>,
     tmp: Vec<u8>,
+    /// The trace file kept open between flushes, see [`TraceFd`].
+    out: TraceFd,
     /// Set by the library destructor: anything recorded afterwards (other
     /// libraries' destructors) is flushed immediately.
     finalized: bool,
@@ -201,6 +203,7 @@ static SHARED: Shared = Shared {
         path2: Vec::new(),
         key: Vec::new(),
         tmp: Vec::new(),
+        out: TraceFd::NONE,
         finalized: false,
     }),
 };
@@ -272,6 +275,7 @@ impl State {
         self.t0_ns = now_ns();
         self.buf.clear();
         self.header_written = false;
+        self.out.close(); // a new file (fresh t0) from now on
         if let Some(s) = self.seen.as_mut() {
             s.clear();
         }
@@ -283,6 +287,7 @@ impl State {
     /// Flush and stop recording.
     pub fn stop(&mut self) {
         self.flush();
+        self.out.close();
         self.active = false;
     }
 
@@ -295,6 +300,8 @@ impl State {
         self.t0_ns = now_ns();
         self.buf.clear();
         self.header_written = false;
+        // The inherited descriptor is the parent's file; the child writes its own.
+        self.out.close();
         if let Some(s) = self.seen.as_mut() {
             s.clear();
         }
@@ -575,38 +582,28 @@ impl State {
     }
 
     /// Write buffered records to `<dir>/<pid>-<t0_ns>.ev` (header first the
-    /// first time). The file is opened with raw syscalls and closed again
-    /// right away: holding a descriptor would break programs that close or
-    /// dup2 over "all" fds, and could make us write into a user's file that
-    /// reused our fd number. Returns false if records had to be dropped.
+    /// first time). The file is opened with raw syscalls the first time and
+    /// then kept open at a high descriptor number ([`TraceFd`]), checked with
+    /// fstat before every write: a program that closes or dup2s over "all"
+    /// fds makes us reopen, never write into its file. Returns false if
+    /// records had to be dropped.
     pub fn flush(&mut self) -> bool {
         if self.buf.is_empty() || self.dir.is_empty() {
             self.buf.clear();
             return true;
         }
-        let mut name = std::mem::take(&mut self.tmp);
-        name.clear();
-        name.extend_from_slice(&self.dir);
-        name.push(b'/');
-        let mut num = [0u8; 20];
-        let n = write_u64(&mut num, self.pid as u64);
-        name.extend_from_slice(&num[..n]);
-        name.push(b'-');
-        let n = write_u64(&mut num, self.t0_ns);
-        name.extend_from_slice(&num[..n]);
-        name.extend_from_slice(b".ev\0");
-        // SAFETY: name is NUL-terminated; raw syscall so that our own open
-        // hooks (and anyone else's) are bypassed.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat,
-                libc::AT_FDCWD,
-                name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        } as c_int;
-        self.tmp = name;
+        let mut fd = self.out.get(self.pid);
+        let mut close_after = false;
+        if fd < 0 {
+            fd = self.open_trace_file();
+            if fd >= 0 {
+                match self.out.adopt(fd, self.pid) {
+                    Some(high) => fd = high,
+                    // No high number free: the old way, open for this flush only.
+                    None => close_after = true,
+                }
+            }
+        }
         let mut ok = fd >= 0;
         if ok {
             if !self.header_written {
@@ -622,14 +619,148 @@ impl State {
                 self.header_written = ok;
             }
             ok = ok && write_all(fd, &self.buf);
-            // SAFETY: closing the fd we just opened.
-            unsafe { libc::syscall(libc::SYS_close, fd) };
+            if close_after {
+                // SAFETY: closing the fd we just opened.
+                unsafe { libc::syscall(libc::SYS_close, fd) };
+            }
         }
         self.buf.clear();
         if self.buf.capacity() > 4 * FLUSH_AT {
             self.buf.shrink_to(FLUSH_AT + 8192);
         }
         ok
+    }
+}
+
+impl State {
+    /// Open (create) this image's trace file with a raw syscall, so that our
+    /// own open hooks (and anyone else's) are bypassed; -1 on failure.
+    fn open_trace_file(&mut self) -> c_int {
+        let mut name = std::mem::take(&mut self.tmp);
+        name.clear();
+        name.extend_from_slice(&self.dir);
+        name.push(b'/');
+        let mut num = [0u8; 20];
+        let n = write_u64(&mut num, self.pid as u64);
+        name.extend_from_slice(&num[..n]);
+        name.push(b'-');
+        let n = write_u64(&mut num, self.t0_ns);
+        name.extend_from_slice(&num[..n]);
+        name.extend_from_slice(b".ev\0");
+        // SAFETY: name is NUL-terminated.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        } as c_int;
+        self.tmp = name;
+        fd
+    }
+}
+
+/// The trace file descriptor kept open between flushes, with the identity
+/// of the file it was opened on. Opening the file once per flush (records
+/// that change files are written through at once) cost an openat + close
+/// per written file; keeping it open must not let the program's own fd
+/// handling make us write elsewhere, hence: a high number (out of the way of
+/// programs that use low fds or dup2 to fixed numbers), O_CLOEXEC, and an
+/// fstat before every use that the number still names our file.
+pub struct TraceFd {
+    fd: c_int,
+    dev: u64,
+    ino: u64,
+    /// Process that opened it: a child of fork must never write through it.
+    pid: u32,
+}
+
+impl TraceFd {
+    /// No descriptor held.
+    pub const NONE: TraceFd = TraceFd {
+        fd: -1,
+        dev: 0,
+        ino: 0,
+        pid: 0,
+    };
+
+    /// The held descriptor if it still refers to our file (same dev/ino,
+    /// still linked, opened append-only for writing) in process `pid`, else
+    /// forget it (without closing: the number is no longer ours) and -1.
+    fn get(&mut self, pid: u32) -> c_int {
+        if self.fd < 0 {
+            return -1;
+        }
+        if self.pid == pid && self.verified() {
+            return self.fd;
+        }
+        *self = TraceFd::NONE;
+        -1
+    }
+
+    fn verified(&self) -> bool {
+        // SAFETY: zeroed stat is a valid out-buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat of any number only writes `st` (EBADF if not open).
+        if unsafe { libc::syscall(libc::SYS_fstat, self.fd, &mut st) } != 0 {
+            return false;
+        }
+        if st.st_dev as u64 != self.dev || st.st_ino as u64 != self.ino || st.st_nlink == 0 {
+            return false;
+        }
+        // SAFETY: F_GETFL takes no pointer.
+        let fl = unsafe { libc::syscall(libc::SYS_fcntl, self.fd, libc::F_GETFL) } as c_int;
+        fl >= 0 && fl & libc::O_ACCMODE == libc::O_WRONLY && fl & libc::O_APPEND != 0
+    }
+
+    /// Move the freshly opened `fd` to a high number and hold it there.
+    /// Returns the number to write to, or `None` (and `fd` is left as is for
+    /// the caller to close) when no high number is available.
+    fn adopt(&mut self, fd: c_int, pid: u32) -> Option<c_int> {
+        // SAFETY: zeroed stat is a valid out-buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat only writes `st`.
+        if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } != 0 {
+            return None;
+        }
+        // SAFETY: zeroed rlimit is a valid out-buffer.
+        let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+            return None;
+        }
+        // Just below the soft limit, capped at 1024 (a higher number would
+        // grow the process's fd table for nothing): 1000 with the usual limit.
+        let lim = rl.rlim_cur.min(1024) as c_int;
+        let min = lim - 24;
+        if min < 64 {
+            return None;
+        }
+        // SAFETY: F_DUPFD_CLOEXEC takes an integer.
+        let high = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) } as c_int;
+        if high < 0 {
+            return None;
+        }
+        // SAFETY: closing the low fd we opened ourselves; `high` stays.
+        unsafe { libc::syscall(libc::SYS_close, fd) };
+        *self = TraceFd {
+            fd: high,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            pid,
+        };
+        Some(high)
+    }
+
+    /// Close the held descriptor if it is still ours; forget it either way.
+    fn close(&mut self) {
+        if self.fd >= 0 && self.verified() {
+            // SAFETY: verified above to be the descriptor we opened.
+            unsafe { libc::syscall(libc::SYS_close, self.fd) };
+        }
+        *self = TraceFd::NONE;
     }
 }
 

@@ -141,8 +141,7 @@ impl Tracer {
     pub fn run(&mut self, mut on_root_exit: impl FnMut(&mut Tracer, i32, usize)) {
         loop {
             let mut status = 0;
-            // SAFETY: plain waitpid with a valid out-pointer.
-            let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+            let tid = sys::wait_any(&mut status);
             if tid < 0 {
                 if sys::errno() == libc::EINTR {
                     continue;
