@@ -398,6 +398,21 @@ pub fn is_under(path: &[u8], prefix: &[u8]) -> bool {
     path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/')
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (vDSO, ~20 ns): the `t_ns` clock of every
+/// record, from every backend, so that records of different processes and
+/// tracers merge in time order.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
 /// R, W or U from open(2) flags, or `None` for opens that do not name content
 /// (O_PATH, O_DIRECTORY, O_TMPFILE). Shared by every tracer so that they
 /// classify alike.

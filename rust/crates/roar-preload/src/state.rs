@@ -233,18 +233,7 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds (vDSO, ~20 ns).
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
-}
+pub use roar_events::now_ns;
 
 fn getpid_u32() -> u32 {
     // SAFETY: always succeeds.

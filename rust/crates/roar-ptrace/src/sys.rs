@@ -313,18 +313,7 @@ pub fn tgid_ppid(tid: i32) -> Option<(i32, i32)> {
     Some((tgid?, ppid.unwrap_or(0)))
 }
 
-/// CLOCK_MONOTONIC in ns: the clock every backend stamps records with.
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
-}
+pub use roar_events::now_ns;
 
 /// Current `errno`.
 pub fn errno() -> i32 {
