@@ -101,7 +101,7 @@ def _run(a, kind: str) -> int:
     if not argv:
         raise UsageError(f"usage: roar {kind} COMMAND [ARGS...]  (nothing to run)")
     project = _project()
-    step = None
+    step = cwd = None
     if argv[0].startswith("@"):
         from roar_nb.resolve import resolve_job
 
@@ -112,8 +112,8 @@ def _run(a, kind: str) -> int:
         argv = _override(list(prev.argv), overrides)
         kind = prev.kind
         step = prev.step if not overrides else None
-        os.chdir(prev.cwd) if os.path.isdir(prev.cwd) else None
-    res = run_command(project, argv, kind=kind, tracer=a.tracer, step=step)
+        cwd = prev.cwd if os.path.isdir(prev.cwd) else None  # re-run where it ran
+    res = run_command(project, argv, kind=kind, tracer=a.tracer, step=step, cwd=cwd)
     quiet = a.quiet or os.environ.get("ROAR_QUIET") == "1" or project.config.get("output.quiet")
     from roar_nb.report import summary_line
 
