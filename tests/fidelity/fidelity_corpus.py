@@ -170,6 +170,10 @@ CASES: list[Case] = [
         os._exit(0)
     """), {"in.txt"}, {"daemon_out.txt"}, _files(**{"in.txt": "d\n"})),
     Case("threads32", lambda t, d: [str(t.bin_dir / "threads32")], set(), {f"t{i:02d}.txt" for i in range(32)}),
+    # Beyond the issue's list: precision traps for a tracer that decides at syscall entry.
+    Case("failed_opens", lambda t, d: [str(t.bin_dir / "edge_opens")], {"in.txt", "rw.txt"}, {"out.txt"},
+         _files(**{"in.txt": "i\n", "exists.txt": "e\n", "rw.txt": "rw\n"})),
+    Case("thread_write_rename", lambda t, d: [str(t.bin_dir / "thread_rename")], set(), {"final.bin"}),
     Case("multiprocessing_pool", _py("""
         import multiprocessing as mp
         def work(i):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,82 @@ def test_ptrace_without_seccomp_sees_the_same(tools, tmp_path):
     writes = {p[len(str(d)) + 1:] for p in red.outputs if p.startswith(str(d) + "/")}
     assert writes == case.writes
     assert "seccomp filter refused" in (trace / "roar-ptrace.notes").read_text()
+
+
+# --- deciding at syscall entry ------------------------------------------------------
+
+def _events(trace: Path) -> list:
+    from roar_nb.capture import events as ev_mod
+
+    events, problems = ev_mod.read_trace_dir(str(trace))
+    assert problems == []
+    return events
+
+
+def test_write_is_recorded_before_another_threads_rename(tools, tmp_path):
+    """roar-ptrace settles an open for writing at the thread's next stop; a rename by
+    another thread in between must not lose the write or put it after the rename."""
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    subprocess.run([tools.ptrace, "--trace-dir", str(trace), "--", str(tools.bin_dir / "thread_rename")],
+                   cwd=tmp_path, check=True)
+    ops = [(e.op, os.path.basename(e.path), e.path2 and os.path.basename(e.path2))
+           for e in _events(trace) if e.path.startswith(str(tmp_path) + "/")]
+    assert ("W", "part.tmp", None) in ops
+    assert ops.index(("W", "part.tmp", None)) < ops.index(("M", "part.tmp", "final.bin"))
+
+
+def _unprivileged(argv: list) -> list:
+    """argv run as an unprivileged user (nobody) when we are root, else as is."""
+    if os.geteuid() != 0:
+        return argv
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *argv]
+
+
+@pytest.mark.parametrize("backend", fc.BACKENDS + ("strace",))
+def test_permission_denied_opens_are_not_recorded(tools, backend):
+    """Opens the kernel refuses (EACCES) are not records, whichever way the tracer decides."""
+    # Not pytest's tmp_path: its parents are private to us, and the program runs as nobody.
+    tmp_path = Path(tempfile.mkdtemp(prefix="roar-perm-"))
+    try:
+        _permission_case(tools, tmp_path, backend)
+    finally:
+        subprocess.run(["rm", "-rf", str(tmp_path)], check=True)
+
+
+def _permission_case(tools, tmp_path: Path, backend: str) -> None:
+    d = tmp_path / "w"
+    d.mkdir()
+    for name, text in {"in.txt": "i\n", "exists.txt": "e\n", "rw.txt": "rw\n",
+                       "secret.txt": "s\n", "locked.txt": "l\n"}.items():
+        (d / name).write_text(text)
+    (d / "ro_dir").mkdir()
+    os.chmod(d / "secret.txt", 0o000)
+    os.chmod(d / "locked.txt", 0o444)
+    os.chmod(d / "rw.txt", 0o666)
+    os.chmod(d / "ro_dir", 0o555)
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    for p in (tmp_path, d, trace):
+        os.chmod(p, 0o777)
+    prog = [str(tools.bin_dir / "edge_opens"), "perm"]
+    if backend == "preload":
+        cmd = [tools.ptrace, "--preload-only", tools.lib, "--trace-dir", str(trace), "--", *prog]
+    elif backend == "ptrace":
+        cmd = [tools.ptrace, "--trace-dir", str(trace), "--", *prog]
+    else:
+        cmd = ["strace", "-f", "-qq", "-xx", "-y", "-s", "8192", "-e", "signal=none",
+               "-e", "trace=" + ",".join(fc.STRACE_CALLS), "-o", str(trace / "strace.log"), "--", *prog]
+    before = fc._snapshot(d)
+    p = subprocess.run(_unprivileged(cmd), cwd=d, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    from roar_nb.capture import events as ev_mod
+
+    if backend == "strace":
+        events = fc.strace_events((trace / "strace.log").read_bytes(), str(d), before)
+    else:
+        events = _events(trace)
+    red = ev_mod.reduce(events)
+    ev_mod.settle_updates(red)
+    reads, writes = fc._scope(d, red)
+    assert (reads, writes) == ({"in.txt", "rw.txt"}, {"out.txt"})

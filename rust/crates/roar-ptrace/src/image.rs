@@ -3,16 +3,16 @@
 //! tracer rather than inside the traced process.
 //!
 //! One [`Image`] exists per process image (pid + exec generation): it owns the
-//! record buffer, the (op, path) dedupe set, the cached cwd and the fd table.
-//! Threads of a process share one `Image` (they share fds and cwd); a fork
-//! gets a fresh image with a copy of the parent's fd table and cwd; an exec
+//! record buffer, the (op, path) dedupe set and the cached cwd. Threads of a
+//! process share one `Image` (they share the cwd); a fork gets a fresh image
+//! with a copy of the parent's cwd; an exec
 //! flushes the image and starts a new one (new `<pid>-<t0>.ev` file), exactly
 //! as the preload library does, so the Python reader cannot tell backends
 //! apart.
 //!
 //! This module decides *what* is recorded; it never talks to the tracee.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -22,19 +22,6 @@ use crate::sys;
 
 /// Flush a buffer to disk once it passes this size (same as the preload library).
 const FLUSH_AT: usize = 64 * 1024;
-
-/// An entry of the fd table: the lexical path the descriptor was opened
-/// with, and the file's identity then, so that a descriptor number reused
-/// after a close we did not see is detected (we do not trace close()).
-#[derive(Clone, Debug)]
-pub struct FdEntry {
-    /// Normalised path given to open.
-    pub path: Vec<u8>,
-    /// st_dev at open.
-    pub dev: u64,
-    /// st_ino at open.
-    pub ino: u64,
-}
 
 /// Recording state of one process image.
 pub struct Image {
@@ -50,8 +37,6 @@ pub struct Image {
     /// Cached working directory (`None`: read /proc/<tid>/cwd when needed).
     /// Dropped on chdir/fchdir.
     pub cwd: Option<Vec<u8>>,
-    /// Descriptors opened for writing, by number (shared by the threads).
-    pub fds: HashMap<i32, FdEntry>,
     /// Live threads of this image; the image is flushed when it reaches 0.
     pub threads: u32,
     /// Flushed for good (exited or exec'd); later records are dropped.
@@ -72,11 +57,18 @@ impl Image {
             seen: HashSet::new(),
             key: Vec::new(),
             cwd: None,
-            fds: HashMap::new(),
             threads: 0,
             done: false,
             write_failed: false,
         }
+    }
+
+    /// Whether (op, path) was already recorded in this image (nothing to do).
+    pub fn seen(&mut self, op: Op, p: &[u8]) -> bool {
+        self.key.clear();
+        self.key.push(op.as_byte());
+        self.key.extend_from_slice(p);
+        self.seen.contains(self.key.as_slice())
     }
 
     /// True the first time (op, path) is seen in this image.
@@ -107,19 +99,41 @@ impl Image {
     }
 
     fn push(&mut self, dir: &[u8], op: Op, size: u64, mtime_ns: i64, p: &[u8], p2: Option<&[u8]>) {
+        self.push_at(dir, sys::now_ns(), op, size, mtime_ns, p, p2)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_at(
+        &mut self,
+        dir: &[u8],
+        t_ns: u64,
+        op: Op,
+        size: u64,
+        mtime_ns: i64,
+        p: &[u8],
+        p2: Option<&[u8]>,
+    ) {
         if self.done {
             return;
         }
-        encode_record(&mut self.buf, op, sys::now_ns(), size, mtime_ns, p, p2);
+        encode_record(&mut self.buf, op, t_ns, size, mtime_ns, p, p2);
         if self.buf.len() >= FLUSH_AT {
             self.flush(dir);
         }
     }
 
-    /// A successful open-like call on normalised path `p`, classified `op`.
-    /// `st` is the stat of the resulting descriptor (None for truncate, or if
-    /// it could not be read).
-    pub fn on_open(&mut self, dir: &[u8], op: Op, p: &[u8], st: Option<sys::FileStat>, has_fd: bool) {
+    /// A successful open-like call on normalised path `p`, classified `op`,
+    /// recorded as happening at `t_ns`. `st` is the file's state as the open
+    /// found it (None for truncate, or if it could not be read).
+    pub fn on_open(
+        &mut self,
+        dir: &[u8],
+        t_ns: u64,
+        op: Op,
+        p: &[u8],
+        st: Option<sys::FileStat>,
+        has_fd: bool,
+    ) {
         if !self.first_time(op, p) {
             return;
         }
@@ -139,8 +153,12 @@ impl Image {
         if keep {
             // A read-write open that found an empty file most likely created
             // it: report a write (an unchanged empty U would read as an input).
-            let op = if op == Op::Update && size == 0 { Op::Write } else { op };
-            self.push(dir, op, size, mtime, p, None);
+            let op = if op == Op::Update && size == 0 {
+                Op::Write
+            } else {
+                op
+            };
+            self.push_at(dir, t_ns, op, size, mtime, p, None);
         }
     }
 

@@ -89,7 +89,9 @@ fn parse_args() -> Args {
             }
             b"--trace-dir" => a.trace_dir = it.next().unwrap_or_else(|| usage()).into_vec(),
             b"--wait-all" => a.wait_all = true,
-            b"--fallback-preload" => a.fallback_preload = Some(it.next().unwrap_or_else(|| usage())),
+            b"--fallback-preload" => {
+                a.fallback_preload = Some(it.next().unwrap_or_else(|| usage()))
+            }
             b"--preload-only" => a.preload_only = Some(it.next().unwrap_or_else(|| usage())),
             b"--probe" => a.probe = true,
             b"--version" => {
@@ -164,14 +166,21 @@ fn exec_preload(args: &Args, lib: &OsString) -> ! {
     }
     std::env::set_var("LD_PRELOAD", pre);
     if !args.trace_dir.is_empty() {
-        std::env::set_var("ROAR_TRACE_DIR", std::ffi::OsStr::from_bytes(&args.trace_dir));
+        std::env::set_var(
+            "ROAR_TRACE_DIR",
+            std::ffi::OsStr::from_bytes(&args.trace_dir),
+        );
     }
     fail_exec(&args.cmd, exec_cmd(&args.cmd));
 }
 
 fn fail_exec(cmd: &[OsString], e: std::io::Error) -> ! {
     eprintln!("roar-ptrace: {}: {e}", cmd[0].to_string_lossy());
-    let code = if e.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 };
+    let code = if e.raw_os_error() == Some(libc::ENOENT) {
+        127
+    } else {
+        126
+    };
     std::process::exit(code);
 }
 
@@ -240,7 +249,11 @@ fn front(args: Args) -> ! {
     if t < 0 {
         // Cannot even fork: run the command unobserved rather than not at all.
         note(&args.trace_dir, "backend", "none");
-        note(&args.trace_dir, "partial", "roar-ptrace could not fork its tracer; not traced");
+        note(
+            &args.trace_dir,
+            "partial",
+            "roar-ptrace could not fork its tracer; not traced",
+        );
         fail_exec(&args.cmd, exec_cmd(&args.cmd));
     }
     if t == 0 {
@@ -276,13 +289,21 @@ fn front(args: Args) -> ! {
                     match &args.fallback_preload {
                         Some(lib) => {
                             note(&args.trace_dir, "backend", "preload");
-                            note(&args.trace_dir, "partial", &format!("{rest}; fell back to preload before running"));
+                            note(
+                                &args.trace_dir,
+                                "partial",
+                                &format!("{rest}; fell back to preload before running"),
+                            );
                             eprintln!("roar: {rest}; using the preload tracer");
                             exec_preload(&args, lib);
                         }
                         None => {
                             note(&args.trace_dir, "backend", "none");
-                            note(&args.trace_dir, "partial", &format!("{rest}; the command ran untraced"));
+                            note(
+                                &args.trace_dir,
+                                "partial",
+                                &format!("{rest}; the command ran untraced"),
+                            );
                             eprintln!("roar: {rest}; running untraced");
                             fail_exec(&args.cmd, exec_cmd(&args.cmd));
                         }
@@ -325,7 +346,11 @@ fn front(args: Args) -> ! {
         Some(st) => exit_like(st),
         None => {
             eprintln!("roar-ptrace: the tracer died before the command finished");
-            note(&args.trace_dir, "partial", "the ptrace tracer died; the command's status is unknown");
+            note(
+                &args.trace_dir,
+                "partial",
+                "the ptrace tracer died; the command's status is unknown",
+            );
             std::process::exit(1);
         }
     }
@@ -414,7 +439,11 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         let traced = fault != "traceme"
             && unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) } == 0;
         if !traced {
-            let e = if fault == "traceme" { libc::EPERM } else { sys::errno() };
+            let e = if fault == "traceme" {
+                libc::EPERM
+            } else {
+                sys::errno()
+            };
             tell(SETUP_PTRACE, e);
             // SAFETY: leave without running atexit handlers of the parent image.
             unsafe { libc::_exit(0) };
@@ -439,7 +468,13 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         libc::fcntl(srd, libc::F_SETFL, libc::O_NONBLOCK);
     }
     if c < 0 {
-        send(wr, &format!("F ptrace tracer could not fork ({})\n", std::io::Error::last_os_error()));
+        send(
+            wr,
+            &format!(
+                "F ptrace tracer could not fork ({})\n",
+                std::io::Error::last_os_error()
+            ),
+        );
         std::process::exit(0);
     }
     detach_from_caller(wr, srd);
@@ -572,15 +607,28 @@ fn probe() -> Result<(), String> {
         unsafe {
             if libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) != 0 {
                 let e = sys::errno().to_le_bytes();
-                libc::write(sp[1], [SETUP_PTRACE, e[0], e[1], e[2], e[3]].as_ptr().cast(), 5);
+                libc::write(
+                    sp[1],
+                    [SETUP_PTRACE, e[0], e[1], e[2], e[3]].as_ptr().cast(),
+                    5,
+                );
                 libc::_exit(0);
             }
             if let Err(e) = seccomp::install(&prog) {
                 let e = e.raw_os_error().unwrap_or(0).to_le_bytes();
-                libc::write(sp[1], [SETUP_SECCOMP, e[0], e[1], e[2], e[3]].as_ptr().cast(), 5);
+                libc::write(
+                    sp[1],
+                    [SETUP_SECCOMP, e[0], e[1], e[2], e[3]].as_ptr().cast(),
+                    5,
+                );
             }
             libc::raise(libc::SIGSTOP);
-            libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, c"/nonexistent/roar-probe".as_ptr(), 0);
+            libc::syscall(
+                libc::SYS_unlinkat,
+                libc::AT_FDCWD,
+                c"/nonexistent/roar-probe".as_ptr(),
+                0,
+            );
             libc::_exit(0);
         }
     }
@@ -597,7 +645,10 @@ fn probe() -> Result<(), String> {
     unsafe { libc::waitpid(c, &mut st, libc::__WALL) };
     let setup = read_setup(sp[0]);
     if let Some((_, e)) = setup.iter().find(|(t, _)| *t == SETUP_PTRACE) {
-        return Err(format!("ptrace refused ({})", std::io::Error::from_raw_os_error(*e)));
+        return Err(format!(
+            "ptrace refused ({})",
+            std::io::Error::from_raw_os_error(*e)
+        ));
     }
     let kill = || {
         // SAFETY: killing and reaping our own child.

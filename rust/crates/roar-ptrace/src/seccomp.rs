@@ -4,8 +4,10 @@
 //! (read, write, mmap of libraries, futex...), which is where the ~86 us per
 //! read/write of a naive ptrace tracer comes from. The filter returns
 //! `SECCOMP_RET_TRACE` only for the calls that name or create files (see
-//! [`TRACED`]) and for `mmap` calls that map a file shared and writable; every
-//! other syscall runs at full speed with no tracer involvement.
+//! [`TRACED`]), for `open`/`openat` unless they open a directory or an
+//! `O_PATH` handle (which name no content: `opendir`, `os.scandir`, `fchdir`
+//! targets...), and for `mmap` calls that map a file shared and writable;
+//! every other syscall runs at full speed with no tracer involvement.
 //!
 //! The filter is installed in the child between `PTRACE_TRACEME` and `execve`
 //! and is inherited by every descendant, which is exactly the set of processes
@@ -16,8 +18,6 @@ use std::io;
 /// Syscalls that always stop the tracee (at entry, as a seccomp stop).
 #[cfg(target_arch = "x86_64")]
 pub const TRACED: &[i64] = &[
-    libc::SYS_open,
-    libc::SYS_openat,
     libc::SYS_openat2,
     libc::SYS_creat,
     libc::SYS_truncate,
@@ -40,7 +40,6 @@ pub const TRACED: &[i64] = &[
 /// Syscalls that always stop the tracee (at entry, as a seccomp stop).
 #[cfg(target_arch = "aarch64")]
 pub const TRACED: &[i64] = &[
-    libc::SYS_openat,
     libc::SYS_openat2,
     libc::SYS_truncate,
     libc::SYS_renameat,
@@ -85,30 +84,50 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
+/// Opens whose flags are checked by the filter: (syscall, index of the
+/// flags argument). Opening a directory or an `O_PATH` handle names no
+/// content (see `roar_events::classify_open_flags`), so those never stop.
+#[cfg(target_arch = "x86_64")]
+const FLAG_CHECKED: &[(i64, u32)] = &[(libc::SYS_openat, 2), (libc::SYS_open, 1)];
+/// Opens whose flags are checked by the filter.
+#[cfg(target_arch = "aarch64")]
+const FLAG_CHECKED: &[(i64, u32)] = &[(libc::SYS_openat, 2)];
+
+/// Flags of an open that never needs a stop (`O_TMPFILE` contains
+/// `O_DIRECTORY`; its file is named later by `linkat`, which is traced).
+const NO_CONTENT: u32 = (libc::O_DIRECTORY | libc::O_PATH) as u32;
+
 /// The filter program. Layout:
 ///
 /// ```text
 ///   0  ld arch;  jeq NATIVE ? 2 : ALLOW
 ///   2  ld nr
 ///   3  jeq TRACED[0] ? TRACE : next ... (one per traced call)
-///      jeq mmap ? MMAP : ALLOW
+///      jeq mmap ? MMAP : next
+///      jeq FLAG_CHECKED[i] ? OPEN_i : next ...
 ///      ret ALLOW
 ///      ret TRACE
-///   MMAP: ld prot; jset PROT_WRITE ? next : ALLOW
-///         ld flags; jset MAP_SHARED ? next : ALLOW
-///         jset MAP_ANONYMOUS ? ALLOW : TRACE
+///   MMAP:   ld prot; jset PROT_WRITE ? next : ALLOW
+///           ld flags; jset MAP_SHARED ? next : ALLOW
+///           jset MAP_ANONYMOUS ? ALLOW : TRACE
+///   OPEN_i: ld flags; jset O_DIRECTORY|O_PATH ? ALLOW : TRACE
 /// ```
 ///
 /// Compat-ABI calls (another audit arch) are allowed untraced: their numbers
 /// mean different syscalls, and the tracer documents the gap.
 pub fn program() -> Vec<libc::sock_filter> {
     let n = TRACED.len();
+    let k = FLAG_CHECKED.len();
     // Index of the instructions after the per-syscall checks.
     let idx_mmap_check = 3 + n; // jeq mmap
-    let idx_allow = idx_mmap_check + 1;
+    let idx_open_checks = idx_mmap_check + 1;
+    let idx_allow = idx_open_checks + k;
     let idx_trace = idx_allow + 1;
     let idx_mmap = idx_trace + 1;
-    let mut p = Vec::with_capacity(idx_mmap + 6);
+    const MMAP_LEN: usize = 7;
+    const OPEN_LEN: usize = 4;
+    let idx_open = |i: usize| idx_mmap + MMAP_LEN + OPEN_LEN * i;
+    let mut p = Vec::with_capacity(idx_open(k));
     p.push(stmt(BPF_LD_W_ABS, OFF_ARCH));
     p.push(jump(
         BPF_JEQ_K,
@@ -127,6 +146,15 @@ pub fn program() -> Vec<libc::sock_filter> {
         (idx_mmap - idx_mmap_check - 1) as u8,
         0,
     ));
+    for (i, &(nr, _)) in FLAG_CHECKED.iter().enumerate() {
+        let here = idx_open_checks + i;
+        p.push(jump(
+            BPF_JEQ_K,
+            nr as u32,
+            (idx_open(i) - here - 1) as u8,
+            0,
+        ));
+    }
     p.push(stmt(BPF_RET_K, RET_ALLOW));
     p.push(stmt(BPF_RET_K, RET_TRACE));
     // MMAP block: every "no" jumps back to idx_allow, which is behind us; BPF
@@ -138,6 +166,14 @@ pub fn program() -> Vec<libc::sock_filter> {
     p.push(jump(BPF_JSET_K, libc::MAP_ANONYMOUS as u32, 1, 0));
     p.push(stmt(BPF_RET_K, RET_TRACE));
     p.push(stmt(BPF_RET_K, RET_ALLOW));
+    debug_assert_eq!(p.len(), idx_mmap + MMAP_LEN);
+    for &(_, arg) in FLAG_CHECKED {
+        p.push(stmt(BPF_LD_W_ABS, off_arg_lo(arg)));
+        p.push(jump(BPF_JSET_K, NO_CONTENT, 1, 0));
+        p.push(stmt(BPF_RET_K, RET_TRACE));
+        p.push(stmt(BPF_RET_K, RET_ALLOW));
+    }
+    debug_assert_eq!(p.len(), idx_open(k));
     debug_assert!(p.len() < 255);
     p
 }
@@ -207,5 +243,84 @@ mod tests {
         }
         // The last instruction is a return.
         assert_eq!(p.last().unwrap().code, BPF_RET_K);
+    }
+
+    /// Run the program on (arch, nr, args) with a minimal interpreter of the
+    /// four instructions it uses.
+    fn verdict(arch: u32, nr: i64, args: [u64; 6]) -> u32 {
+        let p = program();
+        let word = |off: u32| -> u32 {
+            match off {
+                OFF_NR => nr as u32,
+                OFF_ARCH => arch,
+                o => args[((o - 16) / 8) as usize] as u32,
+            }
+        };
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = p[pc];
+            match ins.code {
+                BPF_LD_W_ABS => acc = word(ins.k),
+                BPF_JEQ_K | BPF_JSET_K => {
+                    let yes = if ins.code == BPF_JEQ_K {
+                        acc == ins.k
+                    } else {
+                        acc & ins.k != 0
+                    };
+                    pc += if yes { ins.jt } else { ins.jf } as usize;
+                }
+                BPF_RET_K => return ins.k,
+                c => panic!("unexpected BPF opcode {c:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn filter_stops_exactly_the_calls_that_name_content() {
+        let native = crate::sys::NATIVE_AUDIT_ARCH;
+        let at = libc::AT_FDCWD as u64;
+        let openat = |flags: i32| verdict(native, libc::SYS_openat, [at, 0, flags as u64, 0, 0, 0]);
+        assert_eq!(openat(libc::O_RDONLY), RET_TRACE);
+        assert_eq!(
+            openat(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
+            RET_TRACE
+        );
+        assert_eq!(
+            openat(libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC),
+            RET_ALLOW
+        );
+        assert_eq!(openat(libc::O_PATH), RET_ALLOW);
+        assert_eq!(openat(libc::O_TMPFILE | libc::O_RDWR), RET_ALLOW);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let open = |flags: i32| verdict(native, libc::SYS_open, [0, flags as u64, 0, 0, 0, 0]);
+            assert_eq!(open(libc::O_RDONLY), RET_TRACE);
+            assert_eq!(open(libc::O_DIRECTORY), RET_ALLOW);
+        }
+        for &nr in TRACED {
+            assert_eq!(verdict(native, nr, [0; 6]), RET_TRACE, "syscall {nr}");
+        }
+        let mmap = |prot: i32, flags: i32| {
+            verdict(
+                native,
+                libc::SYS_mmap,
+                [0, 4096, prot as u64, flags as u64, 3, 0],
+            )
+        };
+        assert_eq!(
+            mmap(libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED),
+            RET_TRACE
+        );
+        assert_eq!(mmap(libc::PROT_READ, libc::MAP_SHARED), RET_ALLOW);
+        assert_eq!(mmap(libc::PROT_WRITE, libc::MAP_PRIVATE), RET_ALLOW);
+        assert_eq!(
+            mmap(libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS),
+            RET_ALLOW
+        );
+        assert_eq!(verdict(native, libc::SYS_read, [0; 6]), RET_ALLOW);
+        assert_eq!(verdict(native, libc::SYS_close, [0; 6]), RET_ALLOW);
+        // Another ABI: never stopped (its numbers mean other calls).
+        assert_eq!(verdict(0x4000_0003, libc::SYS_openat, [0; 6]), RET_ALLOW);
     }
 }

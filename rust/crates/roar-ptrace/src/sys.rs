@@ -206,7 +206,9 @@ pub fn read_cstr(pid: i32, addr: u64, out: &mut Vec<u8>) -> bool {
     let mut at = addr;
     while out.len() < PATH_MAX {
         let until_page_end = (PAGE - (at % PAGE)) as usize;
-        let want = until_page_end.min(PATH_MAX + 1 - out.len()).min(chunk.len());
+        let want = until_page_end
+            .min(PATH_MAX + 1 - out.len())
+            .min(chunk.len());
         let n = read_mem(pid, at, &mut chunk[..want]);
         if n == 0 {
             return false;
@@ -272,6 +274,37 @@ pub struct FileStat {
     pub dev: u64,
     /// Inode number.
     pub ino: u64,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+}
+
+impl FileStat {
+    // The casts are no-ops on x86_64 but not on every target.
+    #[allow(clippy::unnecessary_cast)]
+    fn from_stat(st: &libc::stat) -> FileStat {
+        FileStat {
+            regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+            size: st.st_size as u64,
+            mtime_ns: (st.st_mtime as i64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(st.st_mtime_nsec as i64),
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            perm: st.st_mode & 0o7777,
+            uid: st.st_uid,
+        }
+    }
+
+    /// Whether a process running as `euid` (our own: the tracee's, since
+    /// ptrace drops setuid) may open the file for `want` (`0o4` read, `0o2`
+    /// write) by the cheap rules: root, world permission, or owner
+    /// permission. `false` means "not sure" (group permission, ACLs): the
+    /// caller then waits for the kernel's verdict instead of guessing.
+    pub fn surely_allows(&self, euid: u32, want: u32) -> bool {
+        euid == 0 || self.perm & want != 0 || (self.uid == euid && self.perm & (want << 6) != 0)
+    }
 }
 
 /// `stat` of `/proc/<tid>/fd/<fd>`: the file the tracee's descriptor refers
@@ -284,15 +317,36 @@ pub fn stat_fd(tid: i32, fd: i32) -> Option<FileStat> {
     if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    Some(FileStat {
-        regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
-        size: st.st_size as u64,
-        mtime_ns: (st.st_mtime as i64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add(st.st_mtime_nsec as i64),
-        dev: st.st_dev as u64,
-        ino: st.st_ino as u64,
-    })
+    Some(FileStat::from_stat(&st))
+}
+
+/// `stat` (or `lstat` when `follow` is false) of an absolute path as the
+/// tracer sees it. `scratch` is reused for the NUL-terminated copy.
+pub fn stat_path(path: &[u8], follow: bool, scratch: &mut Vec<u8>) -> Option<FileStat> {
+    scratch.clear();
+    scratch.extend_from_slice(path);
+    scratch.push(0);
+    if path.contains(&0) {
+        return None;
+    }
+    // SAFETY: zeroed stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let c = scratch.as_ptr().cast();
+    // SAFETY: `scratch` is NUL-terminated and `st` is writable.
+    let r = unsafe {
+        if follow {
+            libc::stat(c, &mut st)
+        } else {
+            libc::lstat(c, &mut st)
+        }
+    };
+    (r == 0).then(|| FileStat::from_stat(&st))
+}
+
+/// Our effective uid.
+pub fn euid() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::geteuid() }
 }
 
 /// `(Tgid, PPid)` of a thread from `/proc/<tid>/status`.

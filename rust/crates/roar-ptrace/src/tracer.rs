@@ -6,13 +6,26 @@
 //! 1. the filter returns `SECCOMP_RET_TRACE`: the thread stops *before* the
 //!    call runs (`PTRACE_EVENT_SECCOMP`); we read its number and arguments
 //!    with `PTRACE_GET_SYSCALL_INFO`, copy path arguments out of its memory
-//!    with `process_vm_readv`, resolve them against the cwd / dirfd *as they
-//!    are now* (before the call could change them), and remember a
-//!    [`Pending`] call;
-//! 2. we restart it with `PTRACE_SYSCALL`, so it stops once more when the
-//!    call returns; only then do we know whether it succeeded and which fd
-//!    it returned, and record it (only successful calls are recorded);
-//! 3. every other syscall never leaves the kernel's fast path.
+//!    with `process_vm_readv` and resolve them against the cwd / dirfd *as
+//!    they are now* (before the call could change them);
+//! 2. opens, by far the most frequent, are settled without a second stop
+//!    (each stop is two context switches, often across CPUs, and dominates
+//!    the per-file cost): we `stat` the path ourselves, which tells whether
+//!    the open can succeed. A read-only open of an existing, readable,
+//!    regular file is recorded at once; an open for writing is remembered as
+//!    [`Deferred`] and checked (the file exists now, it is regular) at the
+//!    thread's next stop of any kind, which comes after the call returned, and
+//!    recorded with the entry's time stamp. Only when the cheap permission
+//!    rules cannot tell whether the open will be allowed do we fall back to:
+//! 3. the exact way, used for the rarer calls (rename, link, unlink,
+//!    truncate, chdir, copy_file_range...): remember a [`Pending`] call and
+//!    restart with `PTRACE_SYSCALL`, so the thread stops once more when the
+//!    call returns; only successful calls are recorded;
+//! 4. every other syscall never leaves the kernel's fast path.
+//!
+//! Settling an open at the thread's next stop is exact for the thread's own
+//! order. Another thread or process renaming or deleting the file first is
+//! handled by settling every deferred open of that path before such a call.
 //!
 //! When seccomp cannot be installed the same code runs with `PTRACE_SYSCALL`
 //! on every call ("all-syscalls mode"): slower, same records.
@@ -30,10 +43,21 @@ use std::rc::Rc;
 
 use roar_events::{normalize_into, Op};
 
-use crate::image::{ignored, FdEntry, Image};
+use crate::image::{ignored, Image};
 use crate::sys::{self, Resume, SyscallInfo};
 
 type ImageRef = Rc<RefCell<Image>>;
+
+/// An open for writing seen at entry, checked at the thread's next stop.
+#[derive(Debug)]
+struct Deferred {
+    op: Op,
+    path: Vec<u8>,
+    /// The file as it was before the open (`None`: it did not exist).
+    pre: Option<sys::FileStat>,
+    /// When the open was made (the record's time stamp).
+    t_ns: u64,
+}
 
 /// A syscall seen at entry whose result we wait for.
 #[derive(Debug)]
@@ -53,7 +77,7 @@ enum Pending {
         p1: Option<Vec<u8>>,
         p2: Option<Vec<u8>>,
     },
-    /// execve/execveat: recorded at the exec event (success), not at exit.
+    /// execve/execveat: recorded at the exec event (success); no exit stop.
     Exec { path: Vec<u8> },
     /// A write through a descriptor: mmap(PROT_WRITE, MAP_SHARED) or the
     /// destination of copy_file_range/sendfile/splice.
@@ -66,6 +90,7 @@ struct Thread {
     tgid: i32,
     image: ImageRef,
     pending: Option<Pending>,
+    deferred: Option<Deferred>,
 }
 
 /// What the event loop needs to know from its caller.
@@ -92,6 +117,15 @@ pub struct Tracer {
     pub degraded: Option<String>,
     buf1: Vec<u8>,
     buf2: Vec<u8>,
+    scratch: Vec<u8>,
+    /// Lexical names of files opened for writing, by identity (dev, ino):
+    /// a write through a descriptor (mmap, copy_file_range...) is recorded
+    /// under the name the file was opened with rather than the kernel's
+    /// (symlink-resolved) one, as the preload library does.
+    names: HashMap<(u64, u64), Vec<u8>>,
+    /// Threads with a [`Deferred`] open (0: nothing to scan).
+    n_deferred: usize,
+    euid: u32,
 }
 
 fn wifexited(s: i32) -> bool {
@@ -111,6 +145,10 @@ impl Tracer {
             degraded: None,
             buf1: Vec::with_capacity(sys::PATH_MAX),
             buf2: Vec::with_capacity(sys::PATH_MAX),
+            scratch: Vec::with_capacity(sys::PATH_MAX),
+            names: HashMap::new(),
+            n_deferred: 0,
+            euid: sys::euid(),
         };
         let img = Rc::new(RefCell::new(Image::new(root as u32, tracer_pid as u32)));
         img.borrow_mut().threads = 1;
@@ -121,6 +159,7 @@ impl Tracer {
                 tgid: root,
                 image: img,
                 pending: None,
+                deferred: None,
             },
         );
         t.started.insert(root);
@@ -246,6 +285,7 @@ impl Tracer {
 
     fn on_stop(&mut self, tid: i32, sig: i32, event: i32) -> bool {
         self.ensure_thread(tid, None, 0);
+        self.settle(tid);
         if sig == libc::SIGTRAP | 0x80 {
             return match sys::syscall_info(tid) {
                 Ok(SyscallInfo::Entry { arch, nr, args }) => self.on_entry(tid, arch, nr, args),
@@ -285,7 +325,7 @@ impl Tracer {
     fn ensure_thread(&mut self, tid: i32, parent: Option<i32>, event: i32) {
         if let Some(th) = self.threads.get(&tid) {
             // Adopted from its own first stop before the parent's fork event
-            // arrived: give it the parent's cwd and fds now.
+            // arrived: give it the parent's cwd now.
             if let (Some(p), true) = (parent, th.tgid == tid) {
                 let child_img = th.image.clone();
                 if let Some(pimg) = self.threads.get(&p).map(|t| t.image.clone()) {
@@ -294,9 +334,6 @@ impl Tracer {
                         let mut ci = child_img.borrow_mut();
                         if ci.cwd.is_none() {
                             ci.cwd = pi.cwd.clone();
-                        }
-                        if ci.fds.is_empty() {
-                            ci.fds = pi.fds.clone();
                         }
                     }
                 }
@@ -318,9 +355,7 @@ impl Tracer {
             _ => {
                 let mut img = Image::new(tgid as u32, ppid as u32);
                 if let Some(p) = &parent_img {
-                    let p = p.borrow();
-                    img.cwd = p.cwd.clone();
-                    img.fds = p.fds.clone();
+                    img.cwd = p.borrow().cwd.clone();
                 }
                 let img = Rc::new(RefCell::new(img));
                 self.images.insert(tgid, img.clone());
@@ -334,11 +369,13 @@ impl Tracer {
                 tgid,
                 image,
                 pending: None,
+                deferred: None,
             },
         );
     }
 
     fn thread_gone(&mut self, tid: i32) {
+        self.settle(tid);
         let Some(th) = self.threads.remove(&tid) else {
             return;
         };
@@ -360,6 +397,7 @@ impl Tracer {
     fn on_exec(&mut self, tid: i32, former: i32) {
         let dir = self.opts.trace_dir.clone();
         let mut pending = None;
+        self.settle(former);
         if former != tid {
             // A non-leader thread exec'd: it now runs as `tid` (the leader's
             // id), whose own death is never reported.
@@ -383,7 +421,6 @@ impl Tracer {
             o.finish(&dir);
             let mut n = Image::new(o.pid, o.ppid);
             n.cwd = o.cwd.clone();
-            n.fds = o.fds.clone(); // fds without O_CLOEXEC survive exec
             n
         };
         new_img.threads = 1;
@@ -441,18 +478,15 @@ impl Tracer {
     }
 
     /// Path of descriptor `fd` of `tid` if it is a regular, recordable file:
-    /// the lexical path from our fd table when the inode still matches,
-    /// else the kernel's name for it.
+    /// the lexical name it was opened for writing with when we saw that
+    /// open (see `names`), else the kernel's name for it.
     fn fd_target(&mut self, tid: i32, fd: i32) -> Option<Vec<u8>> {
         let st = sys::stat_fd(tid, fd)?;
         if !st.regular {
             return None;
         }
-        let img = self.threads.get(&tid)?.image.clone();
-        if let Some(e) = img.borrow().fds.get(&fd) {
-            if e.dev == st.dev && e.ino == st.ino {
-                return Some(e.path.clone());
-            }
+        if let Some(name) = self.names.get(&(st.dev, st.ino)) {
+            return Some(name.clone());
         }
         let mut link = Vec::new();
         if !sys::readlink(&format!("/proc/{tid}/fd/{fd}"), &mut link)
@@ -493,13 +527,14 @@ impl Tracer {
                     self.open_like(tid, fdarg(a[0]), a[1], flags)
                 }
             }
-            libc::SYS_truncate => self
-                .path_arg(tid, libc::AT_FDCWD, a[0])
-                .map(|path| Pending::Open {
-                    op: Op::Write,
-                    path,
-                    has_fd: false,
-                }),
+            libc::SYS_truncate => {
+                self.path_arg(tid, libc::AT_FDCWD, a[0])
+                    .map(|path| Pending::Open {
+                        op: Op::Write,
+                        path,
+                        has_fd: false,
+                    })
+            }
             #[cfg(target_arch = "x86_64")]
             libc::SYS_unlink => self
                 .path_arg(tid, libc::AT_FDCWD, a[0])
@@ -513,24 +548,35 @@ impl Tracer {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_rename => self.pair(tid, Op::Move, libc::AT_FDCWD, a[0], libc::AT_FDCWD, a[1], 0),
-            libc::SYS_renameat => self.pair(tid, Op::Move, fdarg(a[0]), a[1], fdarg(a[2]), a[3], 0),
-            libc::SYS_renameat2 => {
-                self.pair(tid, Op::Move, fdarg(a[0]), a[1], fdarg(a[2]), a[3], a[4] as u32)
+            libc::SYS_rename => {
+                self.pair(tid, Op::Move, libc::AT_FDCWD, a[0], libc::AT_FDCWD, a[1], 0)
             }
+            libc::SYS_renameat => self.pair(tid, Op::Move, fdarg(a[0]), a[1], fdarg(a[2]), a[3], 0),
+            libc::SYS_renameat2 => self.pair(
+                tid,
+                Op::Move,
+                fdarg(a[0]),
+                a[1],
+                fdarg(a[2]),
+                a[3],
+                a[4] as u32,
+            ),
             #[cfg(target_arch = "x86_64")]
-            libc::SYS_link => self.pair(tid, Op::Link, libc::AT_FDCWD, a[0], libc::AT_FDCWD, a[1], 0),
+            libc::SYS_link => {
+                self.pair(tid, Op::Link, libc::AT_FDCWD, a[0], libc::AT_FDCWD, a[1], 0)
+            }
             libc::SYS_linkat => {
                 let flags = a[4] as i32;
                 let mut raw = Vec::new();
                 let old_empty = sys::read_cstr(tid, a[1], &mut raw) && raw.is_empty();
                 if flags & libc::AT_EMPTY_PATH != 0 && old_empty {
                     // Naming an open (typically O_TMPFILE) file: a new file appears.
-                    self.path_arg(tid, fdarg(a[2]), a[3]).map(|path| Pending::Open {
-                        op: Op::Write,
-                        path,
-                        has_fd: false,
-                    })
+                    self.path_arg(tid, fdarg(a[2]), a[3])
+                        .map(|path| Pending::Open {
+                            op: Op::Write,
+                            path,
+                            has_fd: false,
+                        })
                 } else {
                     self.pair(tid, Op::Link, fdarg(a[0]), a[1], fdarg(a[2]), a[3], 0)
                 }
@@ -549,7 +595,9 @@ impl Tracer {
                         .map(|path| Pending::Exec { path })
                 }
             }
-            libc::SYS_copy_file_range | libc::SYS_splice => Some(Pending::WriteFd { fd: fdarg(a[2]) }),
+            libc::SYS_copy_file_range | libc::SYS_splice => {
+                Some(Pending::WriteFd { fd: fdarg(a[2]) })
+            }
             libc::SYS_sendfile => Some(Pending::WriteFd { fd: fdarg(a[0]) }),
             libc::SYS_mmap => {
                 let prot = a[2] as i32;
@@ -566,25 +614,154 @@ impl Tracer {
             libc::SYS_chdir | libc::SYS_fchdir => Some(Pending::Chdir),
             _ => None,
         };
-        let need = pending.is_some();
+        // Renaming, linking or deleting a path another thread has just opened
+        // for writing: that write comes first.
+        match &pending {
+            Some(Pending::Delete { path }) => self.settle_path(path),
+            Some(Pending::Pair { p1, p2, .. }) | Some(Pending::Exchange { p1, p2 }) => {
+                for p in [p1, p2].into_iter().flatten() {
+                    self.settle_path(p);
+                }
+            }
+            _ => {}
+        }
+        let need = matches!(&pending, Some(p) if !matches!(p, Pending::Exec { .. }));
         if let Some(th) = self.threads.get_mut(&tid) {
             th.pending = pending;
         }
         need
     }
 
+    /// An open of some kind: recorded now, deferred to the thread's next
+    /// stop, or (rarely) left [`Pending`] for its exit stop. See the module
+    /// documentation.
     fn open_like(&mut self, tid: i32, dirfd: i32, addr: u64, flags: i32) -> Option<Pending> {
         let op = classify_flags(flags)?;
         let path = self.path_arg(tid, dirfd, addr)?;
-        Some(Pending::Open {
-            op,
-            path,
-            has_fd: true,
-        })
+        let img = self.threads.get(&tid)?.image.clone();
+        if img.borrow_mut().seen(op, &path) {
+            return None; // recorded already: nothing to learn from this one
+        }
+        let follow = flags & libc::O_NOFOLLOW == 0;
+        let pre = sys::stat_path(&path, follow, &mut self.scratch);
+        let exact = |path| {
+            Some(Pending::Open {
+                op,
+                path,
+                has_fd: true,
+            })
+        };
+        if op == Op::Read {
+            return match pre {
+                // Missing (ENOENT, ENOTDIR, a symlink under O_NOFOLLOW...): it fails.
+                None => None,
+                // Pipes, devices, directories are never recorded.
+                Some(st) if !st.regular => None,
+                Some(st) if st.surely_allows(self.euid, 0o4) => {
+                    self.fault_point();
+                    let t = sys::now_ns();
+                    img.borrow_mut()
+                        .on_open(&self.opts.trace_dir, t, op, &path, Some(st), true);
+                    None
+                }
+                Some(_) => exact(path),
+            };
+        }
+        let creat = flags & libc::O_CREAT != 0;
+        match pre {
+            Some(_) if creat && flags & libc::O_EXCL != 0 => None, // EEXIST
+            None if !creat => None,                                // ENOENT
+            Some(st) if !st.regular => None,
+            Some(st) if !st.surely_allows(self.euid, 0o2) => exact(path),
+            _ => {
+                let d = Deferred {
+                    op,
+                    path,
+                    pre,
+                    t_ns: sys::now_ns(),
+                };
+                if let Some(th) = self.threads.get_mut(&tid) {
+                    if th.deferred.replace(d).is_none() {
+                        self.n_deferred += 1;
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Test-only fault injection: a bug while recording an open.
+    fn fault_point(&self) {
+        if self.opts.fault_panic {
+            panic!("injected fault (ROAR_PTRACE_FAULT=panic)");
+        }
+    }
+
+    /// Check and record the deferred open of `tid`, if any. Called at every
+    /// stop of the thread (its call has returned by then), when it ends or
+    /// execs, and before another thread renames or deletes the same path.
+    fn settle(&mut self, tid: i32) {
+        if self.n_deferred == 0 {
+            return;
+        }
+        let Some(th) = self.threads.get_mut(&tid) else {
+            return;
+        };
+        let Some(d) = th.deferred.take() else {
+            return;
+        };
+        self.n_deferred -= 1;
+        let img = th.image.clone();
+        // The open created or found the file iff it is there now (a failed
+        // creat leaves nothing behind; O_EXCL on an existing file and opens of
+        // missing files without O_CREAT were filtered out at entry).
+        let Some(now) = sys::stat_path(&d.path, true, &mut self.scratch) else {
+            return;
+        };
+        if !now.regular {
+            return;
+        }
+        self.fault_point();
+        // An update records the file as the open found it (the reader compares
+        // it with the end state); a file that did not exist was written.
+        let (op, st) = match (d.op, d.pre) {
+            (Op::Update, Some(pre)) => (Op::Update, pre),
+            (Op::Update, None) => (Op::Write, now),
+            (op, _) => (op, now),
+        };
+        self.names.insert((now.dev, now.ino), d.path.clone());
+        img.borrow_mut()
+            .on_open(&self.opts.trace_dir, d.t_ns, op, &d.path, Some(st), true);
+    }
+
+    /// Settle every deferred open of `path` (any thread): it is about to be
+    /// renamed, linked or deleted, which must come after the write.
+    fn settle_path(&mut self, path: &[u8]) {
+        if self.n_deferred == 0 {
+            return;
+        }
+        let tids: Vec<i32> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| t.deferred.as_ref().is_some_and(|d| d.path == path))
+            .map(|(&tid, _)| tid)
+            .collect();
+        for tid in tids {
+            self.settle(tid);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn pair(&mut self, tid: i32, op: Op, d1: i32, a1: u64, d2: i32, a2: u64, flags: u32) -> Option<Pending> {
+    fn pair(
+        &mut self,
+        tid: i32,
+        op: Op,
+        d1: i32,
+        a1: u64,
+        d2: i32,
+        a2: u64,
+        flags: u32,
+    ) -> Option<Pending> {
         let p1 = self.path_arg(tid, d1, a1);
         let p2 = self.path_arg(tid, d2, a2);
         if op == Op::Move && flags & libc::RENAME_EXCHANGE != 0 {
@@ -611,23 +788,17 @@ impl Tracer {
         let dir = self.opts.trace_dir.clone();
         match pending {
             Pending::Open { op, path, has_fd } => {
-                if self.opts.fault_panic {
-                    panic!("injected fault (ROAR_PTRACE_FAULT=panic)");
-                }
-                let fd = rval as i32;
-                let st = if has_fd { sys::stat_fd(tid, fd) } else { None };
-                let mut i = img.borrow_mut();
-                i.on_open(&dir, op, &path, st, has_fd);
+                self.fault_point();
+                let st = if has_fd {
+                    sys::stat_fd(tid, rval as i32)
+                } else {
+                    None
+                };
+                img.borrow_mut()
+                    .on_open(&dir, sys::now_ns(), op, &path, st, has_fd);
                 if has_fd && op != Op::Read {
                     if let Some(st) = st.filter(|s| s.regular) {
-                        i.fds.insert(
-                            fd,
-                            FdEntry {
-                                path,
-                                dev: st.dev,
-                                ino: st.ino,
-                            },
-                        );
+                        self.names.insert((st.dev, st.ino), path);
                     }
                 }
             }
@@ -667,7 +838,10 @@ mod tests {
         assert_eq!(classify_flags(libc::O_RDONLY), Some(Op::Read));
         assert_eq!(classify_flags(libc::O_WRONLY), Some(Op::Write));
         assert_eq!(classify_flags(libc::O_RDWR), Some(Op::Update));
-        assert_eq!(classify_flags(libc::O_RDWR | libc::O_CREAT), Some(Op::Update));
+        assert_eq!(
+            classify_flags(libc::O_RDWR | libc::O_CREAT),
+            Some(Op::Update)
+        );
         assert_eq!(
             classify_flags(libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC),
             Some(Op::Write)
