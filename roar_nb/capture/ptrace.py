@@ -48,18 +48,22 @@ def problem() -> str | None:
     return None
 
 
-def probe() -> str | None:
-    """Actually try ptrace + a seccomp filter on a throw-away child. None if both work."""
+def probe() -> tuple[bool, str]:
+    """Actually try ptrace + a seccomp filter on a throw-away child: (works, what it said).
+
+    On success the text also says how opens reach the tracer (seccomp notifications
+    with same-CPU wake-ups on Linux >= 6.6, else ptrace stops)."""
     p = problem()
     if p is not None:
-        return p
+        return False, p
     import subprocess  # only for `roar tracer status`
 
     try:
         r = subprocess.run([binary_path(), "--probe"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError) as e:
-        return f"roar-ptrace --probe failed: {e}"
-    return None if r.returncode == 0 else (r.stdout.strip() or r.stderr.strip() or "probe failed")
+        return False, f"roar-ptrace --probe failed: {e}"
+    text = r.stdout.strip() or r.stderr.strip() or "probe failed"
+    return r.returncode == 0, text.removeprefix("ok: ")
 
 
 def command(trace_dir: str, argv: list[str], fallback_preload: str | None = None,

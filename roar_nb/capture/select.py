@@ -258,9 +258,9 @@ def status() -> list[dict]:
     works = lib_problem is None and _preload_works()
     out.append({"name": "preload", "available": lib_problem is None, "works": works,
                 "detail": detail if works or lib_problem else "library loads but recorded nothing"})
-    pt = ptrace.probe()
-    out.append({"name": "ptrace", "available": ptrace.binary_path() is not None, "works": pt is None,
-                "detail": (ptrace.binary_path() + " (ptrace + seccomp filter work)") if pt is None else pt})
+    pt_works, pt_text = ptrace.probe()
+    out.append({"name": "ptrace", "available": ptrace.binary_path() is not None, "works": pt_works,
+                "detail": f"{ptrace.binary_path()} ({pt_text})" if pt_works else pt_text})
     out.append({"name": "audit", "available": True, "works": True,
                 "detail": "notebooks only: Python-level capture (audit hooks)"})
     return out

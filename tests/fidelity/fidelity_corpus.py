@@ -33,7 +33,11 @@ sys.path.insert(0, str(REPO))
 from roar_nb.capture import events as ev_mod  # noqa: E402
 from roar_nb.model import Event  # noqa: E402
 
-BACKENDS = ("preload", "ptrace")
+# "ptrace" takes opens as seccomp notifications where the kernel allows it (Linux >= 6.6);
+# "ptrace-stops" forces every traced call to be a ptrace stop (ROAR_PTRACE_NOTIFY=0), the
+# tracer's other mode, so that both are held to the same ground truth.
+BACKENDS = ("preload", "ptrace", "ptrace-stops")
+PTRACE_ENV = {"ptrace": {}, "ptrace-stops": {"ROAR_PTRACE_NOTIFY": "0"}}
 BUSYBOX = "/bin/busybox"
 PY = sys.executable
 
@@ -269,8 +273,9 @@ def run_case(case: Case, backend: str, tools: Tools, root: Path) -> Observed:
     before = _snapshot(d)
     if backend == "preload":
         cmd = [PY, "-c", REAPER, tools.ptrace, "--preload-only", tools.lib, "--trace-dir", str(trace), "--", *argv]
-    elif backend == "ptrace":
+    elif backend in PTRACE_ENV:
         cmd = [tools.ptrace, "--wait-all", "--trace-dir", str(trace), "--", *argv]
+        env.update(PTRACE_ENV[backend])
     elif backend == "strace":
         cmd = ["strace", "-f", "-qq", "-xx", "-y", "-s", "8192", "-e", "signal=none",
                "-e", "trace=" + ",".join(STRACE_CALLS), "-o", str(trace / "strace.log"), "--", *argv]

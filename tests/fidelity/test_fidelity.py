@@ -89,8 +89,27 @@ def test_traced_program_behaves_identically(tools, tmp_path, mode):
     preload = _run([tools.ptrace, "--preload-only", tools.lib, "--trace-dir", str(tmp_path / "t1"), "--", *prog],
                    tmp_path)
     ptraced = _run([tools.ptrace, "--trace-dir", str(tmp_path / "t2"), "--", *prog], tmp_path)
+    (tmp_path / "t3").mkdir()
+    stops = _run(["env", "ROAR_PTRACE_NOTIFY=0", tools.ptrace, "--trace-dir", str(tmp_path / "t3"), "--", *prog],
+                 tmp_path)
     assert preload == plain
     assert ptraced == plain
+    assert stops == plain
+
+
+def test_opens_arrive_as_notifications_where_the_kernel_allows(tools):
+    """Linux >= 6.6 has same-CPU wake-ups for seccomp notifications: the tracer uses them
+    for opens (the "ptrace" corpus backend) unless told not to ("ptrace-stops")."""
+    release = os.uname().release.split("-")[0].split(".")
+    new_kernel = (int(release[0]), int(release[1])) >= (6, 6)
+    out = subprocess.run([tools.ptrace, "--probe"], capture_output=True, text=True, check=True).stdout
+    if new_kernel:
+        assert "opens arrive as seccomp notifications (same-CPU wake-ups)" in out
+    else:
+        assert "opens stop the tracee" in out
+    out = subprocess.run([tools.ptrace, "--probe"], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, ROAR_PTRACE_NOTIFY="0")).stdout
+    assert "opens stop the tracee" in out
 
 
 def test_shell_pipeline_output_identical(tools, tmp_path):
@@ -129,13 +148,14 @@ def _events(trace: Path) -> list:
     return events
 
 
-def test_write_is_recorded_before_another_threads_rename(tools, tmp_path):
+@pytest.mark.parametrize("backend", list(fc.PTRACE_ENV))
+def test_write_is_recorded_before_another_threads_rename(tools, tmp_path, backend):
     """roar-ptrace settles an open for writing at the thread's next stop; a rename by
     another thread in between must not lose the write or put it after the rename."""
     trace = tmp_path / "trace"
     trace.mkdir()
     subprocess.run([tools.ptrace, "--trace-dir", str(trace), "--", str(tools.bin_dir / "thread_rename")],
-                   cwd=tmp_path, check=True)
+                   cwd=tmp_path, check=True, env=dict(os.environ, **fc.PTRACE_ENV[backend]))
     ops = [(e.op, os.path.basename(e.path), e.path2 and os.path.basename(e.path2))
            for e in _events(trace) if e.path.startswith(str(tmp_path) + "/")]
     assert ("W", "part.tmp", None) in ops
@@ -178,8 +198,9 @@ def _permission_case(tools, tmp_path: Path, backend: str) -> None:
     prog = [str(tools.bin_dir / "edge_opens"), "perm"]
     if backend == "preload":
         cmd = [tools.ptrace, "--preload-only", tools.lib, "--trace-dir", str(trace), "--", *prog]
-    elif backend == "ptrace":
-        cmd = [tools.ptrace, "--trace-dir", str(trace), "--", *prog]
+    elif backend in fc.PTRACE_ENV:
+        cmd = ["env", *(f"{k}={v}" for k, v in fc.PTRACE_ENV[backend].items()),
+               tools.ptrace, "--trace-dir", str(trace), "--", *prog]
     else:
         cmd = ["strace", "-f", "-qq", "-xx", "-y", "-s", "8192", "-e", "signal=none",
                "-e", "trace=" + ",".join(fc.STRACE_CALLS), "-o", str(trace / "strace.log"), "--", *prog]

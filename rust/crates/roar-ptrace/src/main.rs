@@ -124,7 +124,10 @@ fn main() {
     if args.probe {
         std::process::exit(match probe() {
             Ok(()) => {
-                println!("ok: ptrace and seccomp filtering work");
+                println!(
+                    "ok: ptrace and seccomp filtering work; opens {}",
+                    probe_notify()
+                );
                 0
             }
             Err(e) => {
@@ -400,6 +403,18 @@ fn send(fd: i32, msg: &str) {
 const SETUP_PTRACE: u8 = b'P';
 const SETUP_SECCOMP: u8 = b'S';
 const SETUP_EXEC: u8 = b'X';
+/// Opens are notified on a seccomp listener, sent over the setup socket.
+const SETUP_NOTIFY: u8 = b'N';
+
+/// Whether opens should be seccomp notifications rather than ptrace stops:
+/// only where the kernel has same-CPU wake-ups for them (Linux 6.6), which is
+/// what makes them cheaper; `ROAR_PTRACE_NOTIFY=0` turns it off (tests and
+/// benchmarks compare both).
+fn want_notify(fault: &str) -> bool {
+    fault != "seccomp"
+        && std::env::var_os("ROAR_PTRACE_NOTIFY").is_none_or(|v| v != "0")
+        && sys::kernel_at_least(6, 6)
+}
 
 fn read_setup(fd: i32) -> Vec<(u8, i32)> {
     let mut out = Vec::new();
@@ -417,7 +432,23 @@ fn read_setup(fd: i32) -> Vec<(u8, i32)> {
 /// The tracer process: fork CMD, trace it and its descendants, report.
 fn tracer_process(args: &Args, wr: i32) -> ! {
     let fault = std::env::var("ROAR_PTRACE_FAULT").unwrap_or_default();
-    let prog = seccomp::program();
+    let prog = seccomp::program(seccomp::OpenAction::Trace);
+    let notify = want_notify(&fault);
+    let prog_notify = seccomp::program(seccomp::OpenAction::Notify);
+    let mut socks = [-1i32; 2];
+    // SAFETY: valid out-array for two fds.
+    if notify
+        && unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                socks.as_mut_ptr(),
+            )
+        } != 0
+    {
+        socks = [-1, -1];
+    }
     let cmd = cstrings(&args.cmd);
     let mut argv: Vec<*const libc::c_char> = cmd.iter().map(|s| s.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -448,7 +479,36 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
             // SAFETY: leave without running atexit handlers of the parent image.
             unsafe { libc::_exit(0) };
         }
-        if fault == "seccomp" {
+        // Opens as notifications if we can hand the listener over; else
+        // (older kernel, a listener already above us, no socket) as stops.
+        let mut installed = false;
+        if notify && socks[1] >= 0 {
+            match seccomp::install_listener(&prog_notify) {
+                Ok(lfd) => {
+                    if !sys::send_fd(socks[1], lfd) {
+                        // The filter is in place and nobody could answer it:
+                        // never exec the command like this.
+                        // SAFETY: leave before exec.
+                        unsafe { libc::_exit(0) };
+                    }
+                    // SAFETY: our copy; the tracer holds its own.
+                    unsafe { libc::close(lfd) };
+                    tell(SETUP_NOTIFY, 0);
+                    installed = true;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    // A tracer above us (a roar run inside a roar run) has a
+                    // listener: its filter would answer our opens before ours
+                    // could stop them, so stop on every syscall instead (entry
+                    // stops come before seccomp). Slower, nothing missed.
+                    tell(SETUP_SECCOMP, libc::EBUSY);
+                    installed = true;
+                }
+                Err(_) => {}
+            }
+        }
+        if installed {
+        } else if fault == "seccomp" {
             tell(SETUP_SECCOMP, libc::EINVAL);
         } else if let Err(e) = seccomp::install(&prog) {
             tell(SETUP_SECCOMP, e.raw_os_error().unwrap_or(0));
@@ -466,6 +526,9 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
     unsafe {
         libc::close(swr);
         libc::fcntl(srd, libc::F_SETFL, libc::O_NONBLOCK);
+        if socks[1] >= 0 {
+            libc::close(socks[1]);
+        }
     }
     if c < 0 {
         send(
@@ -477,7 +540,7 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         );
         std::process::exit(0);
     }
-    detach_from_caller(wr, srd);
+    detach_from_caller(&[wr, srd, socks[0]]);
     send(wr, &format!("C {c}\n"));
 
     let mut status = 0;
@@ -504,6 +567,35 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
             ),
         );
     }
+    let mut notify_fd = -1;
+    if setup.iter().any(|(t, _)| *t == SETUP_NOTIFY) {
+        match sys::recv_fd(socks[0]) {
+            Some(fd) => notify_fd = fd,
+            None => {
+                // SAFETY: the child is stopped before exec: the command has not run.
+                unsafe {
+                    libc::kill(c, libc::SIGKILL);
+                    libc::waitpid(c, std::ptr::null_mut(), libc::__WALL);
+                }
+                send(
+                    wr,
+                    "F ptrace tracer could not receive its seccomp listener\n",
+                );
+                std::process::exit(0);
+            }
+        }
+        if !sys::notif_set_sync(notify_fd) {
+            note(
+                &args.trace_dir,
+                "info",
+                "seccomp notifications without same-CPU wake-ups (kernel too old?): slower",
+            );
+        }
+    }
+    if socks[0] >= 0 {
+        // SAFETY: closing our end of the setup socket.
+        unsafe { libc::close(socks[0]) };
+    }
     if let Err(e) = sys::set_options(c) {
         // SAFETY: the child is stopped before exec: the command has not run.
         unsafe {
@@ -520,6 +612,7 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
             trace_dir: args.trace_dir.clone(),
             all_syscalls,
             fault_panic: fault == "panic",
+            notify_fd,
         },
         c,
         me,
@@ -558,7 +651,7 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
 /// The tracer must not hold the caller's terminal, pipes or other fds open
 /// (a caller reading CMD's stdout to EOF would otherwise wait for the tracer
 /// too), and must not die of the terminal's signals while tracees need it.
-fn detach_from_caller(keep1: i32, keep2: i32) {
+fn detach_from_caller(keep: &[i32]) {
     // SAFETY: fd juggling on our own process; /dev/null is always there.
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -570,12 +663,17 @@ fn detach_from_caller(keep1: i32, keep2: i32) {
                 libc::close(null);
             }
         }
-        let (lo, hi) = (keep1.min(keep2), keep1.max(keep2));
-        libc::close_range(3, (lo - 1).max(2) as u32, 0);
-        if hi - lo > 1 {
-            libc::close_range((lo + 1) as u32, (hi - 1) as u32, 0);
+        // Close everything from 3 up except `keep`.
+        let mut keep: Vec<i32> = keep.iter().copied().filter(|&f| f >= 3).collect();
+        keep.sort_unstable();
+        let mut from = 3;
+        for k in keep {
+            if k > from {
+                libc::close_range(from as u32, (k - 1) as u32, 0);
+            }
+            from = from.max(k + 1);
         }
-        libc::close_range((hi + 1) as u32, u32::MAX, 0);
+        libc::close_range(from as u32, u32::MAX, 0);
         for s in [
             libc::SIGINT,
             libc::SIGQUIT,
@@ -593,10 +691,63 @@ fn detach_from_caller(keep1: i32, keep2: i32) {
     std::panic::set_hook(Box::new(|_| {}));
 }
 
+/// How the tracer will receive opens here (see `want_notify`): install the
+/// notification filter in a throw-away child, take its listener, ask for
+/// same-CPU wake-ups.
+fn probe_notify() -> String {
+    if !want_notify("") {
+        return "stop the tracee (seccomp notifications need Linux 6.6, or ROAR_PTRACE_NOTIFY=0)"
+            .into();
+    }
+    let prog = seccomp::program(seccomp::OpenAction::Notify);
+    let mut socks = [-1i32; 2];
+    // SAFETY: valid out-array for two fds.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            socks.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return "stop the tracee (no socket to pass a seccomp listener)".into();
+    }
+    // SAFETY: fork in a single-threaded process.
+    let c = unsafe { libc::fork() };
+    if c == 0 {
+        let ok = seccomp::install_listener(&prog).is_ok_and(|fd| sys::send_fd(socks[1], fd));
+        // SAFETY: child; leave at once.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our own child; closing our fds.
+    unsafe {
+        libc::waitpid(c, &mut st, 0);
+        libc::close(socks[1]);
+    }
+    let msg = match sys::recv_fd(socks[0]) {
+        Some(fd) => {
+            let sync = sys::notif_set_sync(fd);
+            // SAFETY: our received copy.
+            unsafe { libc::close(fd) };
+            if sync {
+                "arrive as seccomp notifications (same-CPU wake-ups)".to_string()
+            } else {
+                "arrive as seccomp notifications (without same-CPU wake-ups)".to_string()
+            }
+        }
+        None => "stop the tracee (seccomp notifications refused here)".to_string(),
+    };
+    // SAFETY: closing our end.
+    unsafe { libc::close(socks[0]) };
+    msg
+}
+
 /// Check that this host lets us trace with a seccomp filter: fork a child
 /// that installs the filter and makes one traced syscall.
 fn probe() -> Result<(), String> {
-    let prog = seccomp::program();
+    let prog = seccomp::program(seccomp::OpenAction::Trace);
     let mut sp = [0i32; 2];
     // SAFETY: valid out-array.
     unsafe { libc::pipe2(sp.as_mut_ptr(), libc::O_CLOEXEC) };

@@ -18,8 +18,6 @@ use std::io;
 /// Syscalls that always stop the tracee (at entry, as a seccomp stop).
 #[cfg(target_arch = "x86_64")]
 pub const TRACED: &[i64] = &[
-    libc::SYS_openat2,
-    libc::SYS_creat,
     libc::SYS_truncate,
     libc::SYS_rename,
     libc::SYS_renameat,
@@ -40,7 +38,6 @@ pub const TRACED: &[i64] = &[
 /// Syscalls that always stop the tracee (at entry, as a seccomp stop).
 #[cfg(target_arch = "aarch64")]
 pub const TRACED: &[i64] = &[
-    libc::SYS_openat2,
     libc::SYS_truncate,
     libc::SYS_renameat,
     libc::SYS_renameat2,
@@ -84,6 +81,14 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
+/// Opens handed to the tracer whatever their flags (`openat2` keeps its
+/// flags in memory, out of the filter's reach), with the open action.
+#[cfg(target_arch = "x86_64")]
+const OPENS: &[i64] = &[libc::SYS_openat2, libc::SYS_creat];
+/// Opens handed to the tracer whatever their flags.
+#[cfg(target_arch = "aarch64")]
+const OPENS: &[i64] = &[libc::SYS_openat2];
+
 /// Opens whose flags are checked by the filter: (syscall, index of the
 /// flags argument). Opening a directory or an `O_PATH` handle names no
 /// content (see `roar_events::classify_open_flags`), so those never stop.
@@ -97,33 +102,54 @@ const FLAG_CHECKED: &[(i64, u32)] = &[(libc::SYS_openat, 2)];
 /// `O_DIRECTORY`; its file is named later by `linkat`, which is traced).
 const NO_CONTENT: u32 = (libc::O_DIRECTORY | libc::O_PATH) as u32;
 
-/// The filter program. Layout:
+/// How the filter hands opens to the tracer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenAction {
+    /// `SECCOMP_RET_TRACE`: a ptrace stop, like every other traced call.
+    Trace,
+    /// `SECCOMP_RET_USER_NOTIF`: a notification on the listener fd, answered
+    /// with "continue". Cheaper than a ptrace stop, and with
+    /// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` the tracer and the thread wake
+    /// each other on the same CPU instead of waking an idle one.
+    Notify,
+}
+
+/// The filter program. Layout (`OPEN` is `TRACE` or `NOTIFY`, see [`OpenAction`]):
 ///
 /// ```text
 ///   0  ld arch;  jeq NATIVE ? 2 : ALLOW
 ///   2  ld nr
 ///   3  jeq TRACED[0] ? TRACE : next ... (one per traced call)
+///      jeq OPENS[0] ? OPEN : next ...
 ///      jeq mmap ? MMAP : next
 ///      jeq FLAG_CHECKED[i] ? OPEN_i : next ...
 ///      ret ALLOW
 ///      ret TRACE
+///      ret OPEN
 ///   MMAP:   ld prot; jset PROT_WRITE ? next : ALLOW
 ///           ld flags; jset MAP_SHARED ? next : ALLOW
 ///           jset MAP_ANONYMOUS ? ALLOW : TRACE
-///   OPEN_i: ld flags; jset O_DIRECTORY|O_PATH ? ALLOW : TRACE
+///   OPEN_i: ld flags; jset O_DIRECTORY|O_PATH ? ALLOW : OPEN
 /// ```
 ///
 /// Compat-ABI calls (another audit arch) are allowed untraced: their numbers
 /// mean different syscalls, and the tracer documents the gap.
-pub fn program() -> Vec<libc::sock_filter> {
+pub fn program(open: OpenAction) -> Vec<libc::sock_filter> {
+    let ret_open = match open {
+        OpenAction::Trace => RET_TRACE,
+        OpenAction::Notify => libc::SECCOMP_RET_USER_NOTIF,
+    };
     let n = TRACED.len();
+    let o = OPENS.len();
     let k = FLAG_CHECKED.len();
     // Index of the instructions after the per-syscall checks.
-    let idx_mmap_check = 3 + n; // jeq mmap
+    let idx_opens = 3 + n;
+    let idx_mmap_check = idx_opens + o; // jeq mmap
     let idx_open_checks = idx_mmap_check + 1;
     let idx_allow = idx_open_checks + k;
     let idx_trace = idx_allow + 1;
-    let idx_mmap = idx_trace + 1;
+    let idx_ret_open = idx_trace + 1;
+    let idx_mmap = idx_ret_open + 1;
     const MMAP_LEN: usize = 7;
     const OPEN_LEN: usize = 4;
     let idx_open = |i: usize| idx_mmap + MMAP_LEN + OPEN_LEN * i;
@@ -139,6 +165,15 @@ pub fn program() -> Vec<libc::sock_filter> {
     for (i, &nr) in TRACED.iter().enumerate() {
         let here = 3 + i;
         p.push(jump(BPF_JEQ_K, nr as u32, (idx_trace - here - 1) as u8, 0));
+    }
+    for (i, &nr) in OPENS.iter().enumerate() {
+        let here = idx_opens + i;
+        p.push(jump(
+            BPF_JEQ_K,
+            nr as u32,
+            (idx_ret_open - here - 1) as u8,
+            0,
+        ));
     }
     p.push(jump(
         BPF_JEQ_K,
@@ -157,6 +192,7 @@ pub fn program() -> Vec<libc::sock_filter> {
     }
     p.push(stmt(BPF_RET_K, RET_ALLOW));
     p.push(stmt(BPF_RET_K, RET_TRACE));
+    p.push(stmt(BPF_RET_K, ret_open));
     // MMAP block: every "no" jumps back to idx_allow, which is behind us; BPF
     // only jumps forward, so the block carries its own ALLOW/TRACE returns.
     p.push(stmt(BPF_LD_W_ABS, off_arg_lo(2))); // prot
@@ -170,7 +206,7 @@ pub fn program() -> Vec<libc::sock_filter> {
     for &(_, arg) in FLAG_CHECKED {
         p.push(stmt(BPF_LD_W_ABS, off_arg_lo(arg)));
         p.push(jump(BPF_JSET_K, NO_CONTENT, 1, 0));
-        p.push(stmt(BPF_RET_K, RET_TRACE));
+        p.push(stmt(BPF_RET_K, ret_open));
         p.push(stmt(BPF_RET_K, RET_ALLOW));
     }
     debug_assert_eq!(p.len(), idx_open(k));
@@ -186,22 +222,37 @@ pub fn program() -> Vec<libc::sock_filter> {
 /// Must be called in the forked child before exec; it allocates nothing after
 /// the filter vector is built.
 pub fn install(prog: &[libc::sock_filter]) -> io::Result<()> {
+    install_with(prog, 0).map(|_| ())
+}
+
+/// Like [`install`], for a program built with [`OpenAction::Notify`]: also
+/// creates the notification listener and returns its fd (close-on-exec).
+/// Fails with EBUSY when a filter already installed above us has a listener
+/// (the kernel allows one per filter tree), e.g. inside another roar run.
+pub fn install_listener(prog: &[libc::sock_filter]) -> io::Result<i32> {
+    install_with(prog, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER)
+}
+
+fn install_with(prog: &[libc::sock_filter], flags: libc::c_ulong) -> io::Result<i32> {
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: `fprog` points at a live, correctly sized filter array; the
-    // kernel copies it during the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &fprog as *const libc::sock_fprog,
-        )
+    let call = || {
+        // SAFETY: `fprog` points at a live, correctly sized filter array; the
+        // kernel copies it during the call.
+        unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &fprog as *const libc::sock_fprog,
+            )
+        }
     };
-    if r == 0 {
-        return Ok(());
+    let r = call();
+    if r >= 0 {
+        return Ok(r as i32);
     }
     if crate::sys::errno() != libc::EACCES {
         return Err(io::Error::last_os_error());
@@ -210,17 +261,9 @@ pub fn install(prog: &[libc::sock_filter]) -> io::Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: as above.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
-    if r == 0 {
-        Ok(())
+    let r = call();
+    if r >= 0 {
+        Ok(r as i32)
     } else {
         Err(io::Error::last_os_error())
     }
@@ -232,7 +275,12 @@ mod tests {
 
     #[test]
     fn jumps_stay_inside_the_program() {
-        let p = program();
+        for open in [OpenAction::Trace, OpenAction::Notify] {
+            check_jumps(&program(open));
+        }
+    }
+
+    fn check_jumps(p: &[libc::sock_filter]) {
         for (i, ins) in p.iter().enumerate() {
             if ins.code & (libc::BPF_JMP as u16) == libc::BPF_JMP as u16
                 && ins.code & 0x07 == libc::BPF_JMP as u16
@@ -247,8 +295,8 @@ mod tests {
 
     /// Run the program on (arch, nr, args) with a minimal interpreter of the
     /// four instructions it uses.
-    fn verdict(arch: u32, nr: i64, args: [u64; 6]) -> u32 {
-        let p = program();
+    fn verdict(open: OpenAction, arch: u32, nr: i64, args: [u64; 6]) -> u32 {
+        let p = program(open);
         let word = |off: u32| -> u32 {
             match off {
                 OFF_NR => nr as u32,
@@ -278,49 +326,57 @@ mod tests {
 
     #[test]
     fn filter_stops_exactly_the_calls_that_name_content() {
-        let native = crate::sys::NATIVE_AUDIT_ARCH;
-        let at = libc::AT_FDCWD as u64;
-        let openat = |flags: i32| verdict(native, libc::SYS_openat, [at, 0, flags as u64, 0, 0, 0]);
-        assert_eq!(openat(libc::O_RDONLY), RET_TRACE);
-        assert_eq!(
-            openat(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
-            RET_TRACE
-        );
-        assert_eq!(
-            openat(libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC),
-            RET_ALLOW
-        );
-        assert_eq!(openat(libc::O_PATH), RET_ALLOW);
-        assert_eq!(openat(libc::O_TMPFILE | libc::O_RDWR), RET_ALLOW);
-        #[cfg(target_arch = "x86_64")]
-        {
-            let open = |flags: i32| verdict(native, libc::SYS_open, [0, flags as u64, 0, 0, 0, 0]);
-            assert_eq!(open(libc::O_RDONLY), RET_TRACE);
-            assert_eq!(open(libc::O_DIRECTORY), RET_ALLOW);
+        for (open_action, ret_open) in [
+            (OpenAction::Trace, RET_TRACE),
+            (OpenAction::Notify, libc::SECCOMP_RET_USER_NOTIF),
+        ] {
+            let native = crate::sys::NATIVE_AUDIT_ARCH;
+            let v = |nr: i64, args: [u64; 6]| verdict(open_action, native, nr, args);
+            let at = libc::AT_FDCWD as u64;
+            let openat = |flags: i32| v(libc::SYS_openat, [at, 0, flags as u64, 0, 0, 0]);
+            assert_eq!(openat(libc::O_RDONLY), ret_open);
+            assert_eq!(
+                openat(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
+                ret_open
+            );
+            assert_eq!(
+                openat(libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC),
+                RET_ALLOW
+            );
+            assert_eq!(openat(libc::O_PATH), RET_ALLOW);
+            assert_eq!(openat(libc::O_TMPFILE | libc::O_RDWR), RET_ALLOW);
+            #[cfg(target_arch = "x86_64")]
+            {
+                let open = |flags: i32| v(libc::SYS_open, [0, flags as u64, 0, 0, 0, 0]);
+                assert_eq!(open(libc::O_RDONLY), ret_open);
+                assert_eq!(open(libc::O_DIRECTORY), RET_ALLOW);
+            }
+            for &nr in OPENS {
+                assert_eq!(v(nr, [0; 6]), ret_open, "syscall {nr}");
+            }
+            for &nr in TRACED {
+                assert_eq!(v(nr, [0; 6]), RET_TRACE, "syscall {nr}");
+            }
+            let mmap = |prot: i32, flags: i32| {
+                v(libc::SYS_mmap, [0, 4096, prot as u64, flags as u64, 3, 0])
+            };
+            assert_eq!(
+                mmap(libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED),
+                RET_TRACE
+            );
+            assert_eq!(mmap(libc::PROT_READ, libc::MAP_SHARED), RET_ALLOW);
+            assert_eq!(mmap(libc::PROT_WRITE, libc::MAP_PRIVATE), RET_ALLOW);
+            assert_eq!(
+                mmap(libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS),
+                RET_ALLOW
+            );
+            assert_eq!(v(libc::SYS_read, [0; 6]), RET_ALLOW);
+            assert_eq!(v(libc::SYS_close, [0; 6]), RET_ALLOW);
+            // Another ABI: never stopped (its numbers mean other calls).
+            assert_eq!(
+                verdict(open_action, 0x4000_0003, libc::SYS_openat, [0; 6]),
+                RET_ALLOW
+            );
         }
-        for &nr in TRACED {
-            assert_eq!(verdict(native, nr, [0; 6]), RET_TRACE, "syscall {nr}");
-        }
-        let mmap = |prot: i32, flags: i32| {
-            verdict(
-                native,
-                libc::SYS_mmap,
-                [0, 4096, prot as u64, flags as u64, 3, 0],
-            )
-        };
-        assert_eq!(
-            mmap(libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED),
-            RET_TRACE
-        );
-        assert_eq!(mmap(libc::PROT_READ, libc::MAP_SHARED), RET_ALLOW);
-        assert_eq!(mmap(libc::PROT_WRITE, libc::MAP_PRIVATE), RET_ALLOW);
-        assert_eq!(
-            mmap(libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS),
-            RET_ALLOW
-        );
-        assert_eq!(verdict(native, libc::SYS_read, [0; 6]), RET_ALLOW);
-        assert_eq!(verdict(native, libc::SYS_close, [0; 6]), RET_ALLOW);
-        // Another ABI: never stopped (its numbers mean other calls).
-        assert_eq!(verdict(0x4000_0003, libc::SYS_openat, [0; 6]), RET_ALLOW);
     }
 }

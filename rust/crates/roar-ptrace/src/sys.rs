@@ -299,11 +299,13 @@ impl FileStat {
 
     /// Whether a process running as `euid` (our own: the tracee's, since
     /// ptrace drops setuid) may open the file for `want` (`0o4` read, `0o2`
-    /// write) by the cheap rules: root, world permission, or owner
-    /// permission. `false` means "not sure" (group permission, ACLs): the
-    /// caller then waits for the kernel's verdict instead of guessing.
+    /// write, `0o6` both) by the cheap rules: root, world permission, or
+    /// owner permission. `false` means "not sure" (group permission, ACLs):
+    /// the caller then asks the kernel instead of guessing.
     pub fn surely_allows(&self, euid: u32, want: u32) -> bool {
-        euid == 0 || self.perm & want != 0 || (self.uid == euid && self.perm & (want << 6) != 0)
+        euid == 0
+            || self.perm & want == want
+            || (self.uid == euid && (self.perm >> 6) & want == want)
     }
 }
 
@@ -372,4 +374,251 @@ pub use roar_events::now_ns;
 /// Current `errno`.
 pub fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Whether the effective ids may open `path` for `want` (`libc::R_OK` /
+/// `libc::W_OK`), by the kernel's own rules (`faccessat(AT_EACCESS)`:
+/// group bits, ACLs, read-only mounts).
+pub fn access_ok(path: &[u8], want: i32, scratch: &mut Vec<u8>) -> bool {
+    if path.contains(&0) {
+        return false;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(path);
+    scratch.push(0);
+    // SAFETY: `scratch` is NUL-terminated.
+    unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            scratch.as_ptr().cast(),
+            want,
+            libc::AT_EACCESS,
+        ) == 0
+    }
+}
+
+/// Whether the running kernel is at least `major.minor` (from uname).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: zeroed utsname is a valid out-buffer.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    let rel: Vec<u8> = u
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let mut it = rel.split(|&c| c == b'.' || c == b'-').map(|p| {
+        std::str::from_utf8(p)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+    });
+    match (it.next().flatten(), it.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (Linux 6.6): the notifying thread
+/// wakes the tracer on its own CPU and the tracer's answer wakes the thread
+/// on the tracer's CPU, so a round trip costs two context switches instead of
+/// two wake-ups of idle CPUs.
+const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
+/// Ask for same-CPU wake-ups on a seccomp listener (false if unsupported).
+pub fn notif_set_sync(fd: i32) -> bool {
+    // SAFETY: the flags travel by value.
+    unsafe {
+        libc::ioctl(
+            fd,
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS as _,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        ) == 0
+    }
+}
+
+/// A syscall a traced thread is blocked in, waiting for our answer.
+pub struct Notif {
+    /// Notification id (for the answer).
+    pub id: u64,
+    /// Thread id (in our pid namespace).
+    pub tid: i32,
+    /// Audit arch of the call.
+    pub arch: u32,
+    /// Syscall number.
+    pub nr: i64,
+    /// Raw arguments.
+    pub args: [u64; 6],
+}
+
+/// Receive one notification from the listener `fd`. Only call it when poll
+/// said the fd is readable: then it does not block (a notification withdrawn
+/// meanwhile, because its thread was interrupted, gives ENOENT).
+pub fn notif_recv(fd: i32) -> io::Result<Notif> {
+    // SAFETY: zeroed notif is what the kernel requires as input.
+    let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: `n` is a writable seccomp_notif.
+    if unsafe {
+        libc::ioctl(
+            fd,
+            libc::SECCOMP_IOCTL_NOTIF_RECV as _,
+            &mut n as *mut libc::seccomp_notif,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let mut args = [0u64; 6];
+    args.copy_from_slice(&n.data.args);
+    Ok(Notif {
+        id: n.id,
+        tid: n.pid as i32,
+        arch: n.data.arch,
+        nr: n.data.nr as i64,
+        args,
+    })
+}
+
+/// Let the notified syscall `id` run as if nothing had happened. Errors
+/// (ENOENT: the thread was interrupted or died meanwhile) are ignored.
+pub fn notif_continue(fd: i32, id: u64) {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    // SAFETY: `resp` is a valid seccomp_notif_resp.
+    unsafe {
+        libc::ioctl(
+            fd,
+            libc::SECCOMP_IOCTL_NOTIF_SEND as _,
+            &resp as *const libc::seccomp_notif_resp,
+        )
+    };
+}
+
+/// Send `fd` over the unix socket `sock` (SCM_RIGHTS). Allocation-free, for
+/// the forked child before exec.
+pub fn send_fd(sock: i32, fd: i32) -> bool {
+    let mut byte = [b'L'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 64]);
+    let mut cbuf = Cmsg([0; 64]);
+    // SAFETY: building a msghdr over local buffers; CMSG_* compute offsets
+    // inside `cbuf`, which is large enough for one int.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as _;
+        let cm = libc::CMSG_FIRSTHDR(&msg);
+        (*cm).cmsg_level = libc::SOL_SOCKET;
+        (*cm).cmsg_type = libc::SCM_RIGHTS;
+        (*cm).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        std::ptr::copy_nonoverlapping(&fd as *const i32 as *const u8, libc::CMSG_DATA(cm), 4);
+        libc::sendmsg(sock, &msg, 0) == 1
+    }
+}
+
+/// Receive an fd sent with [`send_fd`] (non-blocking: `None` if none is there).
+pub fn recv_fd(sock: i32) -> Option<i32> {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 64]);
+    let mut cbuf = Cmsg([0; 64]);
+    // SAFETY: as in send_fd; the kernel fills at most msg_controllen bytes.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        msg.msg_controllen = cbuf.0.len() as _;
+        if libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) != 1 {
+            return None;
+        }
+        let cm = libc::CMSG_FIRSTHDR(&msg);
+        if cm.is_null()
+            || (*cm).cmsg_level != libc::SOL_SOCKET
+            || (*cm).cmsg_type != libc::SCM_RIGHTS
+        {
+            return None;
+        }
+        let mut fd = -1i32;
+        std::ptr::copy_nonoverlapping(libc::CMSG_DATA(cm), &mut fd as *mut i32 as *mut u8, 4);
+        (fd >= 0).then_some(fd)
+    }
+}
+
+extern "C" fn on_sigchld(_: libc::c_int) {}
+
+/// Make SIGCHLD (a tracee stopped or ended) interrupt [`wait_listener`]:
+/// a no-op handler, and the signal blocked except while waiting there, so
+/// that a stop reported between our last `waitpid` and the wait is never
+/// missed. Returns the mask to wait with.
+pub fn sigchld_for_ppoll() -> libc::sigset_t {
+    // SAFETY: plain signal-mask and sigaction calls on local structs.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigchld as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut());
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGCHLD);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, &block, &mut old);
+        libc::sigdelset(&mut old, libc::SIGCHLD);
+        old
+    }
+}
+
+/// What [`wait_listener`] saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// A notification is waiting.
+    Notification,
+    /// No process uses the filter any more.
+    Hangup,
+    /// A signal (SIGCHLD), or the safety timeout: check `waitpid`.
+    Other,
+}
+
+/// Wait until the listener `fd` (or -1: none) has a notification or a
+/// signal arrives, SIGCHLD unblocked only during the wait (`mask`).
+pub fn wait_listener(fd: i32, mask: &libc::sigset_t) -> Ready {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // A safety net only: SIGCHLD interrupts the wait when a tracee stops.
+    let ts = libc::timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    // SAFETY: one valid pollfd, a valid timeout and signal mask.
+    let r = unsafe { libc::ppoll(&mut p, 1, &ts, mask) };
+    if r <= 0 {
+        return Ready::Other;
+    }
+    if p.revents & libc::POLLIN != 0 {
+        Ready::Notification
+    } else if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Ready::Hangup
+    } else {
+        Ready::Other
+    }
 }

@@ -101,6 +101,9 @@ pub struct Options {
     pub all_syscalls: bool,
     /// Fault injection for tests: panic while recording the first open.
     pub fault_panic: bool,
+    /// The seccomp listener opens are notified on (-1: opens are ptrace
+    /// stops like the other calls). See `run_notify`.
+    pub notify_fd: i32,
 }
 
 /// The tracer state for one traced command.
@@ -178,6 +181,10 @@ impl Tracer {
     /// called once, when the root process ends, with its wait status and the
     /// number of traced threads still alive (descendants that outlive it).
     pub fn run(&mut self, mut on_root_exit: impl FnMut(&mut Tracer, i32, usize)) {
+        if self.opts.notify_fd >= 0 {
+            self.run_notify(on_root_exit);
+            return;
+        }
         loop {
             let mut status = 0;
             let tid = sys::wait_any(&mut status);
@@ -187,50 +194,111 @@ impl Tracer {
                 }
                 break; // ECHILD: no tracee left
             }
-            if wifexited(status) || libc::WIFSIGNALED(status) {
-                self.started.remove(&tid);
-                self.guarded(|t| t.thread_gone(tid));
-                if tid == self.root {
-                    let remaining = self.threads.len();
-                    on_root_exit(self, status, remaining);
-                }
-                continue;
-            }
-            if !libc::WIFSTOPPED(status) {
-                continue;
-            }
-            let sig = libc::WSTOPSIG(status);
-            let event = (status >> 16) & 0xffff;
-            if self.started.insert(tid) && sig == libc::SIGSTOP && event == 0 {
-                // The auto-attach stop of a new thread/process: swallow it.
-                self.guarded(|t| t.ensure_thread(tid, None, 0));
-                sys::resume(tid, self.default_resume(), 0);
-                continue;
-            }
-            let syscall_stop = sig == libc::SIGTRAP | 0x80;
-            let event_stop = sig == libc::SIGTRAP && event != 0;
-            if event == libc::PTRACE_EVENT_EXEC {
-                // The exec'ing thread may have had another tid (a non-leader
-                // thread execs and takes over the leader's id).
-                if let Some(former) = sys::event_msg(tid) {
-                    let former = former as i32;
-                    if former != tid {
-                        self.started.remove(&former);
-                    }
-                }
-            }
-            let need_exit = self
-                .guarded(|t| t.on_stop(tid, sig, event))
-                .unwrap_or(false);
-            let how = if need_exit {
-                Resume::Syscall
-            } else {
-                self.default_resume()
-            };
-            let deliver = if syscall_stop || event_stop { 0 } else { sig };
-            sys::resume(tid, how, deliver);
+            self.on_wait(tid, status, &mut on_root_exit);
         }
         self.finish_all();
+    }
+
+    /// The loop when opens arrive as seccomp notifications: wait for either
+    /// a notification or SIGCHLD (a ptrace stop or exit: fork, exec, rename,
+    /// ...), handle everything ready, repeat. The tracer blocks while it
+    /// waits (no polling): with same-CPU wake-ups that is what keeps each
+    /// open's round trip on one CPU.
+    fn run_notify(&mut self, mut on_root_exit: impl FnMut(&mut Tracer, i32, usize)) {
+        let fd = self.opts.notify_fd;
+        let mask = sys::sigchld_for_ppoll();
+        let mut listening = true;
+        'outer: loop {
+            loop {
+                let mut status = 0;
+                // SAFETY: plain waitpid with a valid out-pointer.
+                let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
+                if tid > 0 {
+                    self.on_wait(tid, status, &mut on_root_exit);
+                } else if tid == 0 {
+                    break;
+                } else if sys::errno() != libc::EINTR {
+                    break 'outer; // ECHILD: no tracee left
+                }
+            }
+            match sys::wait_listener(if listening { fd } else { -1 }, &mask) {
+                sys::Ready::Notification => {
+                    if let Ok(n) = sys::notif_recv(fd) {
+                        self.guarded(|t| t.on_notif(&n));
+                        // Always answered, even after a recording bug: the
+                        // thread is blocked until we do.
+                        sys::notif_continue(fd, n.id);
+                    }
+                }
+                sys::Ready::Hangup => listening = false,
+                sys::Ready::Other => {}
+            }
+        }
+        self.finish_all();
+    }
+
+    /// An open a thread is blocked in (seccomp notification).
+    fn on_notif(&mut self, n: &sys::Notif) {
+        self.ensure_thread(n.tid, None, 0);
+        self.settle(n.tid);
+        self.on_entry(n.tid, n.arch, n.nr, n.args);
+        // There is no exit stop to wait for in this mode (opens never ask
+        // for one here, see `may_open`).
+        if let Some(th) = self.threads.get_mut(&n.tid) {
+            th.pending = None;
+        }
+    }
+
+    /// One `waitpid` report: a thread ended, or stopped (ptrace event,
+    /// seccomp stop, syscall exit, signal). Restarts it.
+    fn on_wait(
+        &mut self,
+        tid: i32,
+        status: i32,
+        on_root_exit: &mut impl FnMut(&mut Tracer, i32, usize),
+    ) {
+        if wifexited(status) || libc::WIFSIGNALED(status) {
+            self.started.remove(&tid);
+            self.guarded(|t| t.thread_gone(tid));
+            if tid == self.root {
+                let remaining = self.threads.len();
+                on_root_exit(self, status, remaining);
+            }
+            return;
+        }
+        if !libc::WIFSTOPPED(status) {
+            return;
+        }
+        let sig = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xffff;
+        if self.started.insert(tid) && sig == libc::SIGSTOP && event == 0 {
+            // The auto-attach stop of a new thread/process: swallow it.
+            self.guarded(|t| t.ensure_thread(tid, None, 0));
+            sys::resume(tid, self.default_resume(), 0);
+            return;
+        }
+        let syscall_stop = sig == libc::SIGTRAP | 0x80;
+        let event_stop = sig == libc::SIGTRAP && event != 0;
+        if event == libc::PTRACE_EVENT_EXEC {
+            // The exec'ing thread may have had another tid (a non-leader
+            // thread execs and takes over the leader's id).
+            if let Some(former) = sys::event_msg(tid) {
+                let former = former as i32;
+                if former != tid {
+                    self.started.remove(&former);
+                }
+            }
+        }
+        let need_exit = self
+            .guarded(|t| t.on_stop(tid, sig, event))
+            .unwrap_or(false);
+        let how = if need_exit {
+            Resume::Syscall
+        } else {
+            self.default_resume()
+        };
+        let deliver = if syscall_stop || event_stop { 0 } else { sig };
+        sys::resume(tid, how, deliver);
     }
 
     /// Run recording code; a panic switches to degraded mode instead of
@@ -652,41 +720,63 @@ impl Tracer {
             })
         };
         if op == Op::Read {
-            return match pre {
-                // Missing (ENOENT, ENOTDIR, a symlink under O_NOFOLLOW...): it fails.
-                None => None,
-                // Pipes, devices, directories are never recorded.
-                Some(st) if !st.regular => None,
-                Some(st) if st.surely_allows(self.euid, 0o4) => {
+            // Missing (ENOENT, ENOTDIR, a symlink under O_NOFOLLOW...): the open
+            // fails; pipes, devices and directories are never recorded.
+            let st = pre.filter(|st| st.regular)?;
+            return match self.may_open(&path, &st, flags) {
+                Some(true) => {
                     self.fault_point();
                     let t = sys::now_ns();
                     img.borrow_mut()
                         .on_open(&self.opts.trace_dir, t, op, &path, Some(st), true);
                     None
                 }
-                Some(_) => exact(path),
+                Some(false) => None,
+                None => exact(path),
             };
         }
         let creat = flags & libc::O_CREAT != 0;
         match pre {
-            Some(_) if creat && flags & libc::O_EXCL != 0 => None, // EEXIST
-            None if !creat => None,                                // ENOENT
-            Some(st) if !st.regular => None,
-            Some(st) if !st.surely_allows(self.euid, 0o2) => exact(path),
-            _ => {
-                let d = Deferred {
-                    op,
-                    path,
-                    pre,
-                    t_ns: sys::now_ns(),
-                };
-                if let Some(th) = self.threads.get_mut(&tid) {
-                    if th.deferred.replace(d).is_none() {
-                        self.n_deferred += 1;
-                    }
-                }
-                None
+            Some(_) if creat && flags & libc::O_EXCL != 0 => return None, // EEXIST
+            None if !creat => return None,                                // ENOENT
+            Some(st) if !st.regular => return None,
+            Some(st) => match self.may_open(&path, &st, flags) {
+                Some(true) => {}
+                Some(false) => return None,
+                None => return exact(path),
+            },
+            None => {} // created, if the directory allows: checked when settled
+        }
+        let d = Deferred {
+            op,
+            path,
+            pre,
+            t_ns: sys::now_ns(),
+        };
+        if let Some(th) = self.threads.get_mut(&tid) {
+            if th.deferred.replace(d).is_none() {
+                self.n_deferred += 1;
             }
+        }
+        None
+    }
+
+    /// Whether the open of existing file `st` with `flags` will be allowed:
+    /// `Some` when the cheap rules (root, world or owner permission) or the
+    /// kernel (`faccessat`, in notification mode where there is no exit stop
+    /// to wait for) can tell, `None` to wait for the call's result.
+    fn may_open(&mut self, path: &[u8], st: &sys::FileStat, flags: i32) -> Option<bool> {
+        let (bits, acc) = match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => (0o4, libc::R_OK),
+            libc::O_WRONLY => (0o2, libc::W_OK),
+            _ => (0o6, libc::R_OK | libc::W_OK),
+        };
+        if st.surely_allows(self.euid, bits) {
+            Some(true)
+        } else if self.opts.notify_fd >= 0 {
+            Some(sys::access_ok(path, acc, &mut self.scratch))
+        } else {
+            None
         }
     }
 
