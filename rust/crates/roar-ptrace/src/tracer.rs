@@ -27,6 +27,12 @@
 //! order. Another thread or process renaming or deleting the file first is
 //! handled by settling every deferred open of that path before such a call.
 //!
+//! With a seccomp listener (`Options::notify_fd`, Linux >= 6.6) opens do not
+//! stop at all: they arrive as notifications and go through the same entry
+//! code (step 2) in `run_notify`; the thread waits in the kernel until we
+//! answer "continue". Step 3 then never applies to opens: there is no exit to
+//! wait for, so an undecidable permission is asked of `faccessat` instead.
+//!
 //! When seccomp cannot be installed the same code runs with `PTRACE_SYSCALL`
 //! on every call ("all-syscalls mode"): slower, same records.
 //!
