@@ -97,6 +97,25 @@ def test_traced_program_behaves_identically(tools, tmp_path, mode):
     assert stops == plain
 
 
+@pytest.mark.parametrize("backend", ["none", "preload", *fc.PTRACE_ENV])
+def test_signals_do_not_interrupt_traced_opens(tools, tmp_path, backend):
+    """A signal caught without SA_RESTART never makes an open of a regular file fail with
+    EINTR untraced; under ptrace the thread may be waiting for the tracer, and must not
+    either (the tracer restarts such an open after the handler)."""
+    prog = [str(tools.bin_dir / "eintr_opens"), "20000"]
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    env = dict(os.environ)
+    if backend == "preload":
+        prog = [tools.ptrace, "--preload-only", tools.lib, "--trace-dir", str(trace), "--", *prog]
+    elif backend != "none":
+        prog = [tools.ptrace, "--trace-dir", str(trace), "--", *prog]
+        env.update(fc.PTRACE_ENV[backend])
+    p = subprocess.run(prog, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert " eintr 0 other 0 " in p.stdout
+
+
 def test_opens_arrive_as_notifications_where_the_kernel_allows(tools):
     """Linux >= 6.6 has same-CPU wake-ups for seccomp notifications: the tracer uses them
     for opens (the "ptrace" corpus backend) unless told not to ("ptrace-stops")."""

@@ -229,8 +229,18 @@ pub fn install(prog: &[libc::sock_filter]) -> io::Result<()> {
 /// creates the notification listener and returns its fd (close-on-exec).
 /// Fails with EBUSY when a filter already installed above us has a listener
 /// (the kernel allows one per filter tree), e.g. inside another roar run.
+///
+/// Asks for `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the
+/// tracer has picked a notification up, only a fatal signal interrupts the
+/// thread's wait, so an open is not failed with EINTR while we record it
+/// (the tracer also restarts opens interrupted before that, see
+/// `Tracer::on_wait`).
 pub fn install_listener(prog: &[libc::sock_filter]) -> io::Result<i32> {
-    install_with(prog, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER)
+    let flags = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+    match install_with(prog, flags | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => install_with(prog, flags),
+        r => r,
+    }
 }
 
 fn install_with(prog: &[libc::sock_filter], flags: libc::c_ulong) -> io::Result<i32> {

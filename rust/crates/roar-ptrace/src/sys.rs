@@ -622,3 +622,54 @@ pub fn wait_listener(fd: i32, mask: &libc::sigset_t) -> Ready {
         Ready::Other
     }
 }
+
+/// The kernel's "restart the call after the handler, whatever SA_RESTART
+/// says" code (include/linux/errno.h; never seen by user space).
+const ERESTARTNOINTR: i64 = 513;
+/// The kernel's "interrupted; restart only under SA_RESTART" code.
+const ERESTARTSYS: i64 = 512;
+
+/// At a signal-delivery stop: if `tid` was interrupted in an open-family
+/// syscall (`-ERESTARTSYS`), its (nr, args); else `None`.
+#[cfg(target_arch = "x86_64")]
+pub fn interrupted_open(tid: i32) -> Option<(i64, [u64; 6])> {
+    // SAFETY: zeroed regs are a valid out-buffer for PTRACE_GETREGS.
+    let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes one user_regs_struct.
+    if unsafe { libc::ptrace(libc::PTRACE_GETREGS, tid, 0usize, &mut r as *mut _) } != 0 {
+        return None;
+    }
+    let nr = r.orig_rax as i64;
+    let opens = [
+        libc::SYS_open,
+        libc::SYS_openat,
+        libc::SYS_creat,
+        libc::SYS_openat2,
+    ];
+    (r.rax as i64 == -ERESTARTSYS && opens.contains(&nr))
+        .then_some((nr, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]))
+}
+
+/// Not implemented on this architecture: interrupted opens are left alone.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn interrupted_open(_tid: i32) -> Option<(i64, [u64; 6])> {
+    None
+}
+
+/// Make the interrupted syscall of `tid` restart after the signal handler
+/// (`-ERESTARTNOINTR`), as if it had never been interrupted.
+#[cfg(target_arch = "x86_64")]
+pub fn restart_after_handler(tid: i32) {
+    // SAFETY: as in interrupted_open; PTRACE_SETREGS reads one struct.
+    unsafe {
+        let mut r: libc::user_regs_struct = std::mem::zeroed();
+        if libc::ptrace(libc::PTRACE_GETREGS, tid, 0usize, &mut r as *mut _) == 0 {
+            r.rax = (-ERESTARTNOINTR) as u64;
+            libc::ptrace(libc::PTRACE_SETREGS, tid, 0usize, &r as *const _);
+        }
+    }
+}
+
+/// Not implemented on this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn restart_after_handler(_tid: i32) {}

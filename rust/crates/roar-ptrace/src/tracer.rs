@@ -304,7 +304,65 @@ impl Tracer {
             self.default_resume()
         };
         let deliver = if syscall_stop || event_stop { 0 } else { sig };
+        if deliver != 0 && self.opts.notify_fd >= 0 {
+            self.guarded(|t| t.restart_interrupted_open(tid));
+        }
         sys::resume(tid, how, deliver);
+    }
+
+    /// A signal is about to be delivered to `tid`. If it interrupted an open
+    /// while the thread waited for our answer to its notification, make the
+    /// open restart after the handler: untraced, an open of a regular file
+    /// is never interrupted, and a handler installed without SA_RESTART
+    /// would otherwise see EINTR. Opens that block by nature (a FIFO, a
+    /// device) keep the kernel's answer.
+    fn restart_interrupted_open(&mut self, tid: i32) {
+        let Some((nr, a)) = sys::interrupted_open(tid) else {
+            return;
+        };
+        #[cfg(target_arch = "x86_64")]
+        let (dirfd, addr) = if nr == libc::SYS_open || nr == libc::SYS_creat {
+            (libc::AT_FDCWD, a[0])
+        } else {
+            (a[0] as i32, a[1])
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (dirfd, addr) = {
+            let _ = nr; // only openat/openat2 exist here
+            (a[0] as i32, a[1])
+        };
+        let mut raw = std::mem::take(&mut self.buf1);
+        let mut p = Vec::new();
+        let ok = sys::read_cstr(tid, addr, &mut raw) && !raw.is_empty() && {
+            // Not `resolve`: it refuses ignored paths (/dev...), which are
+            // exactly the ones whose opens may block.
+            let base = if raw[0] == b'/' {
+                Some(b"/".to_vec())
+            } else {
+                let mut b = Vec::new();
+                let link = if dirfd == libc::AT_FDCWD {
+                    format!("/proc/{tid}/cwd")
+                } else {
+                    format!("/proc/{tid}/fd/{dirfd}")
+                };
+                sys::readlink(&link, &mut b).then_some(b)
+            };
+            base.is_some_and(|b| {
+                normalize_into(&b, &raw, &mut p);
+                true
+            })
+        };
+        self.buf1 = raw;
+        if !ok {
+            return;
+        }
+        let regular_or_missing = match sys::stat_path(&p, true, &mut self.scratch) {
+            None => true,
+            Some(st) => st.regular,
+        };
+        if regular_or_missing {
+            sys::restart_after_handler(tid);
+        }
     }
 
     /// Run recording code; a panic switches to degraded mode instead of
