@@ -142,9 +142,19 @@ impl Hasher for FxHasher {
         self.add(i as u64);
     }
 
+    /// The multiply-rotate state carries entropy in its high bits only (a
+    /// product's low bits depend only on the operands' low bits), but the hash
+    /// table indexes buckets by the *low* bits: paths that differ in a few
+    /// digits in the middle ("f00017.dat", "f00018.dat") all landed in a
+    /// handful of buckets, and every lookup walked long probe chains of
+    /// memcmp. A final fold + multiply (murmur-style) spreads every state bit
+    /// over the whole word.
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        let mut h = self.hash;
+        h ^= h >> 32;
+        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
     }
 }
 
