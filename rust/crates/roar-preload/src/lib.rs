@@ -17,14 +17,16 @@
 //! hook costs one relaxed atomic load before calling the real function, until
 //! a host (a Jupyter kernel via ctypes) calls [`roar_begin`].
 //!
-//! Module map: [`real`] (dlsym cache), [`lock`] (futex lock), [`state`]
-//! (recording, dedupe, flushing, fork handling), [`hooks`] (file hooks),
-//! [`exec`] (exec/spawn hooks and environment propagation).
+//! Module map: [`real`] (dlsym cache), [`lock`] (futex lock), [`seen`]
+//! (dedupe set), [`state`] (recording, dedupe, flushing, fork handling),
+//! [`hooks`] (file hooks), [`exec`] (exec/spawn hooks and environment
+//! propagation).
 
 pub mod exec;
 pub mod hooks;
 pub mod lock;
 pub mod real;
+pub mod seen;
 pub mod state;
 
 use std::ffi::{c_char, c_int, CStr, CString};

@@ -13,8 +13,6 @@
 //! pass-throughs, so the lock is never taken recursively.
 
 use std::cell::{Cell, UnsafeCell};
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,6 +20,7 @@ use libc::c_int;
 use roar_events::{encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op};
 
 use crate::lock::RawLock;
+use crate::seen::SeenSet;
 
 /// Fast-path flag read by every hook: `false` means dormant, and the hook
 /// does nothing but call the real function. Authoritative state is
@@ -99,67 +98,6 @@ impl Drop for ErrnoGuard {
     }
 }
 
-/// FxHash (the rustc hasher): a multiply-rotate over 8-byte words. Paths are
-/// not attacker-controlled across a trust boundary here and we want the
-/// cheapest hash that spreads path bytes well; SipHash would dominate the
-/// per-open cost for long paths.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher {
-    hash: u64,
-}
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ w).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().unwrap()));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    /// The multiply-rotate state carries entropy in its high bits only (a
-    /// product's low bits depend only on the operands' low bits), but the hash
-    /// table indexes buckets by the *low* bits: paths that differ in a few
-    /// digits in the middle ("f00017.dat", "f00018.dat") all landed in a
-    /// handful of buckets, and every lookup walked long probe chains of
-    /// memcmp. A final fold + multiply (murmur-style) spreads every state bit
-    /// over the whole word.
-    #[inline]
-    fn finish(&self) -> u64 {
-        let mut h = self.hash;
-        h ^= h >> 32;
-        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^ (h >> 29)
-    }
-}
-
-type Seen = HashSet<Box<[u8]>, BuildHasherDefault<FxHasher>>;
-
 /// Everything the tracer knows about the current process image.
 pub struct State {
     /// Whether records are being collected (authoritative; see [`ACTIVE`]).
@@ -172,13 +110,12 @@ pub struct State {
     t0_ns: u64,
     buf: Vec<u8>,
     header_written: bool,
-    seen: Option<Seen>,
+    seen: SeenSet,
     cwd: Vec<u8>,
     cwd_valid: bool,
     // Scratch buffers reused across calls so the hot path does not allocate.
     path1: Vec<u8>,
     path2: Vec<u8>,
-    key: Vec<u8>,
     tmp: Vec<u8>,
     /// The trace file kept open between flushes, see [`TraceFd`].
     out: TraceFd,
@@ -206,12 +143,11 @@ static SHARED: Shared = Shared {
         t0_ns: 0,
         buf: Vec::new(),
         header_written: false,
-        seen: None,
+        seen: SeenSet::new(),
         cwd: Vec::new(),
         cwd_valid: false,
         path1: Vec::new(),
         path2: Vec::new(),
-        key: Vec::new(),
         tmp: Vec::new(),
         out: TraceFd::NONE,
         finalized: false,
@@ -275,9 +211,7 @@ impl State {
         self.buf.clear();
         self.header_written = false;
         self.out.close(); // a new file (fresh t0) from now on
-        if let Some(s) = self.seen.as_mut() {
-            s.clear();
-        }
+        self.seen.clear();
         self.finalized = false;
         self.active = true;
         true
@@ -301,9 +235,7 @@ impl State {
         self.header_written = false;
         // The inherited descriptor is the parent's file; the child writes its own.
         self.out.close();
-        if let Some(s) = self.seen.as_mut() {
-            s.clear();
-        }
+        self.seen.clear();
     }
 
     /// Forget the cached cwd (after chdir/fchdir).
@@ -410,32 +342,17 @@ impl State {
 
     /// True the first time (op, path) is seen in this process (image).
     fn first_time(&mut self, op: Op, p: &[u8]) -> bool {
-        self.key.clear();
-        self.key.push(op.as_byte());
-        self.key.extend_from_slice(p);
-        let seen = self.seen.get_or_insert_with(Default::default);
-        if seen.contains(self.key.as_slice()) {
-            false
-        } else {
-            seen.insert(self.key.as_slice().into());
-            true
-        }
+        self.seen.insert(op.as_byte(), p)
     }
 
     /// After a path is removed, moved or replaced, a later open of the same
     /// name is a new fact and must be recorded again (W a, D a, W a).
     fn forget(&mut self, p: &[u8]) {
-        let Some(seen) = self.seen.as_mut() else {
-            return;
-        };
-        if seen.is_empty() {
+        if self.seen.is_empty() {
             return;
         }
         for op in [Op::Read, Op::Write, Op::Update, Op::Exec] {
-            self.key.clear();
-            self.key.push(op.as_byte());
-            self.key.extend_from_slice(p);
-            seen.remove(self.key.as_slice());
+            self.seen.remove(op.as_byte(), p);
         }
     }
 
