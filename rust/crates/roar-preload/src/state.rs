@@ -387,8 +387,10 @@ impl State {
             let keep = if fd >= 0 {
                 // SAFETY: zeroed stat is a valid out-buffer.
                 let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                // SAFETY: fd was just returned by a successful open.
-                if unsafe { libc::fstat(fd, &mut st) } == 0 {
+                // SAFETY: fd was just returned by a successful open. A raw
+                // fstat: glibc's fstat is fstatat(fd, "", AT_EMPTY_PATH),
+                // which also has the kernel read an empty path string.
+                if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } == 0 {
                     let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
                     if regular && op.has_stat() {
                         size = st.st_size as u64;
@@ -603,7 +605,7 @@ impl TraceFd {
     };
 
     /// The held descriptor if it still refers to our file (same dev/ino,
-    /// still linked, opened append-only for writing) in process `pid`, else
+    /// still linked) in process `pid`, else
     /// forget it (without closing: the number is no longer ours) and -1.
     fn get(&mut self, pid: u32) -> c_int {
         if self.fd < 0 {
@@ -623,12 +625,15 @@ impl TraceFd {
         if unsafe { libc::syscall(libc::SYS_fstat, self.fd, &mut st) } != 0 {
             return false;
         }
-        if st.st_dev as u64 != self.dev || st.st_ino as u64 != self.ino || st.st_nlink == 0 {
-            return false;
-        }
-        // SAFETY: F_GETFL takes no pointer.
-        let fl = unsafe { libc::syscall(libc::SYS_fcntl, self.fd, libc::F_GETFL) } as c_int;
-        fl >= 0 && fl & libc::O_ACCMODE == libc::O_WRONLY && fl & libc::O_APPEND != 0
+        // (dev, ino) is sufficient; no F_GETFL check of the access mode. The
+        // inode is the trace file we created under a name private to this
+        // image (`<pid>-<t0>.ev` in the trace dir), so if the number now holds
+        // any other file, socket or pipe, the identity differs and we reopen.
+        // The only way for it to hold a description of the same inode that is
+        // not ours is for the program to have opened our trace file by name
+        // (and put it at this number): writing through that can at worst
+        // misplace or lose our own records, never touch a file of the program.
+        st.st_dev as u64 == self.dev && st.st_ino as u64 == self.ino && st.st_nlink != 0
     }
 
     /// Move the freshly opened `fd` to a high number and hold it there.
