@@ -181,6 +181,19 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
 
 pub use roar_events::now_ns;
 
+/// The dedupe-set bit of an op: its index in the EVENTS.md table.
+fn op_bit(op: Op) -> u32 {
+    match op {
+        Op::Read => 0,
+        Op::Write => 1,
+        Op::Update => 2,
+        Op::Delete => 3,
+        Op::Move => 4,
+        Op::Link => 5,
+        Op::Exec => 6,
+    }
+}
+
 fn getpid_u32() -> u32 {
     // SAFETY: always succeeds.
     unsafe { libc::getpid() as u32 }
@@ -342,18 +355,13 @@ impl State {
 
     /// True the first time (op, path) is seen in this process (image).
     fn first_time(&mut self, op: Op, p: &[u8]) -> bool {
-        self.seen.insert(op.as_byte(), p)
+        self.seen.insert(op_bit(op), p)
     }
 
     /// After a path is removed, moved or replaced, a later open of the same
     /// name is a new fact and must be recorded again (W a, D a, W a).
     fn forget(&mut self, p: &[u8]) {
-        if self.seen.is_empty() {
-            return;
-        }
-        for op in [Op::Read, Op::Write, Op::Update, Op::Exec] {
-            self.seen.remove(op.as_byte(), p);
-        }
+        self.seen.remove(p);
     }
 
     fn push(&mut self, op: Op, size: u64, mtime_ns: i64, p: &[u8], p2: Option<&[u8]>) {
