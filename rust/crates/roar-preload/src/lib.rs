@@ -10,7 +10,10 @@
 //! What it must never do: change the behaviour of the traced program. Every
 //! hook calls the real function and returns its result and errno unchanged;
 //! no panic crosses the C boundary (caught, tracing switches itself off);
-//! no file descriptor is kept open; nothing is hooked on read/write/close.
+//! the one descriptor kept open (the trace file, at a high number) is never
+//! written once the program closed or replaced it; nothing is hooked on
+//! read/write, and close/dup2/dup3/close_range/closefrom only to protect that
+//! descriptor ([`fds`]).
 //!
 //! Activation: if `ROAR_TRACE_DIR` is set and non-empty when the library is
 //! loaded, tracing starts at once. Otherwise the library is *dormant*: each
@@ -19,10 +22,11 @@
 //!
 //! Module map: [`real`] (dlsym cache), [`lock`] (futex lock), [`seen`]
 //! (dedupe set), [`state`] (recording, dedupe, flushing, fork handling),
-//! [`hooks`] (file hooks), [`exec`] (exec/spawn hooks and environment
-//! propagation).
+//! [`hooks`] (file hooks), [`fds`] (close/dup hooks guarding the trace
+//! descriptor), [`exec`] (exec/spawn hooks and environment propagation).
 
 pub mod exec;
+pub mod fds;
 pub mod hooks;
 pub mod lock;
 pub mod real;

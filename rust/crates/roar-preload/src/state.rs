@@ -4,8 +4,9 @@
 //! Responsible for turning "this call succeeded on this path" into encoded
 //! records and getting them to disk. It must never change what the traced
 //! program observes: it uses raw syscalls (not our own hooked symbols) for its
-//! file, keeps its descriptor at a high number and checks it (fstat) before
-//! every write, and callers save and restore errno around it.
+//! file, keeps its descriptor at a high number and re-checks it (fstat)
+//! whenever the program may have closed or replaced it (see [`TraceFd`]),
+//! and callers save and restore errno around it.
 //!
 //! Concurrency: one [`State`] behind a futex [`RawLock`]; a per-thread
 //! `IN_HOOK` flag turns nested hook calls (a hook → malloc → open, or a
@@ -14,7 +15,7 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use libc::c_int;
 use roar_events::{encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op};
@@ -26,6 +27,16 @@ use crate::seen::SeenSet;
 /// does nothing but call the real function. Authoritative state is
 /// `State::active` (read under the lock); this is only the cheap hint.
 pub static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Number of the trace descriptor currently held ([`TraceFd`]), -1 if none.
+/// The close/dup hooks (`fds.rs`) compare their target with it: one relaxed
+/// load per call. Written only with the state lock held.
+pub static HELD_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Set when the program may have closed or replaced [`HELD_FD`] (a hooked
+/// close, dup2, dup3, close_range or closefrom covered it): the next flush
+/// checks with fstat that the number still names our file before writing.
+static SUSPECT: AtomicBool = AtomicBool::new(false);
 
 /// Flush the buffer once it holds this many bytes (~64 KiB per write()).
 const FLUSH_AT: usize = 64 * 1024;
@@ -177,6 +188,33 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
             None
         }
     }
+}
+
+/// Run `real`, a call by the program that closes or replaces descriptor
+/// numbers including [`HELD_FD`], with the state lock held: no flush can
+/// check the descriptor before the change and write after it (into whatever
+/// the number names then). The next flush verifies the number with fstat and
+/// reopens the trace file if it is no longer ours. A call made while this
+/// thread is already inside the tracer (a signal handler that interrupted a
+/// flush) cannot take the lock; it only marks the descriptor suspect.
+/// errno is the one `real` left.
+#[cold]
+#[inline(never)]
+pub fn touching_trace_fd<R>(real: impl FnOnce() -> R) -> R {
+    let guard = HookGuard::enter();
+    if guard.is_some() {
+        SHARED.lock.lock();
+    }
+    SUSPECT.store(true, Ordering::Relaxed);
+    let r = real();
+    if guard.is_some() {
+        // SAFETY: __errno_location always returns this thread's errno slot.
+        let errno = unsafe { *libc::__errno_location() };
+        SHARED.lock.unlock();
+        // SAFETY: as above (unlock may have made a futex syscall).
+        unsafe { *libc::__errno_location() = errno };
+    }
+    r
 }
 
 pub use roar_events::now_ns;
@@ -388,6 +426,12 @@ impl State {
         if !self.active {
             return;
         }
+        if fd >= 0 && fd == self.out.fd {
+            // The kernel gave our number to the program: our descriptor was
+            // closed behind our back (by a raw syscall; hooked calls are
+            // seen in fds.rs). It is theirs now, not to be written or closed.
+            self.out.forget();
+        }
         let mut p = std::mem::take(&mut self.path1);
         if self.resolve(dirfd, raw, &mut p) && !self.ignored(&p) && self.first_time(op, &p) {
             let mut size = 0u64;
@@ -509,29 +553,47 @@ impl State {
 
     /// Write buffered records to `<dir>/<pid>-<t0_ns>.ev` (header first the
     /// first time). The file is opened with raw syscalls the first time and
-    /// then kept open at a high descriptor number ([`TraceFd`]), checked with
-    /// fstat before every write: a program that closes or dup2s over "all"
-    /// fds makes us reopen, never write into its file. Returns false if
-    /// records had to be dropped.
+    /// then kept open at a high descriptor number ([`TraceFd`]); a program
+    /// that closes or dup2s over "all" fds makes us reopen, never write into
+    /// its file. Returns false if records had to be dropped.
     pub fn flush(&mut self) -> bool {
         if self.buf.is_empty() || self.dir.is_empty() {
             self.buf.clear();
             return true;
         }
-        let mut fd = self.out.get(self.pid);
-        let mut close_after = false;
-        if fd < 0 {
-            fd = self.open_trace_file();
-            if fd >= 0 {
+        let ok = self.write_out();
+        self.buf.clear();
+        if self.buf.capacity() > 4 * FLUSH_AT {
+            self.buf.shrink_to(FLUSH_AT + 8192);
+        }
+        ok
+    }
+
+    fn write_out(&mut self) -> bool {
+        // A second attempt only if the held descriptor turned out to be
+        // closed (EBADF before anything was written): closed by a raw
+        // syscall that no hook saw. The file is reopened by name (O_APPEND).
+        for attempt in 0..2 {
+            let mut fd = self.out.get(self.pid);
+            let mut close_after = false;
+            if fd < 0 {
+                fd = self.open_trace_file();
+                if fd < 0 {
+                    return false;
+                }
                 match self.out.adopt(fd, self.pid) {
-                    Some(high) => fd = high,
+                    Some((high, size)) => {
+                        fd = high;
+                        // A new (or emptied) file needs its header.
+                        if size == 0 {
+                            self.header_written = false;
+                        }
+                    }
                     // No high number free: the old way, open for this flush only.
                     None => close_after = true,
                 }
             }
-        }
-        let mut ok = fd >= 0;
-        if ok {
+            let mut res = Ok(());
             if !self.header_written {
                 let mut hdr = Vec::with_capacity(roar_events::HEADER_LEN);
                 encode_header(
@@ -541,20 +603,25 @@ impl State {
                         ppid: self.ppid,
                     },
                 );
-                ok = write_all(fd, &hdr);
-                self.header_written = ok;
+                res = write_all(fd, &hdr);
+                self.header_written = res.is_ok();
             }
-            ok = ok && write_all(fd, &self.buf);
+            if res.is_ok() {
+                res = write_all(fd, &self.buf);
+            }
             if close_after {
                 // SAFETY: closing the fd we just opened.
                 unsafe { libc::syscall(libc::SYS_close, fd) };
             }
+            match res {
+                Ok(()) => return true,
+                Err(WriteError::Unwritten(libc::EBADF)) if attempt == 0 && !close_after => {
+                    self.out.forget();
+                }
+                Err(_) => return false,
+            }
         }
-        self.buf.clear();
-        if self.buf.capacity() > 4 * FLUSH_AT {
-            self.buf.shrink_to(FLUSH_AT + 8192);
-        }
-        ok
+        false
     }
 }
 
@@ -593,8 +660,20 @@ impl State {
 /// that change files are written through at once) cost an openat + close
 /// per written file; keeping it open must not let the program's own fd
 /// handling make us write elsewhere, hence: a high number (out of the way of
-/// programs that use low fds or dup2 to fixed numbers), O_CLOEXEC, and an
-/// fstat before every use that the number still names our file.
+/// programs that use low fds or dup2 to fixed numbers), O_CLOEXEC, and a
+/// check that the number still names our file whenever the program may have
+/// changed it.
+///
+/// That check used to be an fstat before every write. Now the calls that can
+/// take a number away from us (close, dup2, dup3, close_range, closefrom and
+/// their `__` aliases) are hooked (`fds.rs`): when they cover our number they
+/// run under the state lock and mark it suspect, and only then is it
+/// re-checked (fstat: dev/ino, still linked). A raw `syscall(SYS_close, n)`
+/// bypasses the hooks; the next write then fails with EBADF and the file is
+/// reopened, and an open hook that gets our number back from the kernel
+/// drops it. Not covered: our number closed by a raw syscall *and* reused by
+/// something other than a hooked open (a socket, a raw openat...) before our
+/// next write.
 pub struct TraceFd {
     fd: c_int,
     dev: u64,
@@ -612,20 +691,34 @@ impl TraceFd {
         pid: 0,
     };
 
-    /// The held descriptor if it still refers to our file (same dev/ino,
-    /// still linked) in process `pid`, else
-    /// forget it (without closing: the number is no longer ours) and -1.
+    fn set(&mut self, v: TraceFd) {
+        *self = v;
+        HELD_FD.store(self.fd, Ordering::Relaxed);
+    }
+
+    /// Stop using the held number without closing it (it is not ours).
+    fn forget(&mut self) {
+        if self.fd >= 0 {
+            self.set(TraceFd::NONE);
+        }
+    }
+
+    /// The held descriptor if it is usable in process `pid`: not touched by
+    /// the program since we last knew it was ours, or verified again now;
+    /// else forget it and -1.
     fn get(&mut self, pid: u32) -> c_int {
         if self.fd < 0 {
             return -1;
         }
-        if self.pid == pid && self.verified() {
+        if self.pid == pid && (!SUSPECT.swap(false, Ordering::Relaxed) || self.verified()) {
             return self.fd;
         }
-        *self = TraceFd::NONE;
+        self.forget();
         -1
     }
 
+    /// Whether the held number still refers to our file (same dev/ino, still
+    /// linked).
     fn verified(&self) -> bool {
         // SAFETY: zeroed stat is a valid out-buffer.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -645,9 +738,10 @@ impl TraceFd {
     }
 
     /// Move the freshly opened `fd` to a high number and hold it there.
-    /// Returns the number to write to, or `None` (and `fd` is left as is for
-    /// the caller to close) when no high number is available.
-    fn adopt(&mut self, fd: c_int, pid: u32) -> Option<c_int> {
+    /// Returns the number to write to and the file's current size, or `None`
+    /// (and `fd` is left as is for the caller to close) when no high number
+    /// is available.
+    fn adopt(&mut self, fd: c_int, pid: u32) -> Option<(c_int, u64)> {
         // SAFETY: zeroed stat is a valid out-buffer.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fstat only writes `st`.
@@ -674,13 +768,16 @@ impl TraceFd {
         }
         // SAFETY: closing the low fd we opened ourselves; `high` stays.
         unsafe { libc::syscall(libc::SYS_close, fd) };
-        *self = TraceFd {
+        self.set(TraceFd {
             fd: high,
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
             pid,
-        };
-        Some(high)
+        });
+        // Nothing touched the new number yet (we hold the state lock, and the
+        // hooks only look at it from now on).
+        SUSPECT.store(false, Ordering::Relaxed);
+        Some((high, st.st_size as u64))
     }
 
     /// Close the held descriptor if it is still ours; forget it either way.
@@ -689,24 +786,39 @@ impl TraceFd {
             // SAFETY: verified above to be the descriptor we opened.
             unsafe { libc::syscall(libc::SYS_close, self.fd) };
         }
-        *self = TraceFd::NONE;
+        self.forget();
     }
 }
 
-fn write_all(fd: c_int, mut data: &[u8]) -> bool {
+/// Why [`write_all`] stopped.
+enum WriteError {
+    /// Nothing was written; the errno of the first write.
+    Unwritten(c_int),
+    /// Part of the data was written.
+    Partial,
+}
+
+fn write_all(fd: c_int, mut data: &[u8]) -> Result<(), WriteError> {
+    let mut written = false;
     while !data.is_empty() {
         // SAFETY: valid buffer; write() is not hooked by this library.
         let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
         if r < 0 {
             // SAFETY: reading errno.
-            if unsafe { *libc::__errno_location() } == libc::EINTR {
+            let e = unsafe { *libc::__errno_location() };
+            if e == libc::EINTR {
                 continue;
             }
-            return false;
+            return Err(if written {
+                WriteError::Partial
+            } else {
+                WriteError::Unwritten(e)
+            });
         }
+        written = true;
         data = &data[r as usize..];
     }
-    true
+    Ok(())
 }
 
 /// Decimal digits of `v` into `out`; returns the length (out must hold 20).
