@@ -437,24 +437,18 @@ impl State {
             let mut size = 0u64;
             let mut mtime = -1i64;
             let keep = if fd >= 0 {
-                // SAFETY: zeroed stat is a valid out-buffer.
-                let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                // SAFETY: fd was just returned by a successful open. A raw
-                // fstat: glibc's fstat is fstatat(fd, "", AT_EMPTY_PATH),
-                // which also has the kernel read an empty path string.
-                if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } == 0 {
-                    let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
-                    if regular && op.has_stat() {
-                        size = st.st_size as u64;
-                        mtime = (st.st_mtime as i64)
-                            .wrapping_mul(1_000_000_000)
-                            .wrapping_add(st.st_mtime_nsec as i64);
+                match fd_stat(fd, op.has_stat()) {
+                    Some(st) => {
+                        let regular = st.mode & libc::S_IFMT == libc::S_IFREG;
+                        if regular && op.has_stat() {
+                            size = st.size;
+                            mtime = st.mtime_ns;
+                        }
+                        regular
                     }
-                    regular
-                } else {
                     // Cannot tell: a write is still worth reporting (the
                     // reader checks the file at job end), a read is not.
-                    op == Op::Write
+                    None => op == Op::Write,
                 }
             } else {
                 true
@@ -653,6 +647,90 @@ impl State {
         self.tmp = name;
         fd
     }
+}
+
+/// What [`fd_stat`] reports about a descriptor.
+struct FdStat {
+    mode: u32,
+    size: u64,
+    mtime_ns: i64,
+}
+
+/// Set once statx turned out to be unavailable (kernel older than 4.11, or a
+/// seccomp policy that refuses it): fstat from then on.
+static NO_STATX: AtomicBool = AtomicBool::new(false);
+
+/// File type of the open descriptor `fd`, and with `times` its size and
+/// mtime (else 0 and -1). None if it cannot be stat'ed.
+///
+/// statx with only the fields we need, not fstat: since Linux 6.13 (tmpfs,
+/// ext4, xfs, btrfs...) asking for a file's mtime or ctime marks the inode's
+/// timestamps as queried, and the kernel must then give the file's next
+/// change a fine-grained timestamp; for a freshly written file, even the
+/// program's next read() updates atime under relatime. An fstat per open
+/// made every written file pay that (about as much as the fstat itself).
+/// Writes only need the type (is it a regular file?); reads and updates
+/// report size and mtime, so they ask for them.
+fn fd_stat(fd: c_int, times: bool) -> Option<FdStat> {
+    if !NO_STATX.load(Ordering::Relaxed) {
+        let mask = if times {
+            libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_MTIME
+        } else {
+            libc::STATX_TYPE
+        };
+        // SAFETY: zeroed statx is a valid out-buffer.
+        let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: empty NUL-terminated path with AT_EMPTY_PATH: the call
+        // only reads the path and writes `sx`.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_statx,
+                fd,
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
+                mask,
+                &mut sx,
+            )
+        };
+        if r == 0 && sx.stx_mask & mask == mask {
+            return Some(FdStat {
+                mode: sx.stx_mode as u32,
+                size: if times { sx.stx_size } else { 0 },
+                mtime_ns: if times {
+                    sx.stx_mtime
+                        .tv_sec
+                        .wrapping_mul(1_000_000_000)
+                        .wrapping_add(sx.stx_mtime.tv_nsec as i64)
+                } else {
+                    -1
+                },
+            });
+        }
+        // SAFETY: reading errno.
+        let e = unsafe { *libc::__errno_location() };
+        if r != 0 && matches!(e, libc::ENOSYS | libc::EPERM | libc::EINVAL) {
+            NO_STATX.store(true, Ordering::Relaxed);
+        }
+        // Otherwise (EBADF, or fields not reported): fstat decides.
+    }
+    // SAFETY: zeroed stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of any number only writes `st`. A raw fstat: glibc's is
+    // fstatat(fd, "", AT_EMPTY_PATH), which also reads an empty path.
+    if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } != 0 {
+        return None;
+    }
+    Some(FdStat {
+        mode: st.st_mode,
+        size: if times { st.st_size as u64 } else { 0 },
+        mtime_ns: if times {
+            (st.st_mtime as i64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(st.st_mtime_nsec as i64)
+        } else {
+            -1
+        },
+    })
 }
 
 /// The trace file descriptor kept open between flushes, with the identity
