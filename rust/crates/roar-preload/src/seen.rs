@@ -19,8 +19,11 @@
 /// Slots in the first table (grown x2 whenever it is half full).
 const MIN_SLOTS: usize = 256;
 
-/// Bytes reserved for the arena at the first insert.
-const MIN_ARENA: usize = 16 * 1024;
+/// Bytes reserved for the arena at the first insert. A reservation this
+/// large is served by mmap and costs address space only until paths fill it
+/// page by page; growing from a small buffer instead re-copied (and faulted
+/// in) every path at each doubling.
+const MIN_ARENA: usize = 1024 * 1024;
 
 /// Low bits of `Slot::meta`: the path length; high bits: the op bits.
 const LEN_BITS: u32 = 25;
