@@ -4,11 +4,13 @@
 //! They exist only to protect the trace file descriptor the tracer keeps
 //! open at a high number (`TraceFd` in state.rs): rather than fstat that
 //! number before every write-through, the tracer re-checks it only after the
-//! program closed or replaced it. Each hook costs one relaxed load and a
-//! compare before the tail call, dormant or not; only a call that covers our
-//! number (a program closing "all" fds, or dup2 onto it) takes the slow path,
-//! which runs the real call under the state lock and marks the number
-//! suspect. No record is ever produced here, and read/write stay unhooked.
+//! program closed or replaced it. The number is never below `FD_FLOOR`
+//! (1000 with the usual fd limit), so each hook costs one relaxed load and a
+//! compare before the tail call, dormant or not. Only a call reaching that
+//! range (a program closing "all" fds, or dup2 onto a high number) takes the
+//! slow path: the real call runs under the state lock (so no flush or
+//! reopen can interleave with it) and marks our number suspect if it covers
+//! it. No record is ever produced here, and read/write stay unhooked.
 //!
 //! Calls that cannot take a number that is in use (dup, fcntl F_DUPFD, open)
 //! need no hook. glibc's own internal closes (fclose, closedir, posix_spawn's
@@ -18,7 +20,7 @@
 use libc::{c_int, c_uint};
 
 use crate::real;
-use crate::state::{touching_trace_fd, HELD_FD};
+use crate::state::{touching_trace_fd, FD_FLOOR};
 
 fn enosys() -> c_int {
     // SAFETY: setting errno.
@@ -26,10 +28,10 @@ fn enosys() -> c_int {
     -1
 }
 
-/// The number we hold, or -1.
+/// The lowest number our descriptor can have (`i32::MAX` if none ever).
 #[inline(always)]
-fn held() -> c_int {
-    HELD_FD.load(std::sync::atomic::Ordering::Relaxed)
+fn floor() -> c_int {
+    FD_FLOOR.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Hook: `close(2)`.
@@ -41,10 +43,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     let Some(real) = real::real_close() else {
         return enosys();
     };
-    if fd != held() || fd < 0 {
+    if fd < floor() {
         return real(fd);
     }
-    touching_trace_fd(|| real(fd))
+    touching_trace_fd(|h| h == fd, || real(fd))
 }
 
 /// Hook: `__close` (glibc's exported alias of `close`).
@@ -56,10 +58,10 @@ pub unsafe extern "C" fn __close(fd: c_int) -> c_int {
     let Some(real) = real::real_close_alias() else {
         return enosys();
     };
-    if fd != held() || fd < 0 {
+    if fd < floor() {
         return real(fd);
     }
-    touching_trace_fd(|| real(fd))
+    touching_trace_fd(|h| h == fd, || real(fd))
 }
 
 /// Hook: `dup2(2)`.
@@ -71,10 +73,10 @@ pub unsafe extern "C" fn dup2(oldfd: c_int, newfd: c_int) -> c_int {
     let Some(real) = real::real_dup2() else {
         return enosys();
     };
-    if newfd != held() || newfd < 0 {
+    if newfd < floor() {
         return real(oldfd, newfd);
     }
-    touching_trace_fd(|| real(oldfd, newfd))
+    touching_trace_fd(|h| h == newfd, || real(oldfd, newfd))
 }
 
 /// Hook: `__dup2` (glibc's exported alias of `dup2`).
@@ -86,10 +88,10 @@ pub unsafe extern "C" fn __dup2(oldfd: c_int, newfd: c_int) -> c_int {
     let Some(real) = real::real_dup2_alias() else {
         return enosys();
     };
-    if newfd != held() || newfd < 0 {
+    if newfd < floor() {
         return real(oldfd, newfd);
     }
-    touching_trace_fd(|| real(oldfd, newfd))
+    touching_trace_fd(|h| h == newfd, || real(oldfd, newfd))
 }
 
 /// Hook: `dup3(2)`.
@@ -101,10 +103,10 @@ pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int
     let Some(real) = real::real_dup3() else {
         return enosys();
     };
-    if newfd != held() || newfd < 0 {
+    if newfd < floor() {
         return real(oldfd, newfd, flags);
     }
-    touching_trace_fd(|| real(oldfd, newfd, flags))
+    touching_trace_fd(|h| h == newfd, || real(oldfd, newfd, flags))
 }
 
 /// Hook: `close_range(2)`. With `CLOSE_RANGE_CLOEXEC` nothing is closed (our
@@ -120,15 +122,10 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         Some(real) => real(first, last, flags),
         None => libc::syscall(libc::SYS_close_range, first, last, flags) as c_int,
     };
-    let h = held();
-    if h < 0
-        || (h as c_uint) < first
-        || (h as c_uint) > last
-        || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0
-    {
+    if (last as u64) < floor() as u64 || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 {
         return call();
     }
-    touching_trace_fd(call)
+    touching_trace_fd(|h| first <= h as c_uint && h as c_uint <= last, call)
 }
 
 /// Hook: `closefrom(3)`. If libc lacks the function, the equivalent
@@ -149,9 +146,9 @@ pub unsafe extern "C" fn closefrom(lowfd: c_int) {
             );
         }
     };
-    let h = held();
-    if h < 0 || h < lowfd {
+    if floor() == i32::MAX {
         return call();
     }
-    touching_trace_fd(call)
+    // Closes everything from lowfd up: reaches our range.
+    touching_trace_fd(|h| h >= lowfd, call)
 }

@@ -92,6 +92,7 @@ extern "C" fn roar_init() {
         // program's panic hook, if any, is unaffected.
         std::panic::set_hook(Box::new(|_| {}));
         real::resolve_all();
+        state::init_fd_floor();
         // SAFETY: plain function pointers with static lifetime.
         unsafe {
             libc::pthread_atfork(

@@ -28,10 +28,16 @@ use crate::seen::SeenSet;
 /// `State::active` (read under the lock); this is only the cheap hint.
 pub static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-/// Number of the trace descriptor currently held ([`TraceFd`]), -1 if none.
-/// The close/dup hooks (`fds.rs`) compare their target with it: one relaxed
-/// load per call. Written only with the state lock held.
-pub static HELD_FD: AtomicI32 = AtomicI32::new(-1);
+/// The lowest number the trace descriptor may ever be given ([`TraceFd`]),
+/// fixed by the library constructor ([`init_fd_floor`]); `i32::MAX` (never
+/// keep a descriptor) until then. A close/dup hook whose target is below it
+/// cannot touch our descriptor: one relaxed load and a compare.
+pub static FD_FLOOR: AtomicI32 = AtomicI32::new(i32::MAX);
+
+/// Number of the trace descriptor currently held, -1 if none. Written and
+/// read with the state lock held (the fast path of the hooks looks only at
+/// [`FD_FLOOR`]).
+static HELD_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Set when the program may have closed or replaced [`HELD_FD`] (a hooked
 /// close, dup2, dup3, close_range or closefrom covered it): the next flush
@@ -190,22 +196,43 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
     }
 }
 
+/// Fix [`FD_FLOOR`] from the current RLIMIT_NOFILE (called once, by the
+/// library constructor): just below the soft limit, capped at 1024 (a higher
+/// number would grow the process's fd table for nothing), so 1000 with the
+/// usual limit; no kept descriptor at all if that is below 64.
+pub fn init_fd_floor() {
+    // SAFETY: zeroed rlimit is a valid out-buffer.
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return;
+    }
+    let floor = rl.rlim_cur.min(1024) as c_int - 24;
+    if floor >= 64 {
+        FD_FLOOR.store(floor, Ordering::Relaxed);
+    }
+}
+
 /// Run `real`, a call by the program that closes or replaces descriptor
-/// numbers including [`HELD_FD`], with the state lock held: no flush can
-/// check the descriptor before the change and write after it (into whatever
-/// the number names then). The next flush verifies the number with fstat and
-/// reopens the trace file if it is no longer ours. A call made while this
-/// thread is already inside the tracer (a signal handler that interrupted a
-/// flush) cannot take the lock; it only marks the descriptor suspect.
-/// errno is the one `real` left.
+/// numbers at or above [`FD_FLOOR`] (`covers` tells which), with the state
+/// lock held: no flush can check our descriptor before the change and write
+/// after it (into whatever the number names then), and no new descriptor can
+/// be adopted in the middle. If the call covers the number we hold, it is
+/// marked suspect: the next flush verifies it with fstat and reopens the
+/// trace file if it is no longer ours. A call made while this thread is
+/// already inside the tracer (a signal handler that interrupted a flush)
+/// cannot take the lock and just marks it. errno is the one `real` left.
 #[cold]
 #[inline(never)]
-pub fn touching_trace_fd<R>(real: impl FnOnce() -> R) -> R {
+pub fn touching_trace_fd<R>(covers: impl Fn(c_int) -> bool, real: impl FnOnce() -> R) -> R {
     let guard = HookGuard::enter();
     if guard.is_some() {
         SHARED.lock.lock();
     }
-    SUSPECT.store(true, Ordering::Relaxed);
+    let held = HELD_FD.load(Ordering::Relaxed);
+    if guard.is_none() || (held >= 0 && covers(held)) {
+        SUSPECT.store(true, Ordering::Relaxed);
+    }
     let r = real();
     if guard.is_some() {
         // SAFETY: __errno_location always returns this thread's errno slot.
@@ -744,9 +771,10 @@ fn fd_stat(fd: c_int, times: bool) -> Option<FdStat> {
 ///
 /// That check used to be an fstat before every write. Now the calls that can
 /// take a number away from us (close, dup2, dup3, close_range, closefrom and
-/// their `__` aliases) are hooked (`fds.rs`): when they cover our number they
-/// run under the state lock and mark it suspect, and only then is it
-/// re-checked (fstat: dev/ino, still linked). A raw `syscall(SYS_close, n)`
+/// their `__` aliases) are hooked (`fds.rs`): when they reach the range where
+/// we keep our number ([`FD_FLOOR`] and up) they run under the state lock,
+/// and mark it suspect if they cover it; only then is it re-checked (fstat:
+/// dev/ino, still linked). A raw `syscall(SYS_close, n)`
 /// bypasses the hooks; the next write then fails with EBADF and the file is
 /// reopened, and an open hook that gets our number back from the kernel
 /// drops it. Not covered: our number closed by a raw syscall *and* reused by
@@ -826,17 +854,10 @@ impl TraceFd {
         if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } != 0 {
             return None;
         }
-        // SAFETY: zeroed rlimit is a valid out-buffer.
-        let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
-        // SAFETY: valid out-pointer.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
-            return None;
-        }
-        // Just below the soft limit, capped at 1024 (a higher number would
-        // grow the process's fd table for nothing): 1000 with the usual limit.
-        let lim = rl.rlim_cur.min(1024) as c_int;
-        let min = lim - 24;
-        if min < 64 {
+        // Never below the floor the hooks rely on. (If the program lowered
+        // its limit under it since, F_DUPFD fails and we fall back.)
+        let min = FD_FLOOR.load(Ordering::Relaxed);
+        if min == i32::MAX {
             return None;
         }
         // SAFETY: F_DUPFD_CLOEXEC takes an integer.

@@ -634,3 +634,45 @@ print('ok')
         s(&["W a", "W victim", "W b", "W c", "W d", "W e", "W f", "W g"])
     );
 }
+
+/// Writers racing a thread that keeps closing the trace descriptor's number
+/// (close_range, hooked) and grabbing it for its own file (F_DUPFD, not
+/// hooked): every record arrives, none lands in the program's file.
+#[test]
+fn trace_fd_closed_under_concurrent_writers() {
+    let sb = Sandbox::new("tracefd-race");
+    let script = r#"
+import fcntl, os, threading
+v = os.open('victim', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+stop = False
+def disrupt():
+    while not stop:
+        os.closerange(1000, 1024)
+        try:
+            fcntl.fcntl(v, fcntl.F_DUPFD, 1000)
+        except OSError:
+            pass
+def work(i):
+    for j in range(200):
+        with open(f'w{i}-{j:03d}', 'w') as f:
+            f.write('x')
+d = threading.Thread(target=disrupt)
+d.start()
+ws = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+[w.start() for w in ws]
+[w.join() for w in ws]
+stop = True
+d.join()
+print('ok')
+"#;
+    let out = sb.py(script);
+    assert!(out.status.success(), "{out:?}");
+    let content = std::fs::read(sb.work.join("victim")).unwrap();
+    assert!(content.is_empty(), "victim: {} bytes", content.len());
+    let mut want: Vec<String> = (0..4)
+        .flat_map(|i| (0..200).map(move |j| format!("W w{i}-{j:03}")))
+        .collect();
+    want.push("W victim".into());
+    want.sort();
+    assert_eq!(sb.mine_sorted(), want);
+}
