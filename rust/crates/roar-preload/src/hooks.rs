@@ -12,9 +12,10 @@
 //!    panics caught inside `with_state`);
 //! 5. return the real result.
 //!
-//! There are deliberately no hooks on read/write/close: classification
-//! happens at open from the flags, so the tracer costs nothing per I/O
-//! syscall (see README.md).
+//! There are deliberately no hooks on read/write: classification happens at
+//! open from the flags, so the tracer costs nothing per I/O syscall (see
+//! README.md). close and the dup family are hooked in `fds.rs`, only to
+//! protect the trace descriptor (a compare and a tail call).
 //!
 //! The variadic `open`-style functions take `mode` as a plain third/fourth
 //! argument: on x86_64 and aarch64 Linux a variadic integer argument is

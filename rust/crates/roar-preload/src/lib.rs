@@ -10,21 +10,27 @@
 //! What it must never do: change the behaviour of the traced program. Every
 //! hook calls the real function and returns its result and errno unchanged;
 //! no panic crosses the C boundary (caught, tracing switches itself off);
-//! no file descriptor is kept open; nothing is hooked on read/write/close.
+//! the one descriptor kept open (the trace file, at a high number) is never
+//! written once the program closed or replaced it; nothing is hooked on
+//! read/write, and close/dup2/dup3/close_range/closefrom only to protect that
+//! descriptor ([`fds`]).
 //!
 //! Activation: if `ROAR_TRACE_DIR` is set and non-empty when the library is
 //! loaded, tracing starts at once. Otherwise the library is *dormant*: each
 //! hook costs one relaxed atomic load before calling the real function, until
 //! a host (a Jupyter kernel via ctypes) calls [`roar_begin`].
 //!
-//! Module map: [`real`] (dlsym cache), [`lock`] (futex lock), [`state`]
-//! (recording, dedupe, flushing, fork handling), [`hooks`] (file hooks),
-//! [`exec`] (exec/spawn hooks and environment propagation).
+//! Module map: [`real`] (dlsym cache), [`lock`] (futex lock), [`seen`]
+//! (dedupe set), [`state`] (recording, dedupe, flushing, fork handling),
+//! [`hooks`] (file hooks), [`fds`] (close/dup hooks guarding the trace
+//! descriptor), [`exec`] (exec/spawn hooks and environment propagation).
 
 pub mod exec;
+pub mod fds;
 pub mod hooks;
 pub mod lock;
 pub mod real;
+pub mod seen;
 pub mod state;
 
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -86,6 +92,7 @@ extern "C" fn roar_init() {
         // program's panic hook, if any, is unaffected.
         std::panic::set_hook(Box::new(|_| {}));
         real::resolve_all();
+        state::init_fd_floor();
         // SAFETY: plain function pointers with static lifetime.
         unsafe {
             libc::pthread_atfork(

@@ -89,6 +89,14 @@ pub type PathFn = unsafe extern "C" fn(*const c_char) -> c_int;
 pub type UnlinkatFn = unsafe extern "C" fn(c_int, *const c_char, c_int) -> c_int;
 /// `int (*)(int)`
 pub type FdFn = unsafe extern "C" fn(c_int) -> c_int;
+/// `int (*)(int, int)`
+pub type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+/// `int (*)(int, int, int)`
+pub type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+/// `int (*)(unsigned, unsigned, int)`
+pub type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
+/// `void (*)(int)`
+pub type ClosefromFn = unsafe extern "C" fn(c_int);
 /// `int (*)(const char *, char *const[], char *const[])`
 pub type ExecveFn =
     unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
@@ -143,6 +151,13 @@ real_fns! {
     real_remove = "remove": PathFn;
     real_chdir = "chdir": PathFn;
     real_fchdir = "fchdir": FdFn;
+    real_close = "close": FdFn;
+    real_close_alias = "__close": FdFn;
+    real_dup2 = "dup2": Dup2Fn;
+    real_dup2_alias = "__dup2": Dup2Fn;
+    real_dup3 = "dup3": Dup3Fn;
+    real_close_range = "close_range": CloseRangeFn;
+    real_closefrom = "closefrom": ClosefromFn;
     real_execve = "execve": ExecveFn;
     real_execv = "execv": ExecvFn;
     real_execvp = "execvp": ExecvFn;

@@ -4,8 +4,9 @@
 //! Responsible for turning "this call succeeded on this path" into encoded
 //! records and getting them to disk. It must never change what the traced
 //! program observes: it uses raw syscalls (not our own hooked symbols) for its
-//! file, keeps its descriptor at a high number and checks it (fstat) before
-//! every write, and callers save and restore errno around it.
+//! file, keeps its descriptor at a high number and re-checks it (fstat)
+//! whenever the program may have closed or replaced it (see [`TraceFd`]),
+//! and callers save and restore errno around it.
 //!
 //! Concurrency: one [`State`] behind a futex [`RawLock`]; a per-thread
 //! `IN_HOOK` flag turns nested hook calls (a hook → malloc → open, or a
@@ -13,20 +14,35 @@
 //! pass-throughs, so the lock is never taken recursively.
 
 use std::cell::{Cell, UnsafeCell};
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use libc::c_int;
 use roar_events::{encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op};
 
 use crate::lock::RawLock;
+use crate::seen::SeenSet;
 
 /// Fast-path flag read by every hook: `false` means dormant, and the hook
 /// does nothing but call the real function. Authoritative state is
 /// `State::active` (read under the lock); this is only the cheap hint.
 pub static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// The lowest number the trace descriptor may ever be given ([`TraceFd`]),
+/// fixed by the library constructor ([`init_fd_floor`]); `i32::MAX` (never
+/// keep a descriptor) until then. A close/dup hook whose target is below it
+/// cannot touch our descriptor: one relaxed load and a compare.
+pub static FD_FLOOR: AtomicI32 = AtomicI32::new(i32::MAX);
+
+/// Number of the trace descriptor currently held, -1 if none. Written and
+/// read with the state lock held (the fast path of the hooks looks only at
+/// [`FD_FLOOR`]).
+static HELD_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Set when the program may have closed or replaced [`HELD_FD`] (a hooked
+/// close, dup2, dup3, close_range or closefrom covered it): the next flush
+/// checks with fstat that the number still names our file before writing.
+static SUSPECT: AtomicBool = AtomicBool::new(false);
 
 /// Flush the buffer once it holds this many bytes (~64 KiB per write()).
 const FLUSH_AT: usize = 64 * 1024;
@@ -99,57 +115,6 @@ impl Drop for ErrnoGuard {
     }
 }
 
-/// FxHash (the rustc hasher): a multiply-rotate over 8-byte words. Paths are
-/// not attacker-controlled across a trust boundary here and we want the
-/// cheapest hash that spreads path bytes well; SipHash would dominate the
-/// per-open cost for long paths.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher {
-    hash: u64,
-}
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ w).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().unwrap()));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
-
-type Seen = HashSet<Box<[u8]>, BuildHasherDefault<FxHasher>>;
-
 /// Everything the tracer knows about the current process image.
 pub struct State {
     /// Whether records are being collected (authoritative; see [`ACTIVE`]).
@@ -162,13 +127,12 @@ pub struct State {
     t0_ns: u64,
     buf: Vec<u8>,
     header_written: bool,
-    seen: Option<Seen>,
+    seen: SeenSet,
     cwd: Vec<u8>,
     cwd_valid: bool,
     // Scratch buffers reused across calls so the hot path does not allocate.
     path1: Vec<u8>,
     path2: Vec<u8>,
-    key: Vec<u8>,
     tmp: Vec<u8>,
     /// The trace file kept open between flushes, see [`TraceFd`].
     out: TraceFd,
@@ -196,12 +160,11 @@ static SHARED: Shared = Shared {
         t0_ns: 0,
         buf: Vec::new(),
         header_written: false,
-        seen: None,
+        seen: SeenSet::new(),
         cwd: Vec::new(),
         cwd_valid: false,
         path1: Vec::new(),
         path2: Vec::new(),
-        key: Vec::new(),
         tmp: Vec::new(),
         out: TraceFd::NONE,
         finalized: false,
@@ -233,7 +196,68 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
     }
 }
 
+/// Fix [`FD_FLOOR`] from the current RLIMIT_NOFILE (called once, by the
+/// library constructor): just below the soft limit, capped at 1024 (a higher
+/// number would grow the process's fd table for nothing), so 1000 with the
+/// usual limit; no kept descriptor at all if that is below 64.
+pub fn init_fd_floor() {
+    // SAFETY: zeroed rlimit is a valid out-buffer.
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return;
+    }
+    let floor = rl.rlim_cur.min(1024) as c_int - 24;
+    if floor >= 64 {
+        FD_FLOOR.store(floor, Ordering::Relaxed);
+    }
+}
+
+/// Run `real`, a call by the program that closes or replaces descriptor
+/// numbers at or above [`FD_FLOOR`] (`covers` tells which), with the state
+/// lock held: no flush can check our descriptor before the change and write
+/// after it (into whatever the number names then), and no new descriptor can
+/// be adopted in the middle. If the call covers the number we hold, it is
+/// marked suspect: the next flush verifies it with fstat and reopens the
+/// trace file if it is no longer ours. A call made while this thread is
+/// already inside the tracer (a signal handler that interrupted a flush)
+/// cannot take the lock and just marks it. errno is the one `real` left.
+#[cold]
+#[inline(never)]
+pub fn touching_trace_fd<R>(covers: impl Fn(c_int) -> bool, real: impl FnOnce() -> R) -> R {
+    let guard = HookGuard::enter();
+    if guard.is_some() {
+        SHARED.lock.lock();
+    }
+    let held = HELD_FD.load(Ordering::Relaxed);
+    if guard.is_none() || (held >= 0 && covers(held)) {
+        SUSPECT.store(true, Ordering::Relaxed);
+    }
+    let r = real();
+    if guard.is_some() {
+        // SAFETY: __errno_location always returns this thread's errno slot.
+        let errno = unsafe { *libc::__errno_location() };
+        SHARED.lock.unlock();
+        // SAFETY: as above (unlock may have made a futex syscall).
+        unsafe { *libc::__errno_location() = errno };
+    }
+    r
+}
+
 pub use roar_events::now_ns;
+
+/// The dedupe-set bit of an op: its index in the EVENTS.md table.
+fn op_bit(op: Op) -> u32 {
+    match op {
+        Op::Read => 0,
+        Op::Write => 1,
+        Op::Update => 2,
+        Op::Delete => 3,
+        Op::Move => 4,
+        Op::Link => 5,
+        Op::Exec => 6,
+    }
+}
 
 fn getpid_u32() -> u32 {
     // SAFETY: always succeeds.
@@ -265,9 +289,7 @@ impl State {
         self.buf.clear();
         self.header_written = false;
         self.out.close(); // a new file (fresh t0) from now on
-        if let Some(s) = self.seen.as_mut() {
-            s.clear();
-        }
+        self.seen.clear();
         self.finalized = false;
         self.active = true;
         true
@@ -291,9 +313,7 @@ impl State {
         self.header_written = false;
         // The inherited descriptor is the parent's file; the child writes its own.
         self.out.close();
-        if let Some(s) = self.seen.as_mut() {
-            s.clear();
-        }
+        self.seen.clear();
     }
 
     /// Forget the cached cwd (after chdir/fchdir).
@@ -400,33 +420,13 @@ impl State {
 
     /// True the first time (op, path) is seen in this process (image).
     fn first_time(&mut self, op: Op, p: &[u8]) -> bool {
-        self.key.clear();
-        self.key.push(op.as_byte());
-        self.key.extend_from_slice(p);
-        let seen = self.seen.get_or_insert_with(Default::default);
-        if seen.contains(self.key.as_slice()) {
-            false
-        } else {
-            seen.insert(self.key.as_slice().into());
-            true
-        }
+        self.seen.insert(op_bit(op), p)
     }
 
     /// After a path is removed, moved or replaced, a later open of the same
     /// name is a new fact and must be recorded again (W a, D a, W a).
     fn forget(&mut self, p: &[u8]) {
-        let Some(seen) = self.seen.as_mut() else {
-            return;
-        };
-        if seen.is_empty() {
-            return;
-        }
-        for op in [Op::Read, Op::Write, Op::Update, Op::Exec] {
-            self.key.clear();
-            self.key.push(op.as_byte());
-            self.key.extend_from_slice(p);
-            seen.remove(self.key.as_slice());
-        }
+        self.seen.remove(p);
     }
 
     fn push(&mut self, op: Op, size: u64, mtime_ns: i64, p: &[u8], p2: Option<&[u8]>) {
@@ -453,27 +453,29 @@ impl State {
         if !self.active {
             return;
         }
+        if fd >= 0 && fd == self.out.fd {
+            // The kernel gave our number to the program: our descriptor was
+            // closed behind our back (by a raw syscall; hooked calls are
+            // seen in fds.rs). It is theirs now, not to be written or closed.
+            self.out.forget();
+        }
         let mut p = std::mem::take(&mut self.path1);
         if self.resolve(dirfd, raw, &mut p) && !self.ignored(&p) && self.first_time(op, &p) {
             let mut size = 0u64;
             let mut mtime = -1i64;
             let keep = if fd >= 0 {
-                // SAFETY: zeroed stat is a valid out-buffer.
-                let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                // SAFETY: fd was just returned by a successful open.
-                if unsafe { libc::fstat(fd, &mut st) } == 0 {
-                    let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
-                    if regular && op.has_stat() {
-                        size = st.st_size as u64;
-                        mtime = (st.st_mtime as i64)
-                            .wrapping_mul(1_000_000_000)
-                            .wrapping_add(st.st_mtime_nsec as i64);
+                match fd_stat(fd, op.has_stat()) {
+                    Some(st) => {
+                        let regular = st.mode & libc::S_IFMT == libc::S_IFREG;
+                        if regular && op.has_stat() {
+                            size = st.size;
+                            mtime = st.mtime_ns;
+                        }
+                        regular
                     }
-                    regular
-                } else {
                     // Cannot tell: a write is still worth reporting (the
                     // reader checks the file at job end), a read is not.
-                    op == Op::Write
+                    None => op == Op::Write,
                 }
             } else {
                 true
@@ -572,29 +574,47 @@ impl State {
 
     /// Write buffered records to `<dir>/<pid>-<t0_ns>.ev` (header first the
     /// first time). The file is opened with raw syscalls the first time and
-    /// then kept open at a high descriptor number ([`TraceFd`]), checked with
-    /// fstat before every write: a program that closes or dup2s over "all"
-    /// fds makes us reopen, never write into its file. Returns false if
-    /// records had to be dropped.
+    /// then kept open at a high descriptor number ([`TraceFd`]); a program
+    /// that closes or dup2s over "all" fds makes us reopen, never write into
+    /// its file. Returns false if records had to be dropped.
     pub fn flush(&mut self) -> bool {
         if self.buf.is_empty() || self.dir.is_empty() {
             self.buf.clear();
             return true;
         }
-        let mut fd = self.out.get(self.pid);
-        let mut close_after = false;
-        if fd < 0 {
-            fd = self.open_trace_file();
-            if fd >= 0 {
+        let ok = self.write_out();
+        self.buf.clear();
+        if self.buf.capacity() > 4 * FLUSH_AT {
+            self.buf.shrink_to(FLUSH_AT + 8192);
+        }
+        ok
+    }
+
+    fn write_out(&mut self) -> bool {
+        // A second attempt only if the held descriptor turned out to be
+        // closed (EBADF before anything was written): closed by a raw
+        // syscall that no hook saw. The file is reopened by name (O_APPEND).
+        for attempt in 0..2 {
+            let mut fd = self.out.get(self.pid);
+            let mut close_after = false;
+            if fd < 0 {
+                fd = self.open_trace_file();
+                if fd < 0 {
+                    return false;
+                }
                 match self.out.adopt(fd, self.pid) {
-                    Some(high) => fd = high,
+                    Some((high, size)) => {
+                        fd = high;
+                        // A new (or emptied) file needs its header.
+                        if size == 0 {
+                            self.header_written = false;
+                        }
+                    }
                     // No high number free: the old way, open for this flush only.
                     None => close_after = true,
                 }
             }
-        }
-        let mut ok = fd >= 0;
-        if ok {
+            let mut res = Ok(());
             if !self.header_written {
                 let mut hdr = Vec::with_capacity(roar_events::HEADER_LEN);
                 encode_header(
@@ -604,20 +624,25 @@ impl State {
                         ppid: self.ppid,
                     },
                 );
-                ok = write_all(fd, &hdr);
-                self.header_written = ok;
+                res = write_all(fd, &hdr);
+                self.header_written = res.is_ok();
             }
-            ok = ok && write_all(fd, &self.buf);
+            if res.is_ok() {
+                res = write_all(fd, &self.buf);
+            }
             if close_after {
                 // SAFETY: closing the fd we just opened.
                 unsafe { libc::syscall(libc::SYS_close, fd) };
             }
+            match res {
+                Ok(()) => return true,
+                Err(WriteError::Unwritten(libc::EBADF)) if attempt == 0 && !close_after => {
+                    self.out.forget();
+                }
+                Err(_) => return false,
+            }
         }
-        self.buf.clear();
-        if self.buf.capacity() > 4 * FLUSH_AT {
-            self.buf.shrink_to(FLUSH_AT + 8192);
-        }
-        ok
+        false
     }
 }
 
@@ -651,13 +676,110 @@ impl State {
     }
 }
 
+/// What [`fd_stat`] reports about a descriptor.
+struct FdStat {
+    mode: u32,
+    size: u64,
+    mtime_ns: i64,
+}
+
+/// Set once statx turned out to be unavailable (kernel older than 4.11, or a
+/// seccomp policy that refuses it): fstat from then on.
+static NO_STATX: AtomicBool = AtomicBool::new(false);
+
+/// File type of the open descriptor `fd`, and with `times` its size and
+/// mtime (else 0 and -1). None if it cannot be stat'ed.
+///
+/// statx with only the fields we need, not fstat: since Linux 6.13 (tmpfs,
+/// ext4, xfs, btrfs...) asking for a file's mtime or ctime marks the inode's
+/// timestamps as queried, and the kernel must then give the file's next
+/// change a fine-grained timestamp; for a freshly written file, even the
+/// program's next read() updates atime under relatime. An fstat per open
+/// made every written file pay that (about as much as the fstat itself).
+/// Writes only need the type (is it a regular file?); reads and updates
+/// report size and mtime, so they ask for them.
+fn fd_stat(fd: c_int, times: bool) -> Option<FdStat> {
+    if !NO_STATX.load(Ordering::Relaxed) {
+        let mask = if times {
+            libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_MTIME
+        } else {
+            libc::STATX_TYPE
+        };
+        // SAFETY: zeroed statx is a valid out-buffer.
+        let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: empty NUL-terminated path with AT_EMPTY_PATH: the call
+        // only reads the path and writes `sx`.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_statx,
+                fd,
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
+                mask,
+                &mut sx,
+            )
+        };
+        if r == 0 && sx.stx_mask & mask == mask {
+            return Some(FdStat {
+                mode: sx.stx_mode as u32,
+                size: if times { sx.stx_size } else { 0 },
+                mtime_ns: if times {
+                    sx.stx_mtime
+                        .tv_sec
+                        .wrapping_mul(1_000_000_000)
+                        .wrapping_add(sx.stx_mtime.tv_nsec as i64)
+                } else {
+                    -1
+                },
+            });
+        }
+        // SAFETY: reading errno.
+        let e = unsafe { *libc::__errno_location() };
+        if r != 0 && matches!(e, libc::ENOSYS | libc::EPERM | libc::EINVAL) {
+            NO_STATX.store(true, Ordering::Relaxed);
+        }
+        // Otherwise (EBADF, or fields not reported): fstat decides.
+    }
+    // SAFETY: zeroed stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of any number only writes `st`. A raw fstat: glibc's is
+    // fstatat(fd, "", AT_EMPTY_PATH), which also reads an empty path.
+    if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } != 0 {
+        return None;
+    }
+    Some(FdStat {
+        mode: st.st_mode,
+        size: if times { st.st_size as u64 } else { 0 },
+        mtime_ns: if times {
+            (st.st_mtime as i64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(st.st_mtime_nsec as i64)
+        } else {
+            -1
+        },
+    })
+}
+
 /// The trace file descriptor kept open between flushes, with the identity
 /// of the file it was opened on. Opening the file once per flush (records
 /// that change files are written through at once) cost an openat + close
 /// per written file; keeping it open must not let the program's own fd
 /// handling make us write elsewhere, hence: a high number (out of the way of
-/// programs that use low fds or dup2 to fixed numbers), O_CLOEXEC, and an
-/// fstat before every use that the number still names our file.
+/// programs that use low fds or dup2 to fixed numbers), O_CLOEXEC, and a
+/// check that the number still names our file whenever the program may have
+/// changed it.
+///
+/// That check used to be an fstat before every write. Now the calls that can
+/// take a number away from us (close, dup2, dup3, close_range, closefrom and
+/// their `__` aliases) are hooked (`fds.rs`): when they reach the range where
+/// we keep our number ([`FD_FLOOR`] and up) they run under the state lock,
+/// and mark it suspect if they cover it; only then is it re-checked (fstat:
+/// dev/ino, still linked). A raw `syscall(SYS_close, n)`
+/// bypasses the hooks; the next write then fails with EBADF and the file is
+/// reopened, and an open hook that gets our number back from the kernel
+/// drops it. Not covered: our number closed by a raw syscall *and* reused by
+/// something other than a hooked open (a socket, a raw openat...) before our
+/// next write.
 pub struct TraceFd {
     fd: c_int,
     dev: u64,
@@ -675,20 +797,34 @@ impl TraceFd {
         pid: 0,
     };
 
-    /// The held descriptor if it still refers to our file (same dev/ino,
-    /// still linked, opened append-only for writing) in process `pid`, else
-    /// forget it (without closing: the number is no longer ours) and -1.
+    fn set(&mut self, v: TraceFd) {
+        *self = v;
+        HELD_FD.store(self.fd, Ordering::Relaxed);
+    }
+
+    /// Stop using the held number without closing it (it is not ours).
+    fn forget(&mut self) {
+        if self.fd >= 0 {
+            self.set(TraceFd::NONE);
+        }
+    }
+
+    /// The held descriptor if it is usable in process `pid`: not touched by
+    /// the program since we last knew it was ours, or verified again now;
+    /// else forget it and -1.
     fn get(&mut self, pid: u32) -> c_int {
         if self.fd < 0 {
             return -1;
         }
-        if self.pid == pid && self.verified() {
+        if self.pid == pid && (!SUSPECT.swap(false, Ordering::Relaxed) || self.verified()) {
             return self.fd;
         }
-        *self = TraceFd::NONE;
+        self.forget();
         -1
     }
 
+    /// Whether the held number still refers to our file (same dev/ino, still
+    /// linked).
     fn verified(&self) -> bool {
         // SAFETY: zeroed stat is a valid out-buffer.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -696,35 +832,32 @@ impl TraceFd {
         if unsafe { libc::syscall(libc::SYS_fstat, self.fd, &mut st) } != 0 {
             return false;
         }
-        if st.st_dev as u64 != self.dev || st.st_ino as u64 != self.ino || st.st_nlink == 0 {
-            return false;
-        }
-        // SAFETY: F_GETFL takes no pointer.
-        let fl = unsafe { libc::syscall(libc::SYS_fcntl, self.fd, libc::F_GETFL) } as c_int;
-        fl >= 0 && fl & libc::O_ACCMODE == libc::O_WRONLY && fl & libc::O_APPEND != 0
+        // (dev, ino) is sufficient; no F_GETFL check of the access mode. The
+        // inode is the trace file we created under a name private to this
+        // image (`<pid>-<t0>.ev` in the trace dir), so if the number now holds
+        // any other file, socket or pipe, the identity differs and we reopen.
+        // The only way for it to hold a description of the same inode that is
+        // not ours is for the program to have opened our trace file by name
+        // (and put it at this number): writing through that can at worst
+        // misplace or lose our own records, never touch a file of the program.
+        st.st_dev as u64 == self.dev && st.st_ino as u64 == self.ino && st.st_nlink != 0
     }
 
     /// Move the freshly opened `fd` to a high number and hold it there.
-    /// Returns the number to write to, or `None` (and `fd` is left as is for
-    /// the caller to close) when no high number is available.
-    fn adopt(&mut self, fd: c_int, pid: u32) -> Option<c_int> {
+    /// Returns the number to write to and the file's current size, or `None`
+    /// (and `fd` is left as is for the caller to close) when no high number
+    /// is available.
+    fn adopt(&mut self, fd: c_int, pid: u32) -> Option<(c_int, u64)> {
         // SAFETY: zeroed stat is a valid out-buffer.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fstat only writes `st`.
         if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } != 0 {
             return None;
         }
-        // SAFETY: zeroed rlimit is a valid out-buffer.
-        let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
-        // SAFETY: valid out-pointer.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
-            return None;
-        }
-        // Just below the soft limit, capped at 1024 (a higher number would
-        // grow the process's fd table for nothing): 1000 with the usual limit.
-        let lim = rl.rlim_cur.min(1024) as c_int;
-        let min = lim - 24;
-        if min < 64 {
+        // Never below the floor the hooks rely on. (If the program lowered
+        // its limit under it since, F_DUPFD fails and we fall back.)
+        let min = FD_FLOOR.load(Ordering::Relaxed);
+        if min == i32::MAX {
             return None;
         }
         // SAFETY: F_DUPFD_CLOEXEC takes an integer.
@@ -734,13 +867,16 @@ impl TraceFd {
         }
         // SAFETY: closing the low fd we opened ourselves; `high` stays.
         unsafe { libc::syscall(libc::SYS_close, fd) };
-        *self = TraceFd {
+        self.set(TraceFd {
             fd: high,
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
             pid,
-        };
-        Some(high)
+        });
+        // Nothing touched the new number yet (we hold the state lock, and the
+        // hooks only look at it from now on).
+        SUSPECT.store(false, Ordering::Relaxed);
+        Some((high, st.st_size as u64))
     }
 
     /// Close the held descriptor if it is still ours; forget it either way.
@@ -749,24 +885,39 @@ impl TraceFd {
             // SAFETY: verified above to be the descriptor we opened.
             unsafe { libc::syscall(libc::SYS_close, self.fd) };
         }
-        *self = TraceFd::NONE;
+        self.forget();
     }
 }
 
-fn write_all(fd: c_int, mut data: &[u8]) -> bool {
+/// Why [`write_all`] stopped.
+enum WriteError {
+    /// Nothing was written; the errno of the first write.
+    Unwritten(c_int),
+    /// Part of the data was written.
+    Partial,
+}
+
+fn write_all(fd: c_int, mut data: &[u8]) -> Result<(), WriteError> {
+    let mut written = false;
     while !data.is_empty() {
         // SAFETY: valid buffer; write() is not hooked by this library.
         let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
         if r < 0 {
             // SAFETY: reading errno.
-            if unsafe { *libc::__errno_location() } == libc::EINTR {
+            let e = unsafe { *libc::__errno_location() };
+            if e == libc::EINTR {
                 continue;
             }
-            return false;
+            return Err(if written {
+                WriteError::Partial
+            } else {
+                WriteError::Unwritten(e)
+            });
         }
+        written = true;
         data = &data[r as usize..];
     }
-    true
+    Ok(())
 }
 
 /// Decimal digits of `v` into `out`; returns the length (out must hold 20).

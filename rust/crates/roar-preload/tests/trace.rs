@@ -542,3 +542,137 @@ fn posix_spawn_and_mkstemp() {
     want.sort();
     assert_eq!(sb.mine_sorted(), want);
 }
+
+/// The trace descriptor kept open at a high number must survive a program
+/// that closes or dup2s over it (through libc, or even a raw syscall), and
+/// records must never land in the program's file that took its number.
+#[test]
+fn program_closing_or_replacing_the_trace_fd() {
+    let sb = Sandbox::new("tracefd");
+    let script = r#"
+import ctypes, fcntl, os, platform, sys
+TRACE = sys.argv[1]
+SYS_close = {'x86_64': 3, 'aarch64': 57}[platform.machine()]
+libc = ctypes.CDLL(None, use_errno=True)
+
+def ours():
+    for n in os.listdir('/proc/self/fd'):
+        try:
+            p = os.readlink('/proc/self/fd/' + n)
+            if p.startswith(TRACE + '/') and p.endswith('.ev'):
+                return int(n)
+        except OSError:
+            pass
+
+def same(a, b):
+    return os.fstat(a).st_ino == os.fstat(b).st_ino
+
+open('a', 'w').write('x')  # written through: the trace fd is open now
+t = ours()
+assert t is not None and t >= 64, t
+v = os.open('victim', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+os.dup2(v, t)  # dup2 onto our number
+open('b', 'w').write('x')
+assert same(t, v)  # the program's descriptor is left alone
+os.close(t)
+
+t = ours()
+os.dup2(v, t, inheritable=False)  # dup3
+open('c', 'w').write('x')
+assert same(t, v)
+os.close(t)
+
+t = ours()
+os.closerange(t, t + 1)  # close_range, then the number reused without a hook
+assert fcntl.fcntl(v, fcntl.F_DUPFD, t) == t
+open('d', 'w').write('x')
+os.close(t)
+
+t = ours()
+os.close(t)  # close, then reused without a hook
+assert fcntl.fcntl(v, fcntl.F_DUPFD, t) == t
+open('e', 'w').write('x')
+os.close(t)
+
+t = ours()
+assert libc.syscall(SYS_close, t) == 0  # no hook sees this: EBADF, reopen
+open('f', 'w').write('x')
+
+t = ours()
+assert libc.syscall(SYS_close, t) == 0  # ... and the number handed out by open
+# (opened in the trace dir, which is never recorded: no write-through, so
+# the tracer does not reopen its file in the meantime)
+held = []
+while True:
+    fd = os.open(TRACE + '/victim2', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    if fd == t:
+        break
+    held.append(fd)
+for h in held:
+    os.close(h)
+open('g', 'w').write('x')
+assert os.fstat(t).st_ino == os.stat(TRACE + '/victim2').st_ino
+os.close(t)
+os.close(v)
+print('ok')
+"#;
+    let out = sb
+        .cmd(python())
+        .args(["-c", script])
+        .arg(&sb.trace)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"ok\n");
+    for victim in [sb.work.join("victim"), sb.trace.join("victim2")] {
+        let content = std::fs::read(&victim).unwrap();
+        assert!(content.is_empty(), "{}: {content:?}", victim.display());
+    }
+    assert_eq!(
+        sb.mine(),
+        s(&["W a", "W victim", "W b", "W c", "W d", "W e", "W f", "W g"])
+    );
+}
+
+/// Writers racing a thread that keeps closing the trace descriptor's number
+/// (close_range, hooked) and grabbing it for its own file (F_DUPFD, not
+/// hooked): every record arrives, none lands in the program's file.
+#[test]
+fn trace_fd_closed_under_concurrent_writers() {
+    let sb = Sandbox::new("tracefd-race");
+    let script = r#"
+import fcntl, os, threading
+v = os.open('victim', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+stop = False
+def disrupt():
+    while not stop:
+        os.closerange(1000, 1024)
+        try:
+            fcntl.fcntl(v, fcntl.F_DUPFD, 1000)
+        except OSError:
+            pass
+def work(i):
+    for j in range(200):
+        with open(f'w{i}-{j:03d}', 'w') as f:
+            f.write('x')
+d = threading.Thread(target=disrupt)
+d.start()
+ws = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+[w.start() for w in ws]
+[w.join() for w in ws]
+stop = True
+d.join()
+print('ok')
+"#;
+    let out = sb.py(script);
+    assert!(out.status.success(), "{out:?}");
+    let content = std::fs::read(sb.work.join("victim")).unwrap();
+    assert!(content.is_empty(), "victim: {} bytes", content.len());
+    let mut want: Vec<String> = (0..4)
+        .flat_map(|i| (0..200).map(move |j| format!("W w{i}-{j:03}")))
+        .collect();
+    want.push("W victim".into());
+    want.sort();
+    assert_eq!(sb.mine_sorted(), want);
+}
