@@ -501,24 +501,37 @@ pub fn notif_continue(fd: i32, id: u64) {
     };
 }
 
-/// Send `fd` over the unix socket `sock` (SCM_RIGHTS). Allocation-free, for
-/// the forked child before exec.
-pub fn send_fd(sock: i32, fd: i32) -> bool {
-    let mut byte = [b'L'];
-    let mut iov = libc::iovec {
+/// Control-message buffer for one fd, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct Cmsg([u8; 64]);
+
+/// A one-byte message over `byte` with room for an SCM_RIGHTS fd in `cbuf`.
+fn fd_msghdr(byte: &mut [u8; 1], iov: &mut libc::iovec, cbuf: &mut Cmsg) -> libc::msghdr {
+    *iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    #[repr(C, align(8))]
-    struct Cmsg([u8; 64]);
-    let mut cbuf = Cmsg([0; 64]);
-    // SAFETY: building a msghdr over local buffers; CMSG_* compute offsets
-    // inside `cbuf`, which is large enough for one int.
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive
+    // every use of it (they borrow the caller's locals).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.0.len() as _;
+    msg
+}
+
+/// Send `fd` over the unix socket `sock` (SCM_RIGHTS). Allocation-free, for
+/// the forked child before exec.
+pub fn send_fd(sock: i32, fd: i32) -> bool {
+    let (mut byte, mut cbuf) = ([b'L'], Cmsg([0; 64]));
+    let mut iov = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut msg = fd_msghdr(&mut byte, &mut iov, &mut cbuf);
+    // SAFETY: CMSG_* compute offsets inside `cbuf`, large enough for one int.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.0.as_mut_ptr().cast();
         msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as _;
         let cm = libc::CMSG_FIRSTHDR(&msg);
         (*cm).cmsg_level = libc::SOL_SOCKET;
@@ -531,21 +544,14 @@ pub fn send_fd(sock: i32, fd: i32) -> bool {
 
 /// Receive an fd sent with [`send_fd`] (non-blocking: `None` if none is there).
 pub fn recv_fd(sock: i32) -> Option<i32> {
-    let mut byte = [0u8];
+    let (mut byte, mut cbuf) = ([0u8], Cmsg([0; 64]));
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
     };
-    #[repr(C, align(8))]
-    struct Cmsg([u8; 64]);
-    let mut cbuf = Cmsg([0; 64]);
-    // SAFETY: as in send_fd; the kernel fills at most msg_controllen bytes.
+    let mut msg = fd_msghdr(&mut byte, &mut iov, &mut cbuf);
+    // SAFETY: the kernel fills at most msg_controllen bytes of `cbuf`.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.0.as_mut_ptr().cast();
-        msg.msg_controllen = cbuf.0.len() as _;
         if libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) != 1 {
             return None;
         }
