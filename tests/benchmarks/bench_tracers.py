@@ -144,37 +144,34 @@ def main() -> int:
           f"workload: C program (gcc -O2) on {where}")
     print(f"ptrace    {opens_via}\n")
 
-    print(f"Startup cost (wrapping `{true}`; untraced baseline {startup['baseline']:.2f} ms)\n")
-    t = Table(["Backend", "Startup overhead"], right={1})
-    for b in ("ptrace", "ptrace-stops", "preload"):
-        t.add(b, f"{startup[b] - startup['baseline']:.2f} ms")
-    print(t.render() + "\n")
+    traced = ("ptrace", "ptrace-stops", "preload")
 
-    print(f"Per-file overhead (one write + one read per file; regression over {files_n[0]}-{files_n[-1]} files)\n")
-    t = Table(["Backend", "Per-file overhead"], right={1})
-    base_f = per_file["baseline"]
-    for b in ("ptrace", "ptrace-stops", "preload"):
-        t.add(b, f"{slope_us(files_n, [x - y for x, y in zip(per_file[b], base_f)]):.1f} us")
-    print(t.render() + "\n")
+    def per_backend(title: str, column: str, value) -> None:
+        print(title + "\n")
+        t = Table(["Backend", column], right={1})
+        for b in traced:
+            t.add(b, value(b))
+        print(t.render() + "\n")
 
-    print(f"Per-syscall overhead (pwrite+pread on 16 files; regression over {sys_k[0]}-{sys_k[-1]} syscalls)\n")
-    t = Table(["Backend", "Per-read/write overhead"], right={1})
-    base_s = per_sys["baseline"]
-    for b in ("ptrace", "ptrace-stops", "preload"):
-        t.add(b, f"{slope_us(sys_k, [x - y for x, y in zip(per_sys[b], base_s)]):.3f} us")
-    print(t.render() + "\n")
+    def scaling(label: str, xs: list, data: dict, fmt: str) -> None:
+        base = data["baseline"]
+        t = Table([label, "Baseline", *traced], right=set(range(2 + len(traced))))
+        for i, x in enumerate(xs):
+            t.add(f"{x:,}", f"{base[i]:.1f} ms", *(format(data[b][i] - base[i], fmt) for b in traced))
+        print(t.render() + "\n")
 
+    def slope(xs: list, data: dict, b: str) -> float:
+        return slope_us(xs, [x - y for x, y in zip(data[b], data["baseline"])])
+
+    per_backend(f"Startup cost (wrapping `{true}`; untraced baseline {startup['baseline']:.2f} ms)",
+                "Startup overhead", lambda b: f"{startup[b] - startup['baseline']:.2f} ms")
+    per_backend(f"Per-file overhead (one write + one read per file; regression over {files_n[0]}-{files_n[-1]} files)",
+                "Per-file overhead", lambda b: f"{slope(files_n, per_file, b):.1f} us")
+    per_backend(f"Per-syscall overhead (pwrite+pread on 16 files; regression over {sys_k[0]}-{sys_k[-1]} syscalls)",
+                "Per-read/write overhead", lambda b: f"{slope(sys_k, per_sys, b):.3f} us")
     print("Measured scaling data (overhead in ms over the untraced baseline, medians)\n")
-    t = Table(["Files (N)", "Baseline", "ptrace", "ptrace-stops", "preload"], right={0, 1, 2, 3, 4})
-    for i, n in enumerate(files_n):
-        t.add(f"{n:,}", f"{base_f[i]:.1f} ms", f"{per_file['ptrace'][i] - base_f[i]:+.1f}",
-              f"{per_file['ptrace-stops'][i] - base_f[i]:+.1f}", f"{per_file['preload'][i] - base_f[i]:+.1f}")
-    print(t.render() + "\n")
-    t = Table(["Syscalls (K)", "Baseline", "ptrace", "ptrace-stops", "preload"], right={0, 1, 2, 3, 4})
-    for i, k in enumerate(sys_k):
-        t.add(f"{k:,}", f"{base_s[i]:.1f} ms", f"{per_sys['ptrace'][i] - base_s[i]:+.2f}",
-              f"{per_sys['ptrace-stops'][i] - base_s[i]:+.2f}", f"{per_sys['preload'][i] - base_s[i]:+.2f}")
-    print(t.render())
+    scaling("Files (N)", files_n, per_file, "+.1f")
+    scaling("Syscalls (K)", sys_k, per_sys, "+.2f")
     return 0
 
 
