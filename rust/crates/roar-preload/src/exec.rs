@@ -16,6 +16,7 @@ use std::ffi::{CStr, CString};
 
 use libc::{c_char, c_int, c_void, pid_t};
 
+use crate::hooks::{cbytes, enosys};
 use crate::real;
 use crate::state::{tracing, with_state, ErrnoGuard};
 
@@ -205,23 +206,6 @@ fn record_spawned(resolved: &[u8]) {
     with_state(|st| st.on_exec(resolved));
 }
 
-fn enosys() -> c_int {
-    // SAFETY: setting errno.
-    unsafe { *libc::__errno_location() = libc::ENOSYS };
-    -1
-}
-
-/// Bytes of a C string (empty for NULL).
-///
-/// # Safety
-/// `p` must be NULL or a NUL-terminated string outliving `'a`.
-unsafe fn cbytes<'a>(p: *const c_char) -> &'a [u8] {
-    if p.is_null() {
-        b""
-    } else {
-        CStr::from_ptr(p).to_bytes()
-    }
-}
 
 /// Resolve the program of an execve-style call (path used as is).
 ///

@@ -19,14 +19,9 @@
 
 use libc::{c_int, c_uint};
 
+use crate::hooks::enosys;
 use crate::real;
 use crate::state::{touching_trace_fd, FD_FLOOR};
-
-fn enosys() -> c_int {
-    // SAFETY: setting errno.
-    unsafe { *libc::__errno_location() = libc::ENOSYS };
-    -1
-}
 
 /// The lowest number our descriptor can have (`i32::MAX` if none ever).
 #[inline(always)]

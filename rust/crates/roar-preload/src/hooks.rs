@@ -31,7 +31,9 @@ use roar_events::Op;
 use crate::real;
 use crate::state::{tracing, with_state, ErrnoGuard};
 
-fn enosys() -> c_int {
+/// Fail like a missing libc function: -1 with errno ENOSYS (the real
+/// function could not be found). Shared by every hook module.
+pub(crate) fn enosys() -> c_int {
     // SAFETY: setting errno.
     unsafe { *libc::__errno_location() = libc::ENOSYS };
     -1
@@ -41,7 +43,7 @@ fn enosys() -> c_int {
 ///
 /// # Safety
 /// `p` must be NULL or a NUL-terminated string outliving `'a`.
-unsafe fn cbytes<'a>(p: *const c_char) -> &'a [u8] {
+pub(crate) unsafe fn cbytes<'a>(p: *const c_char) -> &'a [u8] {
     if p.is_null() {
         b""
     } else {

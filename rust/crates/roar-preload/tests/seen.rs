@@ -32,7 +32,7 @@ impl Rng {
 /// removals build up more than 1 MiB of garbage and force a compaction.
 fn path(i: u64) -> Vec<u8> {
     let mut p = format!("/work/project/data/shard-{:03}/f{:05}.dat", i % 7, i).into_bytes();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         p.extend(std::iter::repeat_n(b'x', 700 + (i % 50) as usize));
     }
     p
