@@ -337,6 +337,9 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
 
     store = project.store
     base_env = dict(os.environ)
+    # A job of its own: its processes must not follow a kernel's control block (if this
+    # `roar run` was started from a notebook cell) but record into this job's directory.
+    base_env.pop(cfg_mod.ENV_CONTROL, None)
     base_env.update(extra_env or {})
     try:
         session = session or store.active_session()

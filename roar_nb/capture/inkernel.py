@@ -3,7 +3,11 @@
 1. Native: the kernel was started by the roar kernelspec with the preload
    library in LD_PRELOAD, dormant. `roar_begin(trace_dir)` / `roar_end()` are
    called through ctypes around the cell, so C extensions (pyarrow, sqlite3)
-   and every subprocess are seen. Capture level "complete".
+   and every subprocess are seen. Capture level "complete". The kernel also
+   hosts a control block (a shared page; rust/EVENTS.md) that `roar_begin` /
+   `roar_end` publish to: worker processes started in one cell and used in a
+   later one (a Pool, a forkserver, loky) record into whichever cell runs now,
+   and nothing between cells.
 2. Python level: the audit hook (capture/audit.py), plus LD_PRELOAD and
    ROAR_TRACE_DIR put into os.environ for the duration of the cell so that
    subprocesses started from the cell are still traced natively. Capture level
@@ -30,7 +34,7 @@ from typing import Optional
 from roar_nb.capture import audit
 from roar_nb.capture import events as ev_mod
 from roar_nb.capture import preload
-from roar_nb.config import ENV_TRACE_DIR
+from roar_nb.config import ENV_CONTROL, ENV_TRACE_DIR
 from roar_nb.model import (CAPTURE_COMPLETE, CAPTURE_PARTIAL, CAPTURE_PYTHON, OP_EXEC, OP_LINK, OP_MOVE,
                            Event, factory, record)
 
@@ -64,6 +68,12 @@ class Native:
         self.end_fn.restype = ctypes.c_int
         self.active_fn = lib.roar_active
         self.active_fn.restype = ctypes.c_int
+        # Absent from libraries built before the control block: workers then keep the
+        # trace directory they started with (the old behaviour).
+        self.control_fn = getattr(lib, "roar_control_create", None)
+        if self.control_fn is not None:
+            self.control_fn.argtypes = [ctypes.c_char_p]
+            self.control_fn.restype = ctypes.c_int
         self.path = path
 
     def begin(self, trace_dir: str) -> bool:
@@ -74,6 +84,10 @@ class Native:
 
     def active(self) -> bool:
         return bool(self.active_fn())
+
+    def control(self, path: str) -> bool:
+        """Create the control block at `path` and publish begin/end to it from now on."""
+        return self.control_fn is not None and self.control_fn(os.fsencode(path)) == 0
 
 
 @record
@@ -110,6 +124,16 @@ class CellCapture:
         # on an overlay or network filesystem it can cost a large part of the cell budget.
         shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
         self.trace_base = tempfile.mkdtemp(prefix="roar-kernel-", dir=shm)
+        # The control block: processes that outlive a cell (pool workers, a forkserver,
+        # loky) follow the kernel's begin/end through it instead of the trace directory
+        # frozen in their environment when they started (rust/EVENTS.md). Inherited by
+        # every descendant through the environment; `roar run` drops it (a job of its own).
+        self.control: Optional[str] = None
+        if self.native is not None:
+            path = os.path.join(self.trace_base, "control")
+            if self.native.control(path):
+                self.control = path
+                os.environ[ENV_CONTROL] = path
         self.exclude = tuple(p.rstrip("/") + "/" for p in exclude if p) + (self.trace_base + "/",)
         self._n = 0
         self._trace_dir: Optional[str] = None
@@ -207,4 +231,6 @@ class CellCapture:
     def close(self) -> None:
         if self._mode is not None:
             self.end()
+        if self.control is not None and os.environ.get(ENV_CONTROL) == self.control:
+            del os.environ[ENV_CONTROL]
         shutil.rmtree(self.trace_base, ignore_errors=True)

@@ -15,7 +15,9 @@
 //! read/write, and close/dup2/dup3/close_range/closefrom only to protect that
 //! descriptor ([`fds`]).
 //!
-//! Activation: if `ROAR_TRACE_DIR` is set and non-empty when the library is
+//! Activation: if `ROAR_CONTROL` names a host's control block, the library
+//! follows it (records while the host runs a job, into that job's directory).
+//! Else if `ROAR_TRACE_DIR` is set and non-empty when the library is
 //! loaded, tracing starts at once. Otherwise the library is *dormant*: each
 //! hook costs one relaxed atomic load before calling the real function, until
 //! a host (a Jupyter kernel via ctypes) calls [`roar_begin`].
@@ -23,8 +25,11 @@
 //! Module map: [`real`] (dlsym cache), [`lock`] (futex lock), [`seen`]
 //! (dedupe set), [`state`] (recording, dedupe, flushing, fork handling),
 //! [`hooks`] (file hooks), [`fds`] (close/dup hooks guarding the trace
-//! descriptor), [`exec`] (exec/spawn hooks and environment propagation).
+//! descriptor), [`exec`] (exec/spawn hooks and environment propagation),
+//! [`control`] (the control block a host publishes its jobs through, and
+//! that its descendants follow).
 
+pub mod control;
 pub mod exec;
 pub mod fds;
 pub mod hooks;
@@ -100,6 +105,12 @@ extern "C" fn roar_init() {
                 Some(state::atfork_parent),
                 Some(state::atfork_child),
             );
+        }
+        // A host's control block, when there is one, says which job runs now
+        // (ROAR_TRACE_DIR names the job of the moment this process started).
+        // SAFETY: single-threaded init, HookGuard held.
+        if unsafe { control::attach_from_env() } {
+            return;
         }
         // SAFETY: getenv on a literal key, during single-threaded init.
         let dir = unsafe { libc::getenv(c"ROAR_TRACE_DIR".as_ptr()) };
@@ -232,7 +243,18 @@ pub unsafe extern "C" fn roar_begin(trace_dir: *const c_char) -> c_int {
     if libc::stat(dir.as_ptr(), &mut st) != 0 || st.st_mode & libc::S_IFMT != libc::S_IFDIR {
         return -1;
     }
-    let started = with_state(|s| s.start(dir.to_bytes()).then(|| s.dir.clone())).flatten();
+    let started = with_state(|s| {
+        if !s.start(dir.to_bytes()) {
+            return None;
+        }
+        // Followers of our control block must be able to go where we go.
+        if !control::publish(true, &s.dir) {
+            s.stop();
+            return None;
+        }
+        Some(s.dir.clone())
+    })
+    .flatten();
     match started {
         Some(abs) => {
             ACTIVE.store(true, Ordering::Relaxed);
@@ -253,7 +275,10 @@ pub unsafe extern "C" fn roar_end() -> c_int {
     let _g = HookGuard::enter();
     let _errno = state::ErrnoGuard::save();
     ACTIVE.store(false, Ordering::Relaxed);
-    with_state(|st| st.stop());
+    with_state(|st| {
+        st.stop();
+        control::publish(false, b"");
+    });
     let _ = std::panic::catch_unwind(|| restore_env());
     0
 }

@@ -89,6 +89,11 @@ impl Drop for HookGuard {
 /// when this thread is already inside the tracer.
 #[inline(always)]
 pub fn tracing() -> Option<HookGuard> {
+    // A process following a host's control block first catches up with a job
+    // that began or ended since its last hooked call (one load when nothing moved).
+    if crate::control::moved() {
+        crate::control::follow();
+    }
     if ACTIVE.load(Ordering::Relaxed) {
         HookGuard::enter()
     } else {
@@ -139,6 +144,9 @@ pub struct State {
     /// Set by the library destructor: anything recorded afterwards (other
     /// libraries' destructors) is flushed immediately.
     finalized: bool,
+    /// This process follows a host's control block (`control.rs`): every record
+    /// is written through, since nothing flushes an idle worker when a job ends.
+    pub follower: bool,
 }
 
 struct Shared {
@@ -168,6 +176,7 @@ static SHARED: Shared = Shared {
         tmp: Vec::new(),
         out: TraceFd::NONE,
         finalized: false,
+        follower: false,
     }),
 };
 
@@ -440,7 +449,7 @@ impl State {
         // path, and losing its outputs would silently break lineage. Reads alone stay
         // batched. The cost is one write per distinct file written, never per write().
         let mutation = !matches!(op, Op::Read | Op::Exec);
-        if mutation || self.buf.len() >= FLUSH_AT || self.finalized {
+        if mutation || self.buf.len() >= FLUSH_AT || self.finalized || self.follower {
             self.flush();
         }
     }
@@ -965,5 +974,6 @@ pub extern "C" fn atfork_child() {
         // SAFETY: only one thread exists in the child and the lock was reset.
         let st = unsafe { &mut *SHARED.state.get() };
         st.after_fork_child();
+        crate::control::after_fork_child(st);
     });
 }

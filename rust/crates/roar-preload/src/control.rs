@@ -1,0 +1,319 @@
+//! The control block: one shared page through which a long-lived host (the
+//! roar Jupyter kernel; later a Ray worker host) tells every traced process it
+//! started, directly or not, which job is running now.
+//!
+//! Why: an environment variable is frozen when a process starts. A worker
+//! created by one cell (a `multiprocessing.Pool`, a forkserver, joblib's loky
+//! executor) lives on into later cells, and with only `ROAR_TRACE_DIR` it
+//! would keep writing into the first cell's trace directory forever. With the
+//! block, the host publishes "job begins, trace dir D" / "no job" and every
+//! process of the tree follows on its next hooked call.
+//!
+//! Layout (`ROAR_CONTROL` names the file; all integers native-endian, i.e.
+//! little-endian on the platforms we build for; documented in `rust/EVENTS.md`):
+//!
+//! ```text
+//! off  size  field
+//!   0     8  magic      b"ROARCTL1"
+//!   8     4  version    1
+//!  12     4  size       4096 (bytes of the block)
+//!  16     8  seq        even: stable; odd: the host is rewriting the fields below.
+//!                       +2 for every begin and every end (the "epoch").
+//!  24     4  active     1 while a job runs, 0 between jobs
+//!  28     4  dir_len    bytes of dir
+//!  32     4  owner_pid  the host process
+//!  64  ..4032 dir       absolute trace directory of the running job (no NUL)
+//! ```
+//!
+//! Protocol: a seqlock. The single writer (the host, under its state lock)
+//! makes `seq` odd, writes the fields, makes it even again (release). A
+//! reader loads `seq` (acquire), copies the fields, loads `seq` again and
+//! keeps the copy only if both loads are the same even number.
+//!
+//! Cost: a follower's hook loads `seq` (one relaxed atomic load of a shared
+//! page already in its page tables) and compares it with the last epoch it
+//! acted on; only a change takes the slow path ([`follow`]). A process that
+//! follows no block pays one load of a null pointer.
+//!
+//! Followers write every record through at once (not only the ones that
+//! change files): a worker idles between cells and nothing would flush its
+//! buffered reads before the host reads the job's directory.
+//!
+//! What it must not do: write to the block unless this process created it
+//! ([`roar_control_create`]); block or fail a hook (a block that stays odd is
+//! retried on a later call, the process keeps its previous state).
+
+use std::ffi::{c_char, c_int, CStr};
+use std::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use crate::state::{with_state, ErrnoGuard, HookGuard, State, ACTIVE};
+
+/// `magic` of a control block.
+pub const MAGIC: [u8; 8] = *b"ROARCTL1";
+/// Layout version described above.
+pub const VERSION: u32 = 1;
+/// Size of the block (one page).
+pub const SIZE: usize = 4096;
+const OFF_VERSION: usize = 8;
+const OFF_SIZE: usize = 12;
+const OFF_SEQ: usize = 16;
+const OFF_ACTIVE: usize = 24;
+const OFF_DIR_LEN: usize = 28;
+const OFF_OWNER: usize = 32;
+const OFF_DIR: usize = 64;
+/// Longest trace directory the block can carry.
+pub const MAX_DIR: usize = SIZE - OFF_DIR;
+
+/// Base of the block this process follows (mapped read-only), or null.
+static WATCH: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+/// Base of the block this process writes (it created it), or null.
+static OWNED: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+/// The epoch (`seq`) this process last acted on.
+static SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// # Safety
+/// `base` must point to a mapped block of [`SIZE`] bytes.
+unsafe fn seq(base: *mut u8) -> &'static AtomicU64 {
+    &*(base.add(OFF_SEQ) as *const AtomicU64)
+}
+
+/// # Safety
+/// As [`seq`]; `off` 4-aligned and inside the header.
+unsafe fn u32_at(base: *mut u8, off: usize) -> &'static AtomicU32 {
+    &*(base.add(off) as *const AtomicU32)
+}
+
+/// # Safety
+/// As [`seq`]; `i < MAX_DIR`.
+unsafe fn dir_byte(base: *mut u8, i: usize) -> &'static AtomicU8 {
+    &*(base.add(OFF_DIR + i) as *const AtomicU8)
+}
+
+/// Whether this process follows a block whose epoch moved since it last
+/// looked: the hot-path check of every hook (see [`crate::state::tracing`]).
+#[inline(always)]
+pub fn moved() -> bool {
+    let b = WATCH.load(Ordering::Relaxed);
+    // SAFETY: a non-null WATCH is a live mapping of SIZE bytes (never unmapped).
+    !b.is_null() && unsafe { seq(b).load(Ordering::Relaxed) } != SEEN.load(Ordering::Relaxed)
+}
+
+/// Whether this process follows a block (its records are written through).
+pub fn following() -> bool {
+    !WATCH.load(Ordering::Relaxed).is_null()
+}
+
+/// A consistent copy of the block's job fields.
+struct Snapshot {
+    seq: u64,
+    active: bool,
+    dir: Vec<u8>,
+}
+
+/// Read the block with the seqlock protocol; `None` if the writer kept it
+/// odd (or changing) through every attempt: the caller retries later.
+fn read(b: *mut u8) -> Option<Snapshot> {
+    for attempt in 0..200 {
+        // SAFETY: `b` is a live mapping (see `moved`).
+        let s1 = unsafe { seq(b) }.load(Ordering::Acquire);
+        if s1 & 1 == 0 {
+            // SAFETY: header fields inside the mapping.
+            let active = unsafe { u32_at(b, OFF_ACTIVE) }.load(Ordering::Relaxed) == 1;
+            let len = (unsafe { u32_at(b, OFF_DIR_LEN) }.load(Ordering::Relaxed) as usize).min(MAX_DIR);
+            // SAFETY: i < len <= MAX_DIR.
+            let dir: Vec<u8> = (0..len).map(|i| unsafe { dir_byte(b, i) }.load(Ordering::Relaxed)).collect();
+            fence(Ordering::Acquire);
+            // SAFETY: as above.
+            if unsafe { seq(b) }.load(Ordering::Relaxed) == s1 {
+                return Some(Snapshot { seq: s1, active, dir });
+            }
+        }
+        if attempt < 100 {
+            std::hint::spin_loop();
+        } else {
+            // SAFETY: no arguments; only gives up the CPU.
+            unsafe { libc::sched_yield() };
+        }
+    }
+    None
+}
+
+/// Bring this process's recording in line with the block: start a new trace
+/// file in the job's directory (pending records go to the previous one
+/// first), or stop between jobs. Called with the state lock held.
+fn sync(st: &mut State) {
+    let b = WATCH.load(Ordering::Relaxed);
+    if b.is_null() {
+        return;
+    }
+    let Some(snap) = read(b) else { return };
+    if snap.seq == SEEN.load(Ordering::Relaxed) {
+        return;
+    }
+    let on = snap.active && !snap.dir.is_empty() && st.start(&snap.dir);
+    if !on {
+        st.stop();
+    }
+    ACTIVE.store(on, Ordering::Relaxed);
+    SEEN.store(snap.seq, Ordering::Relaxed);
+}
+
+/// Slow path of a hook whose block moved: follow it, then let the hook go on
+/// (it reads the new ACTIVE). A call nested inside the tracer does nothing;
+/// the next hook on this thread will see the change.
+#[cold]
+#[inline(never)]
+pub fn follow() {
+    let Some(_g) = HookGuard::enter() else { return };
+    let _errno = ErrnoGuard::save();
+    with_state(sync);
+}
+
+/// Map the block named by `ROAR_CONTROL` read-only and follow it from now
+/// on (library constructor). Returns false (nothing changed) if the file is
+/// missing, too small or not a block of this version: the caller falls back
+/// to `ROAR_TRACE_DIR`.
+///
+/// # Safety
+/// Single-threaded init, with a [`HookGuard`] held.
+pub unsafe fn attach_from_env() -> bool {
+    let p = libc::getenv(c"ROAR_CONTROL".as_ptr());
+    if p.is_null() || *p == 0 {
+        return false;
+    }
+    let Some(b) = map(p, false) else { return false };
+    WATCH.store(b, Ordering::Relaxed);
+    SEEN.store(u64::MAX, Ordering::Relaxed); // never a real (even) epoch: sync now
+    with_state(|st| {
+        st.follower = true;
+        sync(st);
+    });
+    true
+}
+
+/// Open and map `path`. `create`: a new file (O_EXCL, 0600), sized and
+/// initialised, mapped read-write; else an existing block, read-only, whose
+/// magic, version and size are checked.
+///
+/// # Safety
+/// `path` must be a NUL-terminated string.
+unsafe fn map(path: *const c_char, create: bool) -> Option<*mut u8> {
+    let flags = if create {
+        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC
+    } else {
+        libc::O_RDONLY | libc::O_CLOEXEC
+    };
+    // Raw syscalls: our own hooks must not see the block as the program's I/O.
+    let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path, flags, 0o600 as libc::c_uint) as c_int;
+    if fd < 0 {
+        return None;
+    }
+    let mut ok = true;
+    if create {
+        ok = libc::syscall(libc::SYS_ftruncate, fd, SIZE as libc::off_t) == 0;
+    } else {
+        let mut st: libc::stat = std::mem::zeroed();
+        ok &= libc::syscall(libc::SYS_fstat, fd, &mut st) == 0 && st.st_size as usize >= SIZE;
+    }
+    let prot = if create { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+    let m = if ok {
+        libc::mmap(std::ptr::null_mut(), SIZE, prot, libc::MAP_SHARED, fd, 0)
+    } else {
+        libc::MAP_FAILED
+    };
+    libc::syscall(libc::SYS_close, fd);
+    if m == libc::MAP_FAILED {
+        return None;
+    }
+    let b = m as *mut u8;
+    if create {
+        std::ptr::copy_nonoverlapping(MAGIC.as_ptr(), b, 8);
+        u32_at(b, OFF_VERSION).store(VERSION, Ordering::Relaxed);
+        u32_at(b, OFF_SIZE).store(SIZE as u32, Ordering::Relaxed);
+        u32_at(b, OFF_OWNER).store(libc::getpid() as u32, Ordering::Relaxed);
+        seq(b).store(0, Ordering::Release);
+    } else if std::slice::from_raw_parts(b, 8) != MAGIC
+        || u32_at(b, OFF_VERSION).load(Ordering::Relaxed) != VERSION
+        || (u32_at(b, OFF_SIZE).load(Ordering::Relaxed) as usize) < SIZE
+    {
+        libc::munmap(m, SIZE);
+        return None;
+    }
+    Some(b)
+}
+
+/// Publish the host's state (called by `roar_begin` / `roar_end` with the
+/// state lock held). No-op unless this process owns a block. A directory
+/// longer than the block can carry is published as "no job" (followers
+/// stop rather than write into a wrong directory) and reported false.
+pub fn publish(active: bool, dir: &[u8]) -> bool {
+    let b = OWNED.load(Ordering::Relaxed);
+    if b.is_null() {
+        return true;
+    }
+    let fits = dir.len() <= MAX_DIR;
+    let active = active && fits;
+    // SAFETY: a non-null OWNED is our live read-write mapping; the state lock
+    // makes us the only writer.
+    unsafe {
+        let s = seq(b).load(Ordering::Relaxed);
+        seq(b).store(s | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        u32_at(b, OFF_ACTIVE).store(active as u32, Ordering::Relaxed);
+        let len = if active { dir.len() } else { 0 };
+        for (i, &c) in dir[..len].iter().enumerate() {
+            dir_byte(b, i).store(c, Ordering::Relaxed);
+        }
+        u32_at(b, OFF_DIR_LEN).store(len as u32, Ordering::Relaxed);
+        seq(b).store((s | 1) + 1, Ordering::Release);
+    }
+    fits
+}
+
+/// In the child of a fork (single-threaded, lock reset): a host's child is
+/// not the host; it follows the host's block like any other descendant.
+/// The parent held the state lock across the fork, so the block was not
+/// half-written by it and the child's state matches the current epoch.
+pub fn after_fork_child(st: &mut State) {
+    let b = OWNED.swap(std::ptr::null_mut(), Ordering::Relaxed);
+    if !b.is_null() {
+        // SAFETY: live mapping inherited from the parent.
+        let s = unsafe { seq(b) }.load(Ordering::Acquire);
+        SEEN.store(if s & 1 == 0 { s } else { u64::MAX }, Ordering::Relaxed);
+        WATCH.store(b, Ordering::Relaxed);
+        st.follower = true;
+    }
+}
+
+/// Create the control block at `path` (a new file: fails if it exists) and
+/// make this process its host: from now on [`crate::roar_begin`] and
+/// [`crate::roar_end`] publish to it. The caller puts `ROAR_CONTROL=path`
+/// into the environment its children inherit (the library does not: the
+/// host's language runtime may keep its own copy of the environment, as
+/// Python's `os.environ` does). Returns 0, or -1 (errno from the failing
+/// call) if the file cannot be created or mapped.
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn roar_control_create(path: *const c_char) -> c_int {
+    let Some(_g) = HookGuard::enter() else { return -1 };
+    if path.is_null() || CStr::from_ptr(path).to_bytes().is_empty() {
+        return -1;
+    }
+    let Some(b) = map(path, true) else { return -1 };
+    let _errno = ErrnoGuard::save();
+    with_state(|st| {
+        // A previous block of ours: tell its followers there is no job, for good.
+        publish(false, b"");
+        let old = OWNED.swap(b, Ordering::Relaxed);
+        if !old.is_null() {
+            libc::munmap(old.cast(), SIZE);
+        }
+        // A host follows nobody: it decides.
+        WATCH.store(std::ptr::null_mut(), Ordering::Relaxed);
+        st.follower = false;
+        publish(st.active, &st.dir);
+    });
+    0
+}
