@@ -196,6 +196,12 @@ CASES: list[Case] = [
         con.commit()
         con.close()
     """), set(), {"db.sqlite"}),
+    # Issue 11 item 11: an O_PATH descriptor reopened through /proc/self/fd/N, /dev/fd/N,
+    # /proc/<pid>/fd/N (open, fopen, truncate): the link is the only name in the call.
+    Case("fd_link_reopen", lambda t, d: [str(t.bin_dir / "fd_reopen")], {"in.txt", "in2.txt", "in3.txt"},
+         {"out.txt", "out2.txt", "trunc.txt"},
+         _files(**{"in.txt": "1\n", "in2.txt": "2\n", "in3.txt": "3\n", "out.txt": "o\n", "out2.txt": "o\n",
+                   "trunc.txt": "long\n"})),
     Case("path_4000_bytes", _long_path_argv, set(), set()),  # expected filled in from the run
     Case("weird_names", _py(r"""
         import os
@@ -308,7 +314,9 @@ STRACE_CALLS = ("open", "openat", "openat2", "creat", "truncate", "rename", "ren
                 "copy_file_range", "sendfile", "splice")
 
 _LINE = re.compile(rb"^(\d+)\s+(.*)$")
-_CALL = re.compile(rb"^(\w+)\((.*)\)\s+=\s+(-?\d+|0x[0-9a-f]+)")
+_CALL = re.compile(rb"^(\w+)\((.*)\)\s+=\s+(-?\d+|0x[0-9a-f]+)(?:<((?:\\x[0-9a-f]{2})*)>)?")
+# A name that reaches a file through a descriptor: the file is what the descriptor names.
+_FD_LINK = re.compile(r"^/(?:proc/(self|thread-self|\d+)(?:/task/\d+)?/fd|dev/fd)/(\d+)$")
 _STR = re.compile(rb'^"((?:\\x[0-9a-f]{2})*)"')
 _FDPATH = re.compile(rb"<((?:\\x[0-9a-f]{2})*)>")
 
@@ -357,6 +365,7 @@ def _norm(base: bytes, p: bytes) -> str:
 def strace_events(log: bytes, cwd: str, before: dict) -> list:
     """Events (rust/EVENTS.md vocabulary) from an `strace -f -xx -y` log, in log order."""
     pending: dict = {}
+    fds: dict = {}  # (pid, fd) -> path, from the paths `-y` prints after returned descriptors
     events: list = []
     base_default = os.fsencode(cwd)
     t = 0
@@ -380,6 +389,19 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
         if ret.startswith(b"-"):
             continue  # failed call
         t += 1
+        ret_path = _norm(b"/", _hex(cm.group(4))) if cm.group(4) else None
+        if ret_path is not None:
+            fds[(int(pid), int(ret))] = ret_path
+
+        def through_fd(p: Optional[str]) -> Optional[str]:
+            """/proc/self/fd/N, /dev/fd/N...: the file the descriptor names (what the call reached)."""
+            m = _FD_LINK.match(p or "")
+            if not m:
+                return p
+            if name.startswith("open") and ret_path is not None:
+                return ret_path
+            owner = int(pid) if m.group(1) in ("self", "thread-self", None) else int(m.group(1))
+            return fds.get((owner, int(m.group(2))), p)
 
         def path_at(i_dirfd: Optional[int], i_path: int) -> Optional[str]:
             p = _str_arg(args[i_path]) if i_path < len(args) else None
@@ -409,6 +431,7 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
                 flags = set(fl.split("|"))
             if flags & {"O_PATH", "O_TMPFILE", "O_DIRECTORY"} or p is None:
                 continue
+            p = through_fd(p)
             wr = "O_WRONLY" in flags
             rw = "O_RDWR" in flags
             if rw and "O_CREAT" in flags and "O_TRUNC" not in flags or rw and not flags & {"O_CREAT", "O_TRUNC"}:
@@ -419,7 +442,7 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
             else:
                 emit("R", p)
         elif name == "truncate":
-            emit("W", path_at(None, 0))
+            emit("W", through_fd(path_at(None, 0)))
         elif name == "unlink":
             emit("D", path_at(None, 0))
         elif name == "unlinkat":

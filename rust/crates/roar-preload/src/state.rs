@@ -469,7 +469,11 @@ impl State {
             self.out.forget();
         }
         let mut p = std::mem::take(&mut self.path1);
-        if self.resolve(dirfd, raw, &mut p) && !self.ignored(&p) && self.first_time(op, &p) {
+        if self.resolve(dirfd, raw, &mut p)
+            && (!is_pseudo_fs(&p) || self.through_link(fd, &mut p))
+            && !self.ignored(&p)
+            && self.first_time(op, &p)
+        {
             let mut size = 0u64;
             let mut mtime = -1i64;
             let keep = if fd >= 0 {
@@ -497,6 +501,57 @@ impl State {
             }
         }
         self.path1 = p;
+    }
+
+    /// `p` is under /proc or /dev (not /dev/shm) but may reach a regular file
+    /// elsewhere: `/proc/self/fd/N`, `/dev/fd/N`, `/proc/<pid>/fd/N` (an
+    /// O_PATH descriptor reopened for reading or writing), `/proc/self/cwd/x`.
+    /// Replace `p` with the file's own path and return true, or false if it
+    /// names no regular file outside the pseudo filesystems (/proc/self/status,
+    /// /dev/null, a pipe, a deleted file). `fd` is the descriptor the open
+    /// returned (the kernel's name for what was opened, race-free), or -1
+    /// (truncate): then the kernel resolves the name again (realpath).
+    fn through_link(&mut self, fd: c_int, p: &mut Vec<u8>) -> bool {
+        if fd >= 0 {
+            // Regular files only: /dev/null and ttys cost no readlink.
+            match fd_stat(fd, false) {
+                Some(st) if st.mode & libc::S_IFMT == libc::S_IFREG => {}
+                _ => return false,
+            }
+            if !self.fd_path(fd) {
+                return false;
+            }
+            // An unlinked file (O_TMPFILE, deleted since) has no name to record.
+            if self.tmp.ends_with(b" (deleted)") {
+                // SAFETY: zeroed stat is a valid out-buffer; fstat only writes it.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } != 0 || st.st_nlink == 0 {
+                    return false;
+                }
+            }
+        } else {
+            self.tmp.clear();
+            self.tmp.extend_from_slice(p);
+            self.tmp.push(0);
+            // SAFETY: NUL-terminated input; realpath mallocs the result, freed below.
+            let r = unsafe { libc::realpath(self.tmp.as_ptr().cast(), std::ptr::null_mut()) };
+            if r.is_null() {
+                return false;
+            }
+            // SAFETY: realpath returned a NUL-terminated string.
+            let n = unsafe { libc::strlen(r) };
+            self.tmp.clear();
+            // SAFETY: n bytes of r are initialised.
+            self.tmp.extend_from_slice(unsafe { std::slice::from_raw_parts(r as *const u8, n) });
+            // SAFETY: allocated by realpath with malloc.
+            unsafe { libc::free(r.cast()) };
+        }
+        if self.tmp.first() != Some(&b'/') || is_pseudo_fs(&self.tmp) {
+            return false;
+        }
+        p.clear();
+        p.extend_from_slice(&self.tmp);
+        true
     }
 
     /// unlink/unlinkat/remove succeeded on a non-directory.
