@@ -124,6 +124,7 @@ class Reduced:
     updates: dict = factory(dict)  # path -> (size, mtime_ns): read-write, undecided
     deleted: set = factory(set)
     executed: set = factory(set)
+    moved_to: set = factory(set)  # rename destinations: a directory among them is expanded at job end
 
 
 def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
@@ -148,6 +149,7 @@ def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
             r.updates.pop(p, None)
             written.discard(p)
             r.deleted.add(p)
+            r.moved_to.discard(p)
         elif op == OP_MOVE and e.path2:
             dst = e.path2
             if p in r.updates and p not in written:
@@ -157,13 +159,17 @@ def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
             written.discard(p)
             r.deleted.add(p)
             r.deleted.discard(dst)
-            # A directory rename moves every output recorded under it.
+            # A directory rename moves every output (and earlier destination) recorded under it.
             under = p + "/"
             for q in [q for q in r.outputs if q.startswith(under)]:
                 del r.outputs[q]
                 moved = dst + q[len(p):]
                 r.outputs[moved] = True
                 written.add(moved)
+            for q in [q for q in r.moved_to if q == p or q.startswith(under)]:
+                r.moved_to.discard(q)
+                r.moved_to.add(dst + q[len(p):])
+            r.moved_to.add(dst)
             r.updates.pop(dst, None)
             written.add(dst)
             r.outputs[dst] = True
@@ -176,7 +182,19 @@ def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
 
 
 def settle_updates(r: Reduced) -> None:
-    """Decide read-write opens once the job has ended: changed -> output, unchanged -> input."""
+    """Settle what only the end of the job can tell (call once, when the job has ended).
+
+    Read-write opens: changed -> output, unchanged -> input. A rename destination that is
+    a directory (`mv a b` of a directory, `os.rename(tmpdir, final)`): the regular files
+    under it now are outputs under their new names, whether or not the job wrote them,
+    as `mv a.txt b.txt` makes b.txt an output; the directory itself is not an artifact.
+    """
+    for d in sorted(r.moved_to):
+        if d in r.outputs and os.path.isdir(d) and not os.path.islink(d):
+            del r.outputs[d]
+            for f in _files_under(d):
+                r.outputs.setdefault(f, True)
+    r.moved_to.clear()
     for p, (size, mtime_ns) in list(r.updates.items()):
         try:
             st = os.stat(p)
@@ -187,3 +205,20 @@ def settle_updates(r: Reduced) -> None:
         else:
             r.inputs.setdefault(p, (size, mtime_ns))
     r.updates.clear()
+
+
+def _files_under(top: str) -> list:
+    """Regular files below `top` (symlinks not followed, unreadable subdirectories skipped), sorted."""
+    found, stack = [], [top]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                elif e.is_file(follow_symlinks=False):
+                    found.append(e.path)
+    return sorted(found)

@@ -139,6 +139,18 @@ CASES: list[Case] = [
          {"in.txt"}, {"out.txt", "copy.txt"}, _files(**{"in.txt": "s\n"}), static=True),
     Case("cp", lambda t, d: ["cp", "in.txt", "out.txt"], {"in.txt"}, {"out.txt"}, _files(**{"in.txt": "x" * 5000})),
     Case("mv", lambda t, d: ["mv", "a.txt", "b.txt"], set(), {"b.txt"}, _files(**{"a.txt": "m\n"})),
+    # Issue 11 item 12: a directory the job did not write, moved: its files are outputs under
+    # their new names (like `mv a.txt b.txt` of a file), whether renamed or moved into another.
+    Case("mv_directory", lambda t, d: ["mv", "a", "b"], set(), {"b/x.txt", "b/sub/y.txt"},
+         _files(**{"a__x.txt": "x\n", "a__sub__y.txt": "y\n"})),
+    Case("mv_directory_into", lambda t, d: ["mv", "a", "dest/"], set(), {"dest/a/x.txt"},
+         _files(**{"a__x.txt": "x\n", "dest__keep.txt": "k\n"})),
+    Case("rename_dir_mixed", _py("""
+        import os
+        with open("tmpd/new.txt", "w") as f:
+            f.write("new")
+        os.rename("tmpd", "final")
+    """), set(), {"final/new.txt", "final/old.txt"}, _files(**{"tmpd__old.txt": "o\n"})),
     Case("tar", lambda t, d: ["tar", "cf", "out.tar", "src"], {"src/x.txt", "src/y.txt"}, {"out.tar"},
          _files(**{"src__x.txt": "x\n", "src__y.txt": "y\n"})),
     Case("gzip", lambda t, d: ["gzip", "-k", "in.txt"], {"in.txt"}, {"in.txt.gz"}, _files(**{"in.txt": "g" * 999})),

@@ -66,3 +66,28 @@ def test_update_settles_on_change(tmp_path):
     changed.write_text("bb")
     settle_updates(r)
     assert list(r.outputs) == [str(changed)] and list(r.inputs) == [str(same)]
+
+
+def test_moved_directory_expands_to_its_files_at_job_end(tmp_path):
+    """`mv a b` then `mv b c/d` of a directory the job never wrote: its files are outputs under
+    the final name; the directory is not; a file moved out of it or deleted in it is handled."""
+    base = str(tmp_path)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "d" / "sub").mkdir(parents=True)
+    for name in ("c/d/x.txt", "c/d/sub/y.txt"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "c" / "d" / "link").symlink_to("x.txt")
+    (tmp_path / "out.txt").write_text("o")
+    r = reduce([Event("M", f"{base}/a", 1, path2=f"{base}/b"),
+                Event("M", f"{base}/b", 2, path2=f"{base}/c/d"),
+                Event("M", f"{base}/c/d/z.txt", 3, path2=f"{base}/out.txt"),
+                Event("W", f"{base}/c/d/gone.txt", 4), Event("D", f"{base}/c/d/gone.txt", 5)])
+    settle_updates(r)
+    assert sorted(r.outputs) == [f"{base}/c/d/sub/y.txt", f"{base}/c/d/x.txt", f"{base}/out.txt"]
+
+
+def test_moved_file_is_not_expanded(tmp_path):
+    (tmp_path / "f").write_text("f")
+    r = reduce([Event("M", str(tmp_path / "e"), 1, path2=str(tmp_path / "f"))])
+    settle_updates(r)
+    assert list(r.outputs) == [str(tmp_path / "f")]
