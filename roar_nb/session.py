@@ -219,6 +219,14 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
             continue  # e.g. a FIFO or a directory created with O_CREAT semantics
         outs.append(Edge("out", p, h.hash, h.size, h.changed, h.error))
     digests = {h.hash: h.digests for h in hashed.values() if h.hash and h.digests}
+    # The kernel refuses a name longer than PATH_MAX, so such a file cannot be opened (or
+    # hashed) by its absolute path: its edge stays, without a hash, and the job says so.
+    too_long = [e.path for e in (*ins, *outs) if e.hash is None and len(os.fsencode(e.path)) >= 4096]
+    if too_long:
+        draft.capture_notes.append(f"{len(too_long)} file(s) recorded without a hash: the path is longer than "
+                                   f"PATH_MAX (4096 bytes), e.g. {ascii('...' + too_long[0][-50:])}")
+        if draft.capture_level == CAPTURE_COMPLETE:
+            draft.capture_level = CAPTURE_PARTIAL
 
     env_id, py, plat, pkgs = environment.snapshot()
     git = draft.git.settle() if draft.git is not None else None

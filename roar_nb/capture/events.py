@@ -19,6 +19,7 @@ _HEADER = struct.Struct("<8sII")
 _RECORD = struct.Struct("<cQQqI")  # op, t_ns, size, mtime_ns, len
 _LEN = struct.Struct("<I")
 _TWO_PATHS = (OP_MOVE.encode(), OP_LINK.encode())
+OP_UNRESOLVED = "N"  # a name the tracer could not make absolute: a note, not an event (EVENTS.md)
 
 
 def make_trace_dir(name: str, fallback_parent: str) -> str:
@@ -112,7 +113,24 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
             problems.append(f"process {name.split('-')[0]} was killed before flushing all its events")
         events.extend(evs)
     events.sort(key=lambda e: e.t_ns)
+    if any(e.op == OP_UNRESOLVED for e in events):
+        unresolved = [e for e in events if e.op == OP_UNRESOLVED]
+        events = [e for e in events if e.op != OP_UNRESOLVED]
+        problems.append(_unresolved_note(unresolved))
     return events, problems
+
+
+def _unresolved_note(unresolved: list) -> str:
+    """One note for the names a tracer saw but could not record (what they were, and why)."""
+    import errno
+
+    e = unresolved[0]
+    why = {errno.ENAMETOOLONG: "its directory's path is longer than PATH_MAX",
+           errno.ENOENT: "its directory was deleted"}.get(e.size, "outside the visible filesystem")
+    name = e.path if len(e.path) <= 60 else "..." + e.path[-57:]
+    more = f" and {len(unresolved) - 1} more" if len(unresolved) > 1 else ""
+    return (f"file name(s) used but not recorded, as their absolute path is unknown ({why}):"
+            f" {ascii(name)}{more}")
 
 
 @record

@@ -420,11 +420,11 @@ class Store:
 
     def latest_hash_at_path(self, path: str) -> str | None:
         """The hash most recently recorded at `path` (written, else read)."""
-        text, _ = path_to_db(path)
+        text, raw = path_to_db(path)
         rows = self._q(
             "SELECT io.hash FROM job_io io JOIN jobs j ON j.id = io.job_id"
-            " WHERE io.path = ? AND io.hash IS NOT NULL"
-            " ORDER BY j.ended_at DESC, io.direction = 'out' DESC LIMIT 1", (text,),
+            " WHERE io.path = ? AND io.path_raw IS ? AND io.hash IS NOT NULL"  # the exact bytes
+            " ORDER BY j.ended_at DESC, io.direction = 'out' DESC LIMIT 1", (text, raw),
         )
         return rows[0]["hash"] if rows else None
 

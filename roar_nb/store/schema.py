@@ -84,7 +84,45 @@ def _m3(db) -> None:
     db["jobs"].add_column("preamble", str)
 
 
-MIGRATIONS = [_m1, _m2, _m3]
+def _m4(db) -> None:
+    # job_io is keyed by a path's exact bytes. The primary key was the display text, in
+    # which b"x\xff" (not UTF-8, shown with a \xNN escape) and the ASCII name "x\\xff" are
+    # the same string: the second edge replaced the first. SQLite cannot change a primary
+    # key in place, so the table is rebuilt with a unique index that includes path_raw
+    # (NULL for UTF-8 paths, hence the ifnull) instead. One transaction (SQLite's DDL is
+    # transactional): a crash leaves the old table or the new one, never neither; re-running
+    # after a crash before user_version moved is harmless.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        _m4_rebuild(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _m4_rebuild(db) -> None:
+    db.execute("""
+        CREATE TABLE job_io_new (
+           "job_id" TEXT REFERENCES "jobs"("id"),
+           "direction" TEXT,
+           "path" TEXT,
+           "path_raw" BLOB,
+           "hash" TEXT REFERENCES "artifacts"("hash"),
+           "size" INTEGER,
+           "changed" INTEGER,
+           "note" TEXT
+        )""")
+    db.execute("INSERT INTO job_io_new SELECT job_id, direction, path, path_raw, hash, size, changed, note"
+               " FROM job_io")
+    db.execute("DROP TABLE job_io")
+    db.execute("ALTER TABLE job_io_new RENAME TO job_io")
+    db.execute("CREATE UNIQUE INDEX job_io_key ON job_io(job_id, direction, path, ifnull(path_raw, x''))")
+    db.execute('CREATE INDEX "idx_job_io_hash" ON "job_io" ("hash")')
+    db.execute('CREATE INDEX "idx_job_io_path" ON "job_io" ("path")')
+
+
+MIGRATIONS = [_m1, _m2, _m3, _m4]
 LATEST = len(MIGRATIONS)
 
 

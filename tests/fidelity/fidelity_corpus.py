@@ -215,6 +215,12 @@ CASES: list[Case] = [
          _files(**{"in.txt": "1\n", "in2.txt": "2\n", "in3.txt": "3\n", "out.txt": "o\n", "out2.txt": "o\n",
                    "trunc.txt": "long\n"})),
     Case("path_4000_bytes", _long_path_argv, set(), set()),  # expected filled in from the run
+    # Issue 11 item 13: b"x\xff.txt" is displayed as the text x\xff.txt, which is also the
+    # ASCII name of the second file: two files, two writes, whatever the display.
+    Case("escaped_twin_names", _py(r"""
+        open(b"x\xff.txt", "wb").write(b"raw")
+        open(b"x\\xff.txt", "wb").write(b"ascii")
+    """), set(), {os.fsdecode(b"x\xff.txt"), "x\\xff.txt"}),
     Case("weird_names", _py(r"""
         import os
         data = open(b"in put.txt", "rb").read()

@@ -189,6 +189,56 @@ def test_awkward_paths(proj):
     assert proj.roar("show", "@1").returncode == 0
 
 
+def test_names_that_escape_to_the_same_text_stay_two_edges(proj):
+    """b"x\\xff.txt" (not UTF-8) is shown as the text x\\xff.txt, which is also the ASCII name
+    x\\\\xff.txt: two files, two edges, two hashes, however they display."""
+    write(proj, "two.py", textwrap.dedent(r"""
+        open(b"x\xff.txt", "wb").write(b"raw byte")
+        open(b"x\\xff.txt", "wb").write(b"ascii backslash")
+    """))
+    out = proj.roar("run", PY, "two.py").stderr.decode()
+    assert "1 in, 2 out" in out, out  # two.py
+    root = os.fsencode(str(proj.root))
+    import sqlite3
+
+    con = sqlite3.connect(proj.root / ".roar" / "roar.db")
+    rows = con.execute("SELECT path, path_raw, hash FROM job_io WHERE direction = 'out'").fetchall()
+    con.close()
+    assert len(rows) == 2 and {(p, raw) for p, raw, _ in rows} == {
+        (str(proj.root) + "/x\\xff.txt", None), (str(proj.root) + "/x\\xff.txt", root + b"/x\xff.txt")}
+    assert {h for _, _, h in rows} == {b3(root + b"/x\xff.txt"), b3(root + b"/x\\xff.txt")}
+    from roar_nb.session import Project
+
+    (job,) = Project(str(proj.root)).store.jobs()
+    assert sorted(os.fsencode(e.path) for e in job.outputs) == [root + b"/x\\xff.txt", root + b"/x\xff.txt"]
+
+
+LONG_PATHS = textwrap.dedent("""
+    import os
+    base = os.getcwd()
+    for i in range(24):  # 24 * 201 bytes: the absolute path is past PATH_MAX (4096)
+        os.mkdir("d" * 200)
+        os.chdir("d" * 200)
+    open("deep.txt", "w").write("deep")
+    fd = os.open(".", os.O_RDONLY)  # readlink of this descriptor fails: ENAMETOOLONG
+    os.chdir(base)
+    os.close(os.open("deep2.txt", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+""")
+
+
+def test_paths_longer_than_path_max_are_never_dropped_silently(proj):
+    write(proj, "long.py", LONG_PATHS)
+    r = proj.roar("run", "--tracer", "preload", PY, "long.py")
+    job = last_job(proj)
+    assert job["capture_level"] == "partial", job["capture_notes"]
+    notes = " ".join(job["capture_notes"])
+    assert "PATH_MAX" in notes and "'deep2.txt'" in notes, notes
+    assert b"capture partial" in r.stderr
+    # The file written through the long cwd is an edge (no hash: its name is too long to open).
+    (deep,) = [o for o in job["outputs"] if o["path"].endswith("/deep.txt")]
+    assert deep["hash"] is None and len(deep["path"]) > 4096
+
+
 def test_dag_links_jobs_and_show(proj):
     write(proj, "data.csv", "a,b\nc,d\n")
     write(proj, "prep.py", "open('feat.txt','w').write(open('data.csv').read().upper())\n")

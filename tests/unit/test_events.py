@@ -91,3 +91,14 @@ def test_moved_file_is_not_expanded(tmp_path):
     r = reduce([Event("M", str(tmp_path / "e"), 1, path2=str(tmp_path / "f"))])
     settle_updates(r)
     assert list(r.outputs) == [str(tmp_path / "f")]
+
+
+def test_unresolved_names_become_one_note_not_events(tmp_path):
+    """N records (rust/EVENTS.md): a name the tracer could not make absolute is said, never reduced."""
+    (tmp_path / "1-1.ev").write_bytes(MAGIC + struct.pack("<II", 1, 0) + rec("W", "/x", 1)
+                                      + rec("N", "odd\x1b[31m", 2, size=36) + rec("N", "deep2.txt", 3, size=36))
+    evs, problems = read_trace_dir(str(tmp_path))
+    assert [e.op for e in evs] == ["W"]
+    (note,) = problems
+    # Terminal escapes in a name are shown escaped, never sent.
+    assert "PATH_MAX" in note and "'odd\\x1b[31m' and 1 more" in note and "\x1b" not in note

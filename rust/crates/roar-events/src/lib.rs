@@ -48,11 +48,16 @@ pub enum Op {
     Link = b'L',
     /// Executed (execve and friends, posix_spawn).
     Exec = b'X',
+    /// Not recorded: a call succeeded on a name the tracer could not make
+    /// absolute (its directory's path is longer than the kernel will give, or
+    /// outside the root). `path` is the name as passed, `size` the errno of
+    /// the failed resolution (0 if none). Readers turn it into a capture note.
+    Unresolved = b'N',
 }
 
 impl Op {
     /// Every op, in wire-letter order of the EVENTS.md table.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::Read,
         Op::Write,
         Op::Update,
@@ -60,6 +65,7 @@ impl Op {
         Op::Move,
         Op::Link,
         Op::Exec,
+        Op::Unresolved,
     ];
 
     /// The op for a wire byte, or `None` for an unknown letter.
@@ -72,6 +78,7 @@ impl Op {
             b'M' => Op::Move,
             b'L' => Op::Link,
             b'X' => Op::Exec,
+            b'N' => Op::Unresolved,
             _ => return None,
         })
     }

@@ -261,7 +261,8 @@ fn op_bit(op: Op) -> u32 {
         Op::Read => 0,
         Op::Write => 1,
         Op::Update => 2,
-        Op::Delete => 3,
+        // N is never deduplicated (like D, M, L): its bit is never set.
+        Op::Delete | Op::Unresolved => 3,
         Op::Move => 4,
         Op::Link => 5,
         Op::Exec => 6,
@@ -469,8 +470,12 @@ impl State {
             self.out.forget();
         }
         let mut p = std::mem::take(&mut self.path1);
-        if self.resolve(dirfd, raw, &mut p)
-            && (!is_pseudo_fs(&p) || self.through_link(fd, &mut p))
+        if !self.resolve(dirfd, raw, &mut p) {
+            // Only what would have been recorded: a regular file (or unknown: truncate).
+            if fd < 0 || fd_stat(fd, false).is_none_or(|st| st.mode & libc::S_IFMT == libc::S_IFREG) {
+                self.unresolved(raw);
+            }
+        } else if (!is_pseudo_fs(&p) || self.through_link(fd, &mut p))
             && !self.ignored(&p)
             && self.first_time(op, &p)
         {
@@ -501,6 +506,17 @@ impl State {
             }
         }
         self.path1 = p;
+    }
+
+    /// A call succeeded on `raw` but it could not be made absolute (readlink
+    /// of its directory descriptor fails when that path is longer than a
+    /// page; getcwd of a deleted or unreachable cwd): record N with the name
+    /// as given and the errno, so the job says what it did not see instead
+    /// of dropping it.
+    fn unresolved(&mut self, raw: &[u8]) {
+        // SAFETY: reading errno (the hooks restore the program's errno afterwards).
+        let e = unsafe { *libc::__errno_location() };
+        self.push(Op::Unresolved, e.max(0) as u64, -1, raw, None);
     }
 
     /// `p` is under /proc or /dev (not /dev/shm) but may reach a regular file
@@ -560,7 +576,9 @@ impl State {
             return;
         }
         let mut p = std::mem::take(&mut self.path1);
-        if self.resolve(dirfd, raw, &mut p) && !self.ignored(&p) {
+        if !self.resolve(dirfd, raw, &mut p) {
+            self.unresolved(raw);
+        } else if !self.ignored(&p) {
             self.forget(&p);
             self.push(Op::Delete, 0, -1, &p, None);
         }
@@ -578,8 +596,14 @@ impl State {
         }
         let mut p1 = std::mem::take(&mut self.path1);
         let mut p2 = std::mem::take(&mut self.path2);
-        let ok1 = self.resolve(d1, raw1, &mut p1) && !self.ignored(&p1);
-        let ok2 = self.resolve(d2, raw2, &mut p2) && !self.ignored(&p2);
+        let (r1, r2) = (self.resolve(d1, raw1, &mut p1), self.resolve(d2, raw2, &mut p2));
+        for (resolved, raw) in [(r1, raw1), (r2, raw2)] {
+            if !resolved {
+                self.unresolved(raw);
+            }
+        }
+        let ok1 = r1 && !self.ignored(&p1);
+        let ok2 = r2 && !self.ignored(&p2);
         match (ok1, ok2) {
             (true, true) => {
                 if op == Op::Move {
