@@ -1,7 +1,8 @@
 """Installing the "Python 3 (roar)" Jupyter kernelspec: ipykernel with the preload library dormant.
 
 The kernelspec puts the native library in LD_PRELOAD (and ROAR_PRELOAD_LIB, so
-the kernel finds the same copy). Without ROAR_TRACE_DIR the library only checks
+the kernel finds the same copy), and ROAR_CONTROL=host (the kernel hosts the
+control block its descendants follow from its start). Without ROAR_TRACE_DIR the library only checks
 a flag; `%load_ext roar` then begins and ends capture around each traced cell
 through the library's control functions (capture/inkernel.py). This gives the
 kernel complete capture: C extensions and every subprocess.
@@ -19,7 +20,7 @@ import sys
 import tempfile
 from typing import Optional
 
-from roar_nb.config import ENV_PRELOAD_LIB
+from roar_nb.config import ENV_CONTROL, ENV_PRELOAD_LIB
 from roar_nb.errors import TracerUnavailable, UsageError
 
 
@@ -34,7 +35,9 @@ def spec(display_name: str = "Python 3 (roar)", lib: Optional[str] = None,
         "argv": [python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": display_name,
         "language": "python",
-        "env": {"LD_PRELOAD": lib, ENV_PRELOAD_LIB: lib},
+        # ROAR_CONTROL=host: the library makes the kernel the host of a control block as
+        # it loads, so every process the kernel starts follows its cells (rust/EVENTS.md).
+        "env": {"LD_PRELOAD": lib, ENV_PRELOAD_LIB: lib, ENV_CONTROL: "host"},
         "metadata": {"debugger": True, "roar": {"preload": lib}},
     }
 

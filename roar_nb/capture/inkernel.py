@@ -74,6 +74,8 @@ class Native:
         if self.control_fn is not None:
             self.control_fn.argtypes = [ctypes.c_char_p]
             self.control_fn.restype = ctypes.c_int
+            self.control_path_fn = lib.roar_control_path
+            self.control_path_fn.restype = ctypes.c_char_p
         self.path = path
 
     def begin(self, trace_dir: str) -> bool:
@@ -88,6 +90,11 @@ class Native:
     def control(self, path: str) -> bool:
         """Create the control block at `path` and publish begin/end to it from now on."""
         return self.control_fn is not None and self.control_fn(os.fsencode(path)) == 0
+
+    def hosted(self) -> Optional[str]:
+        """The control block this process hosts already (made at kernel start), if any."""
+        p = self.control_path_fn() if self.control_fn is not None else None
+        return os.fsdecode(p) if p else None
 
 
 @record
@@ -122,16 +129,27 @@ class CellCapture:
         # read-only project still gets native capture of subprocesses.
         # /dev/shm when possible: a per-cell mkdir/rmdir on tmpfs costs microseconds,
         # on an overlay or network filesystem it can cost a large part of the cell budget.
-        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
-        self.trace_base = tempfile.mkdtemp(prefix="roar-kernel-", dir=shm)
         # The control block: processes that outlive a cell (pool workers, a forkserver,
         # loky) follow the kernel's begin/end through it instead of the trace directory
         # frozen in their environment when they started (rust/EVENTS.md). Inherited by
         # every descendant through the environment; `roar run` drops it (a job of its own).
+        # The roar kernelspec has the library make it when the kernel starts (so workers
+        # created before `%load_ext roar` follow too), in a private directory that then
+        # serves as ours; otherwise (another launcher, a reload) it is made here.
         self.control: Optional[str] = None
-        if self.native is not None:
+        if os.environ.get(ENV_CONTROL) == "host":
+            # The kernelspec asked for a host, but no library in this process answered:
+            # children that load one must not each become a host of their own.
+            del os.environ[ENV_CONTROL]
+        hosted = self.native.hosted() if self.native is not None else None
+        if hosted and os.environ.get(ENV_CONTROL) == hosted and os.path.isfile(hosted):
+            self.trace_base = os.path.dirname(hosted)
+            self.control = hosted
+        else:
+            shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
+            self.trace_base = tempfile.mkdtemp(prefix="roar-kernel-", dir=shm)
             path = os.path.join(self.trace_base, "control")
-            if self.native.control(path):
+            if self.native is not None and self.native.control(path):
                 self.control = path
                 os.environ[ENV_CONTROL] = path
         self.exclude = tuple(p.rstrip("/") + "/" for p in exclude if p) + (self.trace_base + "/",)

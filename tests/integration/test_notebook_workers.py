@@ -95,6 +95,26 @@ def test_workers_created_in_one_cell_record_in_later_cells(kernels, tmp_path, me
                    for n in [os.path.basename(e["path"])])
 
 
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_workers_created_before_the_extension_loads(kernels, tmp_path, method):
+    """The kernel hosts the control block from its start (the kernelspec asks for it), so a
+    pool made before `%load_ext roar` still records into the traced cells that use it."""
+    (tmp_path / "wk.py").write_text(WORKER)
+    for i in range(10):
+        (tmp_path / f"in_{i}.txt").write_text(f"data {i}\n")
+    nb = make_nb([
+        ("pool", "import sys; sys.path.insert(0, '.')\nimport wk\n" + MAKERS[method]
+         + "print(sorted(use('p', (0, 1))))"),
+        ("load", "%load_ext roar\n%roar on"),
+        ("c1", "print(sorted(use('c1', (2, 3, 4))))"),
+    ])
+    out = run(nb, tmp_path, "roar")
+    assert "Error" not in text(out["c1"]), text(out["c1"])
+    jobs = by_cell(dag_json(tmp_path))
+    assert data_names(jobs["c1"]["outputs"]) == {"c1_2.txt", "c1_3.txt", "c1_4.txt"}
+    assert data_names(jobs["c1"]["inputs"]) == {"in_2.txt", "in_3.txt", "in_4.txt"}
+
+
 def test_control_block_is_removed_with_the_kernel_dir(kernels, tmp_path):
     """The control page lives in the kernel's private runtime dir and goes with it."""
     nb = make_nb([

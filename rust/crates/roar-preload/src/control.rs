@@ -169,16 +169,28 @@ pub fn follow() {
     with_state(sync);
 }
 
-/// Map the block named by `ROAR_CONTROL` read-only and follow it from now
-/// on (library constructor). Returns false (nothing changed) if the file is
-/// missing, too small or not a block of this version: the caller falls back
-/// to `ROAR_TRACE_DIR`.
+/// `ROAR_CONTROL` value asking the process to be a host from its start (the
+/// roar kernelspec sets it): see [`become_host`].
+const HOST: &[u8] = b"host";
+
+/// Path of the block this process hosts (for [`roar_control_path`]).
+static OWNED_PATH: std::sync::Mutex<Option<std::ffi::CString>> = std::sync::Mutex::new(None);
+
+/// Library constructor: act on `ROAR_CONTROL`. `host`: become a host now
+/// ([`become_host`]). A path: map that block read-only and follow it from
+/// now on; returns true, and the caller ignores `ROAR_TRACE_DIR`. False (nothing
+/// followed) if unset, or if the file is missing, too small or not a block of
+/// this version: the caller falls back to `ROAR_TRACE_DIR`.
 ///
 /// # Safety
 /// Single-threaded init, with a [`HookGuard`] held.
 pub unsafe fn attach_from_env() -> bool {
     let p = libc::getenv(c"ROAR_CONTROL".as_ptr());
     if p.is_null() || *p == 0 {
+        return false;
+    }
+    if CStr::from_ptr(p).to_bytes() == HOST {
+        become_host();
         return false;
     }
     let Some(b) = map(p, false) else { return false };
@@ -276,6 +288,9 @@ pub fn publish(active: bool, dir: &[u8]) -> bool {
 /// half-written by it and the child's state matches the current epoch.
 pub fn after_fork_child(st: &mut State) {
     let b = OWNED.swap(std::ptr::null_mut(), Ordering::Relaxed);
+    if let Ok(mut g) = OWNED_PATH.try_lock() {
+        *g = None;
+    }
     if !b.is_null() {
         // SAFETY: live mapping inherited from the parent.
         let s = unsafe { seq(b) }.load(Ordering::Acquire);
@@ -283,6 +298,43 @@ pub fn after_fork_child(st: &mut State) {
         WATCH.store(b, Ordering::Relaxed);
         st.follower = true;
     }
+}
+
+/// Host a block from the process's start (`ROAR_CONTROL=host`): create a
+/// private directory (`mkdtemp`, 0700: `/dev/shm/roar-kernel-XXXXXX`, else
+/// under `$TMPDIR` or `/tmp`) holding the block, and replace the variable with
+/// its path, so that every process started from now on, forked or exec'd, and
+/// whatever it does before the host begins its first job, follows the block.
+/// On failure the variable is removed: a child must never read "host" and
+/// become a host itself.
+///
+/// # Safety
+/// Single-threaded init (calls setenv).
+unsafe fn become_host() {
+    let mut made = None;
+    let tmp = libc::getenv(c"TMPDIR".as_ptr());
+    let tmp = if tmp.is_null() || *tmp != b'/' as c_char { c"/tmp" } else { CStr::from_ptr(tmp) };
+    for base in [c"/dev/shm", tmp] {
+        let mut t = base.to_bytes().to_vec();
+        t.extend_from_slice(b"/roar-kernel-XXXXXX\0");
+        if libc::mkdtemp(t.as_mut_ptr().cast()).is_null() {
+            continue;
+        }
+        t.pop();
+        let dir = t.clone();
+        t.extend_from_slice(b"/control\0");
+        if create(t.as_ptr().cast()) == 0 {
+            made = Some(t);
+            break;
+        }
+        let mut d = dir;
+        d.push(0);
+        libc::rmdir(d.as_ptr().cast());
+    }
+    match made {
+        Some(path) => libc::setenv(c"ROAR_CONTROL".as_ptr(), path.as_ptr().cast(), 1),
+        None => libc::unsetenv(c"ROAR_CONTROL".as_ptr()),
+    };
 }
 
 /// Create the control block at `path` (a new file: fails if it exists) and
@@ -298,10 +350,31 @@ pub fn after_fork_child(st: &mut State) {
 #[no_mangle]
 pub unsafe extern "C" fn roar_control_create(path: *const c_char) -> c_int {
     let Some(_g) = HookGuard::enter() else { return -1 };
+    create(path)
+}
+
+/// Path of the control block this process hosts (created at start for
+/// `ROAR_CONTROL=host`, or by [`roar_control_create`]), or NULL. Valid until
+/// the next `roar_control_create`; must not be freed.
+///
+/// # Safety
+/// Always safe to call; `unsafe` only because it is an FFI entry point.
+#[no_mangle]
+pub unsafe extern "C" fn roar_control_path() -> *const c_char {
+    let g = OWNED_PATH.lock().unwrap_or_else(|e| e.into_inner());
+    g.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
+}
+
+/// [`roar_control_create`] without the reentrancy guard (the caller holds one).
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
+unsafe fn create(path: *const c_char) -> c_int {
     if path.is_null() || CStr::from_ptr(path).to_bytes().is_empty() {
         return -1;
     }
     let Some(b) = map(path, true) else { return -1 };
+    *OWNED_PATH.lock().unwrap_or_else(|e| e.into_inner()) = Some(CStr::from_ptr(path).to_owned());
     let _errno = ErrnoGuard::save();
     with_state(|st| {
         // A previous block of ours: tell its followers there is no job, for good.
