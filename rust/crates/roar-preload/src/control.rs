@@ -173,6 +173,10 @@ pub fn follow() {
 /// roar kernelspec sets it): see [`become_host`].
 const HOST: &[u8] = b"host";
 
+/// The directory [`become_host`] made (no NUL) and the pid that made
+/// it: removed by [`at_exit`] in that process only, never in a fork child.
+static HOST_DIR: std::sync::Mutex<Option<(Vec<u8>, u32)>> = std::sync::Mutex::new(None);
+
 /// Path of the block this process hosts (for [`roar_control_path`]).
 static OWNED_PATH: std::sync::Mutex<Option<std::ffi::CString>> = std::sync::Mutex::new(None);
 
@@ -332,9 +336,34 @@ unsafe fn become_host() {
         libc::rmdir(d.as_ptr().cast());
     }
     match made {
-        Some(path) => libc::setenv(c"ROAR_CONTROL".as_ptr(), path.as_ptr().cast(), 1),
+        Some(path) => {
+            let dir = path[..path.len() - b"/control\0".len()].to_vec();
+            *HOST_DIR.lock().unwrap_or_else(|e| e.into_inner()) = Some((dir, libc::getpid() as u32));
+            libc::setenv(c"ROAR_CONTROL".as_ptr(), path.as_ptr().cast(), 1)
+        }
         None => libc::unsetenv(c"ROAR_CONTROL".as_ptr()),
     };
+}
+
+/// Library destructor (normal exit): a host made at start removes the block
+/// and its directory, if nothing else is left in it (the kernel's trace
+/// directories are the Python side's to remove). Followers keep their
+/// mapping of the unlinked page; a killed host leaves the directory behind.
+pub fn at_exit() {
+    let Ok(g) = HOST_DIR.try_lock() else { return };
+    // SAFETY: getpid always succeeds.
+    let me = unsafe { libc::getpid() } as u32;
+    if let Some((dir, _)) = g.as_ref().filter(|(_, pid)| *pid == me) {
+        let mut f = dir.clone();
+        f.extend_from_slice(b"/control\0");
+        let mut d = dir.clone();
+        d.push(0);
+        // SAFETY: NUL-terminated paths; failures (already removed, not empty) are fine.
+        unsafe {
+            libc::unlink(f.as_ptr().cast());
+            libc::rmdir(d.as_ptr().cast());
+        }
+    }
 }
 
 /// Create the control block at `path` (a new file: fails if it exists) and

@@ -132,6 +132,7 @@ extern "C" fn roar_fini() {
     if ACTIVE.load(Ordering::Relaxed) {
         let _ = std::panic::catch_unwind(|| with_state(|st| st.finalize()));
     }
+    let _ = std::panic::catch_unwind(control::at_exit);
 }
 
 #[used]
