@@ -419,3 +419,44 @@ unsafe fn create(path: *const c_char) -> c_int {
     });
     0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seqlock_publish_and_read() {
+        let path = std::env::temp_dir().join(format!("roar-control-test-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated path; the mappings live until the end of the test.
+        let host = unsafe { map(c.as_ptr(), true) }.expect("create");
+        assert!(unsafe { map(c.as_ptr(), true) }.is_none(), "O_EXCL: never over an existing file");
+        let reader = unsafe { map(c.as_ptr(), false) }.expect("attach");
+        OWNED.store(host, Ordering::Relaxed);
+
+        let s = read(reader).unwrap();
+        assert_eq!((s.seq, s.active, s.dir.len()), (0, false, 0));
+        assert!(publish(true, b"/dev/shm/roar-kernel-x/1"));
+        let s = read(reader).unwrap();
+        assert_eq!((s.seq, s.active, &s.dir[..]), (2, true, &b"/dev/shm/roar-kernel-x/1"[..]));
+        assert!(publish(false, b""));
+        let s = read(reader).unwrap();
+        assert_eq!((s.seq, s.active, s.dir.len()), (4, false, 0));
+        // Too long to carry: published as "no job", and the caller is told.
+        assert!(!publish(true, &vec![b'a'; MAX_DIR + 1]));
+        let s = read(reader).unwrap();
+        assert_eq!((s.seq, s.active), (6, false));
+        // A writer caught half-way (odd): readers give up for now, never copy torn fields.
+        // SAFETY: live mapping.
+        unsafe { seq(host) }.store(7, Ordering::Relaxed);
+        assert!(read(reader).is_none());
+
+        OWNED.store(std::ptr::null_mut(), Ordering::Relaxed);
+        let _ = std::fs::remove_file(&path);
+        // A file that is not a block is refused.
+        std::fs::write(&path, vec![0u8; SIZE]).unwrap();
+        assert!(unsafe { map(c.as_ptr(), false) }.is_none());
+        std::fs::remove_file(&path).unwrap();
+    }
+}

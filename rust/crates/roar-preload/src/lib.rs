@@ -19,8 +19,9 @@
 //! follows it (records while the host runs a job, into that job's directory).
 //! Else if `ROAR_TRACE_DIR` is set and non-empty when the library is
 //! loaded, tracing starts at once. Otherwise the library is *dormant*: each
-//! hook costs one relaxed atomic load before calling the real function, until
-//! a host (a Jupyter kernel via ctypes) calls [`roar_begin`].
+//! hook costs two relaxed atomic loads (no control block followed; not
+//! active) before calling the real function, until a host (a Jupyter kernel
+//! via ctypes) calls [`roar_begin`].
 //!
 //! Module map: [`real`] (dlsym cache), [`lock`] (futex lock), [`seen`]
 //! (dedupe set), [`state`] (recording, dedupe, flushing, fork handling),
