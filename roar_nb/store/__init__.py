@@ -428,6 +428,31 @@ class Store:
         )
         return rows[0]["hash"] if rows else None
 
+    def hash_of_version(self, path: str, size: int, mtime_ns: int) -> str | None:
+        """The blake3 of the bytes that were at `path` with this (size, mtime_ns), if roar hashed them.
+
+        First the hash cache row of the file's current inode (a file updated in place
+        keeps it), then any cached version with that size and mtime whose hash was
+        recorded at `path` (a file replaced by rename). None when roar never saw it.
+        """
+        try:
+            st = os.stat(path)
+            key = (st.st_dev, st.st_ino)
+        except OSError:
+            key = None
+        text, _ = path_to_db(path)
+        if key is not None:
+            rows = self._q("SELECT hash FROM hash_cache WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ?",
+                           (*key, size, mtime_ns))
+            if rows:
+                return rows[0]["hash"]
+        rows = self._q(
+            "SELECT hash FROM hash_cache WHERE size = ? AND mtime_ns = ?"
+            " AND hash IN (SELECT hash FROM job_io WHERE path = ? AND hash IS NOT NULL) LIMIT 1",
+            (size, mtime_ns, text),
+        )
+        return rows[0]["hash"] if rows else None
+
     def edges_of_artifact(self, hash_: str) -> list[dict]:
         """Every (job, direction, path) touching an artifact, oldest first."""
         return self._q(
