@@ -92,32 +92,30 @@ def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None
         latest_of_step[j.step] = j
     superseded = {j.id for j in jobs if latest_of_step[j.step].id != j.id}
 
-    # Stale: an input path was later written with different bytes by another job that
-    # does not build on this one (updating a file in place after reading this job's
-    # version continues its work), or a job it depends on is stale.
+    # Stale: an input path was later written with different bytes by another job, or a
+    # job it depends on is stale. A job that wrote the path itself is not made stale by
+    # the jobs that then updated it in place, each from the version the one before left
+    # (a log appended to, a database updated): they continue its work.
     stale: dict[str, str] = {}
     index = {j.id: i for i, j in enumerate(jobs)}
     writes_after: dict[str, list] = {}
     for i, j in enumerate(jobs):
         for e in j.outputs:
             writes_after.setdefault(e.path, []).append((i, e.hash, j))
-
-    def builds_on(later: str, earlier: str) -> bool:
-        todo, seen = [later], set()
-        while todo:
-            d = todo.pop()
-            if d == earlier:
-                return True
-            if d not in seen:
-                seen.add(d)
-                todo.extend(deps.get(d, ()))
-        return False
-
+    chain_end: dict[tuple, int] = {}  # (path, job id) -> position in writes_after past its updaters
+    for path, writers in writes_after.items():
+        end = len(writers)
+        for t in range(len(writers) - 1, -1, -1):
+            chain_end[(path, writers[t][2].id)] = end
+            _, _, w = writers[t]
+            prev = writers[t - 1][1] if t else None
+            if not (prev is not None and any(x.path == path and x.hash == prev for x in w.inputs)):
+                end = t  # writer t did not start from the version before it: a chain ends here
     for i, j in enumerate(jobs):
         for e in j.inputs:
-            for k, h, writer in writes_after.get(e.path, ()):
-                if k > i and h != e.hash and writer.step != j.step and not (
-                        any(x.path == e.path for x in writer.inputs) and builds_on(writer.id, j.id)):
+            writers = writes_after.get(e.path, ())
+            for k, h, writer in writers[chain_end.get((e.path, j.id), 0):]:
+                if k > i and h != e.hash and writer.step != j.step:
                     stale[j.id] = f"{e.path} rewritten by {writer.ref}"
                     break
             if j.id in stale:

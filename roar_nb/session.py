@@ -280,7 +280,7 @@ def _version_edge(path: str, size: int, h: str | None, how: str) -> Edge:
     if h is None:
         # Never a guessed hash: a wrong version would link the job to the wrong producer.
         return Edge("in", path, None, size, False,
-                    f"{how} by this job; version at open unknown (roar never recorded those bytes)")
+                    f"{how} by this job; version at open unknown: roar never recorded those bytes")
     return Edge("in", path, h, size, False, f"version at open; {how} by this job")
 
 

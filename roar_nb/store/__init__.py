@@ -446,10 +446,16 @@ class Store:
                            (*key, size, mtime_ns))
             if rows:
                 return rows[0]["hash"]
+        # Versions recorded at the path with that size (job_io's path index), and only then the
+        # cache (a scan: it has no index on size or hash; a file replaced by rename is rare).
+        known = [r["hash"] for r in self._q(
+            "SELECT hash FROM job_io WHERE path = ? AND size = ? AND hash IS NOT NULL"
+            " GROUP BY hash ORDER BY max(rowid) DESC LIMIT 500", (text, size))]
+        if not known:
+            return None
         rows = self._q(
-            "SELECT hash FROM hash_cache WHERE size = ? AND mtime_ns = ?"
-            " AND hash IN (SELECT hash FROM job_io WHERE path = ? AND hash IS NOT NULL) LIMIT 1",
-            (size, mtime_ns, text),
+            f"SELECT hash FROM hash_cache WHERE size = ? AND mtime_ns = ? AND hash IN ({','.join('?' * len(known))})"
+            " LIMIT 1", (size, mtime_ns, *known),
         )
         return rows[0]["hash"] if rows else None
 

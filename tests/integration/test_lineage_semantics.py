@@ -124,6 +124,19 @@ def test_three_in_place_updates_by_different_steps_chain_without_staleness(proj)
     assert rows(proj.root / "app.db") == [1, 2, 3]
 
 
+def test_a_reader_of_a_database_updated_later_is_stale(proj):
+    script(proj, "create.py", CREATE_DB)
+    script(proj, "report.py", "import sqlite3\nn = sqlite3.connect('app.db').execute('SELECT count(*) FROM t')"
+                              ".fetchone()[0]\nopen('report.txt', 'w').write(str(n))\n")
+    script(proj, "update.py", UPDATE_DB)
+    for s in ("create.py", "report.py", "update.py"):
+        proj.roar("run", PY, s)
+    jobs = {j["ref"]: j for j in proj.dag()["jobs"]}
+    assert jobs["@2"]["depends_on"] == [jobs["@1"]["id"]] == jobs["@3"]["depends_on"]
+    assert jobs["@2"]["stale"] == f"{proj.root / 'app.db'} rewritten by @3"
+    assert jobs["@1"]["stale"] is None and jobs["@3"]["stale"] is None
+
+
 def test_rerunning_the_updating_step_chains_to_the_first_run(proj):
     script(proj, "create.py", CREATE_DB)
     script(proj, "update.py", UPDATE_DB)
@@ -144,6 +157,7 @@ def test_rerunning_the_updating_step_chains_to_the_first_run(proj):
 @pytest.mark.parametrize("append", [
     pytest.param([PY, "append.py"], id="python-open-a"),
     pytest.param(["sh", "-c", "printf 'epoch 2\\n' >> train.log"], id="shell-redirect"),
+    pytest.param(["--tracer", "ptrace", "sh", "-c", "printf 'epoch 2\\n' >> train.log"], id="ptrace"),
 ])
 def test_appended_log_includes_the_job_that_started_it(proj, append):
     script(proj, "start.py", "open('train.log', 'w').write('epoch 1\\n')\n")
