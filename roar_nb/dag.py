@@ -6,7 +6,8 @@ when no job wrote it there, anywhere: a copy made outside roar). A file updated
 in place links the job that updated it to the job that wrote the version it
 started from; byte-identical files at two paths never link the wrong job. The compact view keeps the
 latest job of each step; a job is *stale* when one of its inputs was rewritten
-afterwards with different content (directly or upstream). `to_json` is a
+afterwards with different content (directly or upstream), except by jobs that
+updated in place a file it wrote, each from the version the one before left. `to_json` is a
 stable contract used by `roar dag --json`, the server extension and users.
 """
 
