@@ -1005,7 +1005,10 @@ mod tests {
             assert_eq!(classify_flags(f), Some(Op::Update));
             assert_eq!(classify_flags(f | libc::O_TRUNC), Some(Op::Write));
         }
-        assert_eq!(classify_flags(libc::O_RDONLY | libc::O_APPEND), Some(Op::Read));
+        assert_eq!(
+            classify_flags(libc::O_RDONLY | libc::O_APPEND),
+            Some(Op::Read)
+        );
         assert_eq!(classify_flags(libc::O_RDONLY | libc::O_DIRECTORY), None);
         assert_eq!(classify_flags(libc::O_PATH), None);
         assert_eq!(classify_flags(libc::O_TMPFILE | libc::O_RDWR), None);
