@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 from roar_nb.errors import RoarError, UsageError
 from roar_nb.model import Job, factory, new_id, record
+from roar_nb.session import GONE, UNKNOWN_VERSION
 
 IDENTICAL, DIFFERS, MISSING, NONDETERMINISTIC = "identical", "differs", "missing", "nondeterministic"
 UNKNOWN = "unknown"  # a source status: updated in place from a version roar never recorded
@@ -172,7 +173,7 @@ def make_plan(project, ref: str) -> Plan:
 def _unknown_version(e) -> bool:
     """An input edge recorded without a hash because the job changed the file in place and
     roar had never seen the bytes it started from (see session._version_edge)."""
-    return e.hash is None and bool(e.note) and "version at open unknown" in e.note
+    return e.hash is None and bool(e.note) and UNKNOWN_VERSION in e.note
 
 
 def updated_in_place(plan: Plan) -> list[str]:
@@ -305,11 +306,15 @@ def run(project, plan: Plan, opts: RunOptions) -> Outcome:
     verdicts = []
     targets = set(plan.target_hashes)
     # A file several planned steps write (updated in place) is checked once, as the last
-    # of them left it: the earlier versions are gone by the end of the run.
+    # of them left it: the earlier versions are gone by the end of the run, as is a file a
+    # later step read and deleted (an intermediate it consumed).
     last_writer = {e.path: j.id for j in plan.steps for e in j.outputs if e.hash}
-    for j in plan.steps:
+    consumed = {}  # path -> index of the last planned step that read it and left it gone
+    for k, j in enumerate(plan.steps):
+        consumed.update((e.path, k) for e in j.inputs if e.note and GONE in e.note)
+    for k, j in enumerate(plan.steps):
         for e in j.outputs:
-            if not e.hash or last_writer[e.path] != j.id:
+            if not e.hash or last_writer[e.path] != j.id or consumed.get(e.path, -1) > k:
                 continue
             got = actual.get(e.path)
             if got is None:

@@ -125,6 +125,10 @@ def default_session(project: Project) -> tuple[Session | None, str | None]:
 
 # --- recording ------------------------------------------------------------------
 
+# Notes of input edges that the use cases read back (reproduce.py).
+GONE = "gone by the end of the job"  # an input the job itself deleted or renamed
+UNKNOWN_VERSION = "version at open unknown"  # changed in place from bytes roar never recorded
+
 @record
 class JobDraft:
     """Everything about a job except what capture and hashing find out."""
@@ -213,7 +217,11 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
         if p in at_open:
             continue
         if h.hash is None:
-            ins.append(Edge("in", p, None, 0, False, h.error))
+            # Gone by the end (the job deleted or renamed what it read): the version it read
+            # is still known if roar recorded those bytes.
+            gone = _versions_at_open(store, {p: (size, mtime_ns)}) if not os.path.lexists(p) else {}
+            ins.append(Edge("in", p, gone[p], size, False, "version at open; " + GONE)
+                       if p in gone else Edge("in", p, None, 0, False, h.error))
             continue
         changed = h.changed or (mtime_ns >= 0 and h.key is not None and
                                 (h.key[2] != size or h.key[3] != mtime_ns))
@@ -280,7 +288,7 @@ def _version_edge(path: str, size: int, h: str | None, how: str) -> Edge:
     if h is None:
         # Never a guessed hash: a wrong version would link the job to the wrong producer.
         return Edge("in", path, None, size, False,
-                    f"{how} by this job; version at open unknown: roar never recorded those bytes")
+                    f"{how} by this job; {UNKNOWN_VERSION}: roar never recorded those bytes")
     return Edge("in", path, h, size, False, f"version at open; {how} by this job")
 
 

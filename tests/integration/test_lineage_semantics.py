@@ -259,6 +259,18 @@ def test_rewritten_input_changed_outside_roar_is_never_given_a_stale_hash(proj):
     assert seen["hash"] is None and "version at open unknown" in seen["note"]
 
 
+def test_input_the_job_deletes_keeps_its_version_and_producer(proj):
+    script(proj, "stage.py", "open('tmp.txt', 'w').write('staged')\n")
+    script(proj, "consume.py", "import os\nopen('out.txt', 'w').write(open('tmp.txt').read().upper())\n"
+                               "os.remove('tmp.txt')\n")
+    proj.roar("run", PY, "stage.py")
+    proj.roar("run", PY, "consume.py")
+    seen = edge(show(proj, "@2"), "inputs", "tmp.txt")
+    assert seen["hash"] == edge(show(proj, "@1"), "outputs", "tmp.txt")["hash"], seen
+    out = proj.roar("reproduce", "out.txt", "--run").stdout.decode()
+    assert verdicts(out) == {"out.txt": "identical"}, out
+
+
 # --- 17: byte-identical content at two paths -------------------------------------------------
 
 def test_identical_bytes_at_two_paths_keep_both_steps(proj):
