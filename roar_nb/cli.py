@@ -264,6 +264,9 @@ def cmd_reproduce(a) -> int:
     if a.script:
         sys.stdout.write(reproduce.script(plan))
         return 0
+    if a.list_requirements:
+        print("\n".join(reproduce.requirements(plan)))
+        return 0
     err = _style(sys.stderr)
     if not a.run:
         print(report.plan_text(plan, _style()))
@@ -387,7 +390,18 @@ def cmd_label(a) -> int:
     project = _project()
     store = project.store
     target = _label_target(project, a.entity, a.target)
-    if a.action == "set":
+    if a.action == "cp":
+        if len(a.pairs) != 2 or a.pairs[0] not in ("dag", "job", "artifact"):
+            raise UsageError("usage: roar label cp ENTITY TARGET DEST_ENTITY DEST_TARGET"
+                             " (e.g. roar label cp job @2 artifact model.pt)")
+        dest = _label_target(project, a.pairs[0], a.pairs[1])
+        hist = store.label_history(a.entity, target)
+        if not hist or not hist[-1]["doc"]:
+            raise UsageError(f"no labels on {a.entity} {a.target} to copy")
+        # Copied keys overwrite the destination's, its other keys stay: a new version.
+        doc = store.label_patch(a.pairs[0], dest, hist[-1]["doc"])
+        print(json.dumps(doc, sort_keys=True))
+    elif a.action == "set":
         patch = {}
         for kv in a.pairs:
             k, eq, v = kv.partition("=")
@@ -529,6 +543,11 @@ def build_parser():
     g = s.add_mutually_exclusive_group()
     g.add_argument("--run", action="store_true", help="re-execute the plan and verify every output hash")
     g.add_argument("--script", action="store_true", help="print the plan as a bash script")
+    g.add_argument("--list-requirements", action="store_true",
+                   help="print every package of the plan's recorded environment as pip requirements")
+    # `--run` never asks anything (it moves files aside rather than deleting them), so -y has
+    # nothing to skip; it is accepted for scripts written for the reference CLI.
+    s.add_argument("-y", "--yes", action="store_true", help="accepted for compatibility: --run never prompts")
     s.add_argument("--in", dest="in_dir", metavar="DIR",
                    help="with --run: fresh clone of the recorded commit and a fresh venv in DIR")
     s.add_argument("--check-determinism", action="store_true",
@@ -563,11 +582,14 @@ def build_parser():
     s.add_argument("value", nargs="?")
     s.set_defaults(fn=cmd_config)
 
-    s = sub.add_parser("label", help="versioned labels on sessions, jobs and artifacts")
-    s.add_argument("action", choices=("set", "show", "history"))
+    s = sub.add_parser("label", help="versioned labels on sessions, jobs and artifacts",
+                       epilog="Copy: roar label cp job @2 artifact model.pt (a new version of the "
+                              "destination's labels, the copied keys overriding its own)")
+    s.add_argument("action", choices=("set", "show", "history", "cp"))
     s.add_argument("entity", choices=("dag", "job", "artifact"))
     s.add_argument("target", help="dag: current or a session prefix; job: @N or id; artifact: path or hash")
-    s.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    s.add_argument("pairs", nargs="*", metavar="KEY=VALUE",
+                   help="set: KEY=VALUE (KEY= deletes); cp: DEST_ENTITY DEST_TARGET")
     s.set_defaults(fn=cmd_label)
 
     s = sub.add_parser("kernel", help="install the Jupyter kernel with native capture")

@@ -1,9 +1,13 @@
 """The lineage DAG of a session (or a whole project): jobs linked through artifacts.
 
 Job B depends on job A when B read an artifact (same blake3) that A wrote, and
-A is the latest job before B to have written it. The compact view keeps the
+A is the latest job before B to have written it at the path B read it from (or,
+when no job wrote it there, anywhere: a copy made outside roar). A file updated
+in place links the job that updated it to the job that wrote the version it
+started from; byte-identical files at two paths never link the wrong job. The compact view keeps the
 latest job of each step; a job is *stale* when one of its inputs was rewritten
-afterwards with different content (directly or upstream). `to_json` is a
+afterwards with different content (directly or upstream), except by jobs that
+updated in place a file it wrote, each from the version the one before left. `to_json` is a
 stable contract used by `roar dag --json`, the server extension and users.
 """
 
@@ -73,30 +77,45 @@ def job_json(job: Job, stale: str | None = None, superseded: bool = False,
 def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None) -> Dag:
     """Link jobs (oldest first) through artifacts; compact unless `expanded`."""
     last_writer_of_hash: dict[str, str] = {}
+    last_writer_at: dict[tuple, str] = {}  # (path, hash) -> job id
     deps: dict[str, set] = {}
     for j in jobs:
-        deps[j.id] = {last_writer_of_hash[e.hash] for e in j.inputs
-                      if e.hash and e.hash in last_writer_of_hash and last_writer_of_hash[e.hash] != j.id}
+        found = (last_writer_at.get((e.path, e.hash)) or last_writer_of_hash.get(e.hash)
+                 for e in j.inputs if e.hash)
+        deps[j.id] = {w for w in found if w is not None and w != j.id}
         for e in j.outputs:
             if e.hash:
                 last_writer_of_hash[e.hash] = j.id
+                last_writer_at[(e.path, e.hash)] = j.id
 
     latest_of_step: dict[str, Job] = {}
     for j in jobs:
         latest_of_step[j.step] = j
     superseded = {j.id for j in jobs if latest_of_step[j.step].id != j.id}
 
-    # Stale: an input path was later written with different bytes by another job,
-    # or a job it depends on is stale.
+    # Stale: an input path was later written with different bytes by another job, or a
+    # job it depends on is stale. A job that wrote the path itself is not made stale by
+    # the jobs that then updated it in place, each from the version the one before left
+    # (a log appended to, a database updated): they continue its work.
     stale: dict[str, str] = {}
     index = {j.id: i for i, j in enumerate(jobs)}
     writes_after: dict[str, list] = {}
     for i, j in enumerate(jobs):
         for e in j.outputs:
             writes_after.setdefault(e.path, []).append((i, e.hash, j))
+    chain_end: dict[tuple, int] = {}  # (path, job id) -> position in writes_after past its updaters
+    for path, writers in writes_after.items():
+        end = len(writers)
+        for t in range(len(writers) - 1, -1, -1):
+            chain_end[(path, writers[t][2].id)] = end
+            _, _, w = writers[t]
+            prev = writers[t - 1][1] if t else None
+            if not (prev is not None and any(x.path == path and x.hash == prev for x in w.inputs)):
+                end = t  # writer t did not start from the version before it: a chain ends here
     for i, j in enumerate(jobs):
         for e in j.inputs:
-            for k, h, writer in writes_after.get(e.path, ()):
+            writers = writes_after.get(e.path, ())
+            for k, h, writer in writers[chain_end.get((e.path, j.id), 0):]:
                 if k > i and h != e.hash and writer.step != j.step:
                     stale[j.id] = f"{e.path} rewritten by {writer.ref}"
                     break
@@ -117,7 +136,22 @@ def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None
         # Re-point dependencies on superseded runs to the latest run of that step.
         step_latest = {j.step: j.id for j in kept}
         id_step = {j.id: j.step for j in jobs}
-        deps = {j.id: {step_latest.get(id_step[d], d) for d in deps[j.id]} - {j.id} for j in kept}
+
+        def latest_deps(jid: str) -> set:
+            # A dependency on an earlier run of the job's own step (a file it updates in
+            # place on every run) stands for what that run depended on.
+            out, todo, seen = set(), list(deps[jid]), set()
+            while todo:
+                d = todo.pop()
+                t = step_latest.get(id_step[d], d)
+                if t != jid:
+                    out.add(t)
+                elif d not in seen:
+                    seen.add(d)
+                    todo.extend(deps[d])
+            return out
+
+        deps = {j.id: latest_deps(j.id) for j in kept}
     return Dag(kept, {j.id: deps[j.id] for j in kept}, {k: v for k, v in stale.items()
                if k in {j.id for j in kept}}, superseded if expanded else set(), session_id)
 

@@ -230,8 +230,11 @@ def plan_text(plan, style: Style = Style()) -> str:
     lines.append(f"  sources ({len(plan.sources)})")
     for s in plan.sources:
         mark = {"ok": style.good("ok       "), "elsewhere": style.warn("elsewhere"),
-                "missing": style.bad("missing  "), "differs": style.warn("changed  ")}[s.status]
+                "missing": style.bad("missing  "), "differs": style.warn("changed  "),
+                "unknown": style.bad("unknown  ")}[s.status]
         extra = f"  (found at {display_path(s.found_at)})" if s.found_at else ""
+        if s.status == "unknown":
+            extra = "  (updated in place from a version roar never recorded)"
         lines.append(f"    {mark} {short(s.hash, 12)}  {display_path(s.path)}{extra}")
     lines.append(f"  steps ({len(plan.steps)})")
     for k, j in enumerate(plan.steps, 1):

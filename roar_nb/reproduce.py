@@ -2,8 +2,9 @@
 
 The plan walks producers back from the target to artifacts with no recorded
 producer (sources) and orders the jobs by time; re-runs of a step collapse to the
-run that produced the version needed, because producers are chosen by hash.
-Running re-executes each step under tracing (CLI jobs through
+run that produced the version needed, because producers are chosen by the path
+and version (hash) each consumer read, never by bytes alone. Files a step
+updated in place are moved aside before running (never deleted). Running re-executes each step under tracing (CLI jobs through
 `session.run_command`, notebook cells in one fresh kernel per notebook session)
 and compares every planned output with the recorded blake3. The verdict is
 stored as a reproduction record. No printing here: the front ends render
@@ -21,8 +22,10 @@ from typing import Callable, Optional
 
 from roar_nb.errors import RoarError, UsageError
 from roar_nb.model import Job, factory, new_id, record
+from roar_nb.session import GONE, UNKNOWN_VERSION
 
 IDENTICAL, DIFFERS, MISSING, NONDETERMINISTIC = "identical", "differs", "missing", "nondeterministic"
+UNKNOWN = "unknown"  # a source status: updated in place from a version roar never recorded
 
 
 @record
@@ -31,7 +34,7 @@ class Source:
 
     path: str
     hash: str
-    status: str  # "ok" | "elsewhere" | "missing" | "differs"
+    status: str  # "ok" | "elsewhere" | "missing" | "differs" | "unknown" (no hash: see UNKNOWN)
     found_at: Optional[str] = None
 
 
@@ -48,12 +51,16 @@ class Plan:
     # untraced preamble): cells that only import or define things build the kernel state
     # the producing cells rely on.
     replay: list = factory(list)
+    # The recorded paths asked for (a path or a job's outputs); empty for a bare hash, which
+    # names the bytes wherever they were written.
+    target_paths: list = factory(list)
 
     @property
     def missing_sources(self) -> list:
         # A source whose bytes changed (an edited script) does not block: re-running with
         # it is how a user finds out whether the outputs still match (verdict `differs`).
-        return [s for s in self.sources if s.status == "missing"]
+        # An unknown version blocks as well: the step would update whatever is on disk now.
+        return [s for s in self.sources if s.status in ("missing", UNKNOWN)]
 
 
 @record
@@ -97,44 +104,88 @@ def resolve_target(project, ref: str) -> tuple[list[str], Optional[Job]]:
 
 def make_plan(project, ref: str) -> Plan:
     store = project.store
-    target_hashes, _ = resolve_target(project, ref)
+    target_hashes, target_job = resolve_target(project, ref)
     all_jobs = store.jobs()  # oldest first
-    producers: dict[str, list[Job]] = {}
+    at_path: dict[tuple, list[Job]] = {}  # (path, hash) -> jobs that wrote that version there
+    by_hash: dict[str, list[Job]] = {}
     for j in all_jobs:
         for e in j.outputs:
             if e.hash:
-                producers.setdefault(e.hash, []).append(j)
+                at_path.setdefault((e.path, e.hash), []).append(j)
+                by_hash.setdefault(e.hash, []).append(j)
 
-    def producer(h: str, before: Optional[float]) -> Optional[Job]:
-        cands = [j for j in producers.get(h, ()) if j.status == "ok" and (before is None or j.ended_at <= before)]
-        if not cands:
-            cands = [j for j in producers.get(h, ()) if before is None or j.ended_at <= before]
-        return cands[-1] if cands else None
+    def latest(cands: list, before: Optional[float]) -> Optional[Job]:
+        timely = [j for j in cands if before is None or j.ended_at <= before]
+        ok = [j for j in timely if j.status == "ok"]
+        return (ok or timely or [None])[-1]
 
+    def producer(path: Optional[str], h: str, before: Optional[float]) -> Optional[Job]:
+        # The job that wrote this version at the path it was read from; only when none did,
+        # one that wrote the same bytes elsewhere (a copy made outside roar). Producers end
+        # before their consumer starts, so byte-identical content never forms a cycle.
+        found = latest(at_path.get((path, h), []), before) if path else None
+        return found or latest(by_hash.get(h, []), before)
+
+    if target_job is not None:
+        seeds = [(e.path, e.hash, None) for e in target_job.outputs if e.hash]
+    else:
+        path = os.path.abspath(ref)
+        seeds = [(path if (path, h) in at_path else None, h, None) for h in target_hashes]
     chosen: dict[str, Job] = {}
-    sources: dict[str, str] = {}  # hash -> a recorded path
-    stack = [(h, None) for h in target_hashes]
+    sources: dict[tuple, Source] = {}  # (path, hash) -> an input nobody recorded writing
+    stack = list(seeds)
     while stack:
-        h, before = stack.pop()
-        job = producer(h, before)
+        path, h, before = stack.pop()
+        job = producer(path, h, before)
         if job is None:
-            if h not in sources:
-                edges = store.edges_of_artifact(h)
-                sources[h] = edges[-1]["path"] if edges else "?"
+            if (path, h) not in sources:
+                if path is None:
+                    edges = store.edges_of_artifact(h)
+                    path = edges[-1]["path"] if edges else "?"
+                sources[(path, h)] = None
             continue
         if job.id in chosen:
             continue
         chosen[job.id] = job
         for e in job.inputs:
-            if e.hash and e.hash not in [o.hash for o in job.outputs]:
-                stack.append((e.hash, job.started_at))
+            if e.hash:
+                stack.append((e.path, e.hash, job.started_at))
+            elif _unknown_version(e):
+                sources[(e.path, None)] = Source(e.path, "", UNKNOWN)
     steps = sorted(chosen.values(), key=lambda j: (j.started_at, j.seq))
     if not steps:
         raise UsageError(f"{ref}: no recorded job produced it (it is a source artifact)")
     produced = {e.hash for j in steps for e in j.outputs if e.hash}
-    src = [_locate_source(project, h, p) for h, p in sources.items() if h not in produced]
+    src = [s if s is not None else _locate_source(project, h, p)
+           for (p, h), s in sources.items() if s is not None or h not in produced]
     env = _environment(project, steps)
-    return Plan(ref, target_hashes, steps, src, env, _drift(env), _replay_units(store, steps))
+    plan = Plan(ref, target_hashes, steps, src, env, _drift(env), _replay_units(store, steps),
+                [p for p, _, _ in seeds if p is not None])
+    in_place = set(updated_in_place(plan))
+    for k, s in enumerate(plan.sources):
+        if s.status == "differs" and s.path in in_place:
+            # A step updates this file from the recorded version, which is no longer anywhere:
+            # running it on today's bytes would only update them further.
+            plan.sources[k] = Source(s.path, s.hash, "missing")
+    return plan
+
+
+def _unknown_version(e) -> bool:
+    """An input edge recorded without a hash because the job changed the file in place and
+    roar had never seen the bytes it started from (see session._version_edge)."""
+    return e.hash is None and bool(e.note) and UNKNOWN_VERSION in e.note
+
+
+def updated_in_place(plan: Plan) -> list[str]:
+    """Paths a planned step changed in place (it read the version at open and wrote the next).
+
+    Re-running in place must start them from the version the plan's first step expects,
+    not from the final one now on disk (a step that creates a database would find it)."""
+    paths = []
+    for j in plan.steps:
+        outs = {e.path for e in j.outputs}
+        paths += [e.path for e in j.inputs if e.path in outs and (e.hash or _unknown_version(e))]
+    return list(dict.fromkeys(paths))
 
 
 def _replay_units(store, steps: list[Job]) -> list[list[Job]]:
@@ -181,6 +232,17 @@ def _environment(project, steps: list[Job]) -> dict:
     }
 
 
+def requirements(plan: Plan) -> list[str]:
+    """The plan's recorded environment as a pip requirements file: a comment naming the
+    Python version, then one `name==version` line per package (all of them, sorted)."""
+    env = plan.environment
+    lines = [f"# python {env.get('python') or 'unknown'}"]
+    if not env.get("packages"):
+        lines.append("# no packages were recorded for these steps")
+    lines += [f"{n}=={v}" for n, v in sorted(env.get("packages", {}).items(), key=lambda kv: kv[0].lower())]
+    return lines
+
+
 def _drift(env: dict) -> list[str]:
     from roar_nb import environment
 
@@ -213,18 +275,24 @@ def run(project, plan: Plan, opts: RunOptions) -> Outcome:
     if plan.missing_sources:
         s = plan.missing_sources[0]
         more = f" (and {len(plan.missing_sources) - 1} more)" if len(plan.missing_sources) > 1 else ""
+        if s.status == UNKNOWN:
+            raise RoarError(f"{s.path} was updated in place from a version roar never recorded{more};"
+                            " it cannot be reproduced")
         raise RoarError(f"source artifact {s.path} ({s.hash[:12]}) is missing{more}; restore it to reproduce")
     rid = new_id()
     mapper = _PathMap(None, None)
     extra_env: dict = {}
     if opts.directory:
         mapper, extra_env = _prepare_directory(plan, opts)
-    else:
-        for s in plan.sources:  # a source found elsewhere is put back where the steps expect it
-            if s.status == "elsewhere":
-                shutil.copy2(s.found_at, s.path)
+    passes = []
 
     def one_pass() -> tuple[dict, Optional[str], list]:
+        passes.append(len(passes) + 1)
+        if not opts.directory:  # (a fresh clone holds no outputs to set aside)
+            _set_aside(project, plan, os.path.join(project.roar_dir, "reproduce", rid), passes[-1], opts)
+            for s in plan.sources:  # a source found elsewhere is put back where the steps expect it
+                if s.status == "elsewhere":
+                    shutil.copy2(s.found_at, s.path)
         failed, pairs = _execute(project, plan, opts, mapper, extra_env)
         actual = _hash_outputs(plan, mapper)
         return actual, failed, pairs
@@ -237,9 +305,16 @@ def run(project, plan: Plan, opts: RunOptions) -> Outcome:
         pairs += more
     verdicts = []
     targets = set(plan.target_hashes)
-    for j in plan.steps:
+    # A file several planned steps write (updated in place) is checked once, as the last
+    # of them left it: the earlier versions are gone by the end of the run, as is a file a
+    # later step read and deleted (an intermediate it consumed).
+    last_writer = {e.path: j.id for j in plan.steps for e in j.outputs if e.hash}
+    consumed = {}  # path -> index of the last planned step that read it and left it gone
+    for k, j in enumerate(plan.steps):
+        consumed.update((e.path, k) for e in j.inputs if e.note and GONE in e.note)
+    for k, j in enumerate(plan.steps):
         for e in j.outputs:
-            if not e.hash:
+            if not e.hash or last_writer[e.path] != j.id or consumed.get(e.path, -1) > k:
                 continue
             got = actual.get(e.path)
             if got is None:
@@ -248,7 +323,8 @@ def run(project, plan: Plan, opts: RunOptions) -> Outcome:
                 v = NONDETERMINISTIC
             else:
                 v = IDENTICAL if got == e.hash else DIFFERS
-            verdicts.append(Verdict(mapper.to_new(e.path), e.hash, got, v, j.id, e.hash in targets))
+            wanted = e.hash in targets and (not plan.target_paths or e.path in plan.target_paths)
+            verdicts.append(Verdict(mapper.to_new(e.path), e.hash, got, v, j.id, wanted))
     outcome = Outcome(rid, plan, verdicts, failed, opts.directory)
     project.store.insert_reproduction(
         {"id": rid, "target": plan.target, "target_hashes": plan.target_hashes,
@@ -258,6 +334,32 @@ def run(project, plan: Plan, opts: RunOptions) -> Outcome:
         pairs or [(j.id, None) for j in plan.steps],
     )
     return outcome
+
+
+def _set_aside(project, plan: Plan, base: str, n: int, opts: RunOptions) -> None:
+    """Put files the plan updates in place back to where the plan starts them (pass `n`).
+
+    A file whose first version a planned step writes is moved into `base`/run<n>/: the
+    bytes on disk are the end of the chain and would make a step that creates a database
+    fail, or a log get appended twice. A file whose first version is a source present
+    now is kept, and copied into `base`/start/ so that a second pass starts from it too.
+    Moved or copied, never deleted.
+    """
+    present = {s.path for s in plan.sources if s.status == "ok"}
+    for p in updated_in_place(plan):
+        rel = os.path.relpath(p, "/")
+        start = os.path.join(base, "start", rel)
+        if p in present and n == 1:
+            os.makedirs(os.path.dirname(start), exist_ok=True)
+            shutil.copy2(p, start)
+            continue
+        if os.path.lexists(p):
+            dest = os.path.join(base, f"run{n}", rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.move(p, dest)  # a rename when on one file system
+            opts.progress(f"moved {p} aside to {dest} (updated in place: the plan rebuilds it)")
+        if p in present:
+            shutil.copy2(start, p)
 
 
 class _PathMap:

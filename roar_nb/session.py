@@ -125,6 +125,10 @@ def default_session(project: Project) -> tuple[Session | None, str | None]:
 
 # --- recording ------------------------------------------------------------------
 
+# Notes of input edges that the use cases read back (reproduce.py).
+GONE = "gone by the end of the job"  # an input the job itself deleted or renamed
+UNKNOWN_VERSION = "version at open unknown"  # changed in place from bytes roar never recorded
+
 @record
 class JobDraft:
     """Everything about a job except what capture and hashing find out."""
@@ -185,29 +189,39 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
     roar_prefix = project.roar_dir + "/"
     inputs = {p: v for p, v in reduced.inputs.items() if not ignore(p)}
     outputs = [p for p in reduced.outputs if not p.startswith(roar_prefix)]
+    out_set = set(outputs)
+    # Files this job changed in place (or read and then rewrote): the version it saw at open
+    # is an input, but those bytes are gone now. Look them up before hashing, which
+    # replaces the hash cache's row for the file's inode with the version at the end.
+    at_open = {p: v for p, v in inputs.items() if p in out_set}
+    for p, v in reduced.updated.items():
+        if p in out_set and not ignore(p):
+            at_open.setdefault(p, v)
 
     store = None
     try:
         store = project.store
     except RoarError as e:
         warnings.append(str(e))
+    seen_versions = _versions_at_open(store, at_open)
     hashed = hash_paths(
         list(inputs) + outputs, store=store,
         extra=project.config.get("hash.extra"),
         progress_after=project.config.get("hash.progress_after"),
     )
-    out_set = set(outputs)
     ins = []
+    for p, (size, mtime_ns) in at_open.items():
+        ins.append(_version_edge(p, size, seen_versions.get(p), "rewritten" if p in inputs else "updated in place"))
     for p, (size, mtime_ns) in inputs.items():
         h = hashed[p]
-        if p in out_set:
-            # Read, then rewritten by this job: the bytes it read are gone; use the last
-            # version roar recorded at that path, if any.
-            prev = store.latest_hash_at_path(p) if store is not None else None
-            ins.append(Edge("in", p, prev, 0, False, "rewritten by this job"))
+        if p in at_open:
             continue
         if h.hash is None:
-            ins.append(Edge("in", p, None, 0, False, h.error))
+            # Gone by the end (the job deleted or renamed what it read): the version it read
+            # is still known if roar recorded those bytes.
+            gone = _versions_at_open(store, {p: (size, mtime_ns)}) if not os.path.lexists(p) else {}
+            ins.append(Edge("in", p, gone[p], size, False, "version at open; " + GONE)
+                       if p in gone else Edge("in", p, None, 0, False, h.error))
             continue
         changed = h.changed or (mtime_ns >= 0 and h.key is not None and
                                 (h.key[2] != size or h.key[3] != mtime_ns))
@@ -253,6 +267,37 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
             warnings.append(str(e))
     _save_pending(project, job, digests, environment_row, warnings)
     return job, warnings
+
+
+def _versions_at_open(store, at_open: dict) -> dict:
+    """path -> blake3 of the version a job saw at open, for files it has since changed.
+
+    Only a version roar hashed before (hash cache, or a recorded edge at that path)
+    with the same (size, mtime) counts; an empty file is the hash of no bytes.
+    """
+    out: dict = {}
+    for p, (size, mtime_ns) in at_open.items():
+        if size == 0 and mtime_ns >= 0:
+            from roar_nb.hashing import hash_bytes
+
+            out[p] = hash_bytes(b"")
+        elif store is not None and mtime_ns >= 0:
+            try:
+                h = store.hash_of_version(p, size, mtime_ns)
+            except RoarError:
+                h = None
+            if h is not None:
+                out[p] = h
+    return out
+
+
+def _version_edge(path: str, size: int, h: str | None, how: str) -> Edge:
+    """The input edge of the version at open of a file the job changed (see `_versions_at_open`)."""
+    if h is None:
+        # Never a guessed hash: a wrong version would link the job to the wrong producer.
+        return Edge("in", path, None, size, False,
+                    f"{how} by this job; {UNKNOWN_VERSION}: roar never recorded those bytes")
+    return Edge("in", path, h, size, False, f"version at open; {how} by this job")
 
 
 def _job_to_json(job: Job) -> dict:

@@ -38,6 +38,7 @@ _O_CREAT = os.O_CREAT
 _O_TRUNC = os.O_TRUNC
 _O_WRONLY = os.O_WRONLY
 _O_RDWR = os.O_RDWR
+_O_APPEND = os.O_APPEND
 
 # Gate and buffer. Plain module globals: the hook reads `_active` on every audit
 # event of the process (thousands per second: compile, exec, imports), so it
@@ -83,6 +84,11 @@ def _on_open(path, flags) -> None:
         st = _stat(p)
         if st is None or not stat_mod.S_ISREG(st.st_mode):
             return
+        _events.append(Event(OP_UPDATE, p, now, st.st_size, st.st_mtime_ns, None, _pid))
+    elif acc in (_O_WRONLY, _O_RDWR) and flags & _O_APPEND and not flags & _O_TRUNC and \
+            (st := _stat(p)) is not None and stat_mod.S_ISREG(st.st_mode) and st.st_size:
+        # Appending keeps what was there: the version at open is an input (as the native
+        # tracers classify it); a new or empty file is just written.
         _events.append(Event(OP_UPDATE, p, now, st.st_size, st.st_mtime_ns, None, _pid))
     elif acc in (_O_WRONLY, _O_RDWR) or flags & (_O_CREAT | _O_TRUNC):
         # The hook runs before the call: whether the open succeeded is decided when

@@ -2,7 +2,10 @@
 
 Reduction is where file semantics live: first-read-before-write makes an input,
 a rename moves an output's identity to its new name, a deleted output is not an
-output, a read-write open counts as a write only if the file changed.
+output, a read-write open counts as a write only if the file changed. A
+pre-existing file changed in place (a read-write or append open of a file that
+had content) is an output *and* an update: the version seen at open is an input
+of the job, which `session.record_job` turns into an input edge.
 """
 
 from __future__ import annotations
@@ -140,6 +143,10 @@ class Reduced:
     inputs: dict = factory(dict)  # path -> (size, mtime_ns) seen at first read
     outputs: dict = factory(dict)  # path -> True
     updates: dict = factory(dict)  # path -> (size, mtime_ns): read-write, undecided
+    # path -> (size, mtime_ns) at open: pre-existing files this job changed in place. Each is
+    # also in `outputs`; the version at open is an input (not in `inputs`, which holds what
+    # the job read as it was).
+    updated: dict = factory(dict)
     deleted: set = factory(set)
     executed: set = factory(set)
     moved_to: set = factory(set)  # rename destinations: a directory among them is expanded at job end
@@ -202,7 +209,8 @@ def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
 def settle_updates(r: Reduced) -> None:
     """Settle what only the end of the job can tell (call once, when the job has ended).
 
-    Read-write opens: changed -> output, unchanged -> input. A rename destination that is
+    Read-write and append opens: unchanged -> input; changed -> output, and `updated` (the
+    version at open is an input too: updated in place). A rename destination that is
     a directory (`mv a b` of a directory, `os.rename(tmpdir, final)`): the regular files
     under it now are outputs under their new names, whether or not the job wrote them,
     as `mv a.txt b.txt` makes b.txt an output; the directory itself is not an artifact.
@@ -220,6 +228,7 @@ def settle_updates(r: Reduced) -> None:
             continue  # vanished: neither
         if st.st_size != size or st.st_mtime_ns != mtime_ns:
             r.outputs[p] = True
+            r.updated[p] = (size, mtime_ns)
         else:
             r.inputs.setdefault(p, (size, mtime_ns))
     r.updates.clear()

@@ -428,6 +428,37 @@ class Store:
         )
         return rows[0]["hash"] if rows else None
 
+    def hash_of_version(self, path: str, size: int, mtime_ns: int) -> str | None:
+        """The blake3 of the bytes that were at `path` with this (size, mtime_ns), if roar hashed them.
+
+        First the hash cache row of the file's current inode (a file updated in place
+        keeps it), then any cached version with that size and mtime whose hash was
+        recorded at `path` (a file replaced by rename). None when roar never saw it.
+        """
+        try:
+            st = os.stat(path)
+            key = (st.st_dev, st.st_ino)
+        except OSError:
+            key = None
+        text, _ = path_to_db(path)
+        if key is not None:
+            rows = self._q("SELECT hash FROM hash_cache WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ?",
+                           (*key, size, mtime_ns))
+            if rows:
+                return rows[0]["hash"]
+        # Versions recorded at the path with that size (job_io's path index), and only then the
+        # cache (a scan: it has no index on size or hash; a file replaced by rename is rare).
+        known = [r["hash"] for r in self._q(
+            "SELECT hash FROM job_io WHERE path = ? AND size = ? AND hash IS NOT NULL"
+            " GROUP BY hash ORDER BY max(rowid) DESC LIMIT 500", (text, size))]
+        if not known:
+            return None
+        rows = self._q(
+            f"SELECT hash FROM hash_cache WHERE size = ? AND mtime_ns = ? AND hash IN ({','.join('?' * len(known))})"
+            " LIMIT 1", (size, mtime_ns, *known),
+        )
+        return rows[0]["hash"] if rows else None
+
     def edges_of_artifact(self, hash_: str) -> list[dict]:
         """Every (job, direction, path) touching an artifact, oldest first."""
         return self._q(

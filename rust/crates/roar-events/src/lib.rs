@@ -424,11 +424,19 @@ pub fn now_ns() -> u64 {
 /// (O_PATH, O_DIRECTORY, O_TMPFILE). Shared by every tracer so that they
 /// classify alike.
 pub fn classify_open_flags(flags: i32) -> Option<Op> {
-    use libc::{O_ACCMODE, O_CREAT, O_DIRECTORY, O_PATH, O_RDWR, O_TMPFILE, O_TRUNC, O_WRONLY};
+    use libc::{
+        O_ACCMODE, O_APPEND, O_CREAT, O_DIRECTORY, O_PATH, O_RDONLY, O_RDWR, O_TMPFILE, O_TRUNC,
+        O_WRONLY,
+    };
     if flags & O_PATH != 0 || flags & O_TMPFILE == O_TMPFILE || flags & O_DIRECTORY != 0 {
         return None;
     }
     let acc = flags & O_ACCMODE;
+    // An append keeps what was there: a log appended to is updated in place, so the
+    // version at open is an input of the job (a tracer makes it W for a new file).
+    if acc != O_RDONLY && flags & O_APPEND != 0 && flags & O_TRUNC == 0 {
+        return Some(Op::Update);
+    }
     // O_RDWR|O_CREAT without O_TRUNC is how SQLite, dbm and friends open a file
     // they may only read: U lets the reader decide by comparing (size, mtime)
     // at job end (a tracer turns it into W when the file turns out to be new).

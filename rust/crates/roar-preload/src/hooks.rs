@@ -61,7 +61,9 @@ fn classify_mode(mode: &[u8]) -> Option<Op> {
     match mode.first()? {
         b'r' if mode.contains(&b'+') => Some(Op::Update),
         b'r' => Some(Op::Read),
-        b'w' | b'a' => Some(Op::Write),
+        // O_APPEND: see `roar_events::classify_open_flags`.
+        b'a' => Some(Op::Update),
+        b'w' => Some(Op::Write),
         _ => None,
     }
 }

@@ -210,6 +210,31 @@ fn cp_reads_source_writes_destination() {
 }
 
 #[test]
+fn append_to_an_existing_file_is_an_update_with_its_version_at_open() {
+    let sb = Sandbox::new("append");
+    sb.write("log", b"e0;");
+    let meta = std::fs::metadata(sb.work.join("log")).unwrap();
+    // A new file appended to is just written (the U of an empty file becomes W).
+    sb.sh("echo e1 >> log; echo n >> new");
+    assert!(sb.py("open('log', 'a').write('e2')").status.success());
+    assert_eq!(sb.mine_sorted(), s(&["U log", "U log", "W new"]));
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: Vec<(u64, i64)> = sb
+        .all()
+        .into_iter()
+        .filter(|(_, _, r)| r.op == Op::Update)
+        .map(|(_, _, r)| (r.size, r.mtime_ns))
+        .collect();
+    seen.sort();
+    // The shell saw the file as written above; python saw it after the shell's append.
+    assert_eq!(
+        seen[0],
+        (3, meta.mtime() * 1_000_000_000 + meta.mtime_nsec())
+    );
+    assert_eq!(seen[1].0, 6);
+}
+
+#[test]
 fn shell_write_tmp_then_mv() {
     let sb = Sandbox::new("mv");
     sb.sh("echo x > out.tmp && mv out.tmp out && rm -f gone; echo y > gone; rm gone");

@@ -1000,6 +1000,15 @@ mod tests {
             classify_flags(libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC),
             Some(Op::Write)
         );
+        for append in [libc::O_WRONLY, libc::O_RDWR] {
+            let f = append | libc::O_APPEND | libc::O_CREAT;
+            assert_eq!(classify_flags(f), Some(Op::Update));
+            assert_eq!(classify_flags(f | libc::O_TRUNC), Some(Op::Write));
+        }
+        assert_eq!(
+            classify_flags(libc::O_RDONLY | libc::O_APPEND),
+            Some(Op::Read)
+        );
         assert_eq!(classify_flags(libc::O_RDONLY | libc::O_DIRECTORY), None);
         assert_eq!(classify_flags(libc::O_PATH), None);
         assert_eq!(classify_flags(libc::O_TMPFILE | libc::O_RDWR), None);
