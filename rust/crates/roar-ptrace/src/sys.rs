@@ -180,9 +180,14 @@ pub fn set_options(tid: i32) -> io::Result<()> {
         | libc::PTRACE_O_TRACEVFORK
         | libc::PTRACE_O_TRACECLONE
         | libc::PTRACE_O_TRACEEXEC
-        | libc::PTRACE_O_TRACESECCOMP;
-    // Deliberately no PTRACE_O_EXITKILL: if the tracer dies, the user's
-    // program must not be killed with it.
+        | libc::PTRACE_O_TRACESECCOMP
+        | libc::PTRACE_O_EXITKILL;
+    // PTRACE_O_EXITKILL: if the tracer dies (SIGKILL, OOM killer), every
+    // tracee is killed with it. The alternative is not "the program goes on
+    // untraced": the seccomp filter cannot be removed, and without its tracer
+    // (or listener) every open, exec, rename... of the program fails with
+    // ENOSYS, which is a broken program doing who knows what with those
+    // errors. Dying as a whole is the honest outcome; the front reports it.
     // SAFETY: plain ptrace request; the options travel in the data argument.
     let r = unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0usize, opts as usize) };
     if r < 0 {
@@ -343,6 +348,13 @@ pub fn stat_path(path: &[u8], follow: bool, scratch: &mut Vec<u8>) -> Option<Fil
         }
     };
     (r == 0).then(|| FileStat::from_stat(&st))
+}
+
+/// `pidfd_open(pid)` (Linux 5.3); `None` if unsupported or `pid` is gone.
+pub fn pidfd_open(pid: i32) -> Option<i32> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    (r >= 0).then_some(r as i32)
 }
 
 /// Our effective uid.

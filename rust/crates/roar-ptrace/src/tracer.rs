@@ -40,7 +40,8 @@
 //! tracer to *degraded* mode (a note says from when records are missing), in
 //! which it keeps doing the one thing the traced program depends on:
 //! restarting every stop with the right signal. The tracer never kills a
-//! tracee and never sets `PTRACE_O_EXITKILL`.
+//! tracee itself; only if the tracer dies does the kernel kill them
+//! (`PTRACE_O_EXITKILL`, see `sys::set_options`).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};

@@ -1,0 +1,142 @@
+"""The ptrace tracer under faults: its own death, setuid programs behind a static launcher.
+
+Real processes only: the real `roar run` (or `roar-ptrace`) runs a real program, a test kills
+the real tracer with SIGKILL, and the program, the exit status and the recorded job are checked.
+A traced program cannot go on without its tracer (its seccomp filter turns every traced call
+into ENOSYS), so the promise is: it dies as a whole, never runs on broken, and the job says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(REPO / "tests" / "fidelity"))
+
+import fidelity_corpus as fc  # noqa: E402
+
+MODES = {"notify": {}, "stops": {"ROAR_PTRACE_NOTIFY": "0"}}
+
+
+@pytest.fixture(scope="module")
+def tools(native_lib) -> fc.Tools:
+    """The corpus programs and tracers, with the packaged copy of roar-ptrace kept fresh."""
+    t = fc.build()
+    dest = REPO / "roar_nb" / "_native" / "roar-ptrace"
+    if not dest.exists() or dest.read_bytes() != Path(t.ptrace).read_bytes():
+        shutil.copy2(t.ptrace, dest)
+    return t
+
+
+def _wait_for(cond, what: str, cap: float = 60.0):
+    """Poll `cond` until it returns something true; a generous cap, never a timing assertion."""
+    end = time.monotonic() + cap
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no PPid for {pid}")
+
+
+def _gone(pid: int) -> bool:
+    """True once `pid` has exited (a zombie waiting for init counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def reap():
+    """Pids to SIGKILL after the test, so that a failing run leaves no program looping."""
+    pids: list = []
+    yield pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _start_loop(cmd: list, cwd: Path, env: dict) -> tuple[subprocess.Popen, int]:
+    (cwd / "in.txt").write_text("x\n")
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ready = cwd / "ready"
+    _wait_for(lambda: ready.exists() or p.poll() is not None, "the program to start")
+    assert p.poll() is None, p.communicate()
+    time.sleep(0.3)  # let it loop through opens and execs under the tracer for a while
+    return p, int(ready.read_text())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_killing_the_tracer_kills_the_program_and_the_job_says_so(tools, proj, mode, reap):
+    """SIGKILL of the tracer: the program never sees a failing open or exec (PTRACE_O_EXITKILL
+    kills it first, and in notification mode the front holds the listener until the kernel has
+    done so); `roar run` records the job as failed (-9), partial, with the reason, and dies of SIGKILL too."""
+    env = dict(os.environ, **MODES[mode])
+    env.pop("ROAR_PROJECT", None)
+    from conftest import roar_cmd
+
+    p, pid = _start_loop([*roar_cmd(), "run", "--tracer", "ptrace", str(tools.bin_dir / "open_loop")],
+                         proj.root, env)
+    reap.append(pid)
+    tracer = _ppid(pid)
+    os.kill(tracer, signal.SIGKILL)
+    out, err = p.communicate(timeout=60)
+    assert b"BROKEN" not in err, err
+    _wait_for(lambda: _gone(pid), "the traced program to die with its tracer", cap=30)
+    assert p.returncode == -signal.SIGKILL, (out, err)  # roar run dies of the same signal
+    j = json.loads(proj.roar("show", "@1", "--json").stdout)
+    assert (j["status"], j["exit_code"], j["backend"], j["capture_level"]) == ("failed", -9, "ptrace", "partial")
+    assert any("tracer was killed by signal 9" in n and "killed with it" in n for n in j["capture_notes"]), j
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_killing_the_front_takes_the_tracer_and_the_program_with_it(tools, tmp_path, mode, reap):
+    """The front (the pid the caller waits for) killed: the tracer dies with it
+    (PR_SET_PDEATHSIG) and the program with the tracer, instead of running on unwatched."""
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    env = dict(os.environ, **MODES[mode])
+    p, pid = _start_loop([tools.ptrace, "--trace-dir", str(trace), "--", str(tools.bin_dir / "open_loop")],
+                         tmp_path, env)
+    reap.append(pid)
+    tracer = _ppid(pid)
+    reap.append(tracer)
+    assert _ppid(tracer) == p.pid
+    p.kill()
+    _, err = p.communicate(timeout=60)
+    _wait_for(lambda: _gone(tracer) and _gone(pid), "the tracer and the program to die with the front", cap=30)
+    assert b"BROKEN" not in err, err
+
+
+def test_stragglers_keep_their_tracer_after_the_front_exits(tools, tmp_path):
+    """The death tie ends with the command: a daemon left behind is still traced and works."""
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    (tmp_path / "in.txt").write_text("late\n")
+    p = subprocess.run([tools.ptrace, "--trace-dir", str(trace), "--", "sh", "-c",
+                        "(sleep 0.5; cat in.txt > late.txt) & echo started"],
+                       cwd=tmp_path, capture_output=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == b"started\n", p
+    _wait_for(lambda: (tmp_path / "late.txt").exists() and (tmp_path / "late.txt").read_text() == "late\n",
+              "the straggler to finish its copy")
