@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,3 +141,85 @@ def test_stragglers_keep_their_tracer_after_the_front_exits(tools, tmp_path):
     assert p.returncode == 0 and p.stdout == b"started\n", p
     _wait_for(lambda: (tmp_path / "late.txt").exists() and (tmp_path / "late.txt").read_text() == "late\n",
               "the straggler to finish its copy")
+
+
+# --- setuid programs exec'd under the tracer ------------------------------------------
+
+NOBODY = 65534
+USER = 1000  # the unprivileged user that runs the tracer (no account needed)
+
+
+@pytest.fixture
+def suid_dir(tools):
+    """A world-writable scratch dir holding `suid_check` setuid to nobody and setgid to
+    nogroup (`sgid_check`). Needs root: making a program of another user is the point."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to install a setuid program owned by another user")
+    d = Path(tempfile.mkdtemp(prefix="roar-suid-"))
+    try:
+        os.chmod(d, 0o777)
+        for name, mode, owner in (("suid_check", 0o4755, (NOBODY, 0)), ("sgid_check", 0o2755, (0, NOBODY))):
+            shutil.copy(tools.bin_dir / "suid_check", d / name)
+            os.chown(d / name, *owner)
+            os.chmod(d / name, mode)  # after chown, which clears the set-id bits
+        yield d
+    finally:
+        subprocess.run(["rm", "-rf", str(d)], check=True)
+
+
+def _as_user(argv: list) -> list:
+    return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "--", *argv]
+
+
+def _ptrace_as_user(tools, d: Path, script: str, env: dict) -> tuple[subprocess.CompletedProcess, list]:
+    """`roar-ptrace busybox sh -c SCRIPT` run by the unprivileged user, and its partial notes."""
+    from roar_nb.capture import ptrace as ptrace_mod
+
+    trace = d / "trace"
+    shutil.rmtree(trace, ignore_errors=True)
+    trace.mkdir()
+    os.chmod(trace, 0o777)
+    p = subprocess.run(_as_user([tools.ptrace, "--trace-dir", str(trace), "--", fc.BUSYBOX, "sh", "-c", script]),
+                       cwd=d, env=dict(os.environ, **env), capture_output=True, timeout=60)
+    return p, ptrace_mod.read_notes(str(trace))[1]
+
+
+def test_setuid_program_runs_as_it_would_without_roar(suid_dir):
+    """The reference: run bare by the unprivileged user, both programs get their privileges."""
+    for prog in ("./suid_check", "./sgid_check gid"):
+        p = subprocess.run(_as_user([fc.BUSYBOX, "sh", "-c", prog]), cwd=suid_dir, capture_output=True)
+        assert (p.returncode, p.stdout) == (0, b"privileged\n"), p
+
+
+@pytest.mark.parametrize("prog,kind", [("./suid_check", "setuid"), ("./sgid_check gid", "setgid")])
+def test_setuid_behind_a_static_launcher_is_detached_and_keeps_its_privileges(tools, suid_dir, prog, kind):
+    """No seccomp filter (refused on this host): the tracer detaches the thread at the exec of a
+    set-id program, which then runs untraced with its privileges; the job says so."""
+    p, notes = _ptrace_as_user(tools, suid_dir, f"{prog}; echo after", {"ROAR_PTRACE_FAULT": "seccomp"})
+    assert (p.returncode, p.stdout) == (0, b"privileged\nafter\n"), p
+    assert any(f"{kind} program {suid_dir}/{prog.split()[0][2:]} ran untraced" in n for n in notes), notes
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_setuid_under_no_new_privs_is_said(tools, suid_dir, mode):
+    """An unprivileged tracer's seccomp filter requires no_new_privs, under which the kernel
+    never grants set-id privileges (traced or not): the job must say the program ran without
+    them, naming it, instead of `complete`."""
+    p, notes = _ptrace_as_user(tools, suid_dir, "./suid_check", MODES[mode])
+    assert p.returncode == 3 and b"Permission denied" in p.stderr, p
+    assert any(f"setuid program {suid_dir}/suid_check ran without its privileges" in n
+               and "--tracer preload" in n for n in notes), notes
+
+
+def test_setuid_under_a_root_tracer_keeps_its_privileges_and_is_traced(tools, suid_dir, proj):
+    """A tracer with CAP_SYS_PTRACE (root) and no no_new_privs: the kernel grants the
+    privileges to a traced program, so it stays traced and the job is complete."""
+    (proj.root / "in.txt").write_text("x\n")
+    shutil.copy2(suid_dir / "suid_check", proj.root / "suid_check")
+    os.chown(proj.root / "suid_check", NOBODY, 0)
+    os.chmod(proj.root / "suid_check", 0o4755)
+    p = proj.roar("run", "--tracer", "ptrace", fc.BUSYBOX, "sh", "-c", "./suid_check && cat in.txt > out.txt")
+    assert p.stdout.startswith(b"privileged\n"), p
+    j = json.loads(proj.roar("show", "@1", "--json").stdout)
+    assert (j["exit_code"], j["capture_level"]) == (0, "complete"), j
+    assert {os.path.basename(e["path"]) for e in j["outputs"]} == {"out.txt"}

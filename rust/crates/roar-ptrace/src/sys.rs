@@ -283,6 +283,8 @@ pub struct FileStat {
     pub perm: u32,
     /// Owner.
     pub uid: u32,
+    /// Group.
+    pub gid: u32,
 }
 
 impl FileStat {
@@ -299,6 +301,7 @@ impl FileStat {
             ino: st.st_ino as u64,
             perm: st.st_mode & 0o7777,
             uid: st.st_uid,
+            gid: st.st_gid,
         }
     }
 
@@ -355,6 +358,73 @@ pub fn pidfd_open(pid: i32) -> Option<i32> {
     // SAFETY: integer arguments only.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     (r >= 0).then_some(r as i32)
+}
+
+/// What `/proc/<tid>/status` says about a thread's privileges.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcIds {
+    /// Effective uid.
+    pub euid: u32,
+    /// Effective gid.
+    pub egid: u32,
+    /// `PR_SET_NO_NEW_PRIVS` is set: an exec can never gain privileges.
+    pub no_new_privs: bool,
+}
+
+/// Effective ids and the no_new_privs bit of thread `tid`.
+pub fn proc_ids(tid: i32) -> Option<ProcIds> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let field = |key: &str, idx: usize| -> Option<u32> {
+        let line = s.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().nth(idx)?.parse().ok()
+    };
+    Some(ProcIds {
+        euid: field("Uid:", 1)?,
+        egid: field("Gid:", 1)?,
+        no_new_privs: field("NoNewPrivs:", 0) == Some(1),
+    })
+}
+
+/// Whether we hold CAP_SYS_PTRACE: then the kernel lets a program we trace
+/// gain its set-user-ID / file-capability privileges at exec.
+pub fn have_cap_sys_ptrace() -> bool {
+    const CAP_SYS_PTRACE: u32 = 19;
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps >> CAP_SYS_PTRACE & 1 == 1)
+}
+
+/// Whether `path` carries file capabilities (`security.capability`).
+pub fn has_file_caps(path: &[u8], scratch: &mut Vec<u8>) -> bool {
+    if path.contains(&0) {
+        return false;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(path);
+    scratch.push(0);
+    // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 only
+    // asks for the value's size.
+    unsafe {
+        libc::getxattr(
+            scratch.as_ptr().cast(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        ) >= 0
+    }
+}
+
+/// `PTRACE_DETACH` a ptrace-stopped thread: it resumes, untraced, with no
+/// signal. Errors are ignored (it may have been killed meanwhile).
+pub fn detach(tid: i32) {
+    // SAFETY: plain ptrace request; no memory is passed.
+    unsafe {
+        libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, 0usize);
+    }
 }
 
 /// Our effective uid.

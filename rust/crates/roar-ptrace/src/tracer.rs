@@ -136,6 +136,10 @@ pub struct Tracer {
     /// Threads with a [`Deferred`] open (0: nothing to scan).
     n_deferred: usize,
     euid: u32,
+    /// Whether we hold CAP_SYS_PTRACE (asked at the first set-id exec).
+    cap_sys_ptrace: Option<bool>,
+    /// `partial` notes already written to the notes file.
+    noted: HashSet<String>,
 }
 
 fn wifexited(s: i32) -> bool {
@@ -159,6 +163,8 @@ impl Tracer {
             names: HashMap::new(),
             n_deferred: 0,
             euid: sys::euid(),
+            cap_sys_ptrace: None,
+            noted: HashSet::new(),
         };
         let img = Rc::new(RefCell::new(Image::new(root as u32, tracer_pid as u32)));
         img.borrow_mut().threads = 1;
@@ -747,6 +753,11 @@ impl Tracer {
             libc::SYS_chdir | libc::SYS_fchdir => Some(Pending::Chdir),
             _ => None,
         };
+        if let Some(Pending::Exec { path }) = &pending {
+            if self.setid_exec(tid, path) {
+                return false; // detached: no longer ours
+            }
+        }
         // Renaming, linking or deleting a path another thread has just opened
         // for writing: that write comes first.
         match &pending {
@@ -763,6 +774,79 @@ impl Tracer {
             th.pending = pending;
         }
         need
+    }
+
+    /// Write a `partial` note (once per text) to the notes file now, so it
+    /// survives whatever happens to the tracer later.
+    fn note_partial(&mut self, text: String) {
+        if self.noted.insert(text.clone()) {
+            crate::note(&self.opts.trace_dir, "partial", &text);
+        }
+    }
+
+    /// `tid` is about to exec `path`. A set-user-ID, set-group-ID or
+    /// file-capability program must run with its privileges, but the kernel
+    /// withholds them from a traced process unless its tracer holds
+    /// CAP_SYS_PTRACE, and from every process under no_new_privs (which an
+    /// unprivileged tracer's seccomp filter requires). So:
+    /// * we hold CAP_SYS_PTRACE and no_new_privs is off: it gets its
+    ///   privileges while traced; nothing to do;
+    /// * no_new_privs is on: no exec in this tree can gain privileges, traced
+    ///   or not; the job says the program ran without them;
+    /// * otherwise (no seccomp filter, unprivileged tracer): detach `tid`
+    ///   before the exec runs, so it runs untraced with its privileges, and
+    ///   say that its (and its children's) I/O was not seen.
+    ///
+    /// Returns true when `tid` was detached.
+    fn setid_exec(&mut self, tid: i32, path: &[u8]) -> bool {
+        let Some(st) = sys::stat_path(path, true, &mut self.scratch) else {
+            return false; // the exec fails
+        };
+        if !st.regular || st.perm & 0o111 == 0 {
+            return false;
+        }
+        let setuid = st.perm & 0o4000 != 0;
+        let setgid = st.perm & 0o2010 == 0o2010; // g+s without g+x is mandatory locking
+        let caps = !setuid && !setgid && sys::has_file_caps(path, &mut self.scratch);
+        if !setuid && !setgid && !caps {
+            return false;
+        }
+        let Some(ids) = sys::proc_ids(tid) else {
+            return false;
+        };
+        let gains = (setuid && st.uid != ids.euid) || (setgid && st.gid != ids.egid) || caps;
+        if !gains {
+            return false;
+        }
+        let what = if caps {
+            "file-capability"
+        } else if setuid {
+            "setuid"
+        } else {
+            "setgid"
+        };
+        let shown = String::from_utf8_lossy(path).into_owned();
+        if ids.no_new_privs {
+            self.note_partial(format!(
+                "{what} program {shown} ran without its privileges: an unprivileged ptrace tracer needs \
+                 no_new_privs for its seccomp filter (run it with --tracer preload, or as root)"
+            ));
+            return false;
+        }
+        let capable = *self
+            .cap_sys_ptrace
+            .get_or_insert_with(sys::have_cap_sys_ptrace);
+        if capable {
+            return false;
+        }
+        self.note_partial(format!(
+            "{what} program {shown} ran untraced (ptrace would drop its privileges): \
+             its file I/O and its children's were not recorded"
+        ));
+        self.started.remove(&tid);
+        self.thread_gone(tid);
+        sys::detach(tid);
+        true
     }
 
     /// An open of some kind: recorded now, deferred to the thread's next
