@@ -197,6 +197,13 @@ CASES: list[Case] = [
         con.close()
     """), set(), {"db.sqlite"}),
     Case("path_4000_bytes", _long_path_argv, set(), set()),  # expected filled in from the run
+    # Issue 11: a descriptor reopened through its magic link (/proc/self/fd/N, /dev/fd/N...).
+    Case("fd_reopen", lambda t, d: [str(t.bin_dir / "fd_reopen")], {"in.txt", "in2.txt", "in3.txt"}, {"out.txt"},
+         _files(**{"in.txt": "a\n", "in2.txt": "b\n", "in3.txt": "c\n", "out.txt": "old\n"})),
+    # Issue 11: openat2 and chdir/fchdir through syscall(2), then relative opens.
+    Case("chdir_openat2", lambda t, d: [str(t.bin_dir / "chdir_openat2")], {"in.txt", "sub/in_sub.txt"},
+         {"out2.txt", "sub/out_sub.txt", "after_fchdir.txt"},
+         _files(**{"in.txt": "i\n", "sub__in_sub.txt": "s\n"})),
     Case("weird_names", _py(r"""
         import os
         data = open(b"in put.txt", "rb").read()
@@ -305,10 +312,12 @@ def expected(case: Case, d: Path) -> tuple[set, set]:
 
 STRACE_CALLS = ("open", "openat", "openat2", "creat", "truncate", "rename", "renameat", "renameat2",
                 "link", "linkat", "unlink", "unlinkat", "execve", "execveat", "mmap",
-                "copy_file_range", "sendfile", "splice")
+                "copy_file_range", "sendfile", "splice", "chdir", "fchdir")
 
 _LINE = re.compile(rb"^(\d+)\s+(.*)$")
-_CALL = re.compile(rb"^(\w+)\((.*)\)\s+=\s+(-?\d+|0x[0-9a-f]+)")
+_CALL = re.compile(rb"^(\w+)\((.*)\)\s+=\s+(-?\d+|0x[0-9a-f]+)(<(?:\\x[0-9a-f]{2})*>)?")
+# A descriptor's magic link: opening it opens the file the descriptor names (-y shows it).
+_FD_LINK = re.compile(r"^/(proc/(self|thread-self|\d+)|dev)/fd/\d+$")
 _STR = re.compile(rb'^"((?:\\x[0-9a-f]{2})*)"')
 _FDPATH = re.compile(rb"<((?:\\x[0-9a-f]{2})*)>")
 
@@ -359,6 +368,7 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
     pending: dict = {}
     events: list = []
     base_default = os.fsencode(cwd)
+    cwds: dict = {}  # pid -> cwd after its chdir/fchdir (the corpus never forks after one)
     t = 0
     for raw in log.splitlines():
         m = _LINE.match(raw)
@@ -385,7 +395,7 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
             p = _str_arg(args[i_path]) if i_path < len(args) else None
             if p is None:
                 return None
-            base = base_default
+            base = cwds.get(pid, base_default)
             if i_dirfd is not None:
                 fp = _fd_path(args[i_dirfd])
                 if fp:
@@ -396,7 +406,11 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
             if p is not None:
                 events.append(Event(op, p, t, size, mtime, p2, int(pid)))
 
-        if name in ("open", "openat", "openat2", "creat"):
+        if name == "chdir":
+            cwds[pid] = os.fsencode(path_at(None, 0))
+        elif name == "fchdir":
+            cwds[pid] = _fd_path(args[0]) or cwds.get(pid, base_default)
+        elif name in ("open", "openat", "openat2", "creat"):
             if name == "creat":
                 p, flags = path_at(None, 0), {"O_WRONLY", "O_CREAT", "O_TRUNC"}
             elif name == "open":
@@ -409,6 +423,8 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
                 flags = set(fl.split("|"))
             if flags & {"O_PATH", "O_TMPFILE", "O_DIRECTORY"} or p is None:
                 continue
+            if _FD_LINK.match(p) and cm.group(4):
+                p = _norm(b"/", _fd_path(cm.group(4)))
             wr = "O_WRONLY" in flags
             rw = "O_RDWR" in flags
             if rw and "O_CREAT" in flags and "O_TRUNC" not in flags or rw and not flags & {"O_CREAT", "O_TRUNC"}:

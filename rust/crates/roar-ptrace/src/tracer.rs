@@ -91,6 +91,8 @@ enum Pending {
     WriteFd { fd: i32 },
     /// chdir/fchdir: the cached cwd becomes stale.
     Chdir,
+    /// io_uring_setup: its file I/O never reaches us.
+    IoUring,
 }
 
 struct Thread {
@@ -596,6 +598,9 @@ impl Tracer {
                 sys::readlink(&format!("/proc/{tid}/fd/{dirfd}"), &mut base)
                     && base.first() == Some(&b'/')
             };
+            if !ok && sys::errno() == libc::ENAMETOOLONG {
+                self.note_long_path();
+            }
             if ok {
                 normalize_into(&base, raw, out);
             }
@@ -604,7 +609,36 @@ impl Tracer {
                 return false;
             }
         }
+        if let Some(fd_link) = fd_magic_link(tid, out) {
+            // Reopening a descriptor through /proc/self/fd/N, /dev/fd/N...
+            // (typically an O_PATH one, whose own open the filter lets
+            // through): the file is the one the descriptor names.
+            let mut target = std::mem::take(&mut self.buf2);
+            let ok = sys::readlink(&fd_link, &mut target)
+                && target.first() == Some(&b'/')
+                && !target.ends_with(b" (deleted)");
+            if ok {
+                normalize_into(b"/", &target, out);
+            }
+            self.buf2 = target;
+            if !ok {
+                return false;
+            }
+        }
+        if out.len() >= sys::PATH_MAX {
+            // The kernel resolves it step by step from the cwd or dirfd, but
+            // no call of ours (stat, the reader's hashing) can name it.
+            self.note_long_path();
+            return false;
+        }
         !ignored(out, &self.opts.trace_dir)
+    }
+
+    fn note_long_path(&mut self) {
+        self.note_partial(format!(
+            "a path longer than PATH_MAX ({} bytes) was used: its file I/O was not recorded",
+            sys::PATH_MAX
+        ));
     }
 
     /// Read the path argument at `addr` and resolve it; `None` if not recordable.
@@ -751,6 +785,7 @@ impl Tracer {
                 }
             }
             libc::SYS_chdir | libc::SYS_fchdir => Some(Pending::Chdir),
+            libc::SYS_io_uring_setup => Some(Pending::IoUring),
             _ => None,
         };
         if let Some(Pending::Exec { path }) = &pending {
@@ -825,7 +860,7 @@ impl Tracer {
         } else {
             "setgid"
         };
-        let shown = String::from_utf8_lossy(path).into_owned();
+        let shown = roar_events::display_path(path);
         if ids.no_new_privs {
             self.note_partial(format!(
                 "{what} program {shown} ran without its privileges: an unprivileged ptrace tracer needs \
@@ -1059,7 +1094,36 @@ impl Tracer {
                 }
             }
             Pending::Chdir => img.borrow_mut().cwd = None,
+            Pending::IoUring => self.note_partial(
+                "io_uring used: its file I/O is not traced (opens, reads and writes submitted \
+                 through a ring never pass through a traced syscall)"
+                    .into(),
+            ),
         }
+    }
+}
+
+/// If `p` is a descriptor's magic link (`/proc/self/fd/N`,
+/// `/proc/thread-self/fd/N`, `/proc/PID/fd/N`, `/dev/fd/N`), the link to read
+/// in the tracer's view of /proc (`self` meaning thread `tid`).
+fn fd_magic_link(tid: i32, p: &[u8]) -> Option<String> {
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    let (who, fd) = if let Some(fd) = p.strip_prefix(b"/dev/fd/") {
+        (b"self".as_slice(), fd)
+    } else {
+        let rest = p.strip_prefix(b"/proc/")?;
+        let slash = rest.iter().position(|&b| b == b'/')?;
+        let (who, tail) = rest.split_at(slash);
+        (who, tail.strip_prefix(b"/fd/")?)
+    };
+    if !digits(fd) {
+        return None;
+    }
+    let fd = std::str::from_utf8(fd).ok()?;
+    match who {
+        b"self" | b"thread-self" => Some(format!("/proc/{tid}/fd/{fd}")),
+        w if digits(w) => Some(format!("/proc/{}/fd/{fd}", std::str::from_utf8(w).ok()?)),
+        _ => None,
     }
 }
 
@@ -1071,6 +1135,28 @@ pub fn classify_flags(flags: i32) -> Option<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptor_links_are_recognised() {
+        let l = |p: &[u8]| fd_magic_link(42, p);
+        assert_eq!(l(b"/proc/self/fd/3").as_deref(), Some("/proc/42/fd/3"));
+        assert_eq!(l(b"/proc/thread-self/fd/10").as_deref(), Some("/proc/42/fd/10"));
+        assert_eq!(l(b"/dev/fd/7").as_deref(), Some("/proc/42/fd/7"));
+        assert_eq!(l(b"/proc/123/fd/4").as_deref(), Some("/proc/123/fd/4"));
+        for p in [
+            &b"/proc/self/fd"[..],
+            b"/proc/self/fd/",
+            b"/proc/self/fd/3x",
+            b"/proc/self/fdinfo/3",
+            b"/proc/abc/fd/3",
+            b"/proc/self/cwd",
+            b"/dev/fd",
+            b"/tmp/proc/self/fd/3",
+            b"/proc/self/fd/3/x",
+        ] {
+            assert_eq!(l(p), None, "{}", String::from_utf8_lossy(p));
+        }
+    }
 
     #[test]
     fn flags_classify_like_preload() {
