@@ -398,19 +398,28 @@ pub fn have_cap_sys_ptrace() -> bool {
         .is_some_and(|caps| caps >> CAP_SYS_PTRACE & 1 == 1)
 }
 
-/// Whether `path` carries file capabilities (`security.capability`).
-pub fn has_file_caps(path: &[u8], scratch: &mut Vec<u8>) -> bool {
+/// `path` NUL-terminated in `scratch` (reused; the pointer is valid until
+/// `scratch` changes), or `None` if the path itself holds a NUL.
+fn c_path(path: &[u8], scratch: &mut Vec<u8>) -> Option<*const libc::c_char> {
     if path.contains(&0) {
-        return false;
+        return None;
     }
     scratch.clear();
     scratch.extend_from_slice(path);
     scratch.push(0);
+    Some(scratch.as_ptr().cast())
+}
+
+/// Whether `path` carries file capabilities (`security.capability`).
+pub fn has_file_caps(path: &[u8], scratch: &mut Vec<u8>) -> bool {
+    let Some(c) = c_path(path, scratch) else {
+        return false;
+    };
     // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 only
     // asks for the value's size.
     unsafe {
         libc::getxattr(
-            scratch.as_ptr().cast(),
+            c,
             c"security.capability".as_ptr(),
             std::ptr::null_mut(),
             0,
@@ -462,21 +471,11 @@ pub fn errno() -> i32 {
 /// `libc::W_OK`), by the kernel's own rules (`faccessat(AT_EACCESS)`:
 /// group bits, ACLs, read-only mounts).
 pub fn access_ok(path: &[u8], want: i32, scratch: &mut Vec<u8>) -> bool {
-    if path.contains(&0) {
+    let Some(c) = c_path(path, scratch) else {
         return false;
-    }
-    scratch.clear();
-    scratch.extend_from_slice(path);
-    scratch.push(0);
-    // SAFETY: `scratch` is NUL-terminated.
-    unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            scratch.as_ptr().cast(),
-            want,
-            libc::AT_EACCESS,
-        ) == 0
-    }
+    };
+    // SAFETY: `c` is NUL-terminated.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c, want, libc::AT_EACCESS) == 0 }
 }
 
 /// Whether the running kernel is at least `major.minor` (from uname).
