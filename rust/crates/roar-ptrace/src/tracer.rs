@@ -589,7 +589,9 @@ impl Tracer {
                     base.extend_from_slice(c);
                     true
                 } else if sys::readlink(&format!("/proc/{tid}/cwd"), &mut base) {
-                    img.cwd = Some(base.clone());
+                    if img.chdirs_in_flight == 0 {
+                        img.cwd = Some(base.clone());
+                    }
                     true
                 } else {
                     false
@@ -784,7 +786,16 @@ impl Tracer {
                     None
                 }
             }
-            libc::SYS_chdir | libc::SYS_fchdir => Some(Pending::Chdir),
+            libc::SYS_chdir | libc::SYS_fchdir => {
+                // Another thread's relative open may be resolved while this
+                // call runs: from now until its exit, read the real cwd.
+                if let Some(th) = self.threads.get(&tid) {
+                    let mut img = th.image.borrow_mut();
+                    img.cwd = None;
+                    img.chdirs_in_flight += 1;
+                }
+                Some(Pending::Chdir)
+            }
             libc::SYS_io_uring_setup => Some(Pending::IoUring),
             _ => None,
         };
@@ -1055,6 +1066,12 @@ impl Tracer {
         let Some(pending) = th.pending.take() else {
             return;
         };
+        if matches!(pending, Pending::Chdir) {
+            let mut img = th.image.borrow_mut();
+            img.cwd = None;
+            img.chdirs_in_flight = img.chdirs_in_flight.saturating_sub(1);
+            return;
+        }
         if is_error || rval < 0 {
             return;
         }
@@ -1093,7 +1110,7 @@ impl Tracer {
                     img.borrow_mut().on_write_fd(&dir, &p);
                 }
             }
-            Pending::Chdir => img.borrow_mut().cwd = None,
+            Pending::Chdir => {} // handled above, success or not
             Pending::IoUring => self.note_partial(
                 "io_uring used: its file I/O is not traced (opens, reads and writes submitted \
                  through a ring never pass through a traced syscall)"
