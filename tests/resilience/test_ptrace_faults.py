@@ -112,6 +112,30 @@ def test_killing_the_tracer_kills_the_program_and_the_job_says_so(tools, proj, m
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_killing_every_roar_ptrace_process_is_said(tools, proj, mode, reap):
+    """`pkill -9 roar-ptrace`: front and tracer die at once, so nobody writes a reason.
+    The job must still not claim a complete capture: the front had noted that the command
+    started but never that its fate arrived."""
+    env = dict(os.environ, **MODES[mode])
+    env.pop("ROAR_PROJECT", None)
+    from conftest import roar_cmd
+
+    p, pid = _start_loop([*roar_cmd(), "run", "--tracer", "ptrace", str(tools.bin_dir / "open_loop")],
+                         proj.root, env)
+    reap.append(pid)
+    tracer = _ppid(pid)
+    front = _ppid(tracer)
+    for victim in (front, tracer):
+        os.kill(victim, signal.SIGKILL)
+    _, err = p.communicate(timeout=60)
+    assert b"BROKEN" not in err, err
+    _wait_for(lambda: _gone(pid), "the traced program to die with its tracer", cap=30)
+    j = json.loads(proj.roar("show", "@1", "--json").stdout)
+    assert (j["status"], j["exit_code"], j["capture_level"]) == ("failed", -9, "partial"), j
+    assert any("roar-ptrace was killed before it learned the command's fate" in n for n in j["capture_notes"]), j
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_killing_the_front_takes_the_tracer_and_the_program_with_it(tools, tmp_path, mode, reap):
     """The front (the pid the caller waits for) killed: the tracer dies with it
     (PR_SET_PDEATHSIG) and the program with the tracer, instead of running on unwatched."""

@@ -32,8 +32,10 @@
 //! If tracing cannot start (ptrace refused, e.g. by Yama or a container
 //! seccomp policy), CMD has not run yet: the front then runs it itself under
 //! `--fallback-preload LIB` (or untraced), and says so in
-//! `DIR/roar-ptrace.notes`. Notes are lines `backend\tNAME` or
-//! `partial\tREASON`, read by roar_nb/capture/ptrace.py.
+//! `DIR/roar-ptrace.notes`. Notes are lines `backend\tNAME`,
+//! `partial\tREASON`, `info\tTEXT`, and `started\tPID` / `status\tWAITSTATUS`
+//! (the command was forked / its status reached the front), read by
+//! roar_nb/capture/ptrace.py.
 //!
 //! `--preload-only LIB` is a minimal launcher (no tracer at all) used by the
 //! benchmarks to measure the preload library without the roar CLI.
@@ -304,6 +306,9 @@ fn front(args: Args) -> ! {
                     // Taken while CMD is still the tracer's unreaped child, so
                     // the pid cannot have been reused.
                     child_pidfd = sys::pidfd_open(c);
+                    // With `status` below, lets the reader tell "the command
+                    // ran and we never learned its fate" (this front killed).
+                    note(&args.trace_dir, "started", rest);
                 }
                 "F" => {
                     // Tracing could not start; CMD has not run. Run it here.
@@ -344,6 +349,7 @@ fn front(args: Args) -> ! {
                     let st: i32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(1 << 8);
                     let remaining: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                     status = Some(st);
+                    note(&args.trace_dir, "status", &st.to_string());
                     if remaining > 0 && !args.wait_all {
                         note(
                             &args.trace_dir,
