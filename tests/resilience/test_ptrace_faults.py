@@ -247,3 +247,42 @@ def test_setuid_under_a_root_tracer_keeps_its_privileges_and_is_traced(tools, su
     j = json.loads(proj.roar("show", "@1", "--json").stdout)
     assert (j["exit_code"], j["capture_level"]) == (0, "complete"), j
     assert {os.path.basename(e["path"]) for e in j["outputs"]} == {"out.txt"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_set_id_program_is_never_detached_from_its_seccomp_filter(tools, suid_dir, mode):
+    """A tracer with CAP_SYS_ADMIN (filter installed without no_new_privs) but without
+    CAP_SYS_PTRACE, tracing a root shell without CAP_SETUID: the kernel would withhold the
+    program's privileges, and detaching cannot give them back without leaving it with a
+    filter nobody answers (ENOSYS from its loader's opens). It runs traced, without them,
+    and the job says so."""
+    trace = suid_dir / "trace"
+    trace.mkdir()
+    from roar_nb.capture import ptrace as ptrace_mod
+
+    p = subprocess.run(["setpriv", "--bounding-set=-sys_ptrace", "--", tools.ptrace, "--trace-dir", str(trace), "--",
+                        "setpriv", "--bounding-set=-setuid", "--", fc.BUSYBOX, "sh", "-c",
+                        "./suid_check; echo after $?"],
+                       cwd=suid_dir, env=dict(os.environ, **MODES[mode]), capture_output=True, timeout=60)
+    assert (p.returncode, p.stdout) == (0, b"after 3\n"), p
+    assert b"Permission denied" in p.stderr and b"error while loading" not in p.stderr, p
+    notes = ptrace_mod.read_notes(str(trace))[1]
+    assert any(f"setuid program {suid_dir}/suid_check ran without its privileges" in n
+               and "seccomp filter keeps it from running untraced" in n for n in notes), notes
+
+
+def test_a_process_out_of_the_tracers_reach_is_said(tools, suid_dir):
+    """A root tracer without CAP_SYS_PTRACE (a container's default) stays the tracer of a
+    command that drops to another user (su, gosu, setpriv), but may not read its memory, so
+    it cannot name the files it opens: the job must say so, not claim a complete capture."""
+    (suid_dir / "in.txt").write_text("hi\n")
+    trace = suid_dir / "trace"
+    trace.mkdir()
+    from roar_nb.capture import ptrace as ptrace_mod
+
+    p = subprocess.run(["setpriv", "--bounding-set=-sys_ptrace", "--", tools.ptrace, "--trace-dir", str(trace), "--",
+                        *_as_user([fc.BUSYBOX, "sh", "-c", "cat in.txt"])],
+                       cwd=suid_dir, capture_output=True, timeout=60)
+    assert (p.returncode, p.stdout) == (0, b"hi\n"), p
+    notes = ptrace_mod.read_notes(str(trace))[1]
+    assert any("may not read the memory of a process that changed its user" in n for n in notes), notes

@@ -369,6 +369,9 @@ pub struct ProcIds {
     pub egid: u32,
     /// `PR_SET_NO_NEW_PRIVS` is set: an exec can never gain privileges.
     pub no_new_privs: bool,
+    /// A seccomp filter is installed (`Seccomp: 2`): detached from its
+    /// tracer, its traced calls would fail with ENOSYS.
+    pub seccomp_filter: bool,
 }
 
 /// Effective ids and the no_new_privs bit of thread `tid`.
@@ -382,6 +385,7 @@ pub fn proc_ids(tid: i32) -> Option<ProcIds> {
         euid: field("Uid:", 1)?,
         egid: field("Gid:", 1)?,
         no_new_privs: field("NoNewPrivs:", 0) == Some(1),
+        seccomp_filter: field("Seccomp:", 0) == Some(2),
     })
 }
 

@@ -647,7 +647,17 @@ impl Tracer {
     fn path_arg(&mut self, tid: i32, dirfd: i32, addr: u64) -> Option<Vec<u8>> {
         let mut raw = std::mem::take(&mut self.buf1);
         let mut out = Vec::new();
-        let ok = sys::read_cstr(tid, addr, &mut raw) && self.resolve(tid, dirfd, &raw, &mut out);
+        let read = sys::read_cstr(tid, addr, &mut raw);
+        if !read && sys::errno() == libc::EPERM {
+            // The tracee changed its user (su, gosu, setpriv) and we lack
+            // CAP_SYS_PTRACE: still its tracer, but its memory is closed to us.
+            self.note_partial(
+                "the ptrace tracer may not read the memory of a process that changed its user \
+                 (it lacks CAP_SYS_PTRACE): that process's file I/O was not recorded"
+                    .into(),
+            );
+        }
+        let ok = read && self.resolve(tid, dirfd, &raw, &mut out);
         self.buf1 = raw;
         ok.then_some(out)
     }
@@ -835,13 +845,17 @@ impl Tracer {
     /// withholds them from a traced process unless its tracer holds
     /// CAP_SYS_PTRACE, and from every process under no_new_privs (which an
     /// unprivileged tracer's seccomp filter requires). So:
-    /// * we hold CAP_SYS_PTRACE and no_new_privs is off: it gets its
-    ///   privileges while traced; nothing to do;
     /// * no_new_privs is on: no exec in this tree can gain privileges, traced
     ///   or not; the job says the program ran without them;
-    /// * otherwise (no seccomp filter, unprivileged tracer): detach `tid`
-    ///   before the exec runs, so it runs untraced with its privileges, and
-    ///   say that its (and its children's) I/O was not seen.
+    /// * we hold CAP_SYS_PTRACE: it gets its privileges while traced;
+    ///   nothing to do;
+    /// * a seccomp filter is on (installed without no_new_privs, so by a
+    ///   process with CAP_SYS_ADMIN but not CAP_SYS_PTRACE): it cannot run
+    ///   without us (ENOSYS), so it runs traced, without its privileges, and
+    ///   the job says so;
+    /// * otherwise (no filter, unprivileged tracer): detach `tid` before the
+    ///   exec runs, so it runs untraced with its privileges, and say that its
+    ///   (and its children's) I/O was not seen.
     ///
     /// Returns true when `tid` was detached.
     fn setid_exec(&mut self, tid: i32, path: &[u8]) -> bool {
@@ -883,6 +897,13 @@ impl Tracer {
             .cap_sys_ptrace
             .get_or_insert_with(sys::have_cap_sys_ptrace);
         if capable {
+            return false;
+        }
+        if ids.seccomp_filter {
+            self.note_partial(format!(
+                "{what} program {shown} ran without its privileges: traced without CAP_SYS_PTRACE, \
+                 and its seccomp filter keeps it from running untraced"
+            ));
             return false;
         }
         self.note_partial(format!(
