@@ -154,6 +154,26 @@ def test_killing_the_front_takes_the_tracer_and_the_program_with_it(tools, tmp_p
     assert b"BROKEN" not in err, err
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_tracer_dying_before_exitkill_never_lets_the_command_run(tools, tmp_path, mode, reap):
+    """The tracer killed between forking the command and setting PTRACE_O_EXITKILL (fault
+    injection: it SIGKILLs itself there): the command child, stopped before its exec with the
+    filter already installed, must never run the command nor stay behind; the front reports
+    the tracer's death and returns only once the child is gone."""
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    p = subprocess.run([tools.ptrace, "--trace-dir", str(trace), "--", "touch", "ran.txt"], cwd=tmp_path,
+                       env=dict(os.environ, ROAR_PTRACE_FAULT="die", **MODES[mode]), capture_output=True,
+                       timeout=60)
+    assert p.returncode == -signal.SIGKILL, p
+    notes = (trace / "roar-ptrace.notes").read_text()
+    started = int(notes.split("started\t")[1].split("\n")[0])
+    reap.append(started)
+    assert _gone(started)
+    assert not (tmp_path / "ran.txt").exists()
+    assert "the ptrace tracer was killed by signal 9" in notes
+
+
 def test_stragglers_keep_their_tracer_after_the_front_exits(tools, tmp_path):
     """The death tie ends with the command: a daemon left behind is still traced and works."""
     trace = tmp_path / "trace"

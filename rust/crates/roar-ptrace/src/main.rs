@@ -40,7 +40,7 @@
 //! `--preload-only LIB` is a minimal launcher (no tracer at all) used by the
 //! benchmarks to measure the preload library without the roar CLI.
 //!
-//! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic`.
+//! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic|die`.
 
 mod image;
 mod seccomp;
@@ -372,8 +372,8 @@ fn front(args: Args) -> ! {
         }
         buf.extend_from_slice(&chunk[..n as usize]);
     }
-    // SAFETY: reap the tracer (it has closed the pipe: it is exiting).
     let mut tst = 0;
+    // SAFETY: reap the tracer (it has closed the pipe: it is exiting).
     unsafe { libc::waitpid(t, &mut tst, 0) };
     match status {
         Some(st) => exit_like(st),
@@ -399,6 +399,10 @@ fn tracer_died(args: &Args, tracer_status: i32, child_pidfd: Option<i32>) -> ! {
     eprintln!("roar-ptrace: the tracer {how}; the command was killed with it");
     note(&args.trace_dir, "partial", &text);
     if let Some(fd) = child_pidfd {
+        // EXITKILL has killed CMD, unless the tracer died before it could set
+        // that option: then CMD sits stopped before its exec. Either way it
+        // must not run on.
+        sys::pidfd_kill(fd);
         // Readable once CMD has exited; 10 s is a generous cap for a SIGKILL.
         let mut p = libc::pollfd {
             fd,
@@ -509,6 +513,8 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
     // SAFETY: valid out-array.
     unsafe { libc::pipe2(sp.as_mut_ptr(), libc::O_CLOEXEC) };
     let (srd, swr) = (sp[0], sp[1]);
+    // SAFETY: getpid cannot fail.
+    let tracer_pid = unsafe { libc::getpid() };
     // SAFETY: fork in a single-threaded process.
     let c = unsafe { libc::fork() };
     if c == 0 {
@@ -568,6 +574,14 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         }
         // SAFETY: stop until the tracer has set its options.
         unsafe { libc::raise(libc::SIGSTOP) };
+        // SAFETY: getppid cannot fail.
+        if unsafe { libc::getppid() } != tracer_pid {
+            // The tracer died before it could set PTRACE_O_EXITKILL and we
+            // were continued: with the filter and no tracer, never exec CMD
+            // (the execve itself would fail with ENOSYS; do not even try).
+            // SAFETY: leave before exec.
+            unsafe { libc::_exit(126) };
+        }
         // SAFETY: argv is NULL-terminated and outlives the call.
         unsafe { libc::execvp(argv[0], argv.as_ptr()) };
         let e = sys::errno();
@@ -649,6 +663,11 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
     if socks[0] >= 0 {
         // SAFETY: closing our end of the setup socket.
         unsafe { libc::close(socks[0]) };
+    }
+    if fault == "die" {
+        // Test-only: the tracer killed before PTRACE_O_EXITKILL is set.
+        // SAFETY: raising a signal on ourselves.
+        unsafe { libc::raise(libc::SIGKILL) };
     }
     if let Err(e) = sys::set_options(c) {
         // SAFETY: the child is stopped before exec: the command has not run.
@@ -742,7 +761,7 @@ fn keep_listener_past_exit(listener: i32) {
                 events: libc::POLLIN,
                 revents: 0,
             };
-            while libc::poll(&mut p, 1, -1) <= 0 {}
+            while libc::poll(&mut p, 1, -1) < 0 && sys::errno() == libc::EINTR {}
             libc::_exit(0);
         }
         if k > 0 {

@@ -440,6 +440,20 @@ pub fn detach(tid: i32) {
     }
 }
 
+/// SIGKILL the process behind `pidfd` (no pid-reuse race); errors ignored.
+pub fn pidfd_kill(pidfd: i32) {
+    // SAFETY: integer arguments and a NULL siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
 /// Our effective uid.
 pub fn euid() -> u32 {
     // SAFETY: always succeeds.
