@@ -88,18 +88,25 @@ def _start_loop(cmd: list, cwd: Path, env: dict) -> tuple[subprocess.Popen, int]
     return p, int(ready.read_text())
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_killing_the_tracer_kills_the_program_and_the_job_says_so(tools, proj, mode, reap):
-    """SIGKILL of the tracer: the program never sees a failing open or exec (PTRACE_O_EXITKILL
-    kills it first, and in notification mode the front holds the listener until the kernel has
-    done so); `roar run` records the job as failed (-9), partial, with the reason, and dies of SIGKILL too."""
-    env = dict(os.environ, **MODES[mode])
-    env.pop("ROAR_PROJECT", None)
+def _roar_run_loop(tools, proj, mode: str, reap: list) -> tuple[subprocess.Popen, int]:
+    """`roar run --tracer ptrace open_loop`, started and looping: (roar's Popen, program pid)."""
     from conftest import roar_cmd
 
+    env = dict(os.environ, **MODES[mode])
+    env.pop("ROAR_PROJECT", None)
     p, pid = _start_loop([*roar_cmd(), "run", "--tracer", "ptrace", str(tools.bin_dir / "open_loop")],
                          proj.root, env)
     reap.append(pid)
+    return p, pid
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_killing_the_tracer_kills_the_program_and_the_job_says_so(tools, proj, mode, reap):
+    """SIGKILL of the tracer: the program never sees a failing open or exec (PTRACE_O_EXITKILL
+    kills it first, and in notification mode a keeper holds the seccomp listener until the kernel
+    has done so); `roar run` records the job as failed (-9), partial, with the reason, and dies
+    of SIGKILL too."""
+    p, pid = _roar_run_loop(tools, proj, mode, reap)
     tracer = _ppid(pid)
     os.kill(tracer, signal.SIGKILL)
     out, err = p.communicate(timeout=60)
@@ -116,13 +123,7 @@ def test_killing_every_roar_ptrace_process_is_said(tools, proj, mode, reap):
     """`pkill -9 roar-ptrace`: front and tracer die at once, so nobody writes a reason.
     The job must still not claim a complete capture: the front had noted that the command
     started but never that its fate arrived."""
-    env = dict(os.environ, **MODES[mode])
-    env.pop("ROAR_PROJECT", None)
-    from conftest import roar_cmd
-
-    p, pid = _start_loop([*roar_cmd(), "run", "--tracer", "ptrace", str(tools.bin_dir / "open_loop")],
-                         proj.root, env)
-    reap.append(pid)
+    p, pid = _roar_run_loop(tools, proj, mode, reap)
     tracer = _ppid(pid)
     front = _ppid(tracer)
     for victim in (front, tracer):
