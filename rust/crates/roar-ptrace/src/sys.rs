@@ -485,6 +485,13 @@ pub fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Set `errno` to 0, so that a later [`errno`] tells about the calls made
+/// since (a helper that fails without a syscall leaves it at 0).
+pub fn clear_errno() {
+    // SAFETY: errno is a thread-local int.
+    unsafe { *libc::__errno_location() = 0 };
+}
+
 /// Whether the effective ids may open `path` for `want` (`libc::R_OK` /
 /// `libc::W_OK`), by the kernel's own rules (`faccessat(AT_EACCESS)`:
 /// group bits, ACLs, read-only mounts).

@@ -581,6 +581,7 @@ impl Tracer {
             normalize_into(b"/", raw, out);
         } else {
             let mut base = std::mem::take(&mut self.buf2);
+            sys::clear_errno();
             let ok = if dirfd == libc::AT_FDCWD {
                 let img = self.threads[&tid].image.clone();
                 let mut img = img.borrow_mut();
@@ -647,6 +648,7 @@ impl Tracer {
     fn path_arg(&mut self, tid: i32, dirfd: i32, addr: u64) -> Option<Vec<u8>> {
         let mut raw = std::mem::take(&mut self.buf1);
         let mut out = Vec::new();
+        sys::clear_errno();
         let read = sys::read_cstr(tid, addr, &mut raw);
         if !read && sys::errno() == libc::EPERM {
             // The tracee changed its user (su, gosu, setpriv) and we lack
