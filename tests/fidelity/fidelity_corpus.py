@@ -317,7 +317,7 @@ STRACE_CALLS = ("open", "openat", "openat2", "creat", "truncate", "rename", "ren
 _LINE = re.compile(rb"^(\d+)\s+(.*)$")
 _CALL = re.compile(rb"^(\w+)\((.*)\)\s+=\s+(-?\d+|0x[0-9a-f]+)(<(?:\\x[0-9a-f]{2})*>)?")
 # A descriptor's magic link: opening it opens the file the descriptor names (-y shows it).
-_FD_LINK = re.compile(r"^/(proc/(self|thread-self|\d+)|dev)/fd/\d+$")
+_FD_LINK = re.compile(r"^(/(proc/(self|thread-self|\d+)|dev)/fd/\d+|/dev/std(in|out|err))$")
 _STR = re.compile(rb'^"((?:\\x[0-9a-f]{2})*)"')
 _FDPATH = re.compile(rb"<((?:\\x[0-9a-f]{2})*)>")
 

@@ -1144,10 +1144,15 @@ impl Tracer {
 }
 
 /// If `p` is a descriptor's magic link (`/proc/self/fd/N`,
-/// `/proc/thread-self/fd/N`, `/proc/PID/fd/N`, `/dev/fd/N`), the link to read
-/// in the tracer's view of /proc (`self` meaning thread `tid`).
+/// `/proc/thread-self/fd/N`, `/proc/PID/fd/N`, `/dev/fd/N`, `/dev/stdin`,
+/// `/dev/stdout`, `/dev/stderr`), the link to read in the tracer's view of
+/// /proc (`self` meaning thread `tid`).
 fn fd_magic_link(tid: i32, p: &[u8]) -> Option<String> {
     let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    let std = [&b"/dev/stdin"[..], b"/dev/stdout", b"/dev/stderr"];
+    if let Some(n) = std.iter().position(|s| *s == p) {
+        return Some(format!("/proc/{tid}/fd/{n}"));
+    }
     let (who, fd) = if let Some(fd) = p.strip_prefix(b"/dev/fd/") {
         (b"self".as_slice(), fd)
     } else {
@@ -1183,6 +1188,8 @@ mod tests {
         assert_eq!(l(b"/proc/thread-self/fd/10").as_deref(), Some("/proc/42/fd/10"));
         assert_eq!(l(b"/dev/fd/7").as_deref(), Some("/proc/42/fd/7"));
         assert_eq!(l(b"/proc/123/fd/4").as_deref(), Some("/proc/123/fd/4"));
+        assert_eq!(l(b"/dev/stdin").as_deref(), Some("/proc/42/fd/0"));
+        assert_eq!(l(b"/dev/stderr").as_deref(), Some("/proc/42/fd/2"));
         for p in [
             &b"/proc/self/fd"[..],
             b"/proc/self/fd/",
@@ -1193,6 +1200,8 @@ mod tests {
             b"/dev/fd",
             b"/tmp/proc/self/fd/3",
             b"/proc/self/fd/3/x",
+            b"/dev/stdinx",
+            b"/dev/std",
         ] {
             assert_eq!(l(p), None, "{}", String::from_utf8_lossy(p));
         }
