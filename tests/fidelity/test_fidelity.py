@@ -290,3 +290,22 @@ def test_io_uring_is_said(tools, tmp_path, backend):
     # Where the host disables io_uring (kernel.io_uring_disabled), setup fails: nothing to say.
     assert said == (b"io_uring unavailable" not in out), (notes, out)
     assert out.startswith(b"io_uring read 2 bytes") or b"io_uring unavailable" in out, out
+
+
+@pytest.mark.parametrize("backend", list(fc.PTRACE_ENV))
+def test_dev_std_reopens_name_the_redirected_files(tools, tmp_path, backend):
+    """`cat /dev/stdin`, `echo > /dev/stderr` with stdin and stderr redirected to files: the
+    reopen goes to those files, so they are the job's input and output (roar-ptrace reads
+    /proc/<tid>/fd/N at the stop), like any /proc/self/fd/N reopen."""
+    (tmp_path / "si.txt").write_text("from stdin\n")
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    with open(tmp_path / "si.txt", "rb") as si, open(tmp_path / "err.txt", "wb") as se:
+        subprocess.run([tools.ptrace, "--trace-dir", str(trace), "--", "sh", "-c",
+                        "cat /dev/stdin > copy.txt; echo e > /dev/stderr"], cwd=tmp_path, stdin=si, stderr=se,
+                       check=True, timeout=60, env=dict(os.environ, **fc.PTRACE_ENV[backend]))
+    from roar_nb.capture import events as ev_mod
+
+    red = ev_mod.reduce(_events(trace))
+    assert fc._scope(tmp_path, red) == ({"si.txt"}, {"copy.txt", "err.txt"})
+    assert (tmp_path / "copy.txt").read_text() == "from stdin\n" and (tmp_path / "err.txt").read_text() == "e\n"
