@@ -198,8 +198,9 @@ CASES: list[Case] = [
     """), set(), {"db.sqlite"}),
     Case("path_4000_bytes", _long_path_argv, set(), set()),  # expected filled in from the run
     # Issue 11: a descriptor reopened through its magic link (/proc/self/fd/N, /dev/fd/N...).
-    Case("fd_reopen", lambda t, d: [str(t.bin_dir / "fd_reopen")], {"in.txt", "in2.txt", "in3.txt"}, {"out.txt"},
-         _files(**{"in.txt": "a\n", "in2.txt": "b\n", "in3.txt": "c\n", "out.txt": "old\n"})),
+    Case("fd_reopen", lambda t, d: [str(t.bin_dir / "fd_reopen")], {"in.txt", "in2.txt", "in3.txt", "sub/in4.txt"},
+         {"out.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n", "in3.txt": "c\n", "sub__in4.txt": "d\n",
+                                 "out.txt": "old\n"})),
     # Issue 11: openat2 and chdir/fchdir through syscall(2), then relative opens.
     Case("chdir_openat2", lambda t, d: [str(t.bin_dir / "chdir_openat2")], {"in.txt", "sub/in_sub.txt"},
          {"out2.txt", "sub/out_sub.txt", "after_fchdir.txt"},
@@ -317,7 +318,7 @@ STRACE_CALLS = ("open", "openat", "openat2", "creat", "truncate", "rename", "ren
 _LINE = re.compile(rb"^(\d+)\s+(.*)$")
 _CALL = re.compile(rb"^(\w+)\((.*)\)\s+=\s+(-?\d+|0x[0-9a-f]+)(<(?:\\x[0-9a-f]{2})*>)?")
 # A descriptor's magic link: opening it opens the file the descriptor names (-y shows it).
-_FD_LINK = re.compile(r"^(/(proc/(self|thread-self|\d+)|dev)/fd/\d+|/dev/std(in|out|err))$")
+_FD_LINK = re.compile(r"^(/(proc/(self|thread-self|\d+)|dev)/fd/\d+(/.*)?|/dev/std(in|out|err))$")
 _STR = re.compile(rb'^"((?:\\x[0-9a-f]{2})*)"')
 _FDPATH = re.compile(rb"<((?:\\x[0-9a-f]{2})*)>")
 

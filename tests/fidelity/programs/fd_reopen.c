@@ -1,6 +1,7 @@
 /* Reopening descriptors through their magic links: an O_PATH descriptor (no I/O of its own)
  * reopened for reading through /proc/self/fd/N, /dev/fd/N and /proc/<pid>/fd/N, and for
- * writing through /proc/thread-self/fd/N. Reads in.txt, in2.txt, in3.txt; writes out.txt
+ * writing through /proc/thread-self/fd/N; a file opened under an O_PATH directory descriptor
+ * as /proc/self/fd/N/name. Reads in.txt, in2.txt, in3.txt, sub/in4.txt; writes out.txt
  * (which exists before, as an O_PATH open needs). */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -30,6 +31,9 @@ int main(void) {
     n += read(fd, buf + n, 64);
     close(fd);
     fd = reopen("in3.txt", "/proc/%d/fd/%d", 1, O_RDONLY);
+    n += read(fd, buf + n, 64);
+    close(fd);
+    fd = reopen("sub", "/proc/self/fd/%d/in4.txt", 0, O_RDONLY);
     n += read(fd, buf + n, 64);
     close(fd);
     fd = reopen("out.txt", "/proc/thread-self/fd/%d", 0, O_WRONLY | O_TRUNC);

@@ -612,16 +612,18 @@ impl Tracer {
                 return false;
             }
         }
-        if let Some(fd_link) = fd_magic_link(tid, out) {
+        if let Some((fd_link, tail)) = fd_magic_link(tid, out) {
             // Reopening a descriptor through /proc/self/fd/N, /dev/fd/N...
             // (typically an O_PATH one, whose own open the filter lets
-            // through): the file is the one the descriptor names.
+            // through): the file is the one the descriptor names, or for
+            // /proc/self/fd/N/rest, `rest` under the directory it names.
+            let tail = tail.to_vec();
             let mut target = std::mem::take(&mut self.buf2);
             let ok = sys::readlink(&fd_link, &mut target)
                 && target.first() == Some(&b'/')
                 && !target.ends_with(b" (deleted)");
             if ok {
-                normalize_into(b"/", &target, out);
+                normalize_into(&target, &tail, out);
             }
             self.buf2 = target;
             if !ok {
@@ -1145,15 +1147,16 @@ impl Tracer {
 
 /// If `p` is a descriptor's magic link (`/proc/self/fd/N`,
 /// `/proc/thread-self/fd/N`, `/proc/PID/fd/N`, `/dev/fd/N`, `/dev/stdin`,
-/// `/dev/stdout`, `/dev/stderr`), the link to read in the tracer's view of
-/// /proc (`self` meaning thread `tid`).
-fn fd_magic_link(tid: i32, p: &[u8]) -> Option<String> {
+/// `/dev/stdout`, `/dev/stderr`), possibly followed by `/rest` (a path
+/// under a directory descriptor): the link to read in the tracer's view of
+/// /proc (`self` meaning thread `tid`), and `rest` (empty if none).
+fn fd_magic_link(tid: i32, p: &[u8]) -> Option<(String, &[u8])> {
     let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
     let std = [&b"/dev/stdin"[..], b"/dev/stdout", b"/dev/stderr"];
     if let Some(n) = std.iter().position(|s| *s == p) {
-        return Some(format!("/proc/{tid}/fd/{n}"));
+        return Some((format!("/proc/{tid}/fd/{n}"), b""));
     }
-    let (who, fd) = if let Some(fd) = p.strip_prefix(b"/dev/fd/") {
+    let (who, fd_rest) = if let Some(fd) = p.strip_prefix(b"/dev/fd/") {
         (b"self".as_slice(), fd)
     } else {
         let rest = p.strip_prefix(b"/proc/")?;
@@ -1161,15 +1164,20 @@ fn fd_magic_link(tid: i32, p: &[u8]) -> Option<String> {
         let (who, tail) = rest.split_at(slash);
         (who, tail.strip_prefix(b"/fd/")?)
     };
+    let (fd, rest) = match fd_rest.iter().position(|&b| b == b'/') {
+        Some(i) => (&fd_rest[..i], &fd_rest[i + 1..]),
+        None => (fd_rest, &b""[..]),
+    };
     if !digits(fd) {
         return None;
     }
     let fd = std::str::from_utf8(fd).ok()?;
-    match who {
-        b"self" | b"thread-self" => Some(format!("/proc/{tid}/fd/{fd}")),
-        w if digits(w) => Some(format!("/proc/{}/fd/{fd}", std::str::from_utf8(w).ok()?)),
-        _ => None,
-    }
+    let link = match who {
+        b"self" | b"thread-self" => format!("/proc/{tid}/fd/{fd}"),
+        w if digits(w) => format!("/proc/{}/fd/{fd}", std::str::from_utf8(w).ok()?),
+        _ => return None,
+    };
+    Some((link, rest))
 }
 
 /// R, W or U from open(2) flags: the shared rules of `roar_events`.
@@ -1183,13 +1191,16 @@ mod tests {
 
     #[test]
     fn descriptor_links_are_recognised() {
-        let l = |p: &[u8]| fd_magic_link(42, p);
-        assert_eq!(l(b"/proc/self/fd/3").as_deref(), Some("/proc/42/fd/3"));
-        assert_eq!(l(b"/proc/thread-self/fd/10").as_deref(), Some("/proc/42/fd/10"));
-        assert_eq!(l(b"/dev/fd/7").as_deref(), Some("/proc/42/fd/7"));
-        assert_eq!(l(b"/proc/123/fd/4").as_deref(), Some("/proc/123/fd/4"));
-        assert_eq!(l(b"/dev/stdin").as_deref(), Some("/proc/42/fd/0"));
-        assert_eq!(l(b"/dev/stderr").as_deref(), Some("/proc/42/fd/2"));
+        let l = |p: &'static [u8]| fd_magic_link(42, p);
+        let some = |link: &str, rest: &'static [u8]| Some((link.to_string(), rest));
+        assert_eq!(l(b"/proc/self/fd/3"), some("/proc/42/fd/3", b""));
+        assert_eq!(l(b"/proc/thread-self/fd/10"), some("/proc/42/fd/10", b""));
+        assert_eq!(l(b"/dev/fd/7"), some("/proc/42/fd/7", b""));
+        assert_eq!(l(b"/proc/123/fd/4"), some("/proc/123/fd/4", b""));
+        assert_eq!(l(b"/dev/stdin"), some("/proc/42/fd/0", b""));
+        assert_eq!(l(b"/dev/stderr"), some("/proc/42/fd/2", b""));
+        assert_eq!(l(b"/proc/self/fd/3/x"), some("/proc/42/fd/3", b"x"));
+        assert_eq!(l(b"/dev/fd/5/a/b.txt"), some("/proc/42/fd/5", b"a/b.txt"));
         for p in [
             &b"/proc/self/fd"[..],
             b"/proc/self/fd/",
@@ -1199,8 +1210,8 @@ mod tests {
             b"/proc/self/cwd",
             b"/dev/fd",
             b"/tmp/proc/self/fd/3",
-            b"/proc/self/fd/3/x",
             b"/dev/stdinx",
+            b"/dev/stdin/x",
             b"/dev/std",
         ] {
             assert_eq!(l(p), None, "{}", String::from_utf8_lossy(p));
