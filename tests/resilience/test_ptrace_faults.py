@@ -90,12 +90,11 @@ def _start_loop(cmd: list, cwd: Path, env: dict) -> tuple[subprocess.Popen, int]
 
 def _roar_run_loop(tools, proj, mode: str, reap: list) -> tuple[subprocess.Popen, int]:
     """`roar run --tracer ptrace open_loop`, started and looping: (roar's Popen, program pid)."""
-    from conftest import roar_cmd
-
     env = dict(os.environ, **MODES[mode])
     env.pop("ROAR_PROJECT", None)
-    p, pid = _start_loop([*roar_cmd(), "run", "--tracer", "ptrace", str(tools.bin_dir / "open_loop")],
-                         proj.root, env)
+    roar = Path(sys.executable).parent / "roar"  # as tests/conftest.py runs it
+    cmd = [str(roar)] if roar.exists() else [sys.executable, "-m", "roar_nb.cli"]
+    p, pid = _start_loop([*cmd, "run", "--tracer", "ptrace", str(tools.bin_dir / "open_loop")], proj.root, env)
     reap.append(pid)
     return p, pid
 
