@@ -3,8 +3,9 @@
 The binary is found in roar_nb/_native/ (where `make build` copies it), else in
 the Cargo target directory of a source checkout. `roar-ptrace` writes the same
 event files as the preload library, plus `roar-ptrace.notes` in the trace
-directory when something is worth telling the user (it fell back to another
-backend, a tracer error, processes that outlived the command).
+directory: when the command started and its exit status arrived, and anything
+worth telling the user (it fell back to another backend, a tracer error,
+processes that outlived the command).
 
 This module runs nothing but `roar-ptrace --probe` (for `roar tracer status`);
 it never decides which backend a job uses (that is capture/select.py).
@@ -77,9 +78,17 @@ def command(trace_dir: str, argv: list[str], fallback_preload: str | None = None
     return cmd + ["--", *argv]
 
 
+KILLED = "roar-ptrace was killed before it learned the command's fate: file I/O may be missing"
+
+
 def read_notes(trace_dir: str) -> tuple[str | None, list[str]]:
-    """(backend actually used if the tracer fell back, partial-capture reasons) from the notes file."""
-    backend, partial = None, []
+    """(backend actually used if the tracer fell back, partial-capture reasons) from the notes file.
+
+    The front writes `started` when the command is forked and `status` when its fate
+    arrives; a run with the first and not the second (nor a reason of its own) lost
+    its front to a signal (e.g. `pkill -9 roar-ptrace`), and the records the tracer
+    still held with it, so it is partial with that reason."""
+    backend, partial, started, status = None, [], False, False
     try:
         with open(os.path.join(trace_dir, NOTES_NAME), errors="replace") as f:
             text = f.read()
@@ -91,4 +100,10 @@ def read_notes(trace_dir: str) -> tuple[str | None, list[str]]:
             backend = value
         elif key == "partial" and value not in partial:
             partial.append(value)
+        elif key == "started":
+            started = True
+        elif key == "status":
+            status = True
+    if started and not status and backend is None and not partial:
+        partial.append(KILLED)
     return backend, partial

@@ -185,8 +185,6 @@ def select(requested: str | None, argv: list, env: dict, trace_dir: str,
             backend, why = "none", "no tracer available"
     else:
         backend, why = requested, "requested"
-        if backend == "ptrace" and info.setuid and not root:
-            notes.append(f"setuid program {info.setuid} runs without its privileges under ptrace")
         if backend == "ptrace" and pt_problem is not None:
             notes.append(f"ptrace unavailable ({pt_problem}); fell back to preload before running")
             backend = "preload" if lib_problem is None else "none"

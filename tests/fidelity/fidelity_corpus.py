@@ -221,6 +221,14 @@ CASES: list[Case] = [
         open(b"x\xff.txt", "wb").write(b"raw")
         open(b"x\\xff.txt", "wb").write(b"ascii")
     """), set(), {os.fsdecode(b"x\xff.txt"), "x\\xff.txt"}),
+    # Issue 11: a descriptor reopened through its magic link (/proc/self/fd/N, /dev/fd/N...).
+    Case("fd_magic_links", lambda t, d: [str(t.bin_dir / "fd_magic_links")], {"in.txt", "in2.txt", "in3.txt", "sub/in4.txt"},
+         {"out.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n", "in3.txt": "c\n", "sub__in4.txt": "d\n",
+                                 "out.txt": "old\n"})),
+    # Issue 11: openat2 and chdir/fchdir through syscall(2), then relative opens.
+    Case("chdir_openat2", lambda t, d: [str(t.bin_dir / "chdir_openat2")], {"in.txt", "sub/in_sub.txt"},
+         {"out2.txt", "sub/out_sub.txt", "after_fchdir.txt"},
+         _files(**{"in.txt": "i\n", "sub__in_sub.txt": "s\n"})),
     Case("weird_names", _py(r"""
         import os
         data = open(b"in put.txt", "rb").read()
@@ -329,12 +337,12 @@ def expected(case: Case, d: Path) -> tuple[set, set]:
 
 STRACE_CALLS = ("open", "openat", "openat2", "creat", "truncate", "rename", "renameat", "renameat2",
                 "link", "linkat", "unlink", "unlinkat", "execve", "execveat", "mmap",
-                "copy_file_range", "sendfile", "splice")
+                "copy_file_range", "sendfile", "splice", "chdir", "fchdir")
 
 _LINE = re.compile(rb"^(\d+)\s+(.*)$")
 _CALL = re.compile(rb"^(\w+)\((.*)\)\s+=\s+(-?\d+|0x[0-9a-f]+)(?:<((?:\\x[0-9a-f]{2})*)>)?")
 # A name that reaches a file through a descriptor: the file is what the descriptor names.
-_FD_LINK = re.compile(r"^/(?:proc/(self|thread-self|\d+)(?:/task/\d+)?/fd|dev/fd)/(\d+)$")
+_FD_LINK = re.compile(r"^/(?:proc/(self|thread-self|\d+)(?:/task/\d+)?/fd|dev/fd)/(\d+)(?:/.*)?$|^/dev/std(?:in|out|err)$")
 _STR = re.compile(rb'^"((?:\\x[0-9a-f]{2})*)"')
 _FDPATH = re.compile(rb"<((?:\\x[0-9a-f]{2})*)>")
 
@@ -384,6 +392,7 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
     """Events (rust/EVENTS.md vocabulary) from an `strace -f -xx -y` log, in log order."""
     pending: dict = {}
     fds: dict = {}  # (pid, fd) -> path, from the paths `-y` prints after returned descriptors
+    cwds: dict = {}  # pid -> cwd after its chdir/fchdir (the corpus never forks after one)
     events: list = []
     base_default = os.fsencode(cwd)
     t = 0
@@ -418,6 +427,8 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
                 return p
             if name.startswith("open") and ret_path is not None:
                 return ret_path
+            if m.group(2) is None:  # /dev/stdin...: only an open's returned path says what it reached
+                return p
             owner = int(pid) if m.group(1) in ("self", "thread-self", None) else int(m.group(1))
             return fds.get((owner, int(m.group(2))), p)
 
@@ -425,7 +436,7 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
             p = _str_arg(args[i_path]) if i_path < len(args) else None
             if p is None:
                 return None
-            base = base_default
+            base = cwds.get(pid, base_default)
             if i_dirfd is not None:
                 fp = _fd_path(args[i_dirfd])
                 if fp:
@@ -436,7 +447,11 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
             if p is not None:
                 events.append(Event(op, p, t, size, mtime, p2, int(pid)))
 
-        if name in ("open", "openat", "openat2", "creat"):
+        if name == "chdir":
+            cwds[pid] = os.fsencode(path_at(None, 0))
+        elif name == "fchdir":
+            cwds[pid] = _fd_path(args[0]) or cwds.get(pid, base_default)
+        elif name in ("open", "openat", "openat2", "creat"):
             if name == "creat":
                 p, flags = path_at(None, 0), {"O_WRONLY", "O_CREAT", "O_TRUNC"}
             elif name == "open":

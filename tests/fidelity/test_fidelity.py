@@ -24,11 +24,12 @@ import fidelity_corpus as fc  # noqa: E402
 PRELOAD_GAPS = {
     "static_busybox": "static binary: the loader never runs, LD_PRELOAD is ignored (job is marked partial)",
     "c_syscall_direct": "syscall(2) bypasses libc, so no LD_PRELOAD hook runs (ptrace sees it)",
+    "chdir_openat2": "syscall(SYS_openat2) and syscall(SYS_chdir) bypass the preload hooks (issue 11 item 14, "
+                     "preload side; ptrace sees them)",
 }
 
 # What roar-ptrace does not see yet (strict: a fix shows up as XPASS and must drop the entry).
 PTRACE_GAPS = {
-    "fd_link_reopen": "roar-ptrace drops opens of /proc/self/fd/N and /dev/fd/N (issue 11 item 11, ptrace side)",
 }
 
 
@@ -247,3 +248,72 @@ def _permission_case(tools, tmp_path: Path, backend: str) -> None:
     ev_mod.settle_updates(red)
     reads, writes = fc._scope(d, red)
     assert (reads, writes) == ({"in.txt", "rw.txt"}, {"out.txt"})
+
+
+# --- what ptrace cannot see is said (issue 11) ---------------------------------------
+
+_DEEP = r"""
+import os, sys
+os.makedirs("deep", exist_ok=True)
+os.chdir("deep")
+while len(os.getcwd()) < int(sys.argv[1]):  # relative steps: no path given to the kernel is long
+    os.makedirs("d" * 200, exist_ok=True)
+    os.chdir("d" * 200)
+with open(sys.argv[2], "w") as f:
+    f.write("deep")
+"""
+
+
+def _ptrace_notes(tools, cwd: Path, argv: list, backend: str) -> tuple[list, list, bytes]:
+    """Run argv under roar-ptrace: (events, partial notes the job would get, stdout)."""
+    from roar_nb.capture import ptrace as ptrace_mod
+
+    trace = cwd / "trace"
+    trace.mkdir()
+    p = subprocess.run([tools.ptrace, "--trace-dir", str(trace), "--", *argv], cwd=cwd, check=True,
+                       capture_output=True, timeout=120, env=dict(os.environ, **fc.PTRACE_ENV[backend]))
+    return _events(trace), ptrace_mod.read_notes(str(trace))[1], p.stdout
+
+
+@pytest.mark.parametrize("backend", list(fc.PTRACE_ENV))
+@pytest.mark.parametrize("cwd_len,name", [(4200, "deep.txt"), (3950, "x" * 200 + ".txt"), (3600, "short.txt")])
+def test_paths_longer_than_path_max_are_said(tools, tmp_path, backend, cwd_len, name):
+    """A file reached through relative steps whose absolute name is longer than PATH_MAX
+    cannot be named (no stat, no hash): the job is partial and says why; below the limit
+    the file is recorded and nothing is said."""
+    events, notes, _ = _ptrace_notes(tools, tmp_path, [sys.executable, "-c", _DEEP, str(cwd_len), name], backend)
+    written = [e.path for e in events if e.op == "W" and e.path.endswith("/" + name)]
+    long_ = cwd_len + 1 + len(name) >= 4096
+    said = [n for n in notes if "longer than PATH_MAX" in n]
+    assert (bool(said), bool(written)) == (long_, not long_), (notes, written)
+
+
+@pytest.mark.parametrize("backend", list(fc.PTRACE_ENV))
+def test_io_uring_is_said(tools, tmp_path, backend):
+    """Reads and writes submitted through an io_uring never pass through a traced syscall:
+    io_uring_setup marks the job partial with that reason."""
+    (tmp_path / "in.txt").write_text("u\n")
+    _, notes, out = _ptrace_notes(tools, tmp_path, [str(tools.bin_dir / "uring_setup")], backend)
+    said = any(n.startswith("io_uring used: its file I/O is not traced") for n in notes)
+    # Where the host disables io_uring (kernel.io_uring_disabled), setup fails: nothing to say.
+    assert said == (b"io_uring unavailable" not in out), (notes, out)
+    assert out.startswith(b"io_uring read 2 bytes") or b"io_uring unavailable" in out, out
+
+
+@pytest.mark.parametrize("backend", list(fc.PTRACE_ENV))
+def test_dev_std_reopens_name_the_redirected_files(tools, tmp_path, backend):
+    """`cat /dev/stdin`, `echo > /dev/stderr` with stdin and stderr redirected to files: the
+    reopen goes to those files, so they are the job's input and output (roar-ptrace reads
+    /proc/<tid>/fd/N at the stop), like any /proc/self/fd/N reopen."""
+    (tmp_path / "si.txt").write_text("from stdin\n")
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    with open(tmp_path / "si.txt", "rb") as si, open(tmp_path / "err.txt", "wb") as se:
+        subprocess.run([tools.ptrace, "--trace-dir", str(trace), "--", "sh", "-c",
+                        "cat /dev/stdin > copy.txt; echo e > /dev/stderr"], cwd=tmp_path, stdin=si, stderr=se,
+                       check=True, timeout=60, env=dict(os.environ, **fc.PTRACE_ENV[backend]))
+    from roar_nb.capture import events as ev_mod
+
+    red = ev_mod.reduce(_events(trace))
+    assert fc._scope(tmp_path, red) == ({"si.txt"}, {"copy.txt", "err.txt"})
+    assert (tmp_path / "copy.txt").read_text() == "from stdin\n" and (tmp_path / "err.txt").read_text() == "e\n"

@@ -37,6 +37,9 @@ pub struct Image {
     /// Cached working directory (`None`: read /proc/<tid>/cwd when needed).
     /// Dropped on chdir/fchdir.
     pub cwd: Option<Vec<u8>>,
+    /// chdir/fchdir calls of this process between their entry and exit: the
+    /// cwd may change under us, so it is read each time, never cached.
+    pub chdirs_in_flight: u32,
     /// Live threads of this image; the image is flushed when it reaches 0.
     pub threads: u32,
     /// Flushed for good (exited or exec'd); later records are dropped.
@@ -57,6 +60,7 @@ impl Image {
             seen: HashSet::new(),
             key: Vec::new(),
             cwd: None,
+            chdirs_in_flight: 0,
             threads: 0,
             done: false,
             write_failed: false,

@@ -23,18 +23,24 @@
 //! soon as CMD ends, as it would untraced. The front exits with CMD's status;
 //! the tracer keeps serving the stragglers in the background (and a note
 //! says their later I/O is not part of the job), unless `--wait-all` asks to
-//! wait for the whole tree like `strace -f`.
+//! wait for the whole tree like `strace -f`. The tracees die with the
+//! tracer (`PTRACE_O_EXITKILL`: without it they would run on with ENOSYS),
+//! and until CMD ends the tracer dies with the front (`PR_SET_PDEATHSIG`);
+//! if the tracer dies first, the front says so in the notes and dies of
+//! SIGKILL like CMD did.
 //!
 //! If tracing cannot start (ptrace refused, e.g. by Yama or a container
 //! seccomp policy), CMD has not run yet: the front then runs it itself under
 //! `--fallback-preload LIB` (or untraced), and says so in
-//! `DIR/roar-ptrace.notes`. Notes are lines `backend\tNAME` or
-//! `partial\tREASON`, read by roar_nb/capture/ptrace.py.
+//! `DIR/roar-ptrace.notes`. Notes are lines `backend\tNAME`,
+//! `partial\tREASON`, `info\tTEXT`, and `started\tPID` / `status\tWAITSTATUS`
+//! (the command was forked / its status reached the front), read by
+//! roar_nb/capture/ptrace.py.
 //!
 //! `--preload-only LIB` is a minimal launcher (no tracer at all) used by the
 //! benchmarks to measure the preload library without the roar CLI.
 //!
-//! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic`.
+//! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic|die`.
 
 mod image;
 mod seccomp;
@@ -247,7 +253,9 @@ fn front(args: Args) -> ! {
         std::process::exit(1);
     }
     let (rd, wr) = (fds[0], fds[1]);
-    // SAFETY: fork in a single-threaded process.
+    // SAFETY: getpid cannot fail; fork in a single-threaded process.
+    let front_pid = unsafe { libc::getpid() };
+    // SAFETY: as above.
     let t = unsafe { libc::fork() };
     if t < 0 {
         // Cannot even fork: run the command unobserved rather than not at all.
@@ -260,8 +268,18 @@ fn front(args: Args) -> ! {
         fail_exec(&args.cmd, exec_cmd(&args.cmd));
     }
     if t == 0 {
-        // SAFETY: closing our copy of the read end.
-        unsafe { libc::close(rd) };
+        // SAFETY: closing our copy of the read end; prctl takes integers.
+        unsafe {
+            libc::close(rd);
+            // Until CMD ends, the tracer (and so, through PTRACE_O_EXITKILL,
+            // CMD) dies with the front: a caller that kills the front (or
+            // whose own death kills it) does not leave CMD running on with
+            // nobody waiting for it. Cleared when CMD's status is sent.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != front_pid {
+                libc::_exit(0); // the front died before the prctl
+            }
+        }
         tracer_process(&args, wr);
     }
     // SAFETY: closing our copy of the write end, so EOF means "tracer gone".
@@ -273,6 +291,7 @@ fn front(args: Args) -> ! {
 
     let mut buf = Vec::new();
     let mut status: Option<i32> = None;
+    let mut child_pidfd: Option<i32> = None;
     let mut chunk = [0u8; 512];
     loop {
         // Process complete lines.
@@ -281,7 +300,16 @@ fn front(args: Args) -> ! {
             let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
             let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
             match tag {
-                "C" => CHILD.store(rest.parse().unwrap_or(0), Ordering::Relaxed),
+                "C" => {
+                    let c = rest.parse().unwrap_or(0);
+                    CHILD.store(c, Ordering::Relaxed);
+                    // Taken while CMD is still the tracer's unreaped child, so
+                    // the pid cannot have been reused.
+                    child_pidfd = sys::pidfd_open(c);
+                    // With `status` below, lets the reader tell "the command
+                    // ran and we never learned its fate" (this front killed).
+                    note(&args.trace_dir, "started", rest);
+                }
                 "F" => {
                     // Tracing could not start; CMD has not run. Run it here.
                     // SAFETY: reap the tracer (it exits right after sending F).
@@ -321,6 +349,7 @@ fn front(args: Args) -> ! {
                     let st: i32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(1 << 8);
                     let remaining: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                     status = Some(st);
+                    note(&args.trace_dir, "status", &st.to_string());
                     if remaining > 0 && !args.wait_all {
                         note(
                             &args.trace_dir,
@@ -343,20 +372,48 @@ fn front(args: Args) -> ! {
         }
         buf.extend_from_slice(&chunk[..n as usize]);
     }
+    let mut tst = 0;
     // SAFETY: reap the tracer (it has closed the pipe: it is exiting).
-    unsafe { libc::waitpid(t, std::ptr::null_mut(), 0) };
+    unsafe { libc::waitpid(t, &mut tst, 0) };
     match status {
         Some(st) => exit_like(st),
-        None => {
-            eprintln!("roar-ptrace: the tracer died before the command finished");
-            note(
-                &args.trace_dir,
-                "partial",
-                "the ptrace tracer died; the command's status is unknown",
-            );
-            std::process::exit(1);
-        }
+        None => tracer_died(&args, tst, child_pidfd),
     }
+}
+
+/// The tracer ended before reporting CMD's status (killed, or a crash the
+/// panic guard could not catch). With `PTRACE_O_EXITKILL` the kernel has sent
+/// SIGKILL to every tracee: CMD dies as a whole instead of running on with
+/// ENOSYS from every traced call. Say so, wait (bounded) until CMD is gone,
+/// and die of SIGKILL like CMD did, so the caller records the real fate.
+fn tracer_died(args: &Args, tracer_status: i32, child_pidfd: Option<i32>) -> ! {
+    let how = if libc::WIFSIGNALED(tracer_status) {
+        format!("was killed by signal {}", libc::WTERMSIG(tracer_status))
+    } else {
+        format!("exited ({})", libc::WEXITSTATUS(tracer_status))
+    };
+    let text = format!(
+        "the ptrace tracer {how} before the command finished; the command was killed with it \
+         (a traced program cannot run on without its tracer); file I/O not yet flushed was lost"
+    );
+    eprintln!("roar-ptrace: the tracer {how}; the command was killed with it");
+    note(&args.trace_dir, "partial", &text);
+    if let Some(fd) = child_pidfd {
+        // EXITKILL has killed CMD, unless the tracer died before it could set
+        // that option: then CMD sits stopped before its exec. Either way it
+        // must not run on.
+        sys::pidfd_kill(fd);
+        // Readable once CMD has exited; 10 s is a generous cap for a SIGKILL.
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 10_000) };
+    }
+    // A wait status meaning "killed by SIGKILL".
+    exit_like(libc::SIGKILL);
 }
 
 /// Exit with the same wait status: the code, or death by the same signal.
@@ -456,6 +513,8 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
     // SAFETY: valid out-array.
     unsafe { libc::pipe2(sp.as_mut_ptr(), libc::O_CLOEXEC) };
     let (srd, swr) = (sp[0], sp[1]);
+    // SAFETY: getpid cannot fail.
+    let tracer_pid = unsafe { libc::getpid() };
     // SAFETY: fork in a single-threaded process.
     let c = unsafe { libc::fork() };
     if c == 0 {
@@ -515,6 +574,14 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         }
         // SAFETY: stop until the tracer has set its options.
         unsafe { libc::raise(libc::SIGSTOP) };
+        // SAFETY: getppid cannot fail.
+        if unsafe { libc::getppid() } != tracer_pid {
+            // The tracer died before it could set PTRACE_O_EXITKILL and we
+            // were continued: with the filter and no tracer, never exec CMD
+            // (the execve itself would fail with ENOSYS; do not even try).
+            // SAFETY: leave before exec.
+            unsafe { libc::_exit(126) };
+        }
         // SAFETY: argv is NULL-terminated and outlives the call.
         unsafe { libc::execvp(argv[0], argv.as_ptr()) };
         let e = sys::errno();
@@ -584,6 +651,7 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
                 std::process::exit(0);
             }
         }
+        keep_listener_past_exit(notify_fd);
         if !sys::notif_set_sync(notify_fd) {
             note(
                 &args.trace_dir,
@@ -595,6 +663,11 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
     if socks[0] >= 0 {
         // SAFETY: closing our end of the setup socket.
         unsafe { libc::close(socks[0]) };
+    }
+    if fault == "die" {
+        // Test-only: the tracer killed before PTRACE_O_EXITKILL is set.
+        // SAFETY: raising a signal on ourselves.
+        unsafe { libc::raise(libc::SIGKILL) };
     }
     if let Err(e) = sys::set_options(c) {
         // SAFETY: the child is stopped before exec: the command has not run.
@@ -627,6 +700,7 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         0,
     );
     let dir = args.trace_dir.clone();
+    let wait_all = args.wait_all;
     t.run(|t, st, remaining| {
         for (tag, e) in read_setup(srd) {
             if tag == SETUP_EXEC {
@@ -635,6 +709,11 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         }
         if let Some(d) = &t.degraded {
             note(&dir, "partial", d);
+        }
+        if !wait_all {
+            // The front exits with CMD's status now; stragglers keep their tracer.
+            // SAFETY: prctl takes integers.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
         }
         // Everything that has exited is flushed already.
         send(wr, &format!("S {st} {remaining}\n"));
@@ -646,6 +725,50 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         note(&dir, "partial", "some trace records could not be written");
     }
     std::process::exit(0);
+}
+
+/// Hold a copy of the seccomp listener in a detached process until this
+/// (tracer) process has fully exited.
+///
+/// If the tracer is killed, the kernel closes its files (`exit_files`)
+/// *before* it sends the tracees their `PTRACE_O_EXITKILL` SIGKILL
+/// (`exit_notify`). Were the tracer's copy the last one, the listener would
+/// go away first and an open in that window would return ENOSYS to a program
+/// still running. The keeper waits on a pidfd of the tracer, which becomes
+/// readable only once the tracer has exited, i.e. after the SIGKILLs were
+/// sent; then it exits and the listener closes. The keeper is a grandchild
+/// (its parent exits at once and is reaped here), so the tracer's
+/// `waitpid(-1)` loop never sees it.
+fn keep_listener_past_exit(listener: i32) {
+    // SAFETY: getpid cannot fail.
+    let Some(pidfd) = sys::pidfd_open(unsafe { libc::getpid() }) else {
+        return; // Linux < 5.3: the window stays
+    };
+    // SAFETY: fork in a single-threaded process; the children call only
+    // async-signal-safe functions and leave with _exit.
+    unsafe {
+        let k = libc::fork();
+        if k == 0 {
+            if libc::fork() != 0 {
+                libc::_exit(0);
+            }
+            let (lo, hi) = (listener.min(pidfd), listener.max(pidfd));
+            libc::close_range(3, (lo - 1) as u32, 0);
+            libc::close_range((lo + 1) as u32, (hi - 1) as u32, 0);
+            libc::close_range((hi + 1) as u32, u32::MAX, 0);
+            let mut p = libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            while libc::poll(&mut p, 1, -1) < 0 && sys::errno() == libc::EINTR {}
+            libc::_exit(0);
+        }
+        if k > 0 {
+            libc::waitpid(k, std::ptr::null_mut(), 0);
+        }
+        libc::close(pidfd);
+    }
 }
 
 /// The tracer must not hold the caller's terminal, pipes or other fds open

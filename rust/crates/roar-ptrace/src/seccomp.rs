@@ -4,7 +4,8 @@
 //! (read, write, mmap of libraries, futex...), which is where the ~86 us per
 //! read/write of a naive ptrace tracer comes from. The filter returns
 //! `SECCOMP_RET_TRACE` only for the calls that name or create files (see
-//! [`TRACED`]), for `open`/`openat` unless they open a directory or an
+//! [`TRACED`]; also `io_uring_setup`, only so the job can say that a ring's
+//! I/O was not seen), for `open`/`openat` unless they open a directory or an
 //! `O_PATH` handle (which name no content: `opendir`, `os.scandir`, `fchdir`
 //! targets...), and for `mmap` calls that map a file shared and writable;
 //! every other syscall runs at full speed with no tracer involvement.
@@ -33,6 +34,7 @@ pub const TRACED: &[i64] = &[
     libc::SYS_execveat,
     libc::SYS_chdir,
     libc::SYS_fchdir,
+    libc::SYS_io_uring_setup,
 ];
 
 /// Syscalls that always stop the tracee (at entry, as a seccomp stop).
@@ -50,6 +52,7 @@ pub const TRACED: &[i64] = &[
     libc::SYS_execveat,
     libc::SYS_chdir,
     libc::SYS_fchdir,
+    libc::SYS_io_uring_setup,
 ];
 
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;

@@ -180,9 +180,14 @@ pub fn set_options(tid: i32) -> io::Result<()> {
         | libc::PTRACE_O_TRACEVFORK
         | libc::PTRACE_O_TRACECLONE
         | libc::PTRACE_O_TRACEEXEC
-        | libc::PTRACE_O_TRACESECCOMP;
-    // Deliberately no PTRACE_O_EXITKILL: if the tracer dies, the user's
-    // program must not be killed with it.
+        | libc::PTRACE_O_TRACESECCOMP
+        | libc::PTRACE_O_EXITKILL;
+    // PTRACE_O_EXITKILL: if the tracer dies (SIGKILL, OOM killer), every
+    // tracee is killed with it. The alternative is not "the program goes on
+    // untraced": the seccomp filter cannot be removed, and without its tracer
+    // (or listener) every open, exec, rename... of the program fails with
+    // ENOSYS, which is a broken program doing who knows what with those
+    // errors. Dying as a whole is the honest outcome; the front reports it.
     // SAFETY: plain ptrace request; the options travel in the data argument.
     let r = unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0usize, opts as usize) };
     if r < 0 {
@@ -278,6 +283,8 @@ pub struct FileStat {
     pub perm: u32,
     /// Owner.
     pub uid: u32,
+    /// Group.
+    pub gid: u32,
 }
 
 impl FileStat {
@@ -294,6 +301,7 @@ impl FileStat {
             ino: st.st_ino as u64,
             perm: st.st_mode & 0o7777,
             uid: st.st_uid,
+            gid: st.st_gid,
         }
     }
 
@@ -345,6 +353,107 @@ pub fn stat_path(path: &[u8], follow: bool, scratch: &mut Vec<u8>) -> Option<Fil
     (r == 0).then(|| FileStat::from_stat(&st))
 }
 
+/// `pidfd_open(pid)` (Linux 5.3); `None` if unsupported or `pid` is gone.
+pub fn pidfd_open(pid: i32) -> Option<i32> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    (r >= 0).then_some(r as i32)
+}
+
+/// What `/proc/<tid>/status` says about a thread's privileges.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcIds {
+    /// Effective uid.
+    pub euid: u32,
+    /// Effective gid.
+    pub egid: u32,
+    /// `PR_SET_NO_NEW_PRIVS` is set: an exec can never gain privileges.
+    pub no_new_privs: bool,
+    /// A seccomp filter is installed (`Seccomp: 2`): detached from its
+    /// tracer, its traced calls would fail with ENOSYS.
+    pub seccomp_filter: bool,
+}
+
+/// Effective ids and the no_new_privs bit of thread `tid`.
+pub fn proc_ids(tid: i32) -> Option<ProcIds> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let field = |key: &str, idx: usize| -> Option<u32> {
+        let line = s.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().nth(idx)?.parse().ok()
+    };
+    Some(ProcIds {
+        euid: field("Uid:", 1)?,
+        egid: field("Gid:", 1)?,
+        no_new_privs: field("NoNewPrivs:", 0) == Some(1),
+        seccomp_filter: field("Seccomp:", 0) == Some(2),
+    })
+}
+
+/// Whether we hold CAP_SYS_PTRACE: then the kernel lets a program we trace
+/// gain its set-user-ID / file-capability privileges at exec.
+pub fn have_cap_sys_ptrace() -> bool {
+    const CAP_SYS_PTRACE: u32 = 19;
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps >> CAP_SYS_PTRACE & 1 == 1)
+}
+
+/// `path` NUL-terminated in `scratch` (reused; the pointer is valid until
+/// `scratch` changes), or `None` if the path itself holds a NUL.
+fn c_path(path: &[u8], scratch: &mut Vec<u8>) -> Option<*const libc::c_char> {
+    if path.contains(&0) {
+        return None;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(path);
+    scratch.push(0);
+    Some(scratch.as_ptr().cast())
+}
+
+/// Whether `path` carries file capabilities (`security.capability`).
+pub fn has_file_caps(path: &[u8], scratch: &mut Vec<u8>) -> bool {
+    let Some(c) = c_path(path, scratch) else {
+        return false;
+    };
+    // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 only
+    // asks for the value's size.
+    unsafe {
+        libc::getxattr(
+            c,
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        ) >= 0
+    }
+}
+
+/// `PTRACE_DETACH` a ptrace-stopped thread: it resumes, untraced, with no
+/// signal. Errors are ignored (it may have been killed meanwhile).
+pub fn detach(tid: i32) {
+    // SAFETY: plain ptrace request; no memory is passed.
+    unsafe {
+        libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, 0usize);
+    }
+}
+
+/// SIGKILL the process behind `pidfd` (no pid-reuse race); errors ignored.
+pub fn pidfd_kill(pidfd: i32) {
+    // SAFETY: integer arguments and a NULL siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
 /// Our effective uid.
 pub fn euid() -> u32 {
     // SAFETY: always succeeds.
@@ -376,25 +485,22 @@ pub fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Set `errno` to 0, so that a later [`errno`] tells about the calls made
+/// since (a helper that fails without a syscall leaves it at 0).
+pub fn clear_errno() {
+    // SAFETY: errno is a thread-local int.
+    unsafe { *libc::__errno_location() = 0 };
+}
+
 /// Whether the effective ids may open `path` for `want` (`libc::R_OK` /
 /// `libc::W_OK`), by the kernel's own rules (`faccessat(AT_EACCESS)`:
 /// group bits, ACLs, read-only mounts).
 pub fn access_ok(path: &[u8], want: i32, scratch: &mut Vec<u8>) -> bool {
-    if path.contains(&0) {
+    let Some(c) = c_path(path, scratch) else {
         return false;
-    }
-    scratch.clear();
-    scratch.extend_from_slice(path);
-    scratch.push(0);
-    // SAFETY: `scratch` is NUL-terminated.
-    unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            scratch.as_ptr().cast(),
-            want,
-            libc::AT_EACCESS,
-        ) == 0
-    }
+    };
+    // SAFETY: `c` is NUL-terminated.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c, want, libc::AT_EACCESS) == 0 }
 }
 
 /// Whether the running kernel is at least `major.minor` (from uname).

@@ -40,7 +40,8 @@
 //! tracer to *degraded* mode (a note says from when records are missing), in
 //! which it keeps doing the one thing the traced program depends on:
 //! restarting every stop with the right signal. The tracer never kills a
-//! tracee and never sets `PTRACE_O_EXITKILL`.
+//! tracee itself; only if the tracer dies does the kernel kill them
+//! (`PTRACE_O_EXITKILL`, see `sys::set_options`).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -90,6 +91,8 @@ enum Pending {
     WriteFd { fd: i32 },
     /// chdir/fchdir: the cached cwd becomes stale.
     Chdir,
+    /// io_uring_setup: its file I/O never reaches us.
+    IoUring,
 }
 
 struct Thread {
@@ -135,6 +138,10 @@ pub struct Tracer {
     /// Threads with a [`Deferred`] open (0: nothing to scan).
     n_deferred: usize,
     euid: u32,
+    /// Whether we hold CAP_SYS_PTRACE (asked at the first set-id exec).
+    cap_sys_ptrace: Option<bool>,
+    /// `partial` notes already written to the notes file.
+    noted: HashSet<String>,
 }
 
 fn wifexited(s: i32) -> bool {
@@ -158,6 +165,8 @@ impl Tracer {
             names: HashMap::new(),
             n_deferred: 0,
             euid: sys::euid(),
+            cap_sys_ptrace: None,
+            noted: HashSet::new(),
         };
         let img = Rc::new(RefCell::new(Image::new(root as u32, tracer_pid as u32)));
         img.borrow_mut().threads = 1;
@@ -572,6 +581,7 @@ impl Tracer {
             normalize_into(b"/", raw, out);
         } else {
             let mut base = std::mem::take(&mut self.buf2);
+            sys::clear_errno();
             let ok = if dirfd == libc::AT_FDCWD {
                 let img = self.threads[&tid].image.clone();
                 let mut img = img.borrow_mut();
@@ -580,7 +590,9 @@ impl Tracer {
                     base.extend_from_slice(c);
                     true
                 } else if sys::readlink(&format!("/proc/{tid}/cwd"), &mut base) {
-                    img.cwd = Some(base.clone());
+                    if img.chdirs_in_flight == 0 {
+                        img.cwd = Some(base.clone());
+                    }
                     true
                 } else {
                     false
@@ -589,6 +601,9 @@ impl Tracer {
                 sys::readlink(&format!("/proc/{tid}/fd/{dirfd}"), &mut base)
                     && base.first() == Some(&b'/')
             };
+            if !ok && sys::errno() == libc::ENAMETOOLONG {
+                self.note_long_path();
+            }
             if ok {
                 normalize_into(&base, raw, out);
             }
@@ -597,14 +612,56 @@ impl Tracer {
                 return false;
             }
         }
+        if let Some((fd_link, tail)) = fd_magic_link(tid, out) {
+            // Reopening a descriptor through /proc/self/fd/N, /dev/fd/N...
+            // (typically an O_PATH one, whose own open the filter lets
+            // through): the file is the one the descriptor names, or for
+            // /proc/self/fd/N/rest, `rest` under the directory it names.
+            let tail = tail.to_vec();
+            let mut target = std::mem::take(&mut self.buf2);
+            let ok = sys::readlink(&fd_link, &mut target)
+                && target.first() == Some(&b'/')
+                && !target.ends_with(b" (deleted)");
+            if ok {
+                normalize_into(&target, &tail, out);
+            }
+            self.buf2 = target;
+            if !ok {
+                return false;
+            }
+        }
+        if out.len() >= sys::PATH_MAX {
+            // The kernel resolves it step by step from the cwd or dirfd, but
+            // no call of ours (stat, the reader's hashing) can name it.
+            self.note_long_path();
+            return false;
+        }
         !ignored(out, &self.opts.trace_dir)
+    }
+
+    fn note_long_path(&mut self) {
+        self.note_partial(format!(
+            "a path longer than PATH_MAX ({} bytes) was used: its file I/O was not recorded",
+            sys::PATH_MAX
+        ));
     }
 
     /// Read the path argument at `addr` and resolve it; `None` if not recordable.
     fn path_arg(&mut self, tid: i32, dirfd: i32, addr: u64) -> Option<Vec<u8>> {
         let mut raw = std::mem::take(&mut self.buf1);
         let mut out = Vec::new();
-        let ok = sys::read_cstr(tid, addr, &mut raw) && self.resolve(tid, dirfd, &raw, &mut out);
+        sys::clear_errno();
+        let read = sys::read_cstr(tid, addr, &mut raw);
+        if !read && sys::errno() == libc::EPERM {
+            // The tracee changed its user (su, gosu, setpriv) and we lack
+            // CAP_SYS_PTRACE: still its tracer, but its memory is closed to us.
+            self.note_partial(
+                "the ptrace tracer may not read the memory of a process that changed its user \
+                 (it lacks CAP_SYS_PTRACE): that process's file I/O was not recorded"
+                    .into(),
+            );
+        }
+        let ok = read && self.resolve(tid, dirfd, &raw, &mut out);
         self.buf1 = raw;
         ok.then_some(out)
     }
@@ -743,9 +800,24 @@ impl Tracer {
                     None
                 }
             }
-            libc::SYS_chdir | libc::SYS_fchdir => Some(Pending::Chdir),
+            libc::SYS_chdir | libc::SYS_fchdir => {
+                // Another thread's relative open may be resolved while this
+                // call runs: from now until its exit, read the real cwd.
+                if let Some(th) = self.threads.get(&tid) {
+                    let mut img = th.image.borrow_mut();
+                    img.cwd = None;
+                    img.chdirs_in_flight += 1;
+                }
+                Some(Pending::Chdir)
+            }
+            libc::SYS_io_uring_setup => Some(Pending::IoUring),
             _ => None,
         };
+        if let Some(Pending::Exec { path }) = &pending {
+            if self.setid_exec(tid, path) {
+                return false; // detached: no longer ours
+            }
+        }
         // Renaming, linking or deleting a path another thread has just opened
         // for writing: that write comes first.
         match &pending {
@@ -762,6 +834,90 @@ impl Tracer {
             th.pending = pending;
         }
         need
+    }
+
+    /// Write a `partial` note (once per text) to the notes file now, so it
+    /// survives whatever happens to the tracer later.
+    fn note_partial(&mut self, text: String) {
+        if self.noted.insert(text.clone()) {
+            crate::note(&self.opts.trace_dir, "partial", &text);
+        }
+    }
+
+    /// `tid` is about to exec `path`. A set-user-ID, set-group-ID or
+    /// file-capability program must run with its privileges, but the kernel
+    /// withholds them from a traced process unless its tracer holds
+    /// CAP_SYS_PTRACE, and from every process under no_new_privs (which an
+    /// unprivileged tracer's seccomp filter requires). So:
+    /// * no_new_privs is on: no exec in this tree can gain privileges, traced
+    ///   or not; the job says the program ran without them;
+    /// * we hold CAP_SYS_PTRACE: it gets its privileges while traced;
+    ///   nothing to do;
+    /// * a seccomp filter is on (installed without no_new_privs, so by a
+    ///   process with CAP_SYS_ADMIN but not CAP_SYS_PTRACE): it cannot run
+    ///   without us (ENOSYS), so it runs traced, without its privileges, and
+    ///   the job says so;
+    /// * otherwise (no filter, unprivileged tracer): detach `tid` before the
+    ///   exec runs, so it runs untraced with its privileges, and say that its
+    ///   (and its children's) I/O was not seen.
+    ///
+    /// Returns true when `tid` was detached.
+    fn setid_exec(&mut self, tid: i32, path: &[u8]) -> bool {
+        let Some(st) = sys::stat_path(path, true, &mut self.scratch) else {
+            return false; // the exec fails
+        };
+        if !st.regular || st.perm & 0o111 == 0 {
+            return false;
+        }
+        let setuid = st.perm & 0o4000 != 0;
+        let setgid = st.perm & 0o2010 == 0o2010; // g+s without g+x is mandatory locking
+        let caps = !setuid && !setgid && sys::has_file_caps(path, &mut self.scratch);
+        if !setuid && !setgid && !caps {
+            return false;
+        }
+        let Some(ids) = sys::proc_ids(tid) else {
+            return false;
+        };
+        let gains = (setuid && st.uid != ids.euid) || (setgid && st.gid != ids.egid) || caps;
+        if !gains {
+            return false;
+        }
+        let what = if caps {
+            "file-capability"
+        } else if setuid {
+            "setuid"
+        } else {
+            "setgid"
+        };
+        let shown = roar_events::display_path(path);
+        if ids.no_new_privs {
+            self.note_partial(format!(
+                "{what} program {shown} ran without its privileges: an unprivileged ptrace tracer needs \
+                 no_new_privs for its seccomp filter (run it with --tracer preload, or as root)"
+            ));
+            return false;
+        }
+        let capable = *self
+            .cap_sys_ptrace
+            .get_or_insert_with(sys::have_cap_sys_ptrace);
+        if capable {
+            return false;
+        }
+        if ids.seccomp_filter {
+            self.note_partial(format!(
+                "{what} program {shown} ran without its privileges: traced without CAP_SYS_PTRACE, \
+                 and its seccomp filter keeps it from running untraced"
+            ));
+            return false;
+        }
+        self.note_partial(format!(
+            "{what} program {shown} ran untraced (ptrace would drop its privileges): \
+             its file I/O and its children's were not recorded"
+        ));
+        self.started.remove(&tid);
+        self.thread_gone(tid);
+        sys::detach(tid);
+        true
     }
 
     /// An open of some kind: recorded now, deferred to the thread's next
@@ -935,6 +1091,12 @@ impl Tracer {
         let Some(pending) = th.pending.take() else {
             return;
         };
+        if matches!(pending, Pending::Chdir) {
+            let mut img = th.image.borrow_mut();
+            img.cwd = None;
+            img.chdirs_in_flight = img.chdirs_in_flight.saturating_sub(1);
+            return;
+        }
         if is_error || rval < 0 {
             return;
         }
@@ -973,9 +1135,49 @@ impl Tracer {
                     img.borrow_mut().on_write_fd(&dir, &p);
                 }
             }
-            Pending::Chdir => img.borrow_mut().cwd = None,
+            Pending::Chdir => {} // handled above, success or not
+            Pending::IoUring => self.note_partial(
+                "io_uring used: its file I/O is not traced (opens, reads and writes submitted \
+                 through a ring never pass through a traced syscall)"
+                    .into(),
+            ),
         }
     }
+}
+
+/// If `p` is a descriptor's magic link (`/proc/self/fd/N`,
+/// `/proc/thread-self/fd/N`, `/proc/PID/fd/N`, `/dev/fd/N`, `/dev/stdin`,
+/// `/dev/stdout`, `/dev/stderr`), possibly followed by `/rest` (a path
+/// under a directory descriptor): the link to read in the tracer's view of
+/// /proc (`self` meaning thread `tid`), and `rest` (empty if none).
+fn fd_magic_link(tid: i32, p: &[u8]) -> Option<(String, &[u8])> {
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    let std = [&b"/dev/stdin"[..], b"/dev/stdout", b"/dev/stderr"];
+    if let Some(n) = std.iter().position(|s| *s == p) {
+        return Some((format!("/proc/{tid}/fd/{n}"), b""));
+    }
+    let (who, fd_rest) = if let Some(fd) = p.strip_prefix(b"/dev/fd/") {
+        (b"self".as_slice(), fd)
+    } else {
+        let rest = p.strip_prefix(b"/proc/")?;
+        let slash = rest.iter().position(|&b| b == b'/')?;
+        let (who, tail) = rest.split_at(slash);
+        (who, tail.strip_prefix(b"/fd/")?)
+    };
+    let (fd, rest) = match fd_rest.iter().position(|&b| b == b'/') {
+        Some(i) => (&fd_rest[..i], &fd_rest[i + 1..]),
+        None => (fd_rest, &b""[..]),
+    };
+    if !digits(fd) {
+        return None;
+    }
+    let fd = std::str::from_utf8(fd).ok()?;
+    let link = match who {
+        b"self" | b"thread-self" => format!("/proc/{tid}/fd/{fd}"),
+        w if digits(w) => format!("/proc/{}/fd/{fd}", std::str::from_utf8(w).ok()?),
+        _ => return None,
+    };
+    Some((link, rest))
 }
 
 /// R, W or U from open(2) flags: the shared rules of `roar_events`.
@@ -986,6 +1188,35 @@ pub fn classify_flags(flags: i32) -> Option<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptor_links_are_recognised() {
+        let l = |p: &'static [u8]| fd_magic_link(42, p);
+        let some = |link: &str, rest: &'static [u8]| Some((link.to_string(), rest));
+        assert_eq!(l(b"/proc/self/fd/3"), some("/proc/42/fd/3", b""));
+        assert_eq!(l(b"/proc/thread-self/fd/10"), some("/proc/42/fd/10", b""));
+        assert_eq!(l(b"/dev/fd/7"), some("/proc/42/fd/7", b""));
+        assert_eq!(l(b"/proc/123/fd/4"), some("/proc/123/fd/4", b""));
+        assert_eq!(l(b"/dev/stdin"), some("/proc/42/fd/0", b""));
+        assert_eq!(l(b"/dev/stderr"), some("/proc/42/fd/2", b""));
+        assert_eq!(l(b"/proc/self/fd/3/x"), some("/proc/42/fd/3", b"x"));
+        assert_eq!(l(b"/dev/fd/5/a/b.txt"), some("/proc/42/fd/5", b"a/b.txt"));
+        for p in [
+            &b"/proc/self/fd"[..],
+            b"/proc/self/fd/",
+            b"/proc/self/fd/3x",
+            b"/proc/self/fdinfo/3",
+            b"/proc/abc/fd/3",
+            b"/proc/self/cwd",
+            b"/dev/fd",
+            b"/tmp/proc/self/fd/3",
+            b"/dev/stdinx",
+            b"/dev/stdin/x",
+            b"/dev/std",
+        ] {
+            assert_eq!(l(p), None, "{}", String::from_utf8_lossy(p));
+        }
+    }
 
     #[test]
     fn flags_classify_like_preload() {
