@@ -53,6 +53,28 @@ def path_from_db(text: str, raw: bytes | None) -> str:
     return os.fsdecode(raw) if raw is not None else text
 
 
+_DB_FILES = ("roar.db", "roar.db-wal", "roar.db-shm")
+
+
+def owner_only(roar_dir: str) -> None:
+    """Make .roar/ 0700 and the database files 0600 when they are ours and looser than that.
+
+    The DB holds `roar env set` values (often credentials), commands and paths. SQLite
+    gives -wal/-shm the mode of the DB file, and 0700 on the directory covers pending/,
+    traces/ and config.toml. Projects made before this rule are tightened on open; a file
+    we do not own (or cannot chmod) is left as it is: recording must not fail over this.
+    """
+    uid = os.geteuid()
+    for name, mode in (("", 0o700), *((f, 0o600) for f in _DB_FILES)):
+        path = os.path.join(roar_dir, name) if name else roar_dir
+        try:
+            st = os.stat(path)
+            if st.st_uid == uid and st.st_mode & 0o077:
+                os.chmod(path, mode & st.st_mode if name else mode)
+        except OSError:
+            pass
+
+
 def _friendly(e: sqlite3.Error, where: str) -> StoreError:
     msg = str(e)
     if "locked" in msg or "busy" in msg:
@@ -72,6 +94,7 @@ class Store:
         self.path = os.path.join(self.roar_dir, "roar.db")
         if not os.path.exists(self.path):
             raise StoreError(f"{self.path} does not exist; run `roar init`")
+        owner_only(self.roar_dir)
         try:
             uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
             self.conn = sqlite3.connect(
@@ -94,8 +117,13 @@ class Store:
     def create(cls, roar_dir: str) -> "Store":
         """Create (or open) the database in `roar_dir`, in WAL mode."""
         roar_dir = os.fspath(roar_dir)
-        os.makedirs(roar_dir, exist_ok=True)
+        os.makedirs(roar_dir, mode=0o700, exist_ok=True)
         path = os.path.join(roar_dir, "roar.db")
+        try:
+            # Created 0600 before SQLite opens it: SQLite gives -wal/-shm the DB file's mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as e:
+            raise StoreError(f"cannot create {path}: {e.strerror}") from None
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute("PRAGMA journal_mode = WAL")
