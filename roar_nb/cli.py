@@ -289,29 +289,26 @@ def cmd_export(a) -> int:
 
 
 def cmd_pop(a) -> int:
-    from roar_nb.hashing import hash_paths
+    from roar_nb import pop
+    from roar_nb.present import text
 
     project = _project()
-    store = project.store
-    session = store.active_session(create=False)
-    jobs = store.jobs(session.id, newest_first=True, limit=1) if session else []
-    if not jobs:
-        raise UsageError("nothing to pop: the session has no jobs")
-    job = jobs[0]
-    if not _confirm(f"Remove {job.ref} ({job.command[:60]}) and delete its {len(job.outputs)} output file(s)?", a.yes):
+    plan = pop.plan(project)
+    job = plan.job
+    for path, why in plan.keep:
+        print(f"  keep    {text(path)}  ({why})")
+    for path in plan.delete:
+        print(f"  delete  {text(path)}")
+    if not _confirm(f"Remove {job.ref} ({text(job.command[:60])}) and delete the {len(plan.delete)} file(s)"
+                    f" it created?", a.yes):
         print("aborted")
         return 1
-    current = hash_paths([e.path for e in job.outputs], progress_after=-1)
-    removed = 0
-    for e in job.outputs:
-        if e.hash and current[e.path].hash == e.hash:  # never delete bytes the job did not write
-            try:
-                os.unlink(e.path)
-                removed += 1
-            except OSError:
-                pass
-    store.delete_job(job.id)
-    print(f"popped {job.ref}; deleted {removed} output file(s)")
+    deleted, kept = pop.apply(project, plan)
+    print(f"popped {job.ref}; deleted {len(deleted)} file(s) it created; kept {len(kept)}"
+          + (" (listed above: roar deletes only files the job created)" if kept else ""))
+    for path, why in kept:
+        if (path, why) not in plan.keep:
+            print(f"  kept    {text(path)}  ({why})")
     return 0
 
 
@@ -543,7 +540,7 @@ def build_parser():
     s.add_argument("-o", "--output", help="file to write (default: reproduce-<name>.ipynb)")
     s.set_defaults(fn=cmd_export)
 
-    s = sub.add_parser("pop", help="remove the last job of the session and delete its outputs")
+    s = sub.add_parser("pop", help="remove the last job of the session and delete the files it created")
     s.add_argument("-y", "--yes", action="store_true")
     s.set_defaults(fn=cmd_pop)
 

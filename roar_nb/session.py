@@ -222,7 +222,7 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
         h = hashed[p]
         if h.hash is None and h.error == "not a regular file":
             continue  # e.g. a FIFO or a directory created with O_CREAT semantics
-        outs.append(Edge("out", p, h.hash, h.size, h.changed, h.error))
+        outs.append(Edge("out", p, h.hash, h.size, h.changed, h.error, reduced.created.get(p)))
     digests = {h.hash: h.digests for h in hashed.values() if h.hash and h.digests}
 
     env_id, py, plat, pkgs = environment.snapshot()

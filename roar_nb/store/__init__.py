@@ -311,7 +311,8 @@ class Store:
         io_rows, art_rows = [], {}
         for e in (*job.inputs, *job.outputs):
             text, raw = path_to_db(e.path)
-            io_rows.append((job.id, e.direction, text, raw, e.hash, e.size, int(e.changed), e.note))
+            io_rows.append((job.id, e.direction, text, raw, e.hash, e.size, int(e.changed), e.note,
+                            None if e.created is None else int(e.created)))
             if e.hash is not None:
                 art_rows[e.hash] = (e.hash, e.size, now)
         build = job.kind == "build"
@@ -355,8 +356,8 @@ class Store:
                     [(h, a, v) for h, d in digests.items() for a, v in d.items()],
                 )
             c.executemany(
-                "INSERT OR REPLACE INTO job_io(job_id, direction, path, path_raw, hash, size, changed, note)"
-                " VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO job_io(job_id, direction, path, path_raw, hash, size, changed, note,"
+                " created) VALUES (?,?,?,?,?,?,?,?,?)",
                 io_rows,
             )
         return _replace(job, seq=seq)
@@ -372,7 +373,8 @@ class Store:
                     " ORDER BY rowid", chunk,
                 ):
                     edge = Edge(e["direction"], path_from_db(e["path"], e["path_raw"]), e["hash"],
-                                e["size"] or 0, bool(e["changed"]), e["note"])
+                                e["size"] or 0, bool(e["changed"]), e["note"],
+                                None if e["created"] is None else bool(e["created"]))
                     edges[e["job_id"]][0 if e["direction"] == "in" else 1].append(edge)
         jobs = []
         for r in rows:

@@ -84,7 +84,12 @@ def _m3(db) -> None:
     db["jobs"].add_column("preamble", str)
 
 
-MIGRATIONS = [_m1, _m2, _m3]
+def _m4(db) -> None:
+    # job_io.created: whether the job created an output (see model.Edge); NULL = unknown.
+    db["job_io"].add_column("created", int)
+
+
+MIGRATIONS = [_m1, _m2, _m3, _m4]
 LATEST = len(MIGRATIONS)
 
 

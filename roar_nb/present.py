@@ -1,0 +1,64 @@
+"""The one escaping rule for user text that roar shows: paths, commands, names, notes.
+
+Every view (the terminal views in report.py and cli.py, `--json`, the DB's `path`
+column, the REST API and panel, the SVG in render.py) shows a string through
+this module, so one file name reads the same everywhere and cannot act:
+
+* bytes that are not UTF-8 (surrogate escapes from `os.fsdecode`) read `\\xNN`,
+  the byte's value: a path with byte 0xff shows `\\xff` in every view;
+* control characters (C0 including newline, CR and ESC; DEL; C1) read `\\xNN`
+  too, so a name can neither move the cursor, set a window title, clear the
+  screen, nor fake a line of output;
+* invisible reordering characters (bidi embeddings, overrides and isolates,
+  LRM/RLM, line and paragraph separators) read `\\uNNNN`, so text cannot be
+  displayed in another order than it runs.
+
+`db_text` applies only the first rule: the DB's `path` column keeps printable
+text (a query by path still matches) and `path_raw` keeps the exact bytes of a
+non-UTF-8 path. The escape is not reversible (a literal backslash is shown
+as-is); the exact bytes live in the DB and the file system, not in a view.
+
+Must not: import anything beyond the stdlib builtins used here (it is on the
+`roar run` path through the store and the summary line), or do I/O.
+"""
+
+from __future__ import annotations
+
+# Format characters that reorder or break displayed text (Trojan Source, CVE-2021-42574).
+_INVISIBLE = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
+
+
+def _needs(c: str) -> bool:
+    o = ord(c)
+    return o < 0x20 or 0x7f <= o < 0xa0 or 0xd800 <= o <= 0xdfff or c in _INVISIBLE
+
+
+def _one(c: str) -> str:
+    o = ord(c)
+    if 0xdc80 <= o <= 0xdcff:  # a non-UTF-8 byte carried by surrogateescape: show the byte
+        return f"\\x{o - 0xdc00:02x}"
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def text(s: str | None) -> str:
+    """`s` safe to show on one line of a terminal, an HTML/SVG text node or a JSON view."""
+    if not s:
+        return s or ""
+    if s.isascii() and s.isprintable():
+        return s  # the common case, without a per-character loop
+    return "".join(_one(c) if _needs(c) else c for c in s)
+
+
+def lines(s: str | None) -> list[str]:
+    """A multi-line block (cell source, a command with newlines) as escaped lines; tabs stay."""
+    return ["".join(_one(c) if c != "\t" and _needs(c) else c for c in ln.rstrip("\r"))
+            for ln in (s or "").rstrip("\n").split("\n")]
+
+
+def db_text(path: str) -> str:
+    """The printable text of a path for the DB's `path` column: non-UTF-8 bytes as `\\xNN`."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return "".join(_one(c) if 0xd800 <= ord(c) <= 0xdfff else c for c in path)
