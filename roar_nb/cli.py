@@ -115,12 +115,13 @@ def _run(a, kind: str) -> int:
         cwd = prev.cwd if os.path.isdir(prev.cwd) else None  # re-run where it ran
     res = run_command(project, argv, kind=kind, tracer=a.tracer, step=step, cwd=cwd)
     quiet = a.quiet or os.environ.get("ROAR_QUIET") == "1" or project.config.get("output.quiet")
+    from roar_nb.present import text
     from roar_nb.report import summary_line
 
     if res.error:
-        print(f"roar: {res.error}", file=sys.stderr)
+        print(f"roar: {text(res.error)}", file=sys.stderr)
     for w in res.warnings:
-        print(f"roar: warning: {w}", file=sys.stderr)
+        print(f"roar: warning: {text(w)}", file=sys.stderr)
     if res.job is not None and not quiet:
         print(summary_line(res.job), file=sys.stderr)
     elif res.job is not None and res.job.capture_level != "complete":
@@ -172,7 +173,9 @@ def _session_jobs(project, a):
 
     s, note = default_session(project)
     if note:
-        print(f"roar: {note}", file=sys.stderr)
+        from roar_nb.present import text
+
+        print(f"roar: {text(note)}", file=sys.stderr)
     jobs = store.jobs(s.id) if s else []
     return s, jobs
 
@@ -258,6 +261,7 @@ def cmd_show(a) -> int:
 
 def cmd_reproduce(a) -> int:
     from roar_nb import report, reproduce
+    from roar_nb.present import text
 
     project = _project()
     plan = reproduce.make_plan(project, a.target)
@@ -267,11 +271,11 @@ def cmd_reproduce(a) -> int:
     err = _style(sys.stderr)
     if not a.run:
         print(report.plan_text(plan, _style()))
-        print(f"\nRun it with: roar reproduce {a.target} --run")
+        print(f"\nRun it with: roar reproduce {text(a.target)} --run")
         return 0
     print(report.plan_text(plan, err), file=sys.stderr)
     opts = reproduce.RunOptions(directory=a.in_dir, timeout=a.timeout, check_determinism=a.check_determinism,
-                                progress=lambda line: print(f"roar: {line}", file=sys.stderr), tracer=a.tracer)
+                                progress=lambda line: print(f"roar: {text(line)}", file=sys.stderr), tracer=a.tracer)
     outcome = reproduce.run(project, plan, opts)
     print(report.outcome_text(outcome, _style()))
     return 0 if outcome.ok else 1
@@ -599,7 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except RoarError as e:
-        print(f"roar: error: {e}", file=sys.stderr)
+        from roar_nb.present import text  # messages quote paths and references the user typed
+
+        print(f"roar: error: {text(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("roar: interrupted", file=sys.stderr)

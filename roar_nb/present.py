@@ -13,10 +13,10 @@ this module, so one file name reads the same everywhere and cannot act:
   LRM/RLM, line and paragraph separators) read `\\uNNNN`, so text cannot be
   displayed in another order than it runs.
 
-`db_text` applies only the first rule: the DB's `path` column keeps printable
-text (a query by path still matches) and `path_raw` keeps the exact bytes of a
-non-UTF-8 path. The escape is not reversible (a literal backslash is shown
-as-is); the exact bytes live in the DB and the file system, not in a view.
+The DB's `path` column holds this text too (so `sqlite3` users and every view
+agree), and `path_raw` the exact bytes whenever the text differs from the path.
+The escape is not reversible (a literal backslash is shown as-is): the exact
+bytes live in `path_raw` and the file system, not in a view.
 
 Must not: import anything beyond the stdlib builtins used here (it is on the
 `roar run` path through the store and the summary line), or do I/O.
@@ -40,25 +40,16 @@ def _one(c: str) -> str:
     return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
 
 
-def text(s: str | None) -> str:
-    """`s` safe to show on one line of a terminal, an HTML/SVG text node or a JSON view."""
+def text(s: str | None, tabs: bool = False) -> str:
+    """`s` safe to show on one line of a terminal, an HTML/SVG text node or a JSON view
+    (`tabs`: keep tab characters, for lines of source code)."""
     if not s:
         return s or ""
     if s.isascii() and s.isprintable():
         return s  # the common case, without a per-character loop
-    return "".join(_one(c) if _needs(c) else c for c in s)
+    return "".join(_one(c) if _needs(c) and not (tabs and c == "\t") else c for c in s)
 
 
 def lines(s: str | None) -> list[str]:
     """A multi-line block (cell source, a command with newlines) as escaped lines; tabs stay."""
-    return ["".join(_one(c) if c != "\t" and _needs(c) else c for c in ln.rstrip("\r"))
-            for ln in (s or "").rstrip("\n").split("\n")]
-
-
-def db_text(path: str) -> str:
-    """The printable text of a path for the DB's `path` column: non-UTF-8 bytes as `\\xNN`."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return "".join(_one(c) if 0xd800 <= ord(c) <= 0xdfff else c for c in path)
+    return [text(ln.rstrip("\r"), tabs=True) for ln in (s or "").rstrip("\n").split("\n")]

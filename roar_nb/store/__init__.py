@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
+from roar_nb import present
 from roar_nb.errors import AmbiguousRef, RefNotFound, StoreError
 from roar_nb.model import Edge, Job, Session, new_id, replace
 from roar_nb.store import schema
@@ -40,13 +41,10 @@ def _json_strings(items) -> str:
 
 
 def path_to_db(path: str) -> tuple[str, bytes | None]:
-    """(text, raw): text is the path for display/query; raw keeps non-UTF-8 bytes exactly."""
-    try:
-        path.encode("utf-8")
-        return path, None
-    except UnicodeEncodeError:
-        raw = os.fsencode(path)
-        return raw.decode("utf-8", "backslashreplace"), raw
+    """(text, raw): text is the path as every view shows it (present.text: non-UTF-8 bytes and
+    control characters as `\\xNN`); raw keeps the exact bytes when the text differs."""
+    text = present.text(path)
+    return (text, None) if text == path else (text, os.fsencode(path))
 
 
 def path_from_db(text: str, raw: bytes | None) -> str:

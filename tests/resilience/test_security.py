@@ -72,3 +72,65 @@ def test_existing_world_readable_project_is_tightened_on_open(open_dir, native_l
     assert _mode(os.path.join(roar_dir, "roar.db")) == 0o600
     r = _as_nobody("cat", os.path.join(roar_dir, "roar.db"))
     assert r.returncode != 0 and "hunter2" not in r.stdout
+
+
+# --- item 16 and issue 10: one escaping rule in every view ------------------------------------
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\nroar @9: FAKE\u202e.txt"
+HOSTILE_SHOWN = "\\x1b]0;pwned\\x07\\x1b[2J\\x0aroar @9: FAKE\\u202e.txt"
+
+
+def _no_raw_controls(s: str) -> None:
+    assert "\x1b" not in s and "\x07" not in s and "\u202e" not in s, repr(s)
+    assert not any(ln.startswith("roar @9") for ln in s.splitlines()), repr(s)
+
+
+def test_hostile_file_names_cannot_act_on_the_terminal(proj):
+    # The name comes from the job's environment so that no shell quoting is involved.
+    env = {"NAME": HOSTILE}
+    r = proj.roar("run", "--", "sh", "-c", 'echo x > "$NAME"; cat "$NAME" > "$NAME.copy"', env=env)
+    assert (proj.root / HOSTILE).exists()
+    err = r.stderr.decode()
+    _no_raw_controls(err)
+    assert "\\x1b]0;pwned" in err  # the summary names the file, escaped
+    views = [proj.roar("show", "@1").stdout.decode(), proj.roar("dag", "--show-artifacts").stdout.decode(),
+             proj.roar("log").stdout.decode(), proj.roar("show").stdout.decode()]
+    for v in views:
+        _no_raw_controls(v)
+    assert HOSTILE_SHOWN in views[0] and HOSTILE_SHOWN in views[1]
+    # A command line holding the same characters is escaped too.
+    proj.roar("run", "--", "sh", "-c", "true # \x1b[2J\x1b]0;t\x07")
+    for v in (proj.roar("log").stdout.decode(), proj.roar("show", "@2").stdout.decode(),
+              proj.roar("dag").stdout.decode()):
+        _no_raw_controls(v)
+    # An error message quoting what the user typed.
+    r = proj.roar("show", "no\x1b[2Jsuch", check=False)
+    assert r.returncode != 0 and "\x1b" not in r.stderr.decode() and "no\\x1b[2Jsuch" in r.stderr.decode()
+
+
+def test_one_non_utf8_path_reads_the_same_in_every_view(proj):
+    import json
+    import sqlite3
+
+    name = b"data\xff\x1b.bin"
+    r = proj.roar("run", "--", "sh", "-c", 'printf x > "$(printf "data\\377\\033.bin")"')
+    assert os.path.exists(os.path.join(os.fsencode(proj.root), name))
+    want = "data\\xff\\x1b.bin"
+    show = proj.roar("show", "@1").stdout.decode()
+    dag_text = proj.roar("dag", "--show-artifacts").stdout.decode()
+    js = json.loads(proj.roar("dag", "--json").stdout)
+    shown_json = js["jobs"][0]["outputs"][0]["path"]
+    show_json = json.loads(proj.roar("show", "@1", "--json").stdout)["outputs"][0]["path"]
+    db = sqlite3.connect(proj.path(".roar", "roar.db"))
+    db_text, db_raw = db.execute("SELECT path, path_raw FROM job_io WHERE direction='out'").fetchone()
+    assert db_raw == os.path.join(os.fsencode(proj.root), name)  # the exact bytes are kept
+    # The SVG view, drawn from the same store in-process (what the magic shows).
+    from roar_nb import dag as dag_mod
+    from roar_nb.render import dag_svg
+    from roar_nb.session import Project
+
+    svg = dag_svg(dag_mod.build(Project(str(proj.root)).store.jobs()))
+    assert svg is not None
+    for view in (show, dag_text, shown_json, show_json, db_text, svg, r.stderr.decode()):
+        assert want in view, view
+        assert "udcff" not in view and "\x1b" not in view
