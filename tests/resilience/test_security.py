@@ -134,3 +134,76 @@ def test_one_non_utf8_path_reads_the_same_in_every_view(proj):
     for view in (show, dag_text, shown_json, show_json, db_text, svg, r.stderr.decode()):
         assert want in view, view
         assert "udcff" not in view and "\x1b" not in view
+
+
+# --- item 15: generated scripts and notebooks cannot be broken out of ------------------------
+
+def _bash(script: str, cwd) -> subprocess.CompletedProcess:
+    path = os.path.join(cwd, "repro.sh")
+    with open(path, "w") as f:
+        f.write(script)
+    # The venv's python first: the script's check imports blake3, as a user's environment would have it.
+    env = {**os.environ, "PATH": f"{__import__('conftest').BIN}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", path], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def test_reproduce_script_quotes_every_recorded_string(proj):
+    root = str(proj.root)
+    name = "out\ntouch PWNED_COMMENT\n`touch PWNED_TICK`$(touch PWNED_SUB)'.txt"
+    arg = "$(touch PWNED_ARG); touch PWNED_ARG2"
+    proj.roar("run", "--", "sh", "-c", 'printf %s "$1" > "$2"', "sh", arg, name)
+    assert (proj.root / name).read_text() == arg
+    script = proj.roar("reproduce", name, "--script").stdout.decode()
+    (proj.root / name).unlink()
+    r = _bash(script, root)
+    assert r.returncode == 0 and "identical" in r.stdout, (script, r.stdout, r.stderr)
+    assert (proj.root / name).read_text() == arg  # the command ran, with its exact arguments
+    assert not [f for f in os.listdir(root) if f.startswith("PWNED")], script
+
+
+def test_reproduce_script_cell_cannot_end_its_heredoc(proj):
+    """A cell holding the line `ROAR_CELLS` ended the heredoc: the rest of the cell ran as bash."""
+    from roar_nb.hashing import hash_file
+    from roar_nb.model import Edge, Job, new_id
+    from roar_nb.session import Project
+
+    source = ('ROAR_CELLS = ROAR_CHECK = 0\nopen("cell.txt", "w").write("v")\nROAR_CELLS\n'
+              '"touch" "PWNED_CELL"\nROAR_CHECK\n"touch" "PWNED_CHECK"\n')
+    out = proj.path("cell.txt")
+    with open(out, "w") as f:
+        f.write("v")
+    store = Project(str(proj.root)).store
+    t = __import__("time").time()
+    store.insert_job(Job(id=new_id(), session_id=store.active_session().id, seq=0, kind="cell", step="c1",
+                         command="", cwd=str(proj.root), started_at=t, ended_at=t + 0.1, exit_code=0,
+                         status="ok", backend="audit", capture_level="complete", source=source,
+                         outputs=(Edge("out", out, hash_file(out), 1, created=True),)))
+    script = proj.roar("reproduce", "cell.txt", "--script").stdout.decode()
+    os.unlink(out)
+    r = _bash(script, str(proj.root))
+    assert r.returncode == 0 and "identical" in r.stdout, (script, r.stdout, r.stderr)
+    assert not [f for f in os.listdir(proj.root) if f.startswith("PWNED")], script
+
+
+def test_exported_notebook_shows_hostile_names_as_text(proj, jupyter_kernels, tmp_path):
+    from conftest import execute_notebook
+
+    target = "a`<img src=x onerror=alert(1)>`b.txt"
+    arg = '{__import__("os").system("touch PWNED_EXPAND")}$HOME'
+    proj.roar("run", "--", "sh", "-c", 'printf %s "$1" > "$2"', "sh", arg, target)
+    nb_path = tmp_path / "repro.ipynb"
+    proj.roar("export", "notebook", target, "-o", nb_path)
+    r = subprocess.run([str(__import__("conftest").BIN / "jupyter"), "nbconvert", "--to", "html",
+                        "--output-dir", str(tmp_path), str(nb_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    html = (tmp_path / "repro.html").read_text()
+    assert "onerror=alert" in html  # the name is shown ...
+    assert not __import__("re").search(r"<img[^>]*onerror", html)  # ... as text, not a tag
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    # Run it: the recorded argument must reach the program verbatim (IPython expands {expr}
+    # and $name in `!cmd` lines, which is how the old export ran CLI steps).
+    (proj.root / target).unlink()
+    done = execute_notebook(nb_path, kernel="python3", cwd=proj.root)
+    assert any("identical" in o.get("text", "") for o in done.cells[-1].outputs)
+    assert (proj.root / target).read_text() == arg
+    assert not [f for f in os.listdir(proj.root) if f.startswith("PWNED")]
