@@ -27,7 +27,8 @@ def resolve_job(project, ref: str, session: Session | None = None) -> Job:
             session, _ = default_session(project)
         if session is None:
             raise RefNotFound(f"no job {ref}: the session has no jobs yet")
-        job = store.job_by_seq(session.id, int(m.group(2)), build=bool(m.group(1)))
+        seq = int(m.group(2))
+        job = store.job_by_seq(session.id, seq, build=bool(m.group(1))) if seq < 2**63 else None  # SQLite's int
         if job is None:
             n = store.count_jobs(session.id)
             raise RefNotFound(f"no job {ref} in this session ({n} job{'s' if n != 1 else ''}; see `roar log`)")

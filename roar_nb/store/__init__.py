@@ -253,7 +253,8 @@ class Store:
         )
 
     def find_session(self, prefix: str) -> Session:
-        rows = self._q("SELECT * FROM sessions WHERE id LIKE ? || '%'", (prefix.lower(),))
+        # substr, not LIKE: `%` and `_` in what a user typed are characters, not wildcards.
+        rows = self._q("SELECT * FROM sessions WHERE substr(id, 1, ?) = ?", (len(prefix), prefix.lower()))
         if not rows:
             raise RefNotFound(f"no session matches {prefix!r}")
         if len(rows) > 1:
@@ -420,7 +421,7 @@ class Store:
         return self._jobs_from_rows(rows)[0] if rows else None
 
     def jobs_by_id_prefix(self, prefix: str) -> list[Job]:
-        rows = self._q("SELECT * FROM jobs WHERE id LIKE ? || '%' LIMIT 20", (prefix.lower(),))
+        rows = self._q("SELECT * FROM jobs WHERE substr(id, 1, ?) = ? LIMIT 20", (len(prefix), prefix.lower()))
         return self._jobs_from_rows(rows)
 
     def count_jobs(self, session_id: str | None = None) -> int:
@@ -435,7 +436,8 @@ class Store:
 
     # -- artifacts ---------------------------------------------------------------
     def artifacts_by_prefix(self, prefix: str) -> list[dict]:
-        return self._q("SELECT * FROM artifacts WHERE hash LIKE ? || '%' LIMIT 20", (prefix.lower(),))
+        return self._q("SELECT * FROM artifacts WHERE substr(hash, 1, ?) = ? LIMIT 20",
+                       (len(prefix), prefix.lower()))
 
     def artifact(self, hash_: str) -> dict | None:
         rows = self._q("SELECT * FROM artifacts WHERE hash = ?", (hash_,))
