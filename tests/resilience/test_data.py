@@ -103,3 +103,76 @@ def test_reduce_decides_creation_from_the_first_event_on_a_path():
     assert (c["/p/new"], c["/p/log"], c["/p/db"], c["/p/re"]) == (True, False, False, False)
     assert c["/p/final"] is None and c["/p/w"] is None  # replaced by a rename: unknown
     assert c["/p/hard"] is True and c["/p/e/x"] is True
+
+
+# --- item 13: sparse and huge files ----------------------------------------------------------
+
+def _zeros_blake3(n: int) -> str:
+    import blake3
+
+    h, z = blake3.blake3(max_threads=blake3.blake3.AUTO), bytes(1 << 24)
+    while n:
+        k = min(n, len(z))
+        h.update(memoryview(z)[:k])
+        n -= k
+    return h.hexdigest()
+
+
+def test_a_huge_sparse_output_hashes_in_bounded_memory(proj):
+    """`roar run truncate -s 8G f` took 8.4 GB of memory (mmap of the holes)."""
+    size = 8 << 30
+    p = subprocess.Popen([*__import__("conftest").roar_cmd(), "run", "-q", "--", "truncate", "-s", str(size), "f"],
+                         cwd=proj.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, p.stderr.read()
+    p.stderr.close()
+    assert usage.ru_maxrss < 300 * 1024, f"max RSS {usage.ru_maxrss // 1024} MiB"  # ru_maxrss is in KiB
+    (out,) = proj.dag()["jobs"][0]["outputs"]
+    assert out["size"] == size and out["hash"] == _zeros_blake3(size)
+
+
+def test_sparse_files_hash_to_the_blake3_of_their_bytes(tmp_path):
+    import blake3
+
+    from roar_nb.hashing import hash_paths
+
+    f = tmp_path / "sparse.bin"
+    with open(f, "wb") as fh:  # data islands at unaligned offsets, holes between, a hole at the end
+        for off, data in ((0, b"head"), (5 << 20, os.urandom(70_001)), ((40 << 20) + 3, b"x" * 4097),
+                          (100 << 20, os.urandom(1 << 20))):
+            fh.seek(off)
+            fh.write(data)
+        fh.truncate(130 << 20)
+    st = os.stat(f)
+    assert st.st_blocks * 512 < st.st_size  # really sparse here
+    want = blake3.blake3(f.read_bytes()).hexdigest()
+    r = hash_paths([str(f)], extra=("sha256",))[str(f)]
+    assert r.hash == want and r.digests["sha256"] == __import__("hashlib").sha256(f.read_bytes()).hexdigest()
+    g = tmp_path / "dense.bin"
+    g.write_bytes(os.urandom((3 << 20) + 5))
+    assert hash_paths([str(g)])[str(g)].hash == blake3.blake3(g.read_bytes()).hexdigest()
+
+
+def test_hashing_one_huge_file_shows_progress_on_a_terminal(proj):
+    """The bar advanced per file, so one 8 GiB output showed nothing until it was done."""
+    import pty
+
+    proj.roar("config", "set", "hash.progress_after", "0")
+    master, slave = pty.openpty()
+    p = subprocess.Popen([*__import__("conftest").roar_cmd(), "run", "--", "truncate", "-s", "4G", "big"],
+                         cwd=proj.root, stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the pty
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert p.wait() == 0
+    os.close(master)
+    out = b"".join(chunks).decode(errors="replace")
+    partial = [int(n) for n in __import__("re").findall(r"0/1 files (\d+)/4096 MiB", out)]
+    assert partial and min(partial) < 4096, out  # the bar moved while the one file was hashed
