@@ -5,37 +5,21 @@ without the token."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import BIN, Proj
+from e2e.test_lab import free_port, get
 
 HUGE = "@99999999999999999999999"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, token: str | None) -> tuple[int, dict]:
-    req = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        body = e.read()
-        return e.code, json.loads(body) if body.startswith(b"{") else {"raw": body.decode(errors="replace")}
 
 
 class Server:
@@ -43,7 +27,44 @@ class Server:
         self.url, self.token = url, token
 
     def api(self, endpoint: str, token: str | None = "<server>") -> tuple[int, dict]:
-        return _get(f"{self.url}/roar/api/{endpoint}", self.token if token == "<server>" else token)
+        return get(f"{self.url}/roar/api/{endpoint}", self.token if token == "<server>" else token)
+
+
+@contextlib.contextmanager
+def serve(root: Path, home: Path, **env_extra):
+    """`jupyter server` with the roar extension, rooted at `root`, on a free 127.0.0.1 port with a token."""
+    token, port = secrets.token_hex(16), free_port()
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "rt"),
+           "JUPYTER_PLATFORM_DIRS": "1"}
+    env.pop("ROAR_PROJECT", None)
+    env.update(env_extra)
+    cmd = [str(BIN / "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           "--ServerApp.jpserver_extensions={'roar_nb.server': True}"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = open(home / "server.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if get(f"{url}/api/status", token)[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            assert proc.poll() is None, (home / "server.log").read_text()
+            assert time.time() < deadline, "jupyter server did not start in 120 s"
+            time.sleep(0.3)
+        yield Server(url, token)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -65,37 +86,8 @@ def layout(tmp_path_factory, native_lib):
 
 @pytest.fixture(scope="module")
 def server(layout, tmp_path_factory):
-    outer, inner = layout
-    home = tmp_path_factory.mktemp("jhome")
-    token, port = secrets.token_hex(16), _free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "rt"),
-           "JUPYTER_PLATFORM_DIRS": "1"}
-    env.pop("ROAR_PROJECT", None)
-    cmd = [str(BIN / "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={inner}",
-           "--ServerApp.jpserver_extensions={'roar_nb.server': True}"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = open(home / "server.log", "wb")
-    proc = subprocess.Popen(cmd, cwd=inner, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if _get(f"{url}/api/status", token)[0] == 200:
-                break
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        assert proc.poll() is None, (home / "server.log").read_text()
-        assert time.time() < deadline, "jupyter server did not start in 120 s"
-        time.sleep(0.3)
-    yield Server(url, token)
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with serve(layout[1], tmp_path_factory.mktemp("jhome")) as s:
+        yield s
 
 
 def test_a_project_above_the_root_is_not_served(server, layout):
@@ -108,7 +100,7 @@ def test_a_project_above_the_root_is_not_served(server, layout):
     assert code == 200 and body["project"] == str(inner)
     assert all("outer-secret" not in json.dumps(j) for j in body["jobs"])
     # /api/contents refuses to go above the root; so does the roar API.
-    assert _get(f"{server.url}/api/contents/..", server.token)[0] in (400, 404)
+    assert get(f"{server.url}/api/contents/..", server.token)[0] in (400, 404)
     code, body = server.api("dag?path=../x.ipynb")
     assert code == 400
 
@@ -116,42 +108,14 @@ def test_a_project_above_the_root_is_not_served(server, layout):
 def test_a_project_above_the_root_is_not_found_by_walking_up(layout, tmp_path_factory):
     """The server's root has no project; its parent has one: the API must answer 'no project'."""
     outer, inner = layout
-    bare = inner / "bare"
-    srv_home = tmp_path_factory.mktemp("jhome2")
-    token, port = secrets.token_hex(16), _free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(srv_home / "c"), "JUPYTER_RUNTIME_DIR": str(srv_home / "r"),
-           "JUPYTER_PLATFORM_DIRS": "1", "ROAR_PROJECT": str(outer)}  # $ROAR_PROJECT must not widen it either
-    root = bare  # no .roar/ of its own; inner/ and outer/ above it hold projects
-    cmd = [str(BIN / "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--ServerApp.jpserver_extensions={'roar_nb.server': True}"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    proc = subprocess.Popen(cmd, cwd=bare, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if _get(f"{url}/api/status", token)[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.3)
-        s = Server(url, token)
+    # $ROAR_PROJECT must not widen it either.
+    with serve(inner / "bare", tmp_path_factory.mktemp("jhome2"), ROAR_PROJECT=str(outer)) as s:
         for endpoint in ("dag", "dag?session=all", "dag?path=nb.ipynb", "changes", "sessions"):
             code, body = s.api(endpoint)
             assert code == 200 and body["project"] is None, (endpoint, body)
             assert "outer-secret" not in json.dumps(body)
         code, body = s.api("job/@1")
         assert code == 404 and "root" in body["error"]["message"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.parametrize("pattern", ["%", "_", "%25", "_%25"])
