@@ -295,14 +295,15 @@ def cmd_export(a) -> int:
 def cmd_pop(a) -> int:
     from roar_nb import pop
     from roar_nb.present import text
+    from roar_nb.report import display_path
 
     project = _project()
     plan = pop.plan(project)
     job = plan.job
     for path, why in plan.keep:
-        print(f"  keep    {text(path)}  ({why})")
+        print(f"  keep    {display_path(path)}  ({why})")
     for path in plan.delete:
-        print(f"  delete  {text(path)}")
+        print(f"  delete  {display_path(path)}")
     if not _confirm(f"Remove {job.ref} ({text(job.command[:60])}) and delete the {len(plan.delete)} file(s)"
                     f" it created?", a.yes):
         print("aborted")
@@ -312,7 +313,7 @@ def cmd_pop(a) -> int:
           + (" (listed above: roar deletes only files the job created)" if kept else ""))
     for path, why in kept:
         if (path, why) not in plan.keep:
-            print(f"  kept    {text(path)}  ({why})")
+            print(f"  kept    {display_path(path)}  ({why})")
     return 0
 
 
