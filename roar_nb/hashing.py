@@ -81,6 +81,28 @@ def _regions(fd: int, size: int, sparse: bool):
         pos = hole
 
 
+def _stream(f):
+    """The bytes of a large file as views of one reusable buffer; holes as views of zeros."""
+    fd = f.fileno()
+    st = os.fstat(fd)
+    size = st.st_size
+    buf = memoryview(bytearray(_CHUNK))
+    for start, end, is_data in _regions(fd, size, st.st_blocks * 512 < size):
+        if is_data:
+            os.lseek(fd, start, os.SEEK_SET)
+        pos = start
+        while pos < end:
+            n = min(end - pos, _CHUNK)
+            if not is_data:
+                yield _zero_buffer()[:n]
+            else:
+                n = f.readinto(buf[:n])
+                if not n:  # shrank while we read: the caller re-hashes on the changed stat
+                    break
+                yield buf[:n]
+            pos += n
+
+
 def _digest(path: str, size: int, extra: tuple, progress=None) -> tuple[str, dict]:
     """blake3 (and `extra` hashlib digests) of the file's bytes, streamed through one buffer.
 
@@ -96,30 +118,16 @@ def _digest(path: str, size: int, extra: tuple, progress=None) -> tuple[str, dic
         hashers = [(name, hashlib.new(name)) for name in extra]
     h = blake3.blake3(max_threads=blake3.blake3.AUTO if size >= HUGE else 1)
     with open(path, "rb", buffering=0) as f:
-        fd = f.fileno()
-        st = os.fstat(fd)
-        size = st.st_size
-        buf = memoryview(bytearray(min(_CHUNK, max(size, 1))))
-        sparse = size >= LARGE and st.st_blocks * 512 < size
-        for start, end, is_data in _regions(fd, size, sparse):
-            if is_data:
-                os.lseek(fd, start, os.SEEK_SET)
-            pos = start
-            while pos < end:
-                n = min(end - pos, len(buf))
-                if is_data:
-                    n = f.readinto(buf[:n])
-                    if not n:  # shrank while we read: the caller re-hashes on the changed stat
-                        break
-                    piece = buf[:n]
-                else:
-                    piece = _zero_buffer()[:n]
-                h.update(piece)
-                for _, x in hashers:
-                    x.update(piece)
-                pos += n
-                if progress is not None:
-                    progress.add_bytes(n)
+        if size < LARGE:  # the common case: two reads, no stat, no buffer to set up
+            pieces = iter(lambda: f.read(LARGE), b"")
+        else:
+            pieces = _stream(f)
+        for piece in pieces:
+            h.update(piece)
+            for _, x in hashers:
+                x.update(piece)
+            if progress is not None:
+                progress.add_bytes(len(piece))
     return h.hexdigest(), {name: x.hexdigest() for name, x in hashers}
 
 
