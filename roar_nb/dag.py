@@ -10,8 +10,8 @@ stable contract used by `roar dag --json`, the server extension and users.
 from __future__ import annotations
 
 
-from roar_nb.model import Job, factory, record
 from roar_nb import present
+from roar_nb.model import Job, factory, record
 from roar_nb.store import path_to_db
 
 

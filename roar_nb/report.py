@@ -13,9 +13,9 @@ import os
 import time
 
 from roar_nb import dag as dag_mod
+from roar_nb.model import CAPTURE_COMPLETE, Job
 from roar_nb.present import lines as text_lines
 from roar_nb.present import text
-from roar_nb.model import CAPTURE_COMPLETE, Job
 
 
 class Style:
