@@ -217,13 +217,15 @@ def artifact_json(project, hash_: str) -> dict:
     art = store.artifact(hash_) or {"hash": hash_, "size": None, "digests": {}}
     edges = store.edges_of_artifact(hash_)
 
+    from roar_nb.present import text  # paths as every view shows them (as in job_io.path)
+
     def ref(e):
         return {"job": e["job_id"], "ref": f"@B{e['seq']}" if e["kind"] == "build" else f"@{e['seq']}",
-                "session": e["session_id"], "path": e["path"], "command": e["command"]}
+                "session": e["session_id"], "path": text(e["path"]), "command": e["command"]}
 
     return {
         "hash": hash_, "size": art["size"], "digests": art.get("digests", {}),
-        "paths": sorted({e["path"] for e in edges}),
+        "paths": sorted({text(e["path"]) for e in edges}),
         "producers": [ref(e) for e in edges if e["direction"] == "out"],
         "consumers": [ref(e) for e in edges if e["direction"] == "in"],
     }

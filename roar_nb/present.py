@@ -50,6 +50,19 @@ def text(s: str | None, tabs: bool = False) -> str:
     return "".join(_one(c) if _needs(c) and not (tabs and c == "\t") else c for c in s)
 
 
+def storable(s: str | None) -> str | None:
+    """`s` as valid UTF-8 for a TEXT column: only undecodable bytes (surrogate escapes) become
+    `\\xNN`. For a command or cwd given as non-UTF-8 bytes, which SQLite cannot hold as text;
+    newlines and the like stay (views escape them when they show the text)."""
+    if s is None or s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return "".join(_one(c) if 0xd800 <= ord(c) <= 0xdfff else c for c in s)
+
+
 def lines(s: str | None) -> list[str]:
     """A multi-line block (cell source, a command with newlines) as escaped lines; tabs stay."""
     return [text(ln.rstrip("\r"), tabs=True) for ln in (s or "").rstrip("\n").split("\n")]

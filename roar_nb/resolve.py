@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 
+from roar_nb import present
 from roar_nb.errors import AmbiguousRef, RefNotFound
 from roar_nb.model import Job, Session
 
@@ -63,7 +64,7 @@ def resolve_artifact(project, ref: str) -> str:
             lines = []
             for a in arts[:8]:
                 edges = store.edges_of_artifact(a["hash"])
-                where = edges[-1]["path"] if edges else "?"
+                where = present.text(edges[-1]["path"]) if edges else "?"
                 lines.append(f"{a['hash'][:16]} ({where})")
             raise AmbiguousRef(f"{ref!r} matches {len(arts)} artifacts: " + "; ".join(lines))
     if os.path.exists(path):

@@ -337,8 +337,9 @@ class Store:
                 " capture_level, capture_notes, git_commit, git_branch, git_dirty, git_root, env_id,"
                 " preamble) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    job.id, job.session_id, seq, job.kind, job.step, job.command,
-                    _json_strings(job.argv), job.cwd, job.source, job.notebook, job.cell_id,
+                    job.id, job.session_id, seq, job.kind, job.step, present.storable(job.command),
+                    # argv keeps exact bytes (JSON \udcNN escapes); command/cwd are text for display
+                    _json_strings(job.argv), present.storable(job.cwd), job.source, job.notebook, job.cell_id,
                     job.execution_count, job.kernel_id, job.started_at, job.ended_at,
                     job.exit_code, job.status, job.backend, job.capture_level,
                     _json_strings(job.capture_notes), job.git_commit, job.git_branch,
@@ -459,12 +460,16 @@ class Store:
         return rows[0]["hash"] if rows else None
 
     def edges_of_artifact(self, hash_: str) -> list[dict]:
-        """Every (job, direction, path) touching an artifact, oldest first."""
-        return self._q(
+        """Every (job, direction, path) touching an artifact, oldest first. `path` is the real
+        path (its exact bytes, from path_raw when set): views escape it, reproduce opens it."""
+        rows = self._q(
             "SELECT io.job_id, io.direction, io.path, io.path_raw, j.session_id, j.seq, j.kind, j.command,"
             " j.ended_at FROM job_io io JOIN jobs j ON j.id = io.job_id WHERE io.hash = ?"
             " ORDER BY j.started_at, j.rowid", (hash_,),
         )
+        for r in rows:
+            r["path"] = path_from_db(r["path"], r["path_raw"])
+        return rows
 
     # -- hash cache ------------------------------------------------------------
     def cache_lookup(self, keys: list[tuple]) -> dict[tuple, str]:

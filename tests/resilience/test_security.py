@@ -207,3 +207,23 @@ def test_exported_notebook_shows_hostile_names_as_text(proj, jupyter_kernels, tm
     assert any("identical" in o.get("text", "") for o in done.cells[-1].outputs)
     assert (proj.root / target).read_text() == arg
     assert not [f for f in os.listdir(proj.root) if f.startswith("PWNED")]
+
+
+def test_reproduce_finds_a_source_whose_name_needs_escaping(proj):
+    """Views show `\\xNN`; reproduction must still open the real file (exact bytes from path_raw)."""
+    src = os.path.join(os.fsencode(proj.root), b"in\nput\xff.txt")
+    with open(src, "wb") as f:
+        f.write(b"data\n")
+    name = os.fsdecode(src)
+    # The name via the environment first (the break being tested is in reproduce) ...
+    proj.roar("run", "--", "sh", "-c", '{ cat "$SRC"; echo more; } > out.txt', env={"SRC": name})
+    plan = proj.roar("reproduce", "out.txt").stdout.decode()
+    assert "in\\x0aput\\xff.txt" in plan and "missing" not in plan, plan
+    # ... then in argv: a command line that is not UTF-8 made `roar run` crash after the command ran.
+    proj.roar("run", "--", "sh", "-c", '{ cat "$1"; echo more; } > out.txt', "sh", name)
+    assert "in\\x0aput\\xff.txt" in proj.roar("show", "@2").stdout.decode()  # command line and input
+    plan = proj.roar("reproduce", "out.txt").stdout.decode()
+    assert "in\\x0aput\\xff.txt" in plan and "missing" not in plan, plan
+    (proj.root / "out.txt").unlink()
+    r = proj.roar("reproduce", "out.txt", "--run", check=False)
+    assert r.returncode == 0 and b"identical" in r.stdout, (r.stdout, r.stderr)
