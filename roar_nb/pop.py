@@ -14,7 +14,10 @@ every one of these holds, otherwise it is kept and the plan says why:
 * the job changed no file that existed before it (or may have): pop cannot undo
   those, and they may refer to the new ones. `roar run git commit` creates
   objects and rewrites the branch ref to point at them; deleting the objects
-  alone would leave a repository whose HEAD names a missing commit.
+  alone would leave a repository whose HEAD names a missing commit;
+* the job's capture was complete: when roar did not see all the job did (a static
+  binary under preload, a process killed before flushing), it cannot tell whether
+  the job changed files that existed.
 
 When a fact cannot be had (no birth time on this file system, a job recorded
 before roar tracked creation) the file is kept: in doubt, never delete.
@@ -28,7 +31,7 @@ import os
 import stat
 
 from roar_nb.errors import UsageError
-from roar_nb.model import Job, record
+from roar_nb.model import CAPTURE_COMPLETE, Job, record
 
 _STATX_BTIME = 0x800
 _AT_SYMLINK_NOFOLLOW = 0x100
@@ -109,7 +112,12 @@ def plan(project) -> PopPlan:
             delete.append(e.path)
         else:
             keep.append((e.path, why))
-    if any(why.startswith((_EXISTED, _UNKNOWN)) for _, why in keep):
+    if delete and job.capture_level != CAPTURE_COMPLETE:
+        keep.extend((path, f"created by the job, kept because its capture was {job.capture_level}: roar did not"
+                     " see all it did, so cannot tell whether it also changed files that existed")
+                    for path in delete)
+        delete = []
+    elif any(why.startswith((_EXISTED, _UNKNOWN)) for _, why in keep):
         keep.extend((path, _HELD) for path in delete)
         delete = []
     return PopPlan(job, delete, keep)

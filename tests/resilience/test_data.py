@@ -176,3 +176,14 @@ def test_hashing_one_huge_file_shows_progress_on_a_terminal(proj):
     out = b"".join(chunks).decode(errors="replace")
     partial = [int(n) for n in __import__("re").findall(r"0/1 files (\d+)/4096 MiB", out)]
     assert partial and min(partial) < 4096, out  # the bar moved while the one file was hashed
+
+
+def test_pop_deletes_nothing_after_a_partial_capture(proj):
+    """A static program under preload changed old.txt unseen: deleting new.txt alone is in doubt."""
+    (proj.root / "old.txt").write_text("old\n")
+    r = proj.roar("run", "--tracer", "preload", "--", "busybox", "env", "/bin/sh", "-c",
+                  'echo x > new.txt; busybox sh -c "echo y >> old.txt"')
+    assert "partial" in r.stderr.decode()
+    assert [os.path.basename(e["path"]) for e in proj.dag()["jobs"][0]["outputs"]] == ["new.txt"]
+    out = _pop(proj)
+    assert (proj.root / "new.txt").exists() and "capture was partial" in out
