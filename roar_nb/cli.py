@@ -115,12 +115,13 @@ def _run(a, kind: str) -> int:
         cwd = prev.cwd if os.path.isdir(prev.cwd) else None  # re-run where it ran
     res = run_command(project, argv, kind=kind, tracer=a.tracer, step=step, cwd=cwd)
     quiet = a.quiet or os.environ.get("ROAR_QUIET") == "1" or project.config.get("output.quiet")
+    from roar_nb.present import text
     from roar_nb.report import summary_line
 
     if res.error:
-        print(f"roar: {res.error}", file=sys.stderr)
+        print(f"roar: {text(res.error)}", file=sys.stderr)
     for w in res.warnings:
-        print(f"roar: warning: {w}", file=sys.stderr)
+        print(f"roar: warning: {text(w)}", file=sys.stderr)
     if res.job is not None and not quiet:
         print(summary_line(res.job), file=sys.stderr)
     elif res.job is not None and res.job.capture_level != "complete":
@@ -172,7 +173,9 @@ def _session_jobs(project, a):
 
     s, note = default_session(project)
     if note:
-        print(f"roar: {note}", file=sys.stderr)
+        from roar_nb.present import text
+
+        print(f"roar: {text(note)}", file=sys.stderr)
     jobs = store.jobs(s.id) if s else []
     return s, jobs
 
@@ -214,13 +217,15 @@ def artifact_json(project, hash_: str) -> dict:
     art = store.artifact(hash_) or {"hash": hash_, "size": None, "digests": {}}
     edges = store.edges_of_artifact(hash_)
 
+    from roar_nb.present import text  # paths as every view shows them (as in job_io.path)
+
     def ref(e):
         return {"job": e["job_id"], "ref": f"@B{e['seq']}" if e["kind"] == "build" else f"@{e['seq']}",
-                "session": e["session_id"], "path": e["path"], "command": e["command"]}
+                "session": e["session_id"], "path": text(e["path"]), "command": e["command"]}
 
     return {
         "hash": hash_, "size": art["size"], "digests": art.get("digests", {}),
-        "paths": sorted({e["path"] for e in edges}),
+        "paths": sorted({text(e["path"]) for e in edges}),
         "producers": [ref(e) for e in edges if e["direction"] == "out"],
         "consumers": [ref(e) for e in edges if e["direction"] == "in"],
     }
@@ -258,6 +263,7 @@ def cmd_show(a) -> int:
 
 def cmd_reproduce(a) -> int:
     from roar_nb import report, reproduce
+    from roar_nb.present import text
 
     project = _project()
     plan = reproduce.make_plan(project, a.target)
@@ -270,11 +276,11 @@ def cmd_reproduce(a) -> int:
     err = _style(sys.stderr)
     if not a.run:
         print(report.plan_text(plan, _style()))
-        print(f"\nRun it with: roar reproduce {a.target} --run")
+        print(f"\nRun it with: roar reproduce {text(a.target)} --run")
         return 0
     print(report.plan_text(plan, err), file=sys.stderr)
     opts = reproduce.RunOptions(directory=a.in_dir, timeout=a.timeout, check_determinism=a.check_determinism,
-                                progress=lambda line: print(f"roar: {line}", file=sys.stderr), tracer=a.tracer)
+                                progress=lambda line: print(f"roar: {text(line)}", file=sys.stderr), tracer=a.tracer)
     outcome = reproduce.run(project, plan, opts)
     print(report.outcome_text(outcome, _style()))
     return 0 if outcome.ok else 1
@@ -292,29 +298,27 @@ def cmd_export(a) -> int:
 
 
 def cmd_pop(a) -> int:
-    from roar_nb.hashing import hash_paths
+    from roar_nb import pop
+    from roar_nb.present import text
+    from roar_nb.report import display_path
 
     project = _project()
-    store = project.store
-    session = store.active_session(create=False)
-    jobs = store.jobs(session.id, newest_first=True, limit=1) if session else []
-    if not jobs:
-        raise UsageError("nothing to pop: the session has no jobs")
-    job = jobs[0]
-    if not _confirm(f"Remove {job.ref} ({job.command[:60]}) and delete its {len(job.outputs)} output file(s)?", a.yes):
+    plan = pop.plan(project)
+    job = plan.job
+    for path, why in plan.keep:
+        print(f"  keep    {display_path(path)}  ({why})")
+    for path in plan.delete:
+        print(f"  delete  {display_path(path)}")
+    if not _confirm(f"Remove {job.ref} ({text(job.command[:60])}) and delete the {len(plan.delete)} file(s)"
+                    f" it created?", a.yes):
         print("aborted")
         return 1
-    current = hash_paths([e.path for e in job.outputs], progress_after=-1)
-    removed = 0
-    for e in job.outputs:
-        if e.hash and current[e.path].hash == e.hash:  # never delete bytes the job did not write
-            try:
-                os.unlink(e.path)
-                removed += 1
-            except OSError:
-                pass
-    store.delete_job(job.id)
-    print(f"popped {job.ref}; deleted {removed} output file(s)")
+    deleted, kept = pop.apply(project, plan)
+    print(f"popped {job.ref}; deleted {len(deleted)} file(s) it created; kept {len(kept)}"
+          + (" (listed above: roar deletes only files the job created)" if kept else ""))
+    for path, why in kept:
+        if (path, why) not in plan.keep:
+            print(f"  kept    {display_path(path)}  ({why})")
     return 0
 
 
@@ -562,7 +566,7 @@ def build_parser():
     s.add_argument("-o", "--output", help="file to write (default: reproduce-<name>.ipynb)")
     s.set_defaults(fn=cmd_export)
 
-    s = sub.add_parser("pop", help="remove the last job of the session and delete its outputs")
+    s = sub.add_parser("pop", help="remove the last job of the session and delete the files it created")
     s.add_argument("-y", "--yes", action="store_true")
     s.set_defaults(fn=cmd_pop)
 
@@ -624,7 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except RoarError as e:
-        print(f"roar: error: {e}", file=sys.stderr)
+        from roar_nb.present import text  # messages quote paths and references the user typed
+
+        print(f"roar: error: {text(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("roar: interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ stable contract used by `roar dag --json`, the server extension and users.
 from __future__ import annotations
 
 
+from roar_nb import present
 from roar_nb.model import Job, factory, record
 from roar_nb.store import path_to_db
 
@@ -51,7 +52,7 @@ def job_json(job: Job, stale: str | None = None, superseded: bool = False,
              depends_on: list | None = None) -> dict:
     """The JSON shape of one job (the `jobs[]` items of `roar dag --json`, and `roar show --json`)."""
     def edge(e):
-        # Non-UTF-8 bytes appear as \xNN escapes, exactly as in the job_io.path column.
+        # Non-UTF-8 bytes and control characters appear as \xNN escapes, as in job_io.path.
         return {"path": path_to_db(e.path)[0], "hash": e.hash, "size": e.size, "changed": e.changed,
                 "note": e.note}
 
@@ -117,7 +118,7 @@ def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None
             writers = writes_after.get(e.path, ())
             for k, h, writer in writers[chain_end.get((e.path, j.id), 0):]:
                 if k > i and h != e.hash and writer.step != j.step:
-                    stale[j.id] = f"{e.path} rewritten by {writer.ref}"
+                    stale[j.id] = f"{present.text(e.path)} rewritten by {writer.ref}"
                     break
             if j.id in stale:
                 break
@@ -163,4 +164,4 @@ def label(job: Job, width: int = 48) -> str:
                   if ln.strip() and not ln.strip().startswith(("%%roar", "#"))), "")
     if len(first) > width:
         first = first[: width - 1] + "…"
-    return f"{job.ref} {first}"
+    return f"{job.ref} {present.text(first)}"

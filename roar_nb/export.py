@@ -2,18 +2,29 @@
 
 The notebook is the reproduction plan of reproduce.make_plan written out: a
 markdown header (target, hash, date, commit, environment), one code cell per
-step in order (cells keep their source; CLI jobs become `!command` cells run in
-their recorded directory), and a last cell that recomputes the target's blake3
-and asserts it equals the recorded one.
+step in order (cells keep their source; CLI jobs become `subprocess.run(argv)`
+cells run in their recorded directory), and a last cell that recomputes the
+target's blake3 and asserts it equals the recorded one. Recorded strings reach
+the notebook only as escaped Markdown text (`md`) or Python `ascii()` literals.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import time
 
+from roar_nb.present import text
 from roar_nb.reproduce import Plan
+
+
+def md(s: str | None) -> str:
+    """Recorded text as inert Markdown: one line (present.text), every ASCII punctuation
+    character backslash-escaped (CommonMark), so no tag, link, code span or heading can form
+    and nbconvert's HTML shows the characters, not markup."""
+    return "".join("\\" + c if c in _MD_PUNCT else c for c in text(s or ""))
+
+
+_MD_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
 def to_notebook(plan: Plan):
@@ -23,15 +34,15 @@ def to_notebook(plan: Plan):
     env = plan.environment
     pkgs = env.get("packages") or {}
     header = [
-        f"# Reproduce `{plan.target}`",
+        f"# Reproduce {md(plan.target)}",
         "",
         f"* target blake3: {', '.join('`' + h + '`' for h in plan.target_hashes)}",
         f"* exported: {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by roar-nb",
-        f"* git commit: `{env.get('git_commit') or '-'}` on `{env.get('git_branch') or '-'}`"
+        f"* git commit: {md(env.get('git_commit') or '-')} on {md(env.get('git_branch') or '-')}"
         + (" (working tree was dirty)" if env.get("git_dirty") else ""),
-        f"* python {env.get('python') or '?'} on {env.get('platform') or '?'}, {len(pkgs)} packages recorded",
+        f"* python {md(env.get('python') or '?')} on {md(env.get('platform') or '?')}, {len(pkgs)} packages recorded",
         f"* steps: {len(plan.steps)}; sources needed: "
-        + (", ".join(f"`{s.path}` ({s.hash[:12]})" for s in plan.sources) or "none"),
+        + (", ".join(f"{md(s.path)} ({s.hash[:12]})" for s in plan.sources) or "none"),
     ]
     cells = [v4.new_markdown_cell("\n".join(header))]
     cwd = None
@@ -39,7 +50,10 @@ def to_notebook(plan: Plan):
         meta = {"roar": {"job": j.id, "ref": j.ref, "kind": j.kind, "step": j.step}}
         lines = []
         if j.cwd != cwd:
-            lines.append(f"%cd {shlex.quote(j.cwd)}")
+            # Plain Python, not `%cd`/`!cmd`: IPython expands $name and {expr} in magic and
+            # shell lines, so a recorded path or argument could run code. ascii() literals
+            # carry any bytes (surrogate escapes) and cannot be broken out of.
+            lines.append(f"import os; os.chdir({ascii(j.cwd)})")
             cwd = j.cwd
         if j.kind == "cell":
             if j.preamble:  # untraced cells it relied on (imports, definitions)
@@ -47,31 +61,32 @@ def to_notebook(plan: Plan):
                                               metadata={"roar": {"preamble_of": j.ref}}))
             lines.append(_drop_roar_magics(j.source or ""))
         else:
-            lines.append(f"!{j.command}")
+            run = ascii(list(j.argv)) if j.argv else f"{ascii(j.command)}, shell=True"
+            lines.append(f"import subprocess; subprocess.run({run}, check=True)  # {text(j.command)}")
         cells.append(v4.new_code_cell("\n".join(lines), metadata=meta))
     wanted = set(plan.target_hashes)
     expected = {e.path: e.hash for j in plan.steps for e in j.outputs if e.hash in wanted}
     check = [
         "# Verify: the reproduced target(s) must have the recorded blake3.",
         "import blake3",
-        f"expected = {expected!r}",
+        f"expected = {ascii(expected)}",
         "for path, want in expected.items():",
         "    with open(path, 'rb') as f:",
         "        got = blake3.blake3(f.read()).hexdigest()",
-        "    assert got == want, f'{path}: blake3 {got} != recorded {want}'",
-        "print('identical:', ', '.join(expected))",
+        "    assert got == want, f'{ascii(path)}: blake3 {got} != recorded {want}'",
+        "print('identical:', ', '.join(map(ascii, expected)))",
     ]
     cells.append(v4.new_code_cell("\n".join(check)))
     nb = v4.new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "roar": {"target": plan.target, "hashes": plan.target_hashes},
+        "roar": {"target": text(plan.target), "hashes": plan.target_hashes},
     })
     nbformat.validate(nb)
     return nb
 
 
 def _drop_roar_magics(source: str) -> str:
-    return "\n".join(ln for ln in source.splitlines() if not ln.strip().startswith(("%%roar", "%roar")))
+    return "\n".join(ln for ln in source.split("\n") if not ln.strip().startswith(("%%roar", "%roar")))
 
 
 def write_notebook(plan: Plan, path: str) -> str:

@@ -153,6 +153,10 @@ class Edge:
     size: int = 0
     changed: bool = False  # input modified while the job ran
     note: str | None = None
+    # Outputs: did the path exist before the job? True = first touched by a creating open or
+    # link (pop still checks the file's birth time), False = it existed (read, updated,
+    # deleted or renamed before any write), None = roar cannot tell (e.g. a rename target).
+    created: bool | None = None
 
 
 @record(frozen=True)

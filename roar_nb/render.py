@@ -18,6 +18,7 @@ import os
 from typing import Optional
 
 from roar_nb import dag as dag_mod
+from roar_nb import present
 from roar_nb.model import CAPTURE_COMPLETE, Job
 
 _FAILED = "#dc2626"
@@ -26,8 +27,9 @@ _PARTIAL = "#6b7280"
 
 
 def _clean(s: str) -> str:
-    # Paths may carry surrogate escapes (non-UTF-8 bytes); DOT input must be valid UTF-8.
-    return (s or "").encode("utf-8", "backslashreplace").decode("utf-8")
+    # The one escaping rule of every view (non-UTF-8 bytes and control characters as \xNN);
+    # it also makes DOT input valid UTF-8. Tabs stay: they are harmless in a label.
+    return present.text(s, tabs=True)
 
 
 def _esc(*lines: str) -> str:
@@ -80,7 +82,7 @@ def graph(d: dag_mod.Dag):
             extra.append(j.capture_level)
             tip.extend(j.capture_notes)
         src = (j.source if j.kind == "cell" and j.source else j.command) or ""
-        src_lines = src.rstrip().splitlines()
+        src_lines = present.lines(src.rstrip())
         tip.extend(src_lines[:25] + (["…"] if len(src_lines) > 25 else []))
         g.node("j" + j.id, label=_esc(dag_mod.label(j, 40), " · ".join(extra)), tooltip=_esc(*tip), **attrs)
         for e in j.inputs:
@@ -121,17 +123,18 @@ def job_html(job: Job, stale: Optional[str] = None) -> str:
         if not edges:
             return "<li><i>none</i></li>"
         return "".join(f"<li><code>{html.escape(_short(e.hash))}</code> {html.escape(_clean(e.path))}"
-                       + (f" <i>({html.escape(e.note)})</i>" if e.note else "") + "</li>" for e in edges)
+                       + (f" <i>({html.escape(_clean(e.note))})</i>" if e.note else "") + "</li>" for e in edges)
 
     head = f"<b>{html.escape(job.ref)}</b> {html.escape(job.status)}, {_duration(job)}, " \
            f"capture {html.escape(job.capture_level)} ({html.escape(job.backend)})"
     if stale:
         head += f"<br><span style='color:{_STALE}'>stale: {html.escape(stale)}</span>"
     if job.capture_notes:
-        head += "<br><small>" + html.escape("; ".join(job.capture_notes)) + "</small>"
+        head += "<br><small>" + html.escape(_clean("; ".join(job.capture_notes))) + "</small>"
     src = (job.source if job.kind == "cell" and job.source else job.command) or ""
     return (f"<div>{head}<br><b>inputs</b><ul>{rows(job.inputs)}</ul><b>outputs</b><ul>{rows(job.outputs)}</ul>"
-            f"<b>source</b><pre style='max-height:20em;overflow:auto'>{html.escape(_clean(src))}</pre></div>")
+            f"<b>source</b><pre style='max-height:20em;overflow:auto'>{html.escape(chr(10).join(present.lines(src)))}"
+            "</pre></div>")
 
 
 def dag_widget(d: dag_mod.Dag, project=None):

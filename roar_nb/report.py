@@ -1,7 +1,10 @@
 """Plain-text views of jobs, artifacts, sessions and the DAG, shared by the CLI and the magics.
 
 Pure formatting: takes model objects (and the store for lookups), returns strings.
-Colour is opt-in (the CLI enables it on a terminal unless NO_COLOR is set).
+Colour is opt-in (the CLI enables it on a terminal unless NO_COLOR is set). Every
+user-controlled string (paths, commands, sources, notes, branch names) goes through
+`present.text` before it is placed in a line: a file name cannot send escape
+sequences to the terminal or fake a line of output.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import time
 
 from roar_nb import dag as dag_mod
 from roar_nb.model import CAPTURE_COMPLETE, Job
+from roar_nb.present import lines as text_lines
+from roar_nb.present import text
 
 
 class Style:
@@ -57,21 +62,13 @@ def short(h: str | None, n: int = 8) -> str:
 
 
 def display_path(path: str, base: str | None = None) -> str:
+    """`path` relative to `base` (default: cwd) when under it, escaped by `present.text`."""
     base = base or os.getcwd()
     try:
         rel = os.path.relpath(path, base)
     except ValueError:
-        return path
-    shown = path if rel.startswith("..") else rel
-    return shown.encode("utf-8", "backslashreplace").decode("utf-8") if _has_surrogates(shown) else shown
-
-
-def _has_surrogates(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
+        return text(path)
+    return text(path if rel.startswith("..") else rel)
 
 
 def summary_line(job: Job) -> str:
@@ -80,13 +77,13 @@ def summary_line(job: Job) -> str:
     detail = ""
     if outs:
         first = outs[0]
-        detail = f" ({os.path.basename(first.path)} {short(first.hash)}"
+        detail = f" ({text(os.path.basename(first.path))} {short(first.hash)}"
         detail += f", +{len(outs) - 1} more)" if len(outs) > 1 else ")"
     line = f"roar {job.ref}: {len(job.inputs)} in, {len(job.outputs)} out{detail}, {fmt_duration(job.duration)}"
     if job.status != "ok":
         line += f", failed (exit {job.exit_code})" if job.exit_code is not None else ", failed"
     if job.capture_level != CAPTURE_COMPLETE:
-        line += f"\nroar: capture {job.capture_level}: " + "; ".join(job.capture_notes or ("unknown",))
+        line += f"\nroar: capture {job.capture_level}: " + text("; ".join(job.capture_notes or ("unknown",)))
     return line
 
 
@@ -95,19 +92,19 @@ def job_text(project, job: Job, style: Style = Style()) -> str:
     lines = [f"{style.ref(job.ref)}  job {job.id}  ({job.kind})"]
     if job.kind == "cell":
         lines.append(f"  cell       {job.cell_id or '-'} [{job.execution_count or ' '}]"
-                     + (f" in {job.notebook}" if job.notebook else ""))
-    lines.append(f"  command    {job.command}")
-    lines.append(f"  cwd        {job.cwd}")
+                     + (f" in {text(job.notebook)}" if job.notebook else ""))
+    lines.append(f"  command    {text(job.command)}")
+    lines.append(f"  cwd        {text(job.cwd)}")
     if job.git_commit:
         dirty = " (dirty)" if job.git_dirty else ""
-        lines.append(f"  git        {job.git_commit[:12]} on {job.git_branch or '(detached)'}{dirty}")
+        lines.append(f"  git        {text(job.git_commit[:12])} on {text(job.git_branch or '(detached)')}{dirty}")
     status = style.good("ok") if job.status == "ok" else style.bad(job.status)
     lines.append(f"  status     {status}, exit {job.exit_code}")
     lines.append(f"  started    {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.started_at))}"
                  f", took {fmt_duration(job.duration)}")
     cap = f"{job.capture_level} ({job.backend})"
     if job.capture_level != CAPTURE_COMPLETE:
-        cap = style.warn(cap) + ": " + "; ".join(job.capture_notes)
+        cap = style.warn(cap) + ": " + text("; ".join(job.capture_notes))
     lines.append(f"  capture    {cap}")
     for title, edges in (("inputs", job.inputs), ("outputs", job.outputs)):
         lines.append(f"  {title} ({len(edges)})")
@@ -116,11 +113,11 @@ def job_text(project, job: Job, style: Style = Style()) -> str:
             if e.changed:
                 flag = style.warn("  ! modified while the job ran")
             elif e.note:
-                flag = style.dim(f"  ({e.note})")
+                flag = style.dim(f"  ({text(e.note)})")
             lines.append(f"    {short(e.hash, 12)}  {fmt_size(e.size):>10}  {display_path(e.path, base)}{flag}")
     if job.source:
         lines.append("  source")
-        lines.extend("    " + ln for ln in job.source.rstrip().splitlines())
+        lines.extend("    " + ln for ln in text_lines(job.source.rstrip()))
     return "\n".join(lines)
 
 
@@ -140,11 +137,11 @@ def artifact_text(project, hash_: str, style: Style = Style()) -> str:
         return f"@B{e['seq']}" if e["kind"] == "build" else f"@{e['seq']}"
 
     lines.append("  produced by")
-    lines.extend(f"    {style.ref(ref(e))} {e['job_id'][:12]}  {e['command'][:60]}" for e in producers)
+    lines.extend(f"    {style.ref(ref(e))} {e['job_id'][:12]}  {text(e['command'][:60])}" for e in producers)
     if not producers:
         lines.append("    (no recorded producer: a source artifact)")
     lines.append("  consumed by")
-    lines.extend(f"    {style.ref(ref(e))} {e['job_id'][:12]}  {e['command'][:60]}" for e in consumers)
+    lines.extend(f"    {style.ref(ref(e))} {e['job_id'][:12]}  {text(e['command'][:60])}" for e in consumers)
     if not consumers:
         lines.append("    (none)")
     return "\n".join(lines)
@@ -188,8 +185,8 @@ def dag_text(dag: dag_mod.Dag, style: Style = Style(), show_artifacts: bool = Fa
         if j.capture_level != CAPTURE_COMPLETE:
             marks.append(style.warn(j.capture_level))
         mark = ("  [" + "; ".join(marks) + "]") if marks else ""
-        ref, _, text = dag_mod.label(j, 60).partition(" ")
-        lines.append(f"{style.ref(ref):>5} {text}{arrow}{mark}")
+        ref, _, label_text = dag_mod.label(j, 60).partition(" ")
+        lines.append(f"{style.ref(ref):>5} {label_text}{arrow}{mark}")
         if show_artifacts:
             for e in j.inputs:
                 lines.append(style.dim(f"        < {short(e.hash)} {display_path(e.path, j.cwd)}"))
@@ -201,7 +198,7 @@ def dag_text(dag: dag_mod.Dag, style: Style = Style(), show_artifacts: bool = Fa
 def status_text(project, style: Style = Style()) -> str:
     store = project.store
     session = store.active_session(create=False)
-    lines = [f"project    {project.root}"]
+    lines = [f"project    {text(project.root)}"]
     if session is None:
         lines.append("session    (none yet: `roar run` starts one)")
         return "\n".join(lines)
@@ -222,8 +219,8 @@ def status_text(project, style: Style = Style()) -> str:
 def plan_text(plan, style: Style = Style()) -> str:
     """The preview of `roar reproduce`: environment, sources, ordered steps, drift."""
     env = plan.environment
-    lines = [f"Reproduction plan for {plan.target} ({', '.join(short(h, 12) for h in plan.target_hashes)})"]
-    git = f"git {env['git_commit'][:12]} on {env.get('git_branch') or '-'}" if env.get("git_commit") else "no git commit"
+    lines = [f"Reproduction plan for {text(plan.target)} ({', '.join(short(h, 12) for h in plan.target_hashes)})"]
+    git = f"git {text(env['git_commit'][:12])} on {text(env.get('git_branch') or '-')}" if env.get("git_commit") else "no git commit"
     if env.get("git_dirty"):
         git += style.warn(" (tree was dirty)")
     lines.append(f"  environment  python {env.get('python') or '?'}, {len(env.get('packages') or {})} packages, {git}")
@@ -238,7 +235,7 @@ def plan_text(plan, style: Style = Style()) -> str:
         lines.append(f"    {mark} {short(s.hash, 12)}  {display_path(s.path)}{extra}")
     lines.append(f"  steps ({len(plan.steps)})")
     for k, j in enumerate(plan.steps, 1):
-        outs = ", ".join(os.path.basename(e.path) for e in j.outputs if e.hash)
+        outs = ", ".join(text(os.path.basename(e.path)) for e in j.outputs if e.hash)
         lines.append(f"    {k}. {style.ref(j.ref):>4} {j.kind:<5} {dag_mod.label(j, 50).split(' ', 1)[1]}"
                      + (style.dim(f"  -> {outs}") if outs else ""))
     planned = {j.id for j in plan.steps}
@@ -249,7 +246,7 @@ def plan_text(plan, style: Style = Style()) -> str:
                                f" and {pre} untraced preamble(s) (imports, definitions)"))
     if plan.drift:
         lines.append(style.warn(f"  drift ({len(plan.drift)}): the current environment differs from the recorded one"))
-        lines.extend(f"    {d}" for d in plan.drift[:10])
+        lines.extend(f"    {text(d)}" for d in plan.drift[:10])
         if len(plan.drift) > 10:
             lines.append(f"    ... and {len(plan.drift) - 10} more")
     return "\n".join(lines)
@@ -259,7 +256,7 @@ def outcome_text(outcome, style: Style = Style()) -> str:
     colors = {"identical": style.good, "differs": style.bad, "missing": style.bad, "nondeterministic": style.warn}
     lines = []
     if outcome.failed_step:
-        lines.append(style.bad(f"step failed: {outcome.failed_step}"))
+        lines.append(style.bad(f"step failed: {text(outcome.failed_step)}"))
     for v in outcome.verdicts:
         mark = "*" if v.target else " "
         detail = ""
@@ -286,5 +283,5 @@ def reproductions_text(records: list, style: Style = Style()) -> str:
                 counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no outputs"
         ok = style.good("ok") if r["ok"] else style.bad("failed")
-        lines.append(f"    {r['id'][:12]} {when} {r['mode']:<8} {ok}: {summary}")
+        lines.append(f"    {r['id'][:12]} {when} {text(r['mode']):<8} {ok}: {text(summary)}")
     return "\n".join(lines)

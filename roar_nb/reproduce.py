@@ -557,34 +557,70 @@ def _build_venv(venv: str, packages: dict, opts: RunOptions) -> None:
 # --- script -------------------------------------------------------------------------------
 
 def script(plan: Plan) -> str:
-    """A bash script that replays the plan and checks the targets' blake3."""
-    lines = ["#!/usr/bin/env bash", f"# Reproduces {plan.target} (recorded by roar-nb).",
-             f"# git commit: {plan.environment.get('git_commit') or '-'}; python {plan.environment.get('python') or '?'}",
+    """A bash script that replays the plan and checks the targets' blake3.
+
+    Nothing recorded can break out of where it is put: every word is quoted
+    (`sh_quote`), comments go through `present.text` (no newline can end them), and
+    each heredoc's delimiter is chosen so that no line of its body equals it.
+    """
+    from roar_nb.present import text
+
+    env = plan.environment
+    lines = ["#!/usr/bin/env bash", f"# Reproduces {text(plan.target)} (recorded by roar-nb).",
+             f"# git commit: {text(env.get('git_commit') or '-')}; python {text(env.get('python') or '?')}",
              "set -euo pipefail", ""]
     for group in plan.replay:
         j = group[0]
         if j.kind == "cell":
             lines.append(f"# notebook cells {', '.join(g.ref for g in group)} (one Python process shares their state)")
-            lines.append(f"cd {shlex.quote(j.cwd)}")
-            lines.append("python - <<'ROAR_CELLS'")
+            lines.append(f"cd {sh_quote(j.cwd)}")
+            body = []
             for g in group:
                 if g.preamble:
-                    lines.append(f"# --- untraced cells before {g.ref} ---")
-                    lines.extend(_strip_magics(g.preamble))
-                lines.append(f"# --- {g.ref} ---")
-                lines.extend(_strip_magics(g.source or ""))
-            lines.append("ROAR_CELLS")
+                    body.append(f"# --- untraced cells before {g.ref} ---")
+                    body.extend(_strip_magics(g.preamble))
+                body.append(f"# --- {g.ref} ---")
+                body.extend(_strip_magics(g.source or ""))
+            lines.extend(_heredoc("python -", "ROAR_CELLS", body))
         else:
             lines.append(f"# {j.ref}")
-            lines.append(f"cd {shlex.quote(j.cwd)} && {j.command}")
+            command = " ".join(sh_quote(a) for a in j.argv) if j.argv else j.command
+            lines.append(f"cd {sh_quote(j.cwd)} && {command}")
     lines.append("")
-    lines.append("python - <<'ROAR_CHECK'")
-    lines.append("import blake3, sys")
-    lines.append(f"expected = {_target_paths(plan)!r}")
-    lines.append("bad = [p for p, h in expected.items() if blake3.blake3(open(p, 'rb').read()).hexdigest() != h]")
-    lines.append("print('identical' if not bad else 'differs: ' + ', '.join(bad)); sys.exit(1 if bad else 0)")
-    lines.append("ROAR_CHECK")
+    lines.extend(_heredoc("python -", "ROAR_CHECK", [
+        "import blake3, os, sys",
+        # ascii(): surrogate-escaped (non-UTF-8) path bytes become \udcNN escapes, which
+        # open() turns back into the same bytes.
+        f"expected = {ascii(_target_paths(plan))}",
+        "bad = [p for p, h in expected.items() if blake3.blake3(open(p, 'rb').read()).hexdigest() != h]",
+        "print('identical' if not bad else 'differs: ' + ', '.join(map(ascii, bad))); sys.exit(1 if bad else 0)",
+    ]))
     return "\n".join(lines) + "\n"
+
+
+def sh_quote(word: str) -> str:
+    """One shell word that bash reads back as exactly `word` (its bytes, if not UTF-8).
+
+    Plain text gets shlex's single quotes; a word with control characters or
+    undecodable bytes gets bash's $'...' with those bytes as \\xNN, so the script
+    stays printable text and a newline cannot start a line of its own.
+    """
+    from roar_nb.present import text
+
+    if text(word) == word:  # printable (UTF-8) text
+        return shlex.quote(word)
+    return "$'" + "".join(chr(b) if 0x20 <= b < 0x7f and b not in (0x27, 0x5c) else f"\\x{b:02x}"
+                          for b in os.fsencode(word)) + "'"
+
+
+def _heredoc(command: str, stem: str, body: list[str]) -> list[str]:
+    """`command <<'DELIM'` + body + DELIM, with a DELIM no body line equals (quoted: no expansion)."""
+    taken = set(body)
+    delim, n = stem, 0
+    while delim in taken:
+        n += 1
+        delim = f"{stem}_{n}"
+    return [f"{command} <<'{delim}'", *body, delim]
 
 
 def _target_paths(plan: Plan) -> dict:
@@ -595,7 +631,8 @@ def _target_paths(plan: Plan) -> dict:
 def _strip_magics(source: str) -> list[str]:
     """Cell source as plain Python: `%%roar` lines dropped, `!cmd` turned into subprocess calls."""
     out = []
-    for ln in source.splitlines():
+    for ln in source.split("\n"):  # "\n" only: splitlines() would also split at \x0b, \x1c, \u2028...
+        ln = ln.rstrip("\r")
         s = ln.strip()
         if s.startswith("%%") or s.startswith("%"):
             out.append("# " + ln)

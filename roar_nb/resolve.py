@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 
+from roar_nb import present
 from roar_nb.errors import AmbiguousRef, RefNotFound
 from roar_nb.model import Job, Session
 
@@ -27,7 +28,8 @@ def resolve_job(project, ref: str, session: Session | None = None) -> Job:
             session, _ = default_session(project)
         if session is None:
             raise RefNotFound(f"no job {ref}: the session has no jobs yet")
-        job = store.job_by_seq(session.id, int(m.group(2)), build=bool(m.group(1)))
+        seq = int(m.group(2))
+        job = store.job_by_seq(session.id, seq, build=bool(m.group(1))) if seq < 2**63 else None  # SQLite's int
         if job is None:
             n = store.count_jobs(session.id)
             raise RefNotFound(f"no job {ref} in this session ({n} job{'s' if n != 1 else ''}; see `roar log`)")
@@ -62,7 +64,7 @@ def resolve_artifact(project, ref: str) -> str:
             lines = []
             for a in arts[:8]:
                 edges = store.edges_of_artifact(a["hash"])
-                where = edges[-1]["path"] if edges else "?"
+                where = present.text(edges[-1]["path"]) if edges else "?"
                 lines.append(f"{a['hash'][:16]} ({where})")
             raise AmbiguousRef(f"{ref!r} matches {len(arts)} artifacts: " + "; ".join(lines))
     if os.path.exists(path):

@@ -59,10 +59,15 @@ class Project:
         roar_dir = os.path.join(root, cfg_mod.ROAR_DIR)
         created = not os.path.exists(os.path.join(roar_dir, cfg_mod.DB_NAME))
         try:
-            os.makedirs(roar_dir, exist_ok=True)
+            # Owner-only: the DB holds `roar env set` values (often secrets) and every path and
+            # command run here. 0700 on .roar/ protects all below it (pending/, traces/).
+            os.makedirs(roar_dir, mode=0o700, exist_ok=True)
+            from roar_nb.store import owner_only
+
+            owner_only(roar_dir)
             cfg_path = os.path.join(roar_dir, cfg_mod.CONFIG_NAME)
             if not os.path.exists(cfg_path):
-                with open(cfg_path, "w") as f:
+                with open(os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
                     f.write("# roar-nb project settings; `roar config list` shows every key.\n")
             with open(os.path.join(roar_dir, ".gitignore"), "w") as f:
                 f.write("*\n")  # never commit the DB by accident
@@ -231,7 +236,7 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
         h = hashed[p]
         if h.hash is None and h.error == "not a regular file":
             continue  # e.g. a FIFO or a directory created with O_CREAT semantics
-        outs.append(Edge("out", p, h.hash, h.size, h.changed, h.error))
+        outs.append(Edge("out", p, h.hash, h.size, h.changed, h.error, reduced.created.get(p)))
     digests = {h.hash: h.digests for h in hashed.values() if h.hash and h.digests}
     # The kernel refuses a name longer than PATH_MAX, so such a file cannot be opened (or
     # hashed) by its absolute path: its edge stays, without a hash, and the job says so.

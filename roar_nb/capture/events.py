@@ -150,14 +150,22 @@ class Reduced:
     deleted: set = factory(set)
     executed: set = factory(set)
     moved_to: set = factory(set)  # rename destinations: a directory among them is expanded at job end
+    # path -> did the job create it? Decided by the first event on the path: True for a
+    # creating open or a link (a W on an existing file is settled by `roar pop` with the
+    # file's birth time), False when it was read, updated, deleted or renamed away first
+    # (so it existed), None when a rename replaced it (whatever was there is unknowable).
+    created: dict = factory(dict)
 
 
 def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
     """Fold time-ordered events into inputs and outputs (see module docstring)."""
     r = Reduced()
     written: set[str] = set()  # paths this job has written (so later reads are internal)
+    created = r.created
     for e in events:
         op, p = e.op, e.path
+        if p not in created and op != OP_EXEC:
+            created[p] = op == OP_WRITE
         if op == OP_READ:
             if p not in written and p not in r.inputs and not ignore_read(p):
                 r.inputs[p] = (e.size, e.mtime_ns)
@@ -191,14 +199,19 @@ def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
                 moved = dst + q[len(p):]
                 r.outputs[moved] = True
                 written.add(moved)
+                # The target directory was absent or empty, so nothing existed at `moved`.
+                created.setdefault(moved, created.get(q))
             for q in [q for q in r.moved_to if q == p or q.startswith(under)]:
                 r.moved_to.discard(q)
                 r.moved_to.add(dst + q[len(p):])
             r.moved_to.add(dst)
+            if created.get(dst, True) is True:
+                created[dst] = None  # replaced by a rename: it may have existed, and the inode is another
             r.updates.pop(dst, None)
             written.add(dst)
             r.outputs[dst] = True
         elif op == OP_LINK and e.path2:
+            created.setdefault(e.path2, True)  # link(2) fails when the new name exists
             written.add(e.path2)
             r.outputs[e.path2] = True
         elif op == OP_EXEC:

@@ -14,7 +14,10 @@ or render HTML: strings from the DB leave here as JSON and the panel shows them
 as text.
 
 Paths in requests (`?path=`) are notebook paths as JupyterLab names them,
-relative to the server's root directory; they must stay inside it.
+relative to the server's root directory; they must stay inside it. So must the
+project served: `Project.find` walks upward (and honours $ROAR_PROJECT), so a
+project found above the root (or outside it through a symlink) is treated as no
+project, as `/api/contents` refuses paths outside the root.
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ class _Projects:
         self._lock = threading.Lock()
         self._open: dict[tuple, tuple[Project, threading.Lock]] = {}
 
-    def get(self, start: str) -> tuple[Project, threading.Lock]:
+    def get(self, start: str, root: str) -> tuple[Project, threading.Lock]:
         found = Project.find(start)
+        if not _inside(found.root, root):
+            raise NotInitialized("no roar project at or below the server's root directory")
         try:
             ino = os.stat(os.path.join(found.roar_dir, "roar.db")).st_ino
         except OSError as e:
@@ -73,6 +78,12 @@ class _Projects:
     def _close(project: Project) -> None:
         if project._store is not None:
             project._store.close()
+
+
+def _inside(path: str, root: str) -> bool:
+    """Whether `path` is `root` or below it, symlinks resolved."""
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 class RoarHandler(APIHandler):
@@ -124,7 +135,7 @@ class RoarHandler(APIHandler):
 
         def work():
             try:
-                project, lock = self.projects.get(start)
+                project, lock = self.projects.get(start, self.root_dir)
             except NotInitialized:
                 if need_project:
                     raise

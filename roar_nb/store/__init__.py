@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
+from roar_nb import present
 from roar_nb.errors import AmbiguousRef, RefNotFound, StoreError
 from roar_nb.model import Edge, Job, Session, new_id, replace
 from roar_nb.store import schema
@@ -40,17 +41,36 @@ def _json_strings(items) -> str:
 
 
 def path_to_db(path: str) -> tuple[str, bytes | None]:
-    """(text, raw): text is the path for display/query; raw keeps non-UTF-8 bytes exactly."""
-    try:
-        path.encode("utf-8")
-        return path, None
-    except UnicodeEncodeError:
-        raw = os.fsencode(path)
-        return raw.decode("utf-8", "backslashreplace"), raw
+    """(text, raw): text is the path as every view shows it (present.text: non-UTF-8 bytes and
+    control characters as `\\xNN`); raw keeps the exact bytes when the text differs."""
+    text = present.text(path)
+    return (text, None) if text == path else (text, os.fsencode(path))
 
 
 def path_from_db(text: str, raw: bytes | None) -> str:
     return os.fsdecode(raw) if raw is not None else text
+
+
+_DB_FILES = ("roar.db", "roar.db-wal", "roar.db-shm")
+
+
+def owner_only(roar_dir: str) -> None:
+    """Make .roar/ 0700 and the database files 0600 when they are ours and looser than that.
+
+    The DB holds `roar env set` values (often credentials), commands and paths. SQLite
+    gives -wal/-shm the mode of the DB file, and 0700 on the directory covers pending/,
+    traces/ and config.toml. Projects made before this rule are tightened on open; a file
+    we do not own (or cannot chmod) is left as it is: recording must not fail over this.
+    """
+    uid = os.geteuid()
+    for name, mode in (("", 0o700), *((f, 0o600) for f in _DB_FILES)):
+        path = os.path.join(roar_dir, name) if name else roar_dir
+        try:
+            st = os.stat(path)
+            if st.st_uid == uid and st.st_mode & 0o077:
+                os.chmod(path, mode & st.st_mode if name else mode)
+        except OSError:
+            pass
 
 
 def _friendly(e: sqlite3.Error, where: str) -> StoreError:
@@ -72,6 +92,7 @@ class Store:
         self.path = os.path.join(self.roar_dir, "roar.db")
         if not os.path.exists(self.path):
             raise StoreError(f"{self.path} does not exist; run `roar init`")
+        owner_only(self.roar_dir)
         try:
             uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
             self.conn = sqlite3.connect(
@@ -94,8 +115,13 @@ class Store:
     def create(cls, roar_dir: str) -> "Store":
         """Create (or open) the database in `roar_dir`, in WAL mode."""
         roar_dir = os.fspath(roar_dir)
-        os.makedirs(roar_dir, exist_ok=True)
+        os.makedirs(roar_dir, mode=0o700, exist_ok=True)
         path = os.path.join(roar_dir, "roar.db")
+        try:
+            # Created 0600 before SQLite opens it: SQLite gives -wal/-shm the DB file's mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as e:
+            raise StoreError(f"cannot create {path}: {e.strerror}") from None
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute("PRAGMA journal_mode = WAL")
@@ -227,7 +253,8 @@ class Store:
         )
 
     def find_session(self, prefix: str) -> Session:
-        rows = self._q("SELECT * FROM sessions WHERE id LIKE ? || '%'", (prefix.lower(),))
+        # substr, not LIKE: `%` and `_` in what a user typed are characters, not wildcards.
+        rows = self._q("SELECT * FROM sessions WHERE substr(id, 1, ?) = ?", (len(prefix), prefix.lower()))
         if not rows:
             raise RefNotFound(f"no session matches {prefix!r}")
         if len(rows) > 1:
@@ -283,7 +310,8 @@ class Store:
         io_rows, art_rows = [], {}
         for e in (*job.inputs, *job.outputs):
             text, raw = path_to_db(e.path)
-            io_rows.append((job.id, e.direction, text, raw, e.hash, e.size, int(e.changed), e.note))
+            io_rows.append((job.id, e.direction, text, raw, e.hash, e.size, int(e.changed), e.note,
+                            None if e.created is None else int(e.created)))
             if e.hash is not None:
                 art_rows[e.hash] = (e.hash, e.size, now)
         build = job.kind == "build"
@@ -309,8 +337,9 @@ class Store:
                 " capture_level, capture_notes, git_commit, git_branch, git_dirty, git_root, env_id,"
                 " preamble) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    job.id, job.session_id, seq, job.kind, job.step, job.command,
-                    _json_strings(job.argv), job.cwd, job.source, job.notebook, job.cell_id,
+                    job.id, job.session_id, seq, job.kind, job.step, present.storable(job.command),
+                    # argv keeps exact bytes (JSON \udcNN escapes); command/cwd are text for display
+                    _json_strings(job.argv), present.storable(job.cwd), job.source, job.notebook, job.cell_id,
                     job.execution_count, job.kernel_id, job.started_at, job.ended_at,
                     job.exit_code, job.status, job.backend, job.capture_level,
                     _json_strings(job.capture_notes), job.git_commit, job.git_branch,
@@ -327,8 +356,8 @@ class Store:
                     [(h, a, v) for h, d in digests.items() for a, v in d.items()],
                 )
             c.executemany(
-                "INSERT OR REPLACE INTO job_io(job_id, direction, path, path_raw, hash, size, changed, note)"
-                " VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO job_io(job_id, direction, path, path_raw, hash, size, changed, note,"
+                " created) VALUES (?,?,?,?,?,?,?,?,?)",
                 io_rows,
             )
         return _replace(job, seq=seq)
@@ -344,7 +373,8 @@ class Store:
                     " ORDER BY rowid", chunk,
                 ):
                     edge = Edge(e["direction"], path_from_db(e["path"], e["path_raw"]), e["hash"],
-                                e["size"] or 0, bool(e["changed"]), e["note"])
+                                e["size"] or 0, bool(e["changed"]), e["note"],
+                                None if e["created"] is None else bool(e["created"]))
                     edges[e["job_id"]][0 if e["direction"] == "in" else 1].append(edge)
         jobs = []
         for r in rows:
@@ -392,7 +422,7 @@ class Store:
         return self._jobs_from_rows(rows)[0] if rows else None
 
     def jobs_by_id_prefix(self, prefix: str) -> list[Job]:
-        rows = self._q("SELECT * FROM jobs WHERE id LIKE ? || '%' LIMIT 20", (prefix.lower(),))
+        rows = self._q("SELECT * FROM jobs WHERE substr(id, 1, ?) = ? LIMIT 20", (len(prefix), prefix.lower()))
         return self._jobs_from_rows(rows)
 
     def count_jobs(self, session_id: str | None = None) -> int:
@@ -407,7 +437,8 @@ class Store:
 
     # -- artifacts ---------------------------------------------------------------
     def artifacts_by_prefix(self, prefix: str) -> list[dict]:
-        return self._q("SELECT * FROM artifacts WHERE hash LIKE ? || '%' LIMIT 20", (prefix.lower(),))
+        return self._q("SELECT * FROM artifacts WHERE substr(hash, 1, ?) = ? LIMIT 20",
+                       (len(prefix), prefix.lower()))
 
     def artifact(self, hash_: str) -> dict | None:
         rows = self._q("SELECT * FROM artifacts WHERE hash = ?", (hash_,))
@@ -460,12 +491,16 @@ class Store:
         return rows[0]["hash"] if rows else None
 
     def edges_of_artifact(self, hash_: str) -> list[dict]:
-        """Every (job, direction, path) touching an artifact, oldest first."""
-        return self._q(
+        """Every (job, direction, path) touching an artifact, oldest first. `path` is the real
+        path (its exact bytes, from path_raw when set): views escape it, reproduce opens it."""
+        rows = self._q(
             "SELECT io.job_id, io.direction, io.path, io.path_raw, j.session_id, j.seq, j.kind, j.command,"
             " j.ended_at FROM job_io io JOIN jobs j ON j.id = io.job_id WHERE io.hash = ?"
             " ORDER BY j.started_at, j.rowid", (hash_,),
         )
+        for r in rows:
+            r["path"] = path_from_db(r["path"], r["path_raw"])
+        return rows
 
     # -- hash cache ------------------------------------------------------------
     def cache_lookup(self, keys: list[tuple]) -> dict[tuple, str]:

@@ -122,7 +122,12 @@ def _m4_rebuild(db) -> None:
     db.execute('CREATE INDEX "idx_job_io_path" ON "job_io" ("path")')
 
 
-MIGRATIONS = [_m1, _m2, _m3, _m4]
+def _m5(db) -> None:
+    # job_io.created: whether the job created an output (see model.Edge); NULL = unknown.
+    db["job_io"].add_column("created", int)
+
+
+MIGRATIONS = [_m1, _m2, _m3, _m4, _m5]
 LATEST = len(MIGRATIONS)
 
 

@@ -181,7 +181,7 @@ def test_awkward_paths(proj):
     job = last_job(proj)
     ins = {e["path"] for e in job["inputs"]}
     assert str(proj.root / "with space.txt") in ins
-    assert str(proj.root / "new\nline.txt") in ins
+    assert str(proj.root / "new\\x0aline.txt") in ins  # control characters escaped, as in every view
     assert str(proj.root) + "/bad\\xff\\xfename.txt" in ins  # shown with escapes in JSON
     (out,) = job["outputs"]
     assert out["hash"] == b3(os.fsencode(str(proj.root)) + b"/out \xff.txt")

@@ -132,7 +132,7 @@ def test_script_and_exported_notebook_verify(pipeline, tmp_path):
     pipeline.roar("export", "notebook", "metrics.json", "-o", out)
     nb = nbformat.read(str(out), as_version=4)
     nbformat.validate(nb)
-    assert nb.cells[0].cell_type == "markdown" and "metrics.json" in nb.cells[0].source
+    assert nb.cells[0].cell_type == "markdown" and "metrics\\.json" in nb.cells[0].source
     kinds = [c.metadata["roar"].get("kind") or "preamble" for c in nb.cells[1:-1]]
     assert kinds == ["run", "preamble", "cell", "cell", "cell", "run"]
     assert "import json" in nb.cells[2].source and "def slope_of" in nb.cells[4].source

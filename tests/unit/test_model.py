@@ -36,7 +36,7 @@ def test_record_frozen_defaults_factory_replace_asdict():
     assert j2.seq == 7 and j.seq == 0 and j2.ref == "@7" and j2.duration == 1.5
     d = asdict(j2)
     assert d["outputs"] == ({"direction": "in", "path": "/p", "hash": "h" * 64, "size": 5, "changed": False,
-                             "note": None},)
+                             "note": None, "created": None},)
 
 
 def test_join_argv_is_shlex_join():
