@@ -262,6 +262,7 @@ class Observed:
     writes: set
     returncode: int
     stderr: bytes = b""
+    notes: list = field(default_factory=list)  # what the backend said it did not see (job `partial`)
 
 
 def prepare(case: Case, root: Path) -> Path:
@@ -314,17 +315,37 @@ def run_case(case: Case, backend: str, tools: Tools, root: Path) -> Observed:
     else:
         cmd = [PY, "-c", REAPER, *argv]
     p = subprocess.run(cmd, cwd=d, env=env, capture_output=True, timeout=120)
+    notes: list = []
     if backend == "strace":
         events = strace_events((trace / "strace.log").read_bytes(), str(d), before)
     elif backend == "none":
         events = []
     else:
-        events, _problems = ev_mod.read_trace_dir(str(trace))
+        events, notes = ev_mod.read_trace_dir(str(trace))
+        notes = list(notes) + said_before_and_after(backend, argv, env, str(trace), str(d))
     reduced = ev_mod.reduce(events)
     ev_mod.settle_updates(reduced)
     reads, writes = _scope(d, reduced)
     shutil.rmtree(trace, ignore_errors=True)
-    return Observed(reads, writes, p.returncode, p.stderr)
+    return Observed(reads, writes, p.returncode, p.stderr, notes)
+
+
+def said_before_and_after(backend: str, argv: list, env: dict, trace: str, cwd: str) -> list:
+    """The capture notes `roar run --tracer BACKEND` would add around the event files: what
+    `capture/select.py` says before the run (a static program under preload) and what
+    roar-ptrace's notes file says after it. With the reader's problems, this is everything
+    that makes a job `partial`, so a miss without any note is a *silent* miss."""
+    from roar_nb.capture import ptrace as ptrace_mod
+    from roar_nb.capture import select as select_mod
+
+    notes = []
+    if backend == "preload":
+        info = select_mod.inspect(argv, env.get("PATH"), cwd)
+        if info.static:
+            notes.append(f"static executable {info.static} ran under preload")
+    else:
+        notes.extend(ptrace_mod.read_notes(trace)[1])
+    return notes
 
 
 def expected(case: Case, d: Path) -> tuple[set, set]:
@@ -542,6 +563,16 @@ class CaseResult:
     returncode: int
     static: bool
     beyond_libc: bool = False
+    notes: list = field(default_factory=list)
+
+    @property
+    def missed(self) -> bool:
+        return bool(self.truth_reads - self.reads or self.truth_writes - self.writes)
+
+    @property
+    def silent_miss(self) -> bool:
+        """Missed something while saying nothing: the job would have claimed `complete`."""
+        return self.missed and not self.notes
 
 
 def run_corpus(root: Path, backends=BACKENDS, cases: Optional[list] = None,
@@ -557,7 +588,7 @@ def run_corpus(root: Path, backends=BACKENDS, cases: Optional[list] = None,
         for b in backends:
             o = run_case(case, b, tools, root)
             results.append(CaseResult(case.name, b, truth.reads, truth.writes, o.reads, o.writes,
-                                      o.returncode, case.static, case.beyond_libc))
+                                      o.returncode, case.static, case.beyond_libc, o.notes))
     return results, mismatches
 
 

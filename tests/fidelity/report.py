@@ -4,7 +4,9 @@
 
 Runs the whole fidelity corpus (fidelity_corpus.py) under strace (ground truth),
 the preload library and the ptrace tracer, then prints one table and every
-case where a backend disagrees with strace. Prints only; asserts nothing.
+case where a backend disagrees with strace. "Silent misses" counts programs
+where a backend missed a read or write without any capture note, i.e. where
+`roar run` would have called the job `complete`. Prints only; asserts nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def main() -> int:
         results, mismatches = fc.run_corpus(root)
     n = len(fc.CASES)
     print(f"Capture fidelity against strace -f ({n} programs; paths inside each program's directory)\n")
-    print(f"{'Backend':<38}{'Reads recall':>14}{'Reads precision':>17}{'Writes recall':>15}{'Writes precision':>18}")
+    print(f"{'Backend':<38}{'Reads recall':>14}{'Reads precision':>17}{'Writes recall':>15}{'Writes precision':>18}"
+          f"{'Silent misses':>15}")
     rows = ((True, True, ""), (False, True, " (static excepted)"),
             (False, False, " (static, syscall(2) excepted)"))
     for b in fc.BACKENDS:
@@ -41,8 +44,11 @@ def main() -> int:
             if b.startswith("ptrace") and suffix:
                 continue  # ptrace has no exceptions
             r, w = fc.scores(results, b, include_static, include_beyond)
+            silent = sum(1 for x in results if x.backend == b and x.silent_miss
+                         and (include_static or not x.static) and (include_beyond or not x.beyond_libc))
             label = b + suffix
-            print(f"{label:<38}{pct(r.recall):>14}{pct(r.precision):>17}{pct(w.recall):>15}{pct(w.precision):>18}")
+            print(f"{label:<38}{pct(r.recall):>14}{pct(r.precision):>17}{pct(w.recall):>15}{pct(w.precision):>18}"
+                  f"{silent:>15}")
     print()
     if mismatches:
         print("strace disagrees with the corpus's declared sets (corpus bug or strace gap):")
@@ -58,7 +64,7 @@ def main() -> int:
                 parts.append(f"missed {kind} {sorted(truth - seen)}")
             if seen - truth:
                 parts.append(f"extra {kind} {sorted(seen - truth)}")
-        tag = " [static: reported as partial]" if r.static and r.backend == "preload" else ""
+        tag = f" [said: {r.notes[0]}]" if r.notes else " [SILENT: no note, the job would say complete]"
         print(f"  {r.backend:<8} {r.case}: " + "; ".join(parts) + tag)
     if not diffs:
         print("Every backend agrees with strace on every program.")
