@@ -114,6 +114,7 @@ OP_DELETE = "D"
 OP_MOVE = "M"
 OP_LINK = "L"
 OP_EXEC = "X"
+OP_NOTE = "N"  # something the tracer knows it did not see (never a file the job touched)
 
 # Capture levels a job can record.
 CAPTURE_COMPLETE = "complete"

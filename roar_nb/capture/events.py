@@ -3,6 +3,12 @@
 Reduction is where file semantics live: first-read-before-write makes an input,
 a rename moves an output's identity to its new name, a deleted output is not an
 output, a read-write open counts as a write only if the file changed.
+
+Reading a trace directory also turns what the tracer says it did not see into
+one-line problems (which make the job partial): `N` records (a static or setuid
+program started untraced, io_uring, a syscall it cannot follow), `.lost`
+markers (records that could not be written), and trace files still locked by
+a live process (one that outlived the command: its later I/O is not the job's).
 """
 
 from __future__ import annotations
@@ -11,14 +17,18 @@ import os
 import struct
 from collections.abc import Iterable
 
-from roar_nb.model import (OP_DELETE, OP_EXEC, OP_LINK, OP_MOVE, OP_READ, OP_UPDATE, OP_WRITE,
-                           Event, factory, record)
+from roar_nb.model import (OP_DELETE, OP_EXEC, OP_LINK, OP_MOVE, OP_NOTE, OP_READ, OP_UPDATE,
+                           OP_WRITE, Event, factory, record)
 
 MAGIC = b"ROAREV01"
 _HEADER = struct.Struct("<8sII")
 _RECORD = struct.Struct("<cQQqI")  # op, t_ns, size, mtime_ns, len
 _LEN = struct.Struct("<I")
-_TWO_PATHS = (OP_MOVE.encode(), OP_LINK.encode())
+_TWO_PATHS = (OP_MOVE.encode(), OP_LINK.encode(), OP_NOTE.encode())
+# Below this much free space on /dev/shm, traces go to the project instead: a trace
+# write that fails loses records (the library then leaves a `.lost` marker, and the
+# job is partial), and Docker's 64 MiB /dev/shm is often nearly full (PyTorch).
+SHM_MIN_FREE = 16 << 20
 
 
 def make_trace_dir(name: str, fallback_parent: str) -> str:
@@ -39,6 +49,9 @@ def make_trace_dir(name: str, fallback_parent: str) -> str:
         shm = None
     if shm is not None:
         try:
+            vfs = os.statvfs(shm)
+            if vfs.f_bavail * vfs.f_frsize < SHM_MIN_FREE:
+                raise OSError("/dev/shm is (nearly) full")
             st = os.lstat(shm)
             import stat
 
@@ -100,19 +113,90 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
         names = os.listdir(trace_dir)
     except OSError as e:
         return [], [f"trace directory unreadable: {e.strerror}"]
+    alive: list[str] = []
     for name in names:
+        if name.endswith(".lost"):
+            problems.append(_lost_text(name))
+            continue
         if not name.endswith(".ev"):
             continue
+        path = os.path.join(trace_dir, name)
         try:
-            evs, complete = read_trace_file(os.path.join(trace_dir, name))
+            evs, complete = read_trace_file(path)
         except (OSError, TraceFileError) as e:
             problems.append(str(e))
             continue
         if not complete:
             problems.append(f"process {name.split('-')[0]} was killed before flushing all its events")
-        events.extend(evs)
+        if _still_held(path):
+            alive.append(name.split("-")[0])
+        for e in evs:
+            if e.op == OP_NOTE:
+                text = note_text(e)
+                if text not in problems:
+                    problems.append(text)
+            else:
+                events.append(e)
+    if alive:
+        pids = sorted(set(alive), key=int)
+        problems.append(f"{len(pids)} process(es) were still running when the command ended (pid "
+                        f"{', '.join(pids)}: a daemon or background job?); their later file I/O is not "
+                        "part of this job")
     events.sort(key=lambda e: e.t_ns)
     return events, problems
+
+
+def _still_held(path: str) -> bool:
+    """Whether a live process still holds its trace file (the library keeps a shared flock
+    on it until the process exits or execs)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also drops our lock
+    return False
+
+
+def _lost_text(name: str) -> str:
+    """`<pid>-<t0>.<errno>.lost`: records of that process could not be written."""
+    pid = name.split("-")[0]
+    try:
+        err = int(name.split(".")[-2])
+        why = os.strerror(err) if err else "write failed"
+    except (ValueError, IndexError):
+        why = "write failed"
+    return (f"process {pid} could not write its trace records ({why}; is the trace directory's "
+            "filesystem full?): some of its file I/O was not seen")
+
+
+_NOTES = {
+    "static": "static binary {subject} started by {detail} ran untraced: its file I/O was not seen",
+    "setuid": "setuid program {subject} started by {detail} ran untraced: the loader ignores LD_PRELOAD for it",
+    "io_uring": "process {pid} set up io_uring: file operations submitted through the ring were not seen",
+    "syscall": "process {pid} called {subject} through syscall(2){detail}: the file it named was not recorded",
+    "spawn": "process {pid}: posix_spawn file action {detail} {subject!r} was not recorded (its directory "
+             "is unknown)",
+}
+
+
+def note_text(e: Event) -> str:
+    """One line for an `N` record (rust/EVENTS.md): what the tracer did not see, and why."""
+    kind, _, detail = (e.path2 or "").partition(" ")
+    template = _NOTES.get(kind)
+    if template is None:
+        return f"process {e.pid}: {e.path} {e.path2} (not seen by the tracer)"
+    if kind == "syscall" and detail:
+        detail = f" with {detail}"
+    return template.format(subject=e.path, detail=detail or "?", pid=e.pid)
 
 
 @record

@@ -48,11 +48,15 @@ pub enum Op {
     Link = b'L',
     /// Executed (execve and friends, posix_spawn).
     Exec = b'X',
+    /// Something the tracer knows it did not see: `path` names the subject
+    /// (a program, a syscall), `path2` the kind and detail as ASCII words
+    /// (`static /bin/sh`: see `rust/EVENTS.md`). Never a file the job touched.
+    Note = b'N',
 }
 
 impl Op {
     /// Every op, in wire-letter order of the EVENTS.md table.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::Read,
         Op::Write,
         Op::Update,
@@ -60,6 +64,7 @@ impl Op {
         Op::Move,
         Op::Link,
         Op::Exec,
+        Op::Note,
     ];
 
     /// The op for a wire byte, or `None` for an unknown letter.
@@ -72,6 +77,7 @@ impl Op {
             b'M' => Op::Move,
             b'L' => Op::Link,
             b'X' => Op::Exec,
+            b'N' => Op::Note,
             _ => return None,
         })
     }
@@ -81,9 +87,9 @@ impl Op {
         self as u8
     }
 
-    /// Whether records of this op carry a second path (M and L).
+    /// Whether records of this op carry a second path (M, L and N).
     pub fn has_path2(self) -> bool {
-        matches!(self, Op::Move | Op::Link)
+        matches!(self, Op::Move | Op::Link | Op::Note)
     }
 
     /// Whether tracers deduplicate this op per process on (op, path).

@@ -32,6 +32,7 @@ pub mod lock;
 pub mod real;
 pub mod seen;
 pub mod state;
+pub mod syscall;
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::sync::atomic::Ordering;
@@ -319,6 +320,7 @@ extern "C" {
     fn roar_shim_execl();
     fn roar_shim_execlp();
     fn roar_shim_execle();
+    fn roar_shim_syscall();
 }
 
 macro_rules! trampoline {
@@ -349,4 +351,9 @@ trampoline!(
 trampoline!(
     /// Hook: `execle(3)` (variadic; implemented in C, see exec_shim.c).
     execle => roar_shim_execle
+);
+trampoline!(
+    /// Hook: `syscall(2)` (variadic; implemented in C, see exec_shim.c and
+    /// [`syscall`]).
+    syscall => roar_shim_syscall
 );

@@ -139,6 +139,8 @@ pub struct State {
     /// Set by the library destructor: anything recorded afterwards (other
     /// libraries' destructors) is flushed immediately.
     finalized: bool,
+    /// A `.lost` marker was left for this image (see `mark_lost`).
+    lost: bool,
 }
 
 struct Shared {
@@ -168,6 +170,7 @@ static SHARED: Shared = Shared {
         tmp: Vec::new(),
         out: TraceFd::NONE,
         finalized: false,
+        lost: false,
     }),
 };
 
@@ -256,6 +259,8 @@ fn op_bit(op: Op) -> u32 {
         Op::Move => 4,
         Op::Link => 5,
         Op::Exec => 6,
+        // Notes are never deduplicated (see `on_note`); no bit of their own.
+        Op::Note => 6,
     }
 }
 
@@ -292,6 +297,8 @@ impl State {
         self.seen.clear();
         self.finalized = false;
         self.active = true;
+        self.lost = false;
+        self.claim();
         true
     }
 
@@ -314,6 +321,62 @@ impl State {
         // The inherited descriptor is the parent's file; the child writes its own.
         self.out.close();
         self.seen.clear();
+        self.lost = false;
+        if self.active {
+            self.claim();
+        }
+    }
+
+    /// Create this image's trace file now (header only) and hold it, with a
+    /// shared flock, until the process exits or execs (O_CLOEXEC): the
+    /// reader takes a process whose file is still locked when the job is
+    /// read for one that outlived the command (a daemon, a background job),
+    /// even if it has recorded nothing yet. One open per process image.
+    fn claim(&mut self) {
+        if !self.write_out() {
+            self.mark_lost();
+        }
+    }
+
+    /// Records could not be written (the trace directory's filesystem is
+    /// full, or gone): leave an empty `<pid>-<t0>.<errno>.lost` marker next
+    /// to where the file should be, once per image, so the reader marks the
+    /// job partial with the reason instead of silently missing the records.
+    /// An empty file needs no data blocks, so it can still be created on a
+    /// full tmpfs.
+    fn mark_lost(&mut self) {
+        // SAFETY: reading errno.
+        let err = unsafe { *libc::__errno_location() };
+        if self.lost || self.dir.is_empty() {
+            return;
+        }
+        self.lost = true;
+        let mut name = std::mem::take(&mut self.tmp);
+        name.clear();
+        name.extend_from_slice(&self.dir);
+        name.push(b'/');
+        let mut num = [0u8; 20];
+        for (v, sep) in [(self.pid as u64, b'-'), (self.t0_ns, b'.'), (err.max(0) as u64, b'.')] {
+            let n = write_u64(&mut num, v);
+            name.extend_from_slice(&num[..n]);
+            name.push(sep);
+        }
+        name.extend_from_slice(b"lost\0");
+        // SAFETY: name is NUL-terminated.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: closing the fd we just opened.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+        }
+        self.tmp = name;
     }
 
     /// Forget the cached cwd (after chdir/fchdir).
@@ -572,6 +635,25 @@ impl State {
         self.path1 = p;
     }
 
+    /// Something this process is about to do (or did) that the tracer cannot
+    /// see: `subject` (a program path, relative to the cwd if `is_path` and
+    /// not absolute, or a syscall name) and `what` (kind and detail, ASCII
+    /// words; EVENTS.md). Written through at once, never deduplicated: notes
+    /// are rare (one per exec of a static program at most) and the reader
+    /// merges them.
+    pub fn on_note(&mut self, subject: &[u8], is_path: bool, what: &[u8]) {
+        if !self.active {
+            return;
+        }
+        let mut p = std::mem::take(&mut self.path1);
+        if !is_path || !self.resolve(libc::AT_FDCWD, subject, &mut p) {
+            p.clear();
+            p.extend_from_slice(subject);
+        }
+        self.push(Op::Note, 0, -1, &p, Some(what));
+        self.path1 = p;
+    }
+
     /// Write buffered records to `<dir>/<pid>-<t0_ns>.ev` (header first the
     /// first time). The file is opened with raw syscalls the first time and
     /// then kept open at a high descriptor number ([`TraceFd`]); a program
@@ -583,6 +665,9 @@ impl State {
             return true;
         }
         let ok = self.write_out();
+        if !ok {
+            self.mark_lost();
+        }
         self.buf.clear();
         if self.buf.capacity() > 4 * FLUSH_AT {
             self.buf.shrink_to(FLUSH_AT + 8192);
@@ -605,6 +690,9 @@ impl State {
                 match self.out.adopt(fd, self.pid) {
                     Some((high, size)) => {
                         fd = high;
+                        // Held while this image lives (see `claim`).
+                        // SAFETY: flock on our own descriptor.
+                        unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
                         // A new (or emptied) file needs its header.
                         if size == 0 {
                             self.header_written = false;
