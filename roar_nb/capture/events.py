@@ -114,12 +114,18 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
     except OSError as e:
         return [], [f"trace directory unreadable: {e.strerror}"]
     alive: list[str] = []
+    pids: set[str] = set()
     for name in names:
         if name.endswith(".lost"):
             problems.append(_lost_text(name))
             continue
+        if name.endswith(".fork"):  # created for a child at fork; held by it until it claims it
+            if _still_held(os.path.join(trace_dir, name)):
+                alive.append("a child of " + name.split("-")[0])
+            continue
         if not name.endswith(".ev"):
             continue
+        pids.add(name.split("-")[0])
         path = os.path.join(trace_dir, name)
         try:
             evs, complete = read_trace_file(path)
@@ -137,10 +143,14 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
                     problems.append(text)
             else:
                 events.append(e)
+    # Between exec and the new image's start-up its old file is released and the new one not
+    # created yet: a pid still running with this trace directory in its environment is alive.
+    marker = b"ROAR_TRACE_DIR=" + os.fsencode(trace_dir) + b"\0"
+    alive += [p for p in pids - set(alive) if _runs_with(p, marker)]
     if alive:
-        pids = sorted(set(alive), key=int)
-        problems.append(f"{len(pids)} process(es) were still running when the command ended (pid "
-                        f"{', '.join(pids)}: a daemon or background job?); their later file I/O is not "
+        who = sorted(set(alive), key=lambda p: (not p.isdigit(), int(p) if p.isdigit() else 0, p))
+        problems.append(f"{len(who)} process(es) were still running when the command ended (pid "
+                        f"{', '.join(who)}: a daemon or background job?); their later file I/O is not "
                         "part of this job")
     events.sort(key=lambda e: e.t_ns)
     return events, problems
@@ -164,6 +174,16 @@ def _still_held(path: str) -> bool:
     finally:
         os.close(fd)  # also drops our lock
     return False
+
+
+def _runs_with(pid: str, marker: bytes) -> bool:
+    """Whether process `pid` exists and its environment holds `marker` (a zombie's is empty,
+    and a reused pid's has no reason to name this job's trace directory)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return marker in f.read()
+    except OSError:
+        return False
 
 
 def _lost_text(name: str) -> str:

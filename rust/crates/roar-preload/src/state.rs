@@ -44,6 +44,10 @@ static HELD_FD: AtomicI32 = AtomicI32::new(-1);
 /// checks with fstat that the number still names our file before writing.
 static SUSPECT: AtomicBool = AtomicBool::new(false);
 
+/// The descriptor of the trace file created for the child of a fork in
+/// progress (see `State::before_fork`), -1 if none.
+static FORK_FD: AtomicI32 = AtomicI32::new(-1);
+
 /// Flush the buffer once it holds this many bytes (~64 KiB per write()).
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -141,6 +145,8 @@ pub struct State {
     finalized: bool,
     /// A `.lost` marker was left for this image (see `mark_lost`).
     lost: bool,
+    /// Name of the file `before_fork` created for the next child.
+    fork_name: Vec<u8>,
 }
 
 struct Shared {
@@ -171,6 +177,7 @@ static SHARED: Shared = Shared {
         out: TraceFd::NONE,
         finalized: false,
         lost: false,
+        fork_name: Vec::new(),
     }),
 };
 
@@ -322,8 +329,80 @@ impl State {
         self.out.close();
         self.seen.clear();
         self.lost = false;
+        let fd = FORK_FD.swap(-1, Ordering::Relaxed);
+        if self.active && fd >= 0 {
+            self.adopt_fork_file(fd);
+        }
         if self.active {
             self.claim();
+        }
+    }
+
+    /// In the parent, before fork: create and flock the child's trace file
+    /// (`<ppid>-<t>.fork`), so the child holds a lock from its first
+    /// instant. Claiming in the child alone leaves a window in which a
+    /// daemon forked just before the command exits has no file yet.
+    fn before_fork(&mut self) {
+        if !self.active || self.dir.is_empty() {
+            return;
+        }
+        let mut name = std::mem::take(&mut self.fork_name);
+        name.clear();
+        name.extend_from_slice(&self.dir);
+        name.push(b'/');
+        let mut num = [0u8; 20];
+        let n = write_u64(&mut num, self.pid as u64);
+        name.extend_from_slice(&num[..n]);
+        name.push(b'-');
+        let n = write_u64(&mut num, now_ns());
+        name.extend_from_slice(&num[..n]);
+        name.extend_from_slice(b".fork\0");
+        // SAFETY: name is NUL-terminated.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        } as c_int;
+        if fd >= 0 {
+            // SAFETY: flock on the descriptor just opened.
+            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
+            FORK_FD.store(fd, Ordering::Relaxed);
+        }
+        self.fork_name = name;
+    }
+
+    /// In the child: make the file `before_fork` claimed this image's trace
+    /// file (`<pid>-<t0>.ev`, at a high number); else remove it.
+    fn adopt_fork_file(&mut self, fd: c_int) {
+        let mut name = std::mem::take(&mut self.tmp);
+        name.clear();
+        name.extend_from_slice(&self.dir);
+        name.push(b'/');
+        let mut num = [0u8; 20];
+        for (v, sep) in [(self.pid as u64, b'-'), (self.t0_ns, b'.')] {
+            let n = write_u64(&mut num, v);
+            name.extend_from_slice(&num[..n]);
+            name.push(sep);
+        }
+        name.extend_from_slice(b"ev\0");
+        let from = self.fork_name.as_ptr();
+        // SAFETY: both names are NUL-terminated.
+        let renamed = unsafe {
+            libc::syscall(libc::SYS_renameat, libc::AT_FDCWD, from, libc::AT_FDCWD, name.as_ptr())
+        } == 0;
+        self.tmp = name;
+        if !renamed || self.out.adopt(fd, self.pid).is_none() {
+            // SAFETY: our own descriptor and file.
+            unsafe {
+                libc::syscall(libc::SYS_close, fd);
+                if !renamed {
+                    libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, from, 0);
+                }
+            }
         }
     }
 
@@ -1035,10 +1114,27 @@ pub extern "C" fn atfork_prepare() {
     }
     SHARED.lock.lock();
     let _ = FORK_LOCKED.try_with(|c| c.set(true));
+    // Our raw syscalls below reach our own syscall() hook: it must pass them
+    // through (the state lock is held), not record them.
+    let _g = HookGuard::enter();
+    let _errno = ErrnoGuard::save();
+    let _ = catch_unwind(|| {
+        // SAFETY: we hold the lock.
+        let st = unsafe { &mut *SHARED.state.get() };
+        st.before_fork();
+    });
 }
 
-/// atfork parent: release what prepare took.
+/// atfork parent: release what prepare took (and the parent's copy of the
+/// child's claimed trace file).
 pub extern "C" fn atfork_parent() {
+    let fd = FORK_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        let _g = HookGuard::enter();
+        let _errno = ErrnoGuard::save();
+        // SAFETY: the descriptor before_fork opened; the child keeps its copy.
+        unsafe { libc::syscall(libc::SYS_close, fd) };
+    }
     if FORK_LOCKED.try_with(|c| c.replace(false)).unwrap_or(false) {
         SHARED.lock.unlock();
     }
@@ -1049,6 +1145,7 @@ pub extern "C" fn atfork_parent() {
 pub extern "C" fn atfork_child() {
     let _ = FORK_LOCKED.try_with(|c| c.set(false));
     SHARED.lock.reset();
+    let _g = HookGuard::enter();
     let _ = catch_unwind(|| {
         // SAFETY: only one thread exists in the child and the lock was reset.
         let st = unsafe { &mut *SHARED.state.get() };
