@@ -188,6 +188,8 @@ class Job:
     git_dirty: bool | None = None
     git_root: str | None = None
     env_id: str | None = None
+    # The job whose command started this one (a `roar run` inside a `roar run` or a cell).
+    parent_job_id: str | None = None
     inputs: tuple = ()  # Edge, direction "in"
     outputs: tuple = ()  # Edge, direction "out"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections.abc import Iterable
 
 from roar_nb.model import (OP_DELETE, OP_EXEC, OP_LINK, OP_MOVE, OP_NOTE, OP_READ, OP_UPDATE,
@@ -29,6 +30,8 @@ _TWO_PATHS = (OP_MOVE.encode(), OP_LINK.encode(), OP_NOTE.encode())
 # write that fails loses records (the library then leaves a `.lost` marker, and the
 # job is partial), and Docker's 64 MiB /dev/shm is often nearly full (PyTorch).
 SHM_MIN_FREE = 16 << 20
+# `N` record kind written by a nested `roar run` into its parent's trace directory.
+NESTED_JOB = "job"
 
 
 def make_trace_dir(name: str, fallback_parent: str) -> str:
@@ -137,7 +140,7 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
         if _still_held(path):
             alive.append(name.split("-")[0])
         for e in evs:
-            if e.op == OP_NOTE:
+            if e.op == OP_NOTE and e.path2 != NESTED_JOB:
                 text = note_text(e)
                 if text not in problems:
                     problems.append(text)
@@ -153,7 +156,47 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
                         f"{', '.join(who)}: a daemon or background job?); their later file I/O is not "
                         "part of this job")
     events.sort(key=lambda e: e.t_ns)
-    return events, problems
+    return _drop_nested_roar(events), problems
+
+
+def _drop_nested_roar(events: list) -> list:
+    """Drop what a nested `roar run` process itself did before it detached from our trace
+    (importing roar, reading its config): from its exec (the last X of its pid) to its
+    announcement. Its command's I/O is recorded by its own job."""
+    spans = []
+    for e in events:
+        if e.op == OP_NOTE and e.path2 == NESTED_JOB:
+            start = max((x.t_ns for x in events if x.pid == e.pid and x.op == OP_EXEC and x.t_ns < e.t_ns),
+                        default=-1)
+            spans.append((e.pid, start, e.t_ns))
+    if not spans:
+        return events
+    return [e for e in events
+            if not any(e.pid == pid and start < e.t_ns < end for pid, start, end in spans)]
+
+
+def announce_nested_job(outer_trace_dir: str, job_id: str) -> None:
+    """Tell the job tracing us (its trace directory) that `job_id` records its own I/O.
+
+    Written by a `roar run` started inside a traced command or cell, which detached
+    itself from that trace: the parent records this job as its child
+    (`jobs.parent_job_id`). Best effort: a parent that cannot be told only loses the link."""
+    t = time.monotonic_ns()
+    jid = job_id.encode()
+    data = (_HEADER.pack(MAGIC, os.getpid(), os.getppid())
+            + _RECORD.pack(OP_NOTE.encode(), t, 0, -1, len(jid)) + jid
+            + _LEN.pack(len(NESTED_JOB)) + NESTED_JOB.encode())
+    try:
+        fd = os.open(os.path.join(outer_trace_dir, f"{os.getpid()}-{t}.ev"),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _still_held(path: str) -> bool:
@@ -228,6 +271,7 @@ class Reduced:
     updates: dict = factory(dict)  # path -> (size, mtime_ns): read-write, undecided
     deleted: set = factory(set)
     executed: set = factory(set)
+    nested_jobs: list = factory(list)  # ids of jobs recorded by a `roar run` inside this one
 
 
 def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
@@ -276,6 +320,8 @@ def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
             r.outputs[e.path2] = True
         elif op == OP_EXEC:
             r.executed.add(p)
+        elif op == OP_NOTE and e.path2 == NESTED_JOB and p not in r.nested_jobs:
+            r.nested_jobs.append(p)
     return r
 
 

@@ -164,6 +164,14 @@ def select(requested: str | None, argv: list, env: dict, trace_dir: str,
         return Selection("none", list(argv), dict(env), None, ["tracing disabled (--tracer none)"], True,
                          "requested")
     lib_problem = preload.problem()
+    lib = None
+    if lib_problem is None:
+        from roar_nb.errors import TracerUnavailable
+
+        try:
+            lib = preload.injectable_path()  # no space or colon: ld.so splits LD_PRELOAD on them
+        except TracerUnavailable as e:
+            lib_problem = str(e)
     pt_problem = ptrace.problem()
     info = inspect(argv, env.get("PATH"), cwd)
     root = os.geteuid() == 0
@@ -203,12 +211,10 @@ def select(requested: str | None, argv: list, env: dict, trace_dir: str,
 
     os.makedirs(trace_dir, exist_ok=True)
     if backend == "ptrace":
-        cmd = ptrace.command(trace_dir, list(argv), fallback_preload=preload.library_path()
-                             if lib_problem is None else None)
+        cmd = ptrace.command(trace_dir, list(argv), fallback_preload=lib)
         return Selection("ptrace", cmd, dict(env), trace_dir, notes, bool(notes), why)
 
     child_env = dict(env)
-    lib = preload.library_path()
     old = child_env.get("LD_PRELOAD", "")
     child_env["LD_PRELOAD"] = f"{lib}:{old}" if old else lib
     from roar_nb.config import ENV_TRACE_DIR

@@ -84,7 +84,13 @@ def _m3(db) -> None:
     db["jobs"].add_column("preamble", str)
 
 
-MIGRATIONS = [_m1, _m2, _m3]
+def _m4_parent_job_id(db) -> None:
+    # jobs.parent_job_id: the job whose command ran this one (`roar run` nested in a
+    # `roar run` or a traced cell); set by the parent when it is stored.
+    db["jobs"].add_column("parent_job_id", str)
+
+
+MIGRATIONS = [_m1, _m2, _m3, _m4_parent_job_id]
 LATEST = len(MIGRATIONS)
 
 
