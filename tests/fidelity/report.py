@@ -35,7 +35,7 @@ def main() -> int:
     print(f"Capture fidelity against strace -f ({n} programs; paths inside each program's directory)\n")
     print(f"{'Backend':<38}{'Reads recall':>14}{'Reads precision':>17}{'Writes recall':>15}{'Writes precision':>18}")
     rows = ((True, True, ""), (False, True, " (static excepted)"),
-            (False, False, " (static, syscall(2) excepted)"))
+            (False, False, " (static, inline syscalls excepted)"))
     for b in fc.BACKENDS:
         for include_static, include_beyond, suffix in rows:
             if b.startswith("ptrace") and suffix:

@@ -347,26 +347,8 @@ impl State {
             return;
         }
         let mut name = std::mem::take(&mut self.fork_name);
-        name.clear();
-        name.extend_from_slice(&self.dir);
-        name.push(b'/');
-        let mut num = [0u8; 20];
-        let n = write_u64(&mut num, self.pid as u64);
-        name.extend_from_slice(&num[..n]);
-        name.push(b'-');
-        let n = write_u64(&mut num, now_ns());
-        name.extend_from_slice(&num[..n]);
-        name.extend_from_slice(b".fork\0");
-        // SAFETY: name is NUL-terminated.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat,
-                libc::AT_FDCWD,
-                name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        } as c_int;
+        self.file_name(&mut name, now_ns(), b".fork\0");
+        let fd = create(&name);
         if fd >= 0 {
             // SAFETY: flock on the descriptor just opened.
             unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
@@ -379,16 +361,7 @@ impl State {
     /// file (`<pid>-<t0>.ev`, at a high number); else remove it.
     fn adopt_fork_file(&mut self, fd: c_int) {
         let mut name = std::mem::take(&mut self.tmp);
-        name.clear();
-        name.extend_from_slice(&self.dir);
-        name.push(b'/');
-        let mut num = [0u8; 20];
-        for (v, sep) in [(self.pid as u64, b'-'), (self.t0_ns, b'.')] {
-            let n = write_u64(&mut num, v);
-            name.extend_from_slice(&num[..n]);
-            name.push(sep);
-        }
-        name.extend_from_slice(b"ev\0");
+        self.file_name(&mut name, self.t0_ns, b".ev\0");
         let from = self.fork_name.as_ptr();
         // SAFETY: both names are NUL-terminated.
         let renamed = unsafe {
@@ -431,26 +404,12 @@ impl State {
         }
         self.lost = true;
         let mut name = std::mem::take(&mut self.tmp);
-        name.clear();
-        name.extend_from_slice(&self.dir);
-        name.push(b'/');
-        let mut num = [0u8; 20];
-        for (v, sep) in [(self.pid as u64, b'-'), (self.t0_ns, b'.'), (err.max(0) as u64, b'.')] {
-            let n = write_u64(&mut num, v);
-            name.extend_from_slice(&num[..n]);
-            name.push(sep);
-        }
-        name.extend_from_slice(b"lost\0");
-        // SAFETY: name is NUL-terminated.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat,
-                libc::AT_FDCWD,
-                name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        };
+        let mut num = [0u8; 21];
+        num[0] = b'.';
+        let n = 1 + write_u64(&mut num[1..], err.max(0) as u64);
+        self.file_name(&mut name, self.t0_ns, &num[..n]);
+        name.extend_from_slice(b".lost\0");
+        let fd = create(&name);
         if fd >= 0 {
             // SAFETY: closing the fd we just opened.
             unsafe { libc::syscall(libc::SYS_close, fd) };
@@ -818,6 +777,15 @@ impl State {
     /// own open hooks (and anyone else's) are bypassed; -1 on failure.
     fn open_trace_file(&mut self) -> c_int {
         let mut name = std::mem::take(&mut self.tmp);
+        self.file_name(&mut name, self.t0_ns, b".ev\0");
+        let fd = create(&name);
+        self.tmp = name;
+        fd
+    }
+
+    /// `<dir>/<pid>-<t><suffix>` into `name` (cleared first); `suffix` ends
+    /// with the NUL when the name is complete.
+    fn file_name(&self, name: &mut Vec<u8>, t: u64, suffix: &[u8]) {
         name.clear();
         name.extend_from_slice(&self.dir);
         name.push(b'/');
@@ -825,21 +793,25 @@ impl State {
         let n = write_u64(&mut num, self.pid as u64);
         name.extend_from_slice(&num[..n]);
         name.push(b'-');
-        let n = write_u64(&mut num, self.t0_ns);
+        let n = write_u64(&mut num, t);
         name.extend_from_slice(&num[..n]);
-        name.extend_from_slice(b".ev\0");
-        // SAFETY: name is NUL-terminated.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat,
-                libc::AT_FDCWD,
-                name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        } as c_int;
-        self.tmp = name;
-        fd
+        name.extend_from_slice(suffix);
+    }
+}
+
+/// Create (or open for appending) a file of ours with a raw syscall, so that
+/// our own open hooks (and anyone else's) are bypassed; -1 on failure.
+fn create(name_nul: &[u8]) -> c_int {
+    debug_assert_eq!(name_nul.last(), Some(&0));
+    // SAFETY: the name is NUL-terminated.
+    unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            name_nul.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        ) as c_int
     }
 }
 
