@@ -152,7 +152,7 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
     alive += [p for p in pids - set(alive) if _runs_with(p, marker)]
     if alive:
         who = sorted(set(alive), key=lambda p: (not p.isdigit(), int(p) if p.isdigit() else 0, p))
-        problems.append(f"{len(who)} process(es) were still running when the command ended (pid "
+        problems.append(f"{len(who)} process(es) were still running when the job ended (pid "
                         f"{', '.join(who)}: a daemon or background job?); their later file I/O is not "
                         "part of this job")
     events.sort(key=lambda e: e.t_ns)

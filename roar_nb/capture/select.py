@@ -18,7 +18,7 @@ import struct
 
 from roar_nb.model import factory, record
 from roar_nb.capture import preload, ptrace
-from roar_nb.errors import UsageError
+from roar_nb.errors import RoarError, UsageError
 
 TRACERS = ("auto", "preload", "ptrace", "none")
 
@@ -283,7 +283,11 @@ def _preload_works() -> bool:
     if head is None:
         return False
     with tempfile.TemporaryDirectory(prefix="roar-probe-") as d:
-        env = dict(os.environ, LD_PRELOAD=preload.library_path(), **{ENV_TRACE_DIR: d})
+        try:
+            lib = preload.injectable_path()
+        except RoarError:
+            return False
+        env = dict(os.environ, LD_PRELOAD=lib, **{ENV_TRACE_DIR: d})
         try:
             subprocess.run([head, "-c0", preload.library_path()], env=env, timeout=10,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -33,7 +33,7 @@ def main() -> int:
         results, mismatches = fc.run_corpus(root)
     n = len(fc.CASES)
     print(f"Capture fidelity against strace -f ({n} programs; paths inside each program's directory)\n")
-    print(f"{'Backend':<38}{'Reads recall':>14}{'Reads precision':>17}{'Writes recall':>15}{'Writes precision':>18}")
+    print(f"{'Backend':<44}{'Reads recall':>14}{'Reads precision':>17}{'Writes recall':>15}{'Writes precision':>18}")
     rows = ((True, True, ""), (False, True, " (static excepted)"),
             (False, False, " (static, inline syscalls excepted)"))
     for b in fc.BACKENDS:
@@ -42,7 +42,7 @@ def main() -> int:
                 continue  # ptrace has no exceptions
             r, w = fc.scores(results, b, include_static, include_beyond)
             label = b + suffix
-            print(f"{label:<38}{pct(r.recall):>14}{pct(r.precision):>17}{pct(w.recall):>15}{pct(w.precision):>18}")
+            print(f"{label:<44}{pct(r.recall):>14}{pct(r.precision):>17}{pct(w.recall):>15}{pct(w.precision):>18}")
     print()
     if mismatches:
         print("strace disagrees with the corpus's declared sets (corpus bug or strace gap):")

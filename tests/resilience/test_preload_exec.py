@@ -96,8 +96,8 @@ def test_daemon_that_outlives_the_command_is_partial_and_not_waited_for(inp):
         assert not (inp.root / "daemon_out.txt").exists()
         job = last_job(inp)
         assert job["capture_level"] == "partial"
-        assert "still running when the command ended" in notes(job)
-        assert b"process(es) were still running when the command ended" in r.stderr
+        assert "still running when the job ended" in notes(job)
+        assert b"process(es) were still running when the job ended" in r.stderr
     finally:
         go.write_text("")
     for _ in range(6000):
