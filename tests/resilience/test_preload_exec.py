@@ -206,3 +206,43 @@ def test_dev_shm_filled_by_the_job_marks_it_partial(proj):
     assert len(job["outputs"]) < 2000  # records were lost ...
     assert job["capture_level"] == "partial"  # ... and the job says so, with the reason
     assert "could not write its trace records (No space left on device" in notes(job)
+
+
+SPAWN_CHDIR = textwrap.dedent("""
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    fa = ctypes.create_string_buffer(256)  # posix_spawn_file_actions_t (80 bytes on glibc x86_64)
+    assert libc.posix_spawn_file_actions_init(fa) == 0
+    if sys.argv[1] == "chdir":
+        assert libc.posix_spawn_file_actions_addchdir_np(fa, b"sub") == 0
+    else:
+        dirfd = os.open("sub", os.O_RDONLY | os.O_DIRECTORY)
+        assert libc.posix_spawn_file_actions_addfchdir_np(fa, dirfd) == 0
+    assert libc.posix_spawn_file_actions_addopen(fa, 1, b"out.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                                 0o644) == 0
+    argv = (ctypes.c_char_p * 3)(b"echo", b"hi", None)
+    env = (ctypes.c_char_p * (len(os.environ) + 1))(*[f"{k}={v}".encode() for k, v in os.environ.items()],
+                                                     None)
+    pid = ctypes.c_int()
+    assert libc.posix_spawn(ctypes.byref(pid), b"/bin/echo", fa, None, argv, env) == 0
+    os.waitpid(pid.value, 0)
+    libc.posix_spawn_file_actions_destroy(fa)
+""")
+
+
+@pytest.mark.parametrize("how", ["chdir", "fchdir"])
+def test_posix_spawn_file_actions_after_a_chdir(inp, how):
+    """An open after `addchdir_np` is recorded in that directory; after `addfchdir_np` the
+    directory is unknown to the tracer, so the job is partial rather than a guessed path."""
+    (inp.root / "sub").mkdir()
+    (inp.root / "spawn.py").write_text(SPAWN_CHDIR)
+    inp.roar("run", PY, "spawn.py", how)
+    assert (inp.root / "sub" / "out.txt").read_text() == "hi\n"
+    job = last_job(inp)
+    if how == "chdir":
+        assert names(job, "outputs") == {"sub/out.txt"}
+        assert job["capture_level"] == "complete", job["capture_notes"]
+    else:
+        assert names(job, "outputs") == set()
+        assert job["capture_level"] == "partial"
+        assert "posix_spawn file action open-after-fchdir 'out.txt' was not recorded" in notes(job)
