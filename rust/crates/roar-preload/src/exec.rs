@@ -525,54 +525,68 @@ pub unsafe extern "C" fn posix_spawnp(
 // `addfchdir_np` that directory is unknown: a relative open is then a note,
 // never a guessed path. glibc's struct is opaque, so it is not parsed.
 
+// The table lives in the tracer state (`State::spawn_actions`), under the
+// state lock, which fork already handles (a child never inherits it held).
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+
+use crate::state::HookGuard;
 
 /// One remembered file action.
-enum SpawnAction {
+#[derive(Clone)]
+pub enum SpawnAction {
+    /// `addopen(path, flags)`.
     Open(Vec<u8>, c_int),
+    /// `addchdir_np(path)`.
     Chdir(Vec<u8>),
+    /// `addfchdir_np(fd)`: the directory is unknown from here on.
     Fchdir,
 }
 
-/// Actions by actions-object address. Small (objects live between init and
-/// destroy), so a Vec.
-static SPAWN_ACTIONS: Mutex<Vec<(usize, Vec<SpawnAction>)>> = Mutex::new(Vec::new());
-/// Whether [`SPAWN_ACTIONS`] may hold anything: init/destroy while dormant
-/// cost one load when it is empty.
+/// Whether the table may hold anything: init/destroy while dormant cost one
+/// load when it is empty.
 static SPAWN_ANY: AtomicBool = AtomicBool::new(false);
 
 fn spawn_forget(fa: *const c_void) {
     if !SPAWN_ANY.load(Ordering::Relaxed) {
         return;
     }
-    let mut t = SPAWN_ACTIONS.lock().unwrap_or_else(|e| e.into_inner());
-    t.retain(|(k, _)| *k != fa as usize);
-    SPAWN_ANY.store(!t.is_empty(), Ordering::Relaxed);
+    let Some(_g) = HookGuard::enter() else { return };
+    let _errno = ErrnoGuard::save();
+    with_state(|st| {
+        st.spawn_actions.retain(|(k, _)| *k != fa as usize);
+        SPAWN_ANY.store(!st.spawn_actions.is_empty(), Ordering::Relaxed);
+    });
 }
 
+/// Caller holds a [`HookGuard`] (the add* hooks run under `tracing()`).
 fn spawn_remember(fa: *const c_void, a: SpawnAction) {
-    let mut t = SPAWN_ACTIONS.lock().unwrap_or_else(|e| e.into_inner());
-    match t.iter_mut().find(|(k, _)| *k == fa as usize) {
-        Some((_, v)) => v.push(a),
-        None => t.push((fa as usize, vec![a])),
-    }
-    SPAWN_ANY.store(true, Ordering::Relaxed);
+    let _errno = ErrnoGuard::save();
+    with_state(|st| {
+        match st.spawn_actions.iter_mut().find(|(k, _)| *k == fa as usize) {
+            Some((_, v)) => v.push(a),
+            None => st.spawn_actions.push((fa as usize, vec![a])),
+        }
+        SPAWN_ANY.store(true, Ordering::Relaxed);
+    });
 }
 
-/// Record the opens of `fa` after a successful spawn (see the section comment).
+/// Record the opens of `fa` after a successful spawn (see the section
+/// comment). Caller holds a [`HookGuard`].
 fn spawn_record_opens(fa: *const c_void) {
     if fa.is_null() || !SPAWN_ANY.load(Ordering::Relaxed) {
         return;
     }
-    let t = SPAWN_ACTIONS.lock().unwrap_or_else(|e| e.into_inner());
-    let Some((_, actions)) = t.iter().find(|(k, _)| *k == fa as usize) else {
+    let _errno = ErrnoGuard::save();
+    let found = with_state(|st| {
+        st.spawn_actions.iter().find(|(k, _)| *k == fa as usize).map(|(_, v)| v.clone())
+    });
+    let Some(Some(actions)) = found else {
         return;
     };
-    let _errno = ErrnoGuard::save();
     // The child's directory: None = ours (AT_FDCWD), Some(Some(abs)), Some(None) = unknown.
     let mut dir: Option<Option<Vec<u8>>> = None;
-    for a in actions {
+    for a in &actions {
         match a {
             SpawnAction::Chdir(p) => {
                 let base = match &dir {

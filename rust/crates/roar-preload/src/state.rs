@@ -147,6 +147,8 @@ pub struct State {
     lost: bool,
     /// Name of the file `before_fork` created for the next child.
     fork_name: Vec<u8>,
+    /// posix_spawn file actions remembered per actions object (exec.rs).
+    pub spawn_actions: Vec<(usize, Vec<crate::exec::SpawnAction>)>,
 }
 
 struct Shared {
@@ -178,6 +180,7 @@ static SHARED: Shared = Shared {
         finalized: false,
         lost: false,
         fork_name: Vec::new(),
+        spawn_actions: Vec::new(),
     }),
 };
 
