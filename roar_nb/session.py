@@ -348,8 +348,6 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
 
         outer_trace = preload_mod.detach_from_outer_trace()
     base_env = dict(os.environ)
-    if outer_trace is not None:
-        base_env.pop(cfg_mod.ENV_TRACE_DIR, None)
     base_env.update(extra_env or {})
     try:
         session = session or store.active_session()

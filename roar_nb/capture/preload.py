@@ -104,6 +104,9 @@ def detach_from_outer_trace() -> str | None:
         ctypes.CDLL(lib).roar_end()
     except (OSError, AttributeError):
         return None
+    # Nor are the helpers roar itself starts (git): without a trace directory the
+    # library they inherit stays dormant.
+    os.environ.pop(ENV_TRACE_DIR, None)
     return outer
 
 

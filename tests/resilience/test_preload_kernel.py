@@ -93,6 +93,9 @@ def test_roar_run_in_a_traced_cell_is_a_child_job(jupyter_kernels, tmp_path):
 def test_roar_run_nested_in_roar_run_is_a_child_job(proj):
     (proj.root / "in.txt").write_text("x\n")
     (proj.root / "Makefile").write_text(f"all:\n\t{ROAR} run cp in.txt nested.txt\n\tcat nested.txt > outer.txt\n")
+    for args in (["init", "-q"], ["add", "in.txt", "Makefile"],  # roar's own git calls are not I/O
+                 ["-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=proj.root, check=True)
     make = shutil.which("make")
     argv = [make, "-s"] if make else ["sh", "-c", f"{ROAR} run cp in.txt nested.txt; cat nested.txt > outer.txt"]
     r = proj.roar("run", *argv)
@@ -168,3 +171,14 @@ def test_library_path_with_a_space_kernel(jupyter_kernels, tmp_path, spaced_lib)
     (job,) = all_jobs(work)
     assert [base(e) for e in job["outputs"]] == ["out.txt"]
     assert (job["backend"], job["capture_level"]) == ("preload", "complete")
+
+
+def test_process_left_running_by_a_traced_cell_is_partial(jupyter_kernels, tmp_path):
+    out = run_cells(tmp_path, ["%load_ext roar",
+                               "%%roar\nimport subprocess\np = subprocess.Popen(['sleep', '60'])",
+                               "p.kill(); p.wait()",
+                               "%%roar\nsubprocess.run(['true'])"])
+    first, second = sorted(all_jobs(tmp_path), key=lambda j: j["started_at"])
+    assert first["capture_level"] == "partial", out
+    assert any("still running when the job ended" in n for n in first["capture_notes"])
+    assert second["capture_level"] == "complete", second["capture_notes"]  # waited for: fine
