@@ -128,7 +128,8 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
             continue
         if not name.endswith(".ev"):
             continue
-        pids.add(name.split("-")[0])
+        pid = name.split("-")[0]
+        pids.add(pid)
         path = os.path.join(trace_dir, name)
         try:
             evs, complete = read_trace_file(path)
@@ -137,7 +138,8 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
             continue
         if not complete:
             problems.append(f"process {name.split('-')[0]} was killed before flushing all its events")
-        if _still_held(path):
+        # Most processes of a job are gone: one stat of /proc/PID spares the lock test.
+        if os.path.exists(f"/proc/{pid}") and _still_held(path):
             alive.append(name.split("-")[0])
         for e in evs:
             if e.op == OP_NOTE and e.path2 != NESTED_JOB:
@@ -149,7 +151,7 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
     # Between exec and the new image's start-up its old file is released and the new one not
     # created yet: a pid still running with this trace directory in its environment is alive.
     marker = b"ROAR_TRACE_DIR=" + os.fsencode(trace_dir) + b"\0"
-    alive += [p for p in pids - set(alive) if _runs_with(p, marker)]
+    alive += [p for p in pids - set(alive) if os.path.exists(f"/proc/{p}") and _runs_with(p, marker)]
     if alive:
         who = sorted(set(alive), key=lambda p: (not p.isdigit(), int(p) if p.isdigit() else 0, p))
         problems.append(f"{len(who)} process(es) were still running when the job ended (pid "

@@ -42,16 +42,17 @@ def test_lost_marker_names_the_error(tmp_path):
 
 
 def test_a_file_still_held_is_a_live_process(tmp_path):
-    write(tmp_path, "11-5.ev", 11, rec("W", "/o", 1))
+    me = os.getpid()  # a live pid (files of dead pids are not even lock-tested)
+    write(tmp_path, f"{me}-5.ev", me, rec("W", "/o", 1))
     write(tmp_path, "12-5.ev", 12)
     (tmp_path / "12-6.fork").write_bytes(b"")
-    held = [os.open(tmp_path / n, os.O_RDONLY) for n in ("11-5.ev", "12-6.fork")]
+    held = [os.open(tmp_path / n, os.O_RDONLY) for n in (f"{me}-5.ev", "12-6.fork")]
     try:
         for fd in held:
             fcntl.flock(fd, fcntl.LOCK_SH)
         _, problems = read_trace_dir(str(tmp_path))
         assert len(problems) == 1
-        assert problems[0].startswith("2 process(es) were still running when the job ended (pid 11, "
+        assert problems[0].startswith(f"2 process(es) were still running when the job ended (pid {me}, "
                                       "a child of 12: ")
     finally:
         for fd in held:
