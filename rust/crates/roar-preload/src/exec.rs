@@ -195,7 +195,7 @@ fn elf_is_static(head: &[u8]) -> Option<bool> {
         _ => return None,
     };
     for i in 0..phnum {
-        let off = usize::try_from(phoff + i * phentsize).ok()?;
+        let off = usize::try_from(phoff.checked_add(i.checked_mul(phentsize)?)?).ok()?;
         if le(head, off, 4)? == 3 {
             return Some(false); // PT_INTERP
         }
@@ -285,7 +285,12 @@ unsafe fn prepare(
     envp: *const *const c_char,
 ) -> Option<FixedEnv> {
     let _errno = ErrnoGuard::save();
-    let note = if record_now { resolved.and_then(untraced_note) } else { None };
+    // No panic may cross the C boundary (with_state catches its own).
+    let note = if record_now {
+        resolved.and_then(|p| std::panic::catch_unwind(|| untraced_note(p)).ok().flatten())
+    } else {
+        None
+    };
     let dir = with_state(|st| {
         if !st.active {
             return None;
@@ -311,7 +316,7 @@ unsafe fn prepare(
 /// Record X after a successful spawn (posix_spawn does not replace us).
 fn record_spawned(resolved: &[u8]) {
     let _errno = ErrnoGuard::save();
-    let note = untraced_note(resolved);
+    let note = std::panic::catch_unwind(|| untraced_note(resolved)).ok().flatten();
     with_state(|st| {
         st.on_exec(resolved);
         if let Some(what) = &note {
