@@ -18,7 +18,7 @@ import struct
 
 from roar_nb.model import factory, record
 from roar_nb.capture import preload, ptrace
-from roar_nb.errors import RoarError, UsageError
+from roar_nb.errors import RoarError, TracerUnavailable, UsageError
 
 TRACERS = ("auto", "preload", "ptrace", "none")
 
@@ -166,8 +166,6 @@ def select(requested: str | None, argv: list, env: dict, trace_dir: str,
     lib_problem = preload.problem()
     lib = None
     if lib_problem is None:
-        from roar_nb.errors import TracerUnavailable
-
         try:
             lib = preload.injectable_path()  # no space or colon: ld.so splits LD_PRELOAD on them
         except TracerUnavailable as e:
