@@ -1,14 +1,20 @@
 """Installing the "Python 3 (roar)" Jupyter kernelspec: ipykernel with the preload library dormant.
 
-The kernelspec puts the native library in LD_PRELOAD (and ROAR_PRELOAD_LIB, so
-the kernel finds the same copy), and ROAR_CONTROL=host (the kernel hosts the
-control block its descendants follow from its start). Without ROAR_TRACE_DIR the library only checks
-a flag; `%load_ext roar` then begins and ends capture around each traced cell
+The kernelspec starts `python -m roar_nb.kernelspec -f CONNECTION_FILE`, which
+puts the native library in front of the user's own LD_PRELOAD (jemalloc,
+tcmalloc... are kept, as `roar run` keeps them) and execs ipykernel in the same
+process. kernel.json cannot do that itself: its `env` replaces variables, and
+jupyter_client's `${VAR}` substitution leaves the text in place when VAR is
+unset. ROAR_PRELOAD_LIB names the library so the kernel finds the same copy; a
+path with a space or colon (which ld.so would split) goes in through a symlink
+(`preload.injectable_path`). ROAR_CONTROL=host makes the kernel the host of the
+control block its descendants follow from its start. Without ROAR_TRACE_DIR the library only checks a
+flag; `%load_ext roar` then begins and ends capture around each traced cell
 through the library's control functions (capture/inkernel.py). This gives the
 kernel complete capture: C extensions and every subprocess.
 
-What it must not do: start kernels, import IPython, or install anything when
-the library is missing (that would give a kernel that silently captures less).
+What it must not do: import IPython, or install anything when the library is
+missing (that would give a kernel that silently captures less).
 """
 
 from __future__ import annotations
@@ -32,14 +38,36 @@ def spec(display_name: str = "Python 3 (roar)", lib: Optional[str] = None,
 
         lib = os.path.abspath(preload.library_path())
     return {
-        "argv": [python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [python or sys.executable, "-m", "roar_nb.kernelspec", "-f", "{connection_file}"],
         "display_name": display_name,
         "language": "python",
         # ROAR_CONTROL=host: the library makes the kernel the host of a control block as
         # it loads, so every process the kernel starts follows its cells (rust/EVENTS.md).
-        "env": {"LD_PRELOAD": lib, ENV_PRELOAD_LIB: lib, ENV_CONTROL: "host"},
+        "env": {ENV_PRELOAD_LIB: lib, ENV_CONTROL: "host"},
         "metadata": {"debugger": True, "roar": {"preload": lib}},
     }
+
+
+def launch(args: list) -> None:
+    """The kernel's entry point: ipykernel with the library in front of the user's LD_PRELOAD.
+
+    Execs (same pid: Jupyter signals and kills the process it started). If the library
+    cannot be preloaded, the kernel still starts, without it (the magic then falls back to
+    python-level capture and says so)."""
+    env = dict(os.environ)
+    lib = env.get(ENV_PRELOAD_LIB)
+    if lib:
+        from roar_nb.capture import preload
+
+        try:
+            lib = preload.injectable_path(lib)
+        except TracerUnavailable as e:
+            print(f"roar: {e}", file=sys.stderr)
+            lib = None
+    if lib:
+        old = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p]
+        env["LD_PRELOAD"] = ":".join([lib] + [p for p in old if os.path.basename(p) != "libroar_preload.so"])
+    os.execve(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *args], env)
 
 
 def install(name: str = "roar", display_name: str = "Python 3 (roar)", user: bool = False,
@@ -54,6 +82,10 @@ def install(name: str = "roar", display_name: str = "Python 3 (roar)", user: boo
 
     if preload.problem() is not None:
         raise TracerUnavailable("cannot install the roar kernel: " + preload.problem())
+    try:
+        preload.injectable_path()  # a path ld.so would split must be linkable from a private dir
+    except TracerUnavailable as e:
+        raise TracerUnavailable(f"cannot install the roar kernel: {e}") from None
     from jupyter_client.kernelspec import KernelSpecManager
 
     doc = spec(display_name)
@@ -81,3 +113,7 @@ def _copy_logos(dest: str) -> None:
                 shutil.copy(os.path.join(res, f), dest)
     except (ImportError, OSError):
         pass
+
+
+if __name__ == "__main__":
+    launch(sys.argv[1:])

@@ -114,6 +114,7 @@ OP_DELETE = "D"
 OP_MOVE = "M"
 OP_LINK = "L"
 OP_EXEC = "X"
+OP_NOTE = "N"  # something the tracer knows it did not see (never a file the job touched)
 
 # Capture levels a job can record.
 CAPTURE_COMPLETE = "complete"
@@ -191,6 +192,8 @@ class Job:
     git_dirty: bool | None = None
     git_root: str | None = None
     env_id: str | None = None
+    # The job whose command started this one (a `roar run` inside a `roar run` or a cell).
+    parent_job_id: str | None = None
     inputs: tuple = ()  # Edge, direction "in"
     outputs: tuple = ()  # Edge, direction "out"
 

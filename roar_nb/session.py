@@ -267,10 +267,10 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
         try:
             if not job.session_id:
                 job = replace(job, session_id=store.active_session().id)
-            return store.insert_job(job, digests, environment_row), warnings
+            return store.insert_job(job, digests, environment_row, reduced.nested_jobs), warnings
         except RoarError as e:
             warnings.append(str(e))
-    _save_pending(project, job, digests, environment_row, warnings)
+    _save_pending(project, job, digests, environment_row, warnings, reduced.nested_jobs)
     return job, warnings
 
 
@@ -312,7 +312,8 @@ def _job_to_json(job: Job) -> dict:
     return d
 
 
-def _save_pending(project: Project, job: Job, digests, env_row, warnings: list[str]) -> None:
+def _save_pending(project: Project, job: Job, digests, env_row, warnings: list[str],
+                  children: list = ()) -> None:
     import json
 
     pending = os.path.join(project.roar_dir, "pending")
@@ -320,7 +321,8 @@ def _save_pending(project: Project, job: Job, digests, env_row, warnings: list[s
         os.makedirs(pending, exist_ok=True)
         tmp = os.path.join(pending, f"{job.id}.tmp")
         with open(tmp, "w") as f:
-            f.write(json.dumps({"job": _job_to_json(job), "digests": digests, "env": env_row}))
+            f.write(json.dumps({"job": _job_to_json(job), "digests": digests, "env": env_row,
+                                "children": list(children)}))
         os.replace(tmp, os.path.join(pending, f"{job.id}.json"))
         warnings.append(f"job kept in {pending}/ and stored by the next roar command")
     except OSError as e:
@@ -350,7 +352,8 @@ def ingest_pending(project: Project) -> int:
             if not jd.get("session_id"):  # the DB was unreadable when the job ran
                 jd["session_id"] = project._store.active_session().id
             job = Job(**jd)
-            project._store.insert_job(job, doc.get("digests"), tuple(doc["env"]) if doc.get("env") else None)
+            project._store.insert_job(job, doc.get("digests"), tuple(doc["env"]) if doc.get("env") else None,
+                                      doc.get("children") or ())
             os.unlink(f)
             n += 1
         except (OSError, ValueError, KeyError, TypeError, RoarError):
@@ -373,7 +376,7 @@ def preload_env(trace_dir: str, base: dict | None = None) -> dict:
     from roar_nb.capture import preload
 
     env = dict(os.environ if base is None else base)
-    lib = preload.library_path()
+    lib = preload.injectable_path()
     old = env.get("LD_PRELOAD", "")
     env["LD_PRELOAD"] = f"{lib}:{old}" if old else lib
     env[cfg_mod.ENV_TRACE_DIR] = trace_dir
@@ -394,6 +397,14 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     from roar_nb.gitinfo import read_git
 
     store = project.store
+    # Inside a traced command or cell (a Makefile rule, `!roar run`): this job records its
+    # own I/O, so stop the enclosing trace from recording us and our command, and tell it
+    # which job we are (it becomes our parent_job_id).
+    outer_trace = None
+    if os.environ.get(cfg_mod.ENV_TRACE_DIR):
+        from roar_nb.capture import preload as preload_mod
+
+        outer_trace = preload_mod.detach_from_outer_trace()
     base_env = dict(os.environ)
     # A job of its own: its processes must not follow a kernel's control block (if this
     # `roar run` was started from a notebook cell) but record into this job's directory.
@@ -408,6 +419,8 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     draft = JobDraft(kind=kind, command=join_argv(argv), cwd=cwd, argv=tuple(argv),
                      started_at=time.time(), session_id=session.id if session else "", step=step)
     draft.git = read_git(cwd)
+    if outer_trace is not None:
+        ev_mod.announce_nested_job(outer_trace, draft.id)
 
     trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
     tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER) or project.config.get("tracer.default")

@@ -6,23 +6,38 @@ output, a read-write open counts as a write only if the file changed. A
 pre-existing file changed in place (a read-write or append open of a file that
 had content) is an output *and* an update: the version seen at open is an input
 of the job, which `session.record_job` turns into an input edge.
+
+Reading a trace directory also turns what the tracer says it did not see into
+one-line problems (which make the job partial): `N` records (a static or setuid
+program started untraced, io_uring, a syscall it cannot follow, a name it could
+not make absolute), `.lost` markers (records that could not be written), and
+trace files still locked by a live process (one that outlived the command: its
+later I/O is not the job's).
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import time
 from collections.abc import Iterable
 
-from roar_nb.model import (OP_DELETE, OP_EXEC, OP_LINK, OP_MOVE, OP_READ, OP_UPDATE, OP_WRITE,
-                           Event, factory, record)
+from roar_nb.model import (OP_DELETE, OP_EXEC, OP_LINK, OP_MOVE, OP_NOTE, OP_READ, OP_UPDATE,
+                           OP_WRITE, Event, factory, record)
 
 MAGIC = b"ROAREV01"
 _HEADER = struct.Struct("<8sII")
 _RECORD = struct.Struct("<cQQqI")  # op, t_ns, size, mtime_ns, len
 _LEN = struct.Struct("<I")
-_TWO_PATHS = (OP_MOVE.encode(), OP_LINK.encode())
-OP_UNRESOLVED = "N"  # a name the tracer could not make absolute: a note, not an event (EVENTS.md)
+_TWO_PATHS = (OP_MOVE.encode(), OP_LINK.encode(), OP_NOTE.encode())
+# Below this much free space on /dev/shm, traces go to the project instead: a trace
+# write that fails loses records (the library then leaves a `.lost` marker, and the
+# job is partial), and Docker's 64 MiB /dev/shm is often nearly full (PyTorch).
+SHM_MIN_FREE = 16 << 20
+# `N` record kind written by a nested `roar run` into its parent's trace directory.
+NESTED_JOB = "job"
+# `N` record kind for a name the tracer saw but could not make absolute (`unresolved ERRNO`).
+UNRESOLVED = "unresolved"
 
 
 def make_trace_dir(name: str, fallback_parent: str) -> str:
@@ -43,6 +58,9 @@ def make_trace_dir(name: str, fallback_parent: str) -> str:
         shm = None
     if shm is not None:
         try:
+            vfs = os.statvfs(shm)
+            if vfs.f_bavail * vfs.f_frsize < SHM_MIN_FREE:
+                raise OSError("/dev/shm is (nearly) full")
             st = os.lstat(shm)
             import stat
 
@@ -104,32 +122,171 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
         names = os.listdir(trace_dir)
     except OSError as e:
         return [], [f"trace directory unreadable: {e.strerror}"]
+    alive: list[str] = []
+    unresolved: list = []  # `N unresolved` records: one note for all of them
+    pids: set[str] = set()
     for name in names:
+        if name.endswith(".lost"):
+            problems.append(_lost_text(name))
+            continue
+        if name.endswith(".fork"):  # created for a child at fork; held by it until it claims it
+            if _still_held(os.path.join(trace_dir, name)):
+                alive.append("a child of " + name.split("-")[0])
+            continue
         if not name.endswith(".ev"):
             continue
+        pid = name.split("-")[0]
+        pids.add(pid)
+        path = os.path.join(trace_dir, name)
         try:
-            evs, complete = read_trace_file(os.path.join(trace_dir, name))
+            evs, complete = read_trace_file(path)
         except (OSError, TraceFileError) as e:
             problems.append(str(e))
             continue
         if not complete:
             problems.append(f"process {name.split('-')[0]} was killed before flushing all its events")
-        events.extend(evs)
-    events.sort(key=lambda e: e.t_ns)
-    if any(e.op == OP_UNRESOLVED for e in events):
-        unresolved = [e for e in events if e.op == OP_UNRESOLVED]
-        events = [e for e in events if e.op != OP_UNRESOLVED]
+        # Most processes of a job are gone: one stat of /proc/PID spares the lock test.
+        if os.path.exists(f"/proc/{pid}") and _still_held(path):
+            alive.append(name.split("-")[0])
+        for e in evs:
+            if e.op == OP_NOTE and (e.path2 or "").startswith(UNRESOLVED):
+                unresolved.append(e)
+            elif e.op == OP_NOTE and e.path2 != NESTED_JOB:
+                text = note_text(e)
+                if text not in problems:
+                    problems.append(text)
+            else:
+                events.append(e)
+    # Between exec and the new image's start-up its old file is released and the new one not
+    # created yet: a pid still running with this trace directory in its environment is alive.
+    marker = b"ROAR_TRACE_DIR=" + os.fsencode(trace_dir) + b"\0"
+    alive += [p for p in pids - set(alive) if os.path.exists(f"/proc/{p}") and _runs_with(p, marker)]
+    if alive:
+        who = sorted(set(alive), key=lambda p: (not p.isdigit(), int(p) if p.isdigit() else 0, p))
+        problems.append(f"{len(who)} process(es) were still running when the job ended (pid "
+                        f"{', '.join(who)}: a daemon or background job?); their later file I/O is not "
+                        "part of this job")
+    if unresolved:
         problems.append(_unresolved_note(unresolved))
-    return events, problems
+    events.sort(key=lambda e: e.t_ns)
+    return _drop_nested_roar(events), problems
+
+
+def _drop_nested_roar(events: list) -> list:
+    """Drop what a nested `roar run` process itself did before it detached from our trace
+    (importing roar, reading its config): from its exec (the last X of its pid) to its
+    announcement. Its command's I/O is recorded by its own job."""
+    spans = []
+    for e in events:
+        if e.op == OP_NOTE and e.path2 == NESTED_JOB:
+            start = max((x.t_ns for x in events if x.pid == e.pid and x.op == OP_EXEC and x.t_ns < e.t_ns),
+                        default=-1)
+            spans.append((e.pid, start, e.t_ns))
+    if not spans:
+        return events
+    return [e for e in events
+            if not any(e.pid == pid and start < e.t_ns < end for pid, start, end in spans)]
+
+
+def announce_nested_job(outer_trace_dir: str, job_id: str) -> None:
+    """Tell the job tracing us (its trace directory) that `job_id` records its own I/O.
+
+    Written by a `roar run` started inside a traced command or cell, which detached
+    itself from that trace: the parent records this job as its child
+    (`jobs.parent_job_id`). Best effort: a parent that cannot be told only loses the link."""
+    t = time.monotonic_ns()
+    jid = job_id.encode()
+    data = (_HEADER.pack(MAGIC, os.getpid(), os.getppid())
+            + _RECORD.pack(OP_NOTE.encode(), t, 0, -1, len(jid)) + jid
+            + _LEN.pack(len(NESTED_JOB)) + NESTED_JOB.encode())
+    try:
+        fd = os.open(os.path.join(outer_trace_dir, f"{os.getpid()}-{t}.ev"),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _still_held(path: str) -> bool:
+    """Whether a live process still holds its trace file (the library keeps a shared flock
+    on it until the process exits or execs)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also drops our lock
+    return False
+
+
+def _runs_with(pid: str, marker: bytes) -> bool:
+    """Whether process `pid` exists and its environment holds `marker` (a zombie's is empty,
+    and a reused pid's has no reason to name this job's trace directory)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return marker in f.read()
+    except OSError:
+        return False
+
+
+def _lost_text(name: str) -> str:
+    """`<pid>-<t0>.<errno>.lost`: records of that process could not be written."""
+    pid = name.split("-")[0]
+    try:
+        err = int(name.split(".")[-2])
+        why = os.strerror(err) if err else "write failed"
+    except (ValueError, IndexError):
+        why = "write failed"
+    return (f"process {pid} could not write its trace records ({why}; is the trace directory's "
+            "filesystem full?): some of its file I/O was not seen")
+
+
+_NOTES = {
+    "static": "static binary {subject} started by {detail} ran untraced: its file I/O was not seen",
+    "setuid": "setuid program {subject} started by {detail} ran untraced: the loader ignores LD_PRELOAD for it",
+    "io_uring": "process {pid} set up io_uring: file operations submitted through the ring were not seen",
+    "syscall": "process {pid} called {subject} through syscall(2){detail}: the file it named was not recorded",
+    "spawn": "process {pid}: posix_spawn file action {detail} {subject!r} was not recorded (its directory "
+             "is unknown)",
+}
+
+
+def note_text(e: Event) -> str:
+    """One line for an `N` record (rust/EVENTS.md): what the tracer did not see, and why."""
+    kind, _, detail = (e.path2 or "").partition(" ")
+    template = _NOTES.get(kind)
+    if template is None:
+        return f"process {e.pid}: {e.path} {e.path2} (not seen by the tracer)"
+    if kind == "syscall" and detail:
+        detail = f" with {detail}"
+    return template.format(subject=e.path, detail=detail or "?", pid=e.pid)
 
 
 def _unresolved_note(unresolved: list) -> str:
-    """One note for the names a tracer saw but could not record (what they were, and why)."""
+    """One note for the names a tracer saw but could not record (what they were, and why).
+    Each is an `N` record of kind `unresolved ERRNO` (the errno of the failed resolution)."""
     import errno
 
     e = unresolved[0]
+    try:
+        err = int((e.path2 or "").partition(" ")[2] or 0)
+    except ValueError:
+        err = 0
     why = {errno.ENAMETOOLONG: "its directory's path is longer than PATH_MAX",
-           errno.ENOENT: "its directory was deleted"}.get(e.size, "outside the visible filesystem")
+           errno.ENOENT: "its directory was deleted"}.get(err, "outside the visible filesystem")
     name = e.path if len(e.path) <= 60 else "..." + e.path[-57:]
     more = f" and {len(unresolved) - 1} more" if len(unresolved) > 1 else ""
     return (f"file name(s) used but not recorded, as their absolute path is unknown ({why}):"
@@ -155,6 +312,7 @@ class Reduced:
     # file's birth time), False when it was read, updated, deleted or renamed away first
     # (so it existed), None when a rename replaced it (whatever was there is unknowable).
     created: dict = factory(dict)
+    nested_jobs: list = factory(list)  # ids of jobs recorded by a `roar run` inside this one
 
 
 def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
@@ -216,6 +374,8 @@ def reduce(events: Iterable[Event], ignore_read=lambda p: False) -> Reduced:
             r.outputs[e.path2] = True
         elif op == OP_EXEC:
             r.executed.add(p)
+        elif op == OP_NOTE and e.path2 == NESTED_JOB and p not in r.nested_jobs:
+            r.nested_jobs.append(p)
     return r
 
 

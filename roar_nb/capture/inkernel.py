@@ -44,14 +44,7 @@ HOW_TO_NATIVE = ("roar: python-level capture only (C extensions such as pyarrow 
 
 def loaded_library() -> Optional[str]:
     """Path of the preload library if it is mapped into this process (i.e. LD_PRELOADed)."""
-    try:
-        with open("/proc/self/maps", "rb") as f:
-            for line in f:
-                if line.endswith(b"/" + preload.LIB_NAME.encode() + b"\n"):
-                    return os.fsdecode(line.split(None, 5)[5].strip())
-    except OSError:
-        pass
-    return None
+    return preload.mapped_library()
 
 
 class Native:
@@ -123,6 +116,13 @@ class CellCapture:
         self.child_lib = lib
         if self.child_lib is None and preload.problem() is None:
             self.child_lib = preload.library_path()
+        if self.child_lib is not None:
+            from roar_nb.errors import TracerUnavailable
+
+            try:  # a path with a space or colon cannot go into LD_PRELOAD as is
+                self.child_lib = preload.injectable_path(self.child_lib)
+            except TracerUnavailable:
+                self.child_lib = None
         if self.native is None and self.problem is None:
             self.problem = HOW_TO_NATIVE
         # Trace files live in a private temporary directory, not in .roar/, so a

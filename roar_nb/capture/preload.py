@@ -38,6 +38,90 @@ def problem() -> str | None:
     return "native tracer library not found (run `make build`); file I/O was not captured"
 
 
+# ld.so splits LD_PRELOAD on these: a library path containing one cannot be preloaded as is.
+_LD_SEPARATORS = (" ", ":", "\t", "\n")
+
+
+def injectable_path(lib: str | None = None) -> str:
+    """A path of the library that LD_PRELOAD can carry: `lib` itself, or, when it contains a
+    space or a colon (ld.so would split it, print two errors in every process and load
+    nothing), a symlink to it in a private directory of ours without either.
+
+    Raises TracerUnavailable (one line) when no such directory can be made."""
+    lib = os.path.abspath(lib or library_path())
+    if not any(c in lib for c in _LD_SEPARATORS):
+        return lib
+    import hashlib
+    import stat
+
+    tag = hashlib.blake2b(os.fsencode(lib), digest_size=6).hexdigest()
+    uid = os.getuid()
+    for base in (f"/dev/shm/roar-traces-{uid}", f"/tmp/roar-{uid}"):
+        d = os.path.join(base, f"lib-{tag}")
+        try:
+            for p in (base, d):
+                try:
+                    os.mkdir(p, 0o700)
+                except FileExistsError:
+                    pass
+                st = os.lstat(p)  # a directory of ours, not a planted symlink
+                if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or stat.S_IMODE(st.st_mode) & 0o077:
+                    raise OSError(f"{p} is not a private directory")
+            link = os.path.join(d, LIB_NAME)
+            try:
+                if os.readlink(link) == lib:
+                    return link
+            except OSError:
+                pass
+            tmp = f"{link}.{os.getpid()}"
+            os.symlink(lib, tmp)
+            os.replace(tmp, link)
+            return link
+        except OSError:
+            continue
+    from roar_nb.errors import TracerUnavailable
+
+    raise TracerUnavailable(f"the preload library's path contains a space or colon ({lib!r}), which "
+                            "LD_PRELOAD cannot carry, and no private directory for a link to it could be made")
+
+
+def detach_from_outer_trace() -> str | None:
+    """Stop the preload library in *this* process from recording into $ROAR_TRACE_DIR.
+
+    For a `roar run` started inside a traced command or cell: its command must be
+    traced into its own job, and its own hashing of that job's files is not the outer
+    job's I/O. Returns the outer trace directory, or None when nothing here records
+    (no trace directory, or the library is not loaded in this process)."""
+    from roar_nb.config import ENV_TRACE_DIR
+
+    outer = os.environ.get(ENV_TRACE_DIR)
+    lib = mapped_library()
+    if not outer or lib is None:
+        return None
+    import ctypes
+
+    try:
+        ctypes.CDLL(lib).roar_end()
+    except (OSError, AttributeError):
+        return None
+    # Nor are the helpers roar itself starts (git): without a trace directory the
+    # library they inherit stays dormant.
+    os.environ.pop(ENV_TRACE_DIR, None)
+    return outer
+
+
+def mapped_library() -> str | None:
+    """Path of the preload library if it is mapped into this process (LD_PRELOADed)."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            for line in f:
+                if line.endswith(b"/" + LIB_NAME.encode() + b"\n"):
+                    return os.fsdecode(line.split(None, 5)[5].strip())
+    except OSError:
+        pass
+    return None
+
+
 def which(program: str, path: str | None = None) -> str | None:
     """Like shutil.which, without importing shutil (and bz2, lzma) on `roar run`'s hot path."""
     for d in (path if path is not None else os.environ.get("PATH", os.defpath)).split(os.pathsep):

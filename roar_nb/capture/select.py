@@ -18,7 +18,7 @@ import struct
 
 from roar_nb.model import factory, record
 from roar_nb.capture import preload, ptrace
-from roar_nb.errors import UsageError
+from roar_nb.errors import RoarError, TracerUnavailable, UsageError
 
 TRACERS = ("auto", "preload", "ptrace", "none")
 
@@ -164,6 +164,12 @@ def select(requested: str | None, argv: list, env: dict, trace_dir: str,
         return Selection("none", list(argv), dict(env), None, ["tracing disabled (--tracer none)"], True,
                          "requested")
     lib_problem = preload.problem()
+    lib = None
+    if lib_problem is None:
+        try:
+            lib = preload.injectable_path()  # no space or colon: ld.so splits LD_PRELOAD on them
+        except TracerUnavailable as e:
+            lib_problem = str(e)
     pt_problem = ptrace.problem()
     info = inspect(argv, env.get("PATH"), cwd)
     root = os.geteuid() == 0
@@ -201,12 +207,10 @@ def select(requested: str | None, argv: list, env: dict, trace_dir: str,
 
     os.makedirs(trace_dir, exist_ok=True)
     if backend == "ptrace":
-        cmd = ptrace.command(trace_dir, list(argv), fallback_preload=preload.library_path()
-                             if lib_problem is None else None)
+        cmd = ptrace.command(trace_dir, list(argv), fallback_preload=lib)
         return Selection("ptrace", cmd, dict(env), trace_dir, notes, bool(notes), why)
 
     child_env = dict(env)
-    lib = preload.library_path()
     old = child_env.get("LD_PRELOAD", "")
     child_env["LD_PRELOAD"] = f"{lib}:{old}" if old else lib
     from roar_nb.config import ENV_TRACE_DIR
@@ -275,7 +279,11 @@ def _preload_works() -> bool:
     if head is None:
         return False
     with tempfile.TemporaryDirectory(prefix="roar-probe-") as d:
-        env = dict(os.environ, LD_PRELOAD=preload.library_path(), **{ENV_TRACE_DIR: d})
+        try:
+            lib = preload.injectable_path()
+        except RoarError:
+            return False
+        env = dict(os.environ, LD_PRELOAD=lib, **{ENV_TRACE_DIR: d})
         try:
             subprocess.run([head, "-c0", preload.library_path()], env=env, timeout=10,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -300,11 +300,13 @@ class Store:
 
     # -- jobs ------------------------------------------------------------------
     def insert_job(self, job: Job, digests: dict | None = None,
-                   environment: tuple | None = None) -> Job:
+                   environment: tuple | None = None, children: Iterable = ()) -> Job:
         """Write a job, its edges and new artifacts in one transaction; assigns `seq`.
 
         `digests` maps blake3 -> {algo: value}; `environment` is
-        (env_id, python, platform, packages) when the job's environment is new.
+        (env_id, python, platform, packages) when the job's environment is new;
+        `children` are ids of jobs its command ran (nested `roar run`), which get
+        this job as their `parent_job_id`.
         """
         now = time.time()
         io_rows, art_rows = [], {}
@@ -360,6 +362,10 @@ class Store:
                 " created) VALUES (?,?,?,?,?,?,?,?,?)",
                 io_rows,
             )
+            children = list(children)
+            if children:
+                c.executemany("UPDATE jobs SET parent_job_id = ? WHERE id = ? AND id != ?",
+                              [(job.id, child, job.id) for child in children])
         return _replace(job, seq=seq)
 
     def _jobs_from_rows(self, rows: list[dict], with_edges: bool = True) -> list[Job]:
@@ -390,7 +396,8 @@ class Store:
                 cell_id=r["cell_id"], execution_count=r["execution_count"], kernel_id=r["kernel_id"],
                 git_commit=r["git_commit"], git_branch=r["git_branch"],
                 git_dirty=None if r["git_dirty"] is None else bool(r["git_dirty"]),
-                git_root=r["git_root"], env_id=r["env_id"], inputs=tuple(ins), outputs=tuple(outs),
+                git_root=r["git_root"], env_id=r["env_id"], parent_job_id=r.get("parent_job_id"),
+                inputs=tuple(ins), outputs=tuple(outs),
             ))
         return jobs
 

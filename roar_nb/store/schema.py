@@ -127,7 +127,15 @@ def _m5(db) -> None:
     db["job_io"].add_column("created", int)
 
 
-MIGRATIONS = [_m1, _m2, _m3, _m4, _m5]
+
+
+def _m6(db) -> None:
+    # jobs.parent_job_id: the job whose command ran this one (`roar run` nested in a
+    # `roar run` or a traced cell); set by the parent when it is stored.
+    db["jobs"].add_column("parent_job_id", str)
+
+
+MIGRATIONS = [_m1, _m2, _m3, _m4, _m5, _m6]
 LATEST = len(MIGRATIONS)
 
 

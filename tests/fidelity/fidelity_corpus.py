@@ -131,10 +131,15 @@ def _long_path_expected(d: Path) -> set:
 CASES: list[Case] = [
     Case("c_raw_and_stdio", lambda t, d: [str(t.bin_dir / "raw_stdio")],
          {"in.txt", "in2.txt"}, {"out_raw.txt", "out_stdio.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n"})),
-    # Beyond the issue's list: syscall(2) without libc, which LD_PRELOAD cannot see by construction.
+    # syscall(2) through libc's generic wrapper (hooked), and syscall instructions without libc,
+    # which LD_PRELOAD cannot see by construction.
     Case("c_syscall_direct", lambda t, d: [str(t.bin_dir / "syscall_direct")],
-         {"in.txt", "in2.txt"}, {"out_raw.txt", "out_stdio.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n"}),
-         beyond_libc=True),
+         {"in.txt", "in2.txt"}, {"out_raw.txt", "out_stdio.txt"}, _files(**{"in.txt": "a\n", "in2.txt": "b\n"})),
+    Case("c_syscall_libc", lambda t, d: [str(t.bin_dir / "syscall_libc")],
+         {"in.txt", "in2.txt"}, {"sub/rel.txt", "sub/moved.txt"},
+         _files(**{"in.txt": "a\n", "in2.txt": "b\n", "sub__keep": ""})),
+    Case("c_syscall_asm", lambda t, d: [str(t.bin_dir / "syscall_asm")],
+         {"in.txt"}, {"out_asm.txt"}, _files(**{"in.txt": "a\n"}), beyond_libc=True),
     Case("static_busybox", lambda t, d: [BUSYBOX, "sh", "-c", "cat in.txt > out.txt; cp in.txt copy.txt"],
          {"in.txt"}, {"out.txt", "copy.txt"}, _files(**{"in.txt": "s\n"}), static=True),
     Case("cp", lambda t, d: ["cp", "in.txt", "out.txt"], {"in.txt"}, {"out.txt"}, _files(**{"in.txt": "x" * 5000})),
@@ -185,6 +190,14 @@ CASES: list[Case] = [
             os._exit(0)
         os._exit(0)
     """), {"in.txt"}, {"daemon_out.txt"}, _files(**{"in.txt": "d\n"})),
+    # glibc opens these in the child, inside libc, between clone and exec.
+    Case("posix_spawn_file_actions", _py("""
+        import os
+        pid = os.posix_spawn("/bin/cat", ["cat"], os.environ, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "in.txt", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, "spawn_out.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)])
+        os.waitpid(pid, 0)
+    """), {"in.txt"}, {"spawn_out.txt"}, _files(**{"in.txt": "s\n"})),
     Case("threads32", lambda t, d: [str(t.bin_dir / "threads32")], set(), {f"t{i:02d}.txt" for i in range(32)}),
     # Beyond the issue's list: precision traps for a tracer that decides at syscall entry.
     Case("failed_opens", lambda t, d: [str(t.bin_dir / "edge_opens")], {"in.txt", "rw.txt"}, {"out.txt"},
@@ -469,7 +482,9 @@ def strace_events(log: bytes, cwd: str, before: dict) -> list:
                 events.append(Event(op, p, t, size, mtime, p2, int(pid)))
 
         if name == "chdir":
-            cwds[pid] = os.fsencode(path_at(None, 0))
+            new = path_at(None, 0)
+            if new is not None:
+                cwds[pid] = os.fsencode(new)
         elif name == "fchdir":
             cwds[pid] = _fd_path(args[0]) or cwds.get(pid, base_default)
         elif name in ("open", "openat", "openat2", "creat"):

@@ -35,10 +35,10 @@ def main() -> int:
         results, mismatches = fc.run_corpus(root)
     n = len(fc.CASES)
     print(f"Capture fidelity against strace -f ({n} programs; paths inside each program's directory)\n")
-    print(f"{'Backend':<38}{'Reads recall':>14}{'Reads precision':>17}{'Writes recall':>15}{'Writes precision':>18}"
+    print(f"{'Backend':<44}{'Reads recall':>14}{'Reads precision':>17}{'Writes recall':>15}{'Writes precision':>18}"
           f"{'Silent misses':>15}")
     rows = ((True, True, ""), (False, True, " (static excepted)"),
-            (False, False, " (static, syscall(2) excepted)"))
+            (False, False, " (static, inline syscalls excepted)"))
     for b in fc.BACKENDS:
         for include_static, include_beyond, suffix in rows:
             if b.startswith("ptrace") and suffix:
@@ -47,7 +47,7 @@ def main() -> int:
             silent = sum(1 for x in results if x.backend == b and x.silent_miss
                          and (include_static or not x.static) and (include_beyond or not x.beyond_libc))
             label = b + suffix
-            print(f"{label:<38}{pct(r.recall):>14}{pct(r.precision):>17}{pct(w.recall):>15}{pct(w.precision):>18}"
+            print(f"{label:<44}{pct(r.recall):>14}{pct(r.precision):>17}{pct(w.recall):>15}{pct(w.precision):>18}"
                   f"{silent:>15}")
     print()
     if mismatches:

@@ -23,9 +23,7 @@ import fidelity_corpus as fc  # noqa: E402
 # What the preload library cannot see, by design of LD_PRELOAD (see rust/README.md).
 PRELOAD_GAPS = {
     "static_busybox": "static binary: the loader never runs, LD_PRELOAD is ignored (job is marked partial)",
-    "c_syscall_direct": "syscall(2) bypasses libc, so no LD_PRELOAD hook runs (ptrace sees it)",
-    "chdir_openat2": "syscall(SYS_openat2) and syscall(SYS_chdir) bypass the preload hooks (issue 11 item 14, "
-                     "preload side; ptrace sees them)",
+    "c_syscall_asm": "syscall instructions without libc: no LD_PRELOAD hook runs (ptrace sees it)",
 }
 
 # What roar-ptrace does not see yet (strict: a fix shows up as XPASS and must drop the entry).
@@ -73,10 +71,10 @@ def test_writes_match_strace(corpus, backend, case):
     assert r.reads == r.truth_reads
 
 
-# Misses no backend can say: a raw `syscall` instruction never passes through anything an
+# Misses no backend can say: an inline `syscall` instruction never passes through anything an
 # LD_PRELOAD library can hook, so preload cannot know it missed it (auto mode does not help:
 # the program is an ordinary dynamic executable). Strict: a note for it shows up as XPASS.
-UNSAYABLE = {("preload", "c_syscall_direct")}
+UNSAYABLE = {("preload", "c_syscall_asm")}
 
 
 def _said_params():

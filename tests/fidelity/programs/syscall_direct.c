@@ -1,6 +1,7 @@
-/* Direct syscall(2) I/O, bypassing libc wrappers (as Go-style runtimes do): invisible to any
- * LD_PRELOAD library by construction, kept in the corpus to show that gap. Reads in.txt with
- * syscall(SYS_openat) and in2.txt with stdio; writes out_raw.txt and out_stdio.txt. */
+/* Direct syscall(2) I/O, bypassing libc's named wrappers but through libc's generic syscall()
+ * (an interposable symbol: the preload library hooks it). Reads in.txt with
+ * syscall(SYS_openat) and in2.txt with stdio; writes out_raw.txt and out_stdio.txt. Inline
+ * syscall instructions, which no LD_PRELOAD library can see, are syscall_asm.c. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>

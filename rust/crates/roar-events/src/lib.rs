@@ -48,11 +48,10 @@ pub enum Op {
     Link = b'L',
     /// Executed (execve and friends, posix_spawn).
     Exec = b'X',
-    /// Not recorded: a call succeeded on a name the tracer could not make
-    /// absolute (its directory's path is longer than the kernel will give, or
-    /// outside the root). `path` is the name as passed, `size` the errno of
-    /// the failed resolution (0 if none). Readers turn it into a capture note.
-    Unresolved = b'N',
+    /// Something the tracer knows it did not see: `path` names the subject
+    /// (a program, a syscall), `path2` the kind and detail as ASCII words
+    /// (`static /bin/sh`: see `rust/EVENTS.md`). Never a file the job touched.
+    Note = b'N',
 }
 
 impl Op {
@@ -65,7 +64,7 @@ impl Op {
         Op::Move,
         Op::Link,
         Op::Exec,
-        Op::Unresolved,
+        Op::Note,
     ];
 
     /// The op for a wire byte, or `None` for an unknown letter.
@@ -78,7 +77,7 @@ impl Op {
             b'M' => Op::Move,
             b'L' => Op::Link,
             b'X' => Op::Exec,
-            b'N' => Op::Unresolved,
+            b'N' => Op::Note,
             _ => return None,
         })
     }
@@ -88,9 +87,9 @@ impl Op {
         self as u8
     }
 
-    /// Whether records of this op carry a second path (M and L).
+    /// Whether records of this op carry a second path (M, L and N).
     pub fn has_path2(self) -> bool {
-        matches!(self, Op::Move | Op::Link)
+        matches!(self, Op::Move | Op::Link | Op::Note)
     }
 
     /// Whether tracers deduplicate this op per process on (op, path).

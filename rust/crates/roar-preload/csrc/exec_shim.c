@@ -1,5 +1,5 @@
 /*
- * exec_shim.c - the C-variadic members of the exec family for roar-preload.
+ * exec_shim.c - the C-variadic members of the exec family (and syscall) for roar-preload.
  *
  * Why C: execl, execlp and execle take a NULL-terminated *variadic* argument
  * list, and stable Rust cannot define C-variadic functions. Declaring them in
@@ -24,7 +24,8 @@
 
 extern char **environ;
 
-/* Rust hook bodies (exec.rs). */
+/* Rust hook bodies (exec.rs, syscall.rs). */
+long roar_internal_syscall(long n, long a1, long a2, long a3, long a4, long a5, long a6);
 int roar_internal_execve(const char *path, char *const argv[], char *const envp[]);
 int roar_internal_execvpe(const char *file, char *const argv[], char *const envp[]);
 
@@ -99,4 +100,19 @@ HIDDEN int roar_shim_execle(const char *path, const char *arg0, ...) {
     char *const *envp = va_arg(ap, char *const *);
     va_end(ap);
     return roar_internal_execve(path, (char *const *)argv, envp);
+}
+
+/*
+ * syscall(2): like glibc's own wrapper, take the number and six argument
+ * words whatever the call needs (a word the caller did not pass is read from
+ * a register or the caller's outgoing stack area and ignored by the kernel),
+ * and hand them to the Rust hook body (syscall.rs).
+ */
+HIDDEN long roar_shim_syscall(long n, ...) {
+    va_list ap;
+    va_start(ap, n);
+    long a1 = va_arg(ap, long), a2 = va_arg(ap, long), a3 = va_arg(ap, long);
+    long a4 = va_arg(ap, long), a5 = va_arg(ap, long), a6 = va_arg(ap, long);
+    va_end(ap);
+    return roar_internal_syscall(n, a1, a2, a3, a4, a5, a6);
 }

@@ -8,6 +8,12 @@
 //! `subprocess.Popen(env={...})`). Only a *copy* of envp is ever modified;
 //! while dormant envp is passed through untouched.
 //!
+//! It also says what it knows it will not see (4): a static executable (no
+//! loader, so no LD_PRELOAD) or a setuid/setgid one (the loader ignores
+//! LD_PRELOAD in secure mode), started by this process, gets an `N` record
+//! (`static` / `setuid`, with this program's path) so the job is marked
+//! partial with the reason instead of silently missing its file I/O.
+//!
 //! The variadic `execl`, `execlp`, `execle` are defined in `csrc/exec_shim.c`
 //! (stable Rust cannot define C-variadic functions); see `lib.rs` for the
 //! trampolines that export them.
@@ -15,6 +21,8 @@
 use std::ffi::{CStr, CString};
 
 use libc::{c_char, c_int, c_void, pid_t};
+
+use roar_events::Op;
 
 use crate::hooks::{cbytes, enosys};
 use crate::real;
@@ -167,6 +175,102 @@ fn search_path(file: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Little-endian field of `n` bytes at `off` in `b` (None past the end).
+fn le(b: &[u8], off: usize, n: usize) -> Option<u64> {
+    let s = b.get(off..off.checked_add(n)?)?;
+    Some(s.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+}
+
+/// Whether an ELF image (its first bytes in `head`) is an executable
+/// without PT_INTERP: the kernel starts it directly, ld.so never runs, so
+/// LD_PRELOAD cannot enter it. `None` when it cannot tell (not ELF, program
+/// headers beyond `head`): no note rather than a wrong one.
+fn elf_is_static(head: &[u8]) -> Option<bool> {
+    if head.get(..4)? != b"\x7fELF" || head.get(5) != Some(&1) {
+        return None; // not ELF, or big-endian (not a Linux x86_64/aarch64 host)
+    }
+    let (phoff, phentsize, phnum) = match head.get(4)? {
+        2 => (le(head, 0x20, 8)?, le(head, 0x36, 2)?, le(head, 0x38, 2)?),
+        1 => (le(head, 0x1c, 4)?, le(head, 0x2a, 2)?, le(head, 0x2c, 2)?),
+        _ => return None,
+    };
+    for i in 0..phnum {
+        let off = usize::try_from(phoff.checked_add(i.checked_mul(phentsize)?)?).ok()?;
+        if le(head, off, 4)? == 3 {
+            return Some(false); // PT_INTERP
+        }
+    }
+    Some(true)
+}
+
+/// The first 4 KiB of `path` and its stat, read with raw syscalls (they
+/// bypass our own hooks and leave errno to the caller's guard).
+fn read_head(path: &CStr) -> Option<(Vec<u8>, libc::stat)> {
+    // SAFETY: NUL-terminated path; flags without O_CREAT need no mode.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+    } as c_int;
+    if fd < 0 {
+        return None;
+    }
+    let mut head = vec![0u8; 4096];
+    // SAFETY: buffer of head.len() bytes; zeroed stat is a valid out-buffer.
+    let (n, st) = unsafe {
+        let n = libc::syscall(libc::SYS_read, fd, head.as_mut_ptr(), head.len());
+        let mut st: libc::stat = std::mem::zeroed();
+        let r = libc::syscall(libc::SYS_fstat, fd, &mut st);
+        libc::syscall(libc::SYS_close, fd);
+        (if r == 0 { n } else { -1 }, st)
+    };
+    if n < 0 {
+        return None;
+    }
+    head.truncate(n as usize);
+    Some((head, st))
+}
+
+/// Why the program at `path` will run untraced, if it will: `static` (no
+/// loader) or `setuid` (the loader ignores LD_PRELOAD in secure mode). A
+/// `#!` script is judged by its interpreter (one level, as the kernel does
+/// for the common case).
+fn untraced_kind(path: &[u8]) -> Option<&'static [u8]> {
+    let c = CString::new(path).ok()?;
+    let (head, st) = read_head(&c)?;
+    // SAFETY: plain getters.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if (st.st_mode & libc::S_ISUID != 0 && st.st_uid != euid)
+        || (st.st_mode & libc::S_ISGID != 0 && st.st_gid != egid)
+    {
+        return Some(b"setuid");
+    }
+    if let Some(rest) = head.strip_prefix(b"#!") {
+        let line = rest.split(|&b| b == b'\n').next()?;
+        let interp = line
+            .split(|&b| b == b' ' || b == b'\t')
+            .find(|w| !w.is_empty())?;
+        let c = CString::new(interp).ok()?;
+        let (ihead, _) = read_head(&c)?;
+        return (elf_is_static(&ihead) == Some(true)).then_some(b"static");
+    }
+    (elf_is_static(&head) == Some(true)).then_some(b"static")
+}
+
+/// The note for starting `target`, if it will run untraced: `kind` and the
+/// path of this program (`static /usr/bin/dash`), so the job can say which
+/// program started it.
+fn untraced_note(target: &[u8]) -> Option<Vec<u8>> {
+    let kind = untraced_kind(target)?;
+    let mut what = kind.to_vec();
+    let mut exe = [0u8; 4096];
+    // SAFETY: NUL-terminated link name; buffer of exe.len() bytes.
+    let n = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), exe.as_mut_ptr().cast(), exe.len()) };
+    if n > 0 {
+        what.push(b' ');
+        what.extend_from_slice(&exe[..n as usize]);
+    }
+    Some(what)
+}
+
 /// Shared work before a program starts: record X for `resolved` (if any),
 /// optionally flush (exec: our image is about to be replaced), and compute
 /// the environment to pass. Never panics across the boundary; errno is
@@ -181,6 +285,12 @@ unsafe fn prepare(
     envp: *const *const c_char,
 ) -> Option<FixedEnv> {
     let _errno = ErrnoGuard::save();
+    // No panic may cross the C boundary (with_state catches its own).
+    let note = if record_now {
+        resolved.and_then(|p| std::panic::catch_unwind(|| untraced_note(p)).ok().flatten())
+    } else {
+        None
+    };
     let dir = with_state(|st| {
         if !st.active {
             return None;
@@ -188,6 +298,9 @@ unsafe fn prepare(
         if record_now {
             if let Some(p) = resolved {
                 st.on_exec(p);
+                if let Some(what) = &note {
+                    st.on_note(p, true, what);
+                }
             }
         }
         if flush {
@@ -203,7 +316,13 @@ unsafe fn prepare(
 /// Record X after a successful spawn (posix_spawn does not replace us).
 fn record_spawned(resolved: &[u8]) {
     let _errno = ErrnoGuard::save();
-    with_state(|st| st.on_exec(resolved));
+    let note = std::panic::catch_unwind(|| untraced_note(resolved)).ok().flatten();
+    with_state(|st| {
+        st.on_exec(resolved);
+        if let Some(what) = &note {
+            st.on_note(resolved, true, what);
+        }
+    });
 }
 
 
@@ -355,6 +474,7 @@ unsafe fn spawn_common(
         if let Some(t) = target {
             record_spawned(&t);
         }
+        let _ = std::panic::catch_unwind(|| spawn_record_opens(file_actions));
     }
     r
 }
@@ -397,3 +517,221 @@ pub unsafe extern "C" fn posix_spawnp(
     spawn_common(real, true, pid, file, file_actions, attrp, argv, envp)
 }
 
+
+// ---- posix_spawn file actions ----------------------------------------------
+//
+// `posix_spawn_file_actions_addopen` makes libc open a file *in the child*,
+// between clone and exec, inside libc: no hook of ours runs there, and the
+// child's own image starts after the open. So the actions are remembered here
+// (by the address of the actions object, in order, while tracing) and, once a
+// posix_spawn with that object succeeded (which means every action did), its
+// opens are recorded by the parent as if it had made them, relative to the
+// directory the child had at that point (`addchdir_np`). After an
+// `addfchdir_np` that directory is unknown: a relative open is then a note,
+// never a guessed path. glibc's struct is opaque, so it is not parsed.
+
+// The table lives in the tracer state (`State::spawn_actions`), under the
+// state lock, which fork already handles (a child never inherits it held).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::state::HookGuard;
+
+/// One remembered file action.
+#[derive(Clone)]
+pub enum SpawnAction {
+    /// `addopen(path, flags)`.
+    Open(Vec<u8>, c_int),
+    /// `addchdir_np(path)`.
+    Chdir(Vec<u8>),
+    /// `addfchdir_np(fd)`: the directory is unknown from here on.
+    Fchdir,
+}
+
+/// Whether the table may hold anything: init/destroy while dormant cost one
+/// load when it is empty.
+static SPAWN_ANY: AtomicBool = AtomicBool::new(false);
+
+fn spawn_forget(fa: *const c_void) {
+    if !SPAWN_ANY.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(_g) = HookGuard::enter() else { return };
+    let _errno = ErrnoGuard::save();
+    with_state(|st| {
+        st.spawn_actions.retain(|(k, _)| *k != fa as usize);
+        SPAWN_ANY.store(!st.spawn_actions.is_empty(), Ordering::Relaxed);
+    });
+}
+
+/// Caller holds a [`HookGuard`] (the add* hooks run under `tracing()`).
+fn spawn_remember(fa: *const c_void, a: SpawnAction) {
+    let _errno = ErrnoGuard::save();
+    with_state(|st| {
+        match st.spawn_actions.iter_mut().find(|(k, _)| *k == fa as usize) {
+            Some((_, v)) => v.push(a),
+            None => st.spawn_actions.push((fa as usize, vec![a])),
+        }
+        SPAWN_ANY.store(true, Ordering::Relaxed);
+    });
+}
+
+/// Record the opens of `fa` after a successful spawn (see the section
+/// comment). Caller holds a [`HookGuard`].
+fn spawn_record_opens(fa: *const c_void) {
+    if fa.is_null() || !SPAWN_ANY.load(Ordering::Relaxed) {
+        return;
+    }
+    let _errno = ErrnoGuard::save();
+    let found = with_state(|st| {
+        st.spawn_actions.iter().find(|(k, _)| *k == fa as usize).map(|(_, v)| v.clone())
+    });
+    let Some(Some(actions)) = found else {
+        return;
+    };
+    // The child's directory: None = ours (AT_FDCWD), Some(Some(abs)), Some(None) = unknown.
+    let mut dir: Option<Option<Vec<u8>>> = None;
+    for a in &actions {
+        match a {
+            SpawnAction::Chdir(p) => {
+                let base = match &dir {
+                    None => cwd(),
+                    Some(d) => d.clone(),
+                };
+                dir = Some(base.map(|b| roar_events::normalize(&b, p)));
+            }
+            SpawnAction::Fchdir => dir = Some(None),
+            SpawnAction::Open(p, flags) => {
+                let Some(op) = roar_events::classify_open_flags(*flags) else { continue };
+                let path = match (&dir, p.first() == Some(&b'/')) {
+                    (_, true) | (None, false) => p.clone(),
+                    (Some(Some(b)), false) => roar_events::normalize(b, p),
+                    (Some(None), false) => {
+                        with_state(|st| st.on_note(p, false, b"spawn open-after-fchdir"));
+                        continue;
+                    }
+                };
+                let Ok(c) = CString::new(path) else { continue };
+                // An O_PATH descriptor lets on_open check the type, size and
+                // mtime exactly as for an open of our own.
+                // SAFETY: NUL-terminated path.
+                let fd = unsafe {
+                    libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)
+                } as c_int;
+                if fd < 0 && op != Op::Write {
+                    continue; // gone already: cannot tell what was read
+                }
+                with_state(|st| st.on_open(op, libc::AT_FDCWD, c.to_bytes(), fd));
+                if fd >= 0 {
+                    // SAFETY: closing the descriptor opened above.
+                    unsafe { libc::syscall(libc::SYS_close, fd) };
+                }
+            }
+        }
+    }
+}
+
+/// The current directory (None if it cannot be named).
+fn cwd() -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: buffer of buf.len() bytes; getcwd NUL-terminates.
+    let r = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    if r.is_null() || buf[0] != b'/' {
+        return None;
+    }
+    let n = buf.iter().position(|&b| b == 0)?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// Hook: `posix_spawn_file_actions_init(3)`: a fresh object at this address
+/// has no remembered actions.
+///
+/// # Safety
+/// Same contract as the libc function.
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_init(fa: *mut c_void) -> c_int {
+    let Some(real) = real::real_spawn_fa_init() else {
+        return libc::ENOSYS;
+    };
+    spawn_forget(fa);
+    real(fa)
+}
+
+/// Hook: `posix_spawn_file_actions_destroy(3)`.
+///
+/// # Safety
+/// Same contract as the libc function.
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_destroy(fa: *mut c_void) -> c_int {
+    let Some(real) = real::real_spawn_fa_destroy() else {
+        return libc::ENOSYS;
+    };
+    spawn_forget(fa);
+    real(fa)
+}
+
+/// Hook: `posix_spawn_file_actions_addopen(3)`: remembered while tracing.
+///
+/// # Safety
+/// Same contract as the libc function.
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_addopen(
+    fa: *mut c_void,
+    fd: c_int,
+    path: *const c_char,
+    oflag: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    let Some(real) = real::real_spawn_fa_addopen() else {
+        return libc::ENOSYS;
+    };
+    let Some(_g) = tracing() else {
+        return real(fa, fd, path, oflag, mode);
+    };
+    let r = real(fa, fd, path, oflag, mode);
+    if r == 0 && !path.is_null() {
+        let p = cbytes(path).to_vec();
+        let _ = std::panic::catch_unwind(|| spawn_remember(fa, SpawnAction::Open(p, oflag)));
+    }
+    r
+}
+
+/// Hook: `posix_spawn_file_actions_addchdir_np(3)`.
+///
+/// # Safety
+/// Same contract as the libc function.
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_addchdir_np(fa: *mut c_void, path: *const c_char) -> c_int {
+    let Some(real) = real::real_spawn_fa_addchdir() else {
+        return libc::ENOSYS;
+    };
+    let Some(_g) = tracing() else {
+        return real(fa, path);
+    };
+    let r = real(fa, path);
+    if r == 0 && !path.is_null() {
+        let p = cbytes(path).to_vec();
+        let _ = std::panic::catch_unwind(|| spawn_remember(fa, SpawnAction::Chdir(p)));
+    }
+    r
+}
+
+/// Hook: `posix_spawn_file_actions_addfchdir_np(3)`.
+///
+/// # Safety
+/// Same contract as the libc function.
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_addfchdir_np(fa: *mut c_void, fd: c_int) -> c_int {
+    let Some(real) = real::real_spawn_fa_addfchdir() else {
+        return libc::ENOSYS;
+    };
+    let Some(_g) = tracing() else {
+        return real(fa, fd);
+    };
+    let r = real(fa, fd);
+    if r == 0 {
+        let _ = std::panic::catch_unwind(|| spawn_remember(fa, SpawnAction::Fchdir));
+    }
+    r
+}

@@ -72,7 +72,7 @@ fn classify_mode(mode: &[u8]) -> Option<Op> {
 ///
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string.
-unsafe fn note_open(op: Option<Op>, dirfd: c_int, path: *const c_char, fd: c_int) {
+pub(crate) unsafe fn note_open(op: Option<Op>, dirfd: c_int, path: *const c_char, fd: c_int) {
     let Some(op) = op else { return };
     if path.is_null() {
         return;
@@ -429,7 +429,7 @@ pub unsafe extern "C" fn truncate64(path: *const c_char, len: off64_t) -> c_int 
 ///
 /// # Safety
 /// `p1`, `p2` must be NULL or NUL-terminated strings.
-unsafe fn note_pair(op: Op, d1: c_int, p1: *const c_char, d2: c_int, p2: *const c_char) {
+pub(crate) unsafe fn note_pair(op: Op, d1: c_int, p1: *const c_char, d2: c_int, p2: *const c_char) {
     if p1.is_null() || p2.is_null() {
         return;
     }
@@ -569,7 +569,7 @@ pub unsafe extern "C" fn linkat(
 ///
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string.
-unsafe fn note_delete(dirfd: c_int, path: *const c_char) {
+pub(crate) unsafe fn note_delete(dirfd: c_int, path: *const c_char) {
     if path.is_null() {
         return;
     }

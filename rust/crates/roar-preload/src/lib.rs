@@ -38,6 +38,7 @@ pub mod lock;
 pub mod real;
 pub mod seen;
 pub mod state;
+pub mod syscall;
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::sync::atomic::Ordering;
@@ -346,6 +347,7 @@ extern "C" {
     fn roar_shim_execl();
     fn roar_shim_execlp();
     fn roar_shim_execle();
+    fn roar_shim_syscall();
 }
 
 macro_rules! trampoline {
@@ -376,4 +378,9 @@ trampoline!(
 trampoline!(
     /// Hook: `execle(3)` (variadic; implemented in C, see exec_shim.c).
     execle => roar_shim_execle
+);
+trampoline!(
+    /// Hook: `syscall(2)` (variadic; implemented in C, see exec_shim.c and
+    /// [`syscall`]).
+    syscall => roar_shim_syscall
 );

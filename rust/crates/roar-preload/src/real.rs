@@ -111,6 +111,16 @@ pub type PosixSpawnFn = unsafe extern "C" fn(
     *const *const c_char,
     *const *const c_char,
 ) -> c_int;
+/// `int (*)(posix_spawn_file_actions_t *)`
+pub type SpawnFaFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+/// `int (*)(posix_spawn_file_actions_t *, int, const char *, int, mode_t)`
+pub type SpawnFaOpenFn = unsafe extern "C" fn(*mut c_void, c_int, *const c_char, c_int, mode_t) -> c_int;
+/// `int (*)(posix_spawn_file_actions_t *, const char *)`
+pub type SpawnFaChdirFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
+/// `int (*)(posix_spawn_file_actions_t *, int)`
+pub type SpawnFaFchdirFn = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
+/// `long (*)(long, ...)`
+pub type SyscallFn = unsafe extern "C" fn(libc::c_long, ...) -> libc::c_long;
 /// `pid_t (*)(void)`
 pub type ForkFn = unsafe extern "C" fn() -> pid_t;
 /// `void (*)(int)` (noreturn)
@@ -165,6 +175,12 @@ real_fns! {
     real_posix_spawn = "posix_spawn": PosixSpawnFn;
     real_posix_spawnp = "posix_spawnp": PosixSpawnFn;
     real_fork = "fork": ForkFn;
+    real_syscall = "syscall": SyscallFn;
+    real_spawn_fa_init = "posix_spawn_file_actions_init": SpawnFaFn;
+    real_spawn_fa_destroy = "posix_spawn_file_actions_destroy": SpawnFaFn;
+    real_spawn_fa_addopen = "posix_spawn_file_actions_addopen": SpawnFaOpenFn;
+    real_spawn_fa_addchdir = "posix_spawn_file_actions_addchdir_np": SpawnFaChdirFn;
+    real_spawn_fa_addfchdir = "posix_spawn_file_actions_addfchdir_np": SpawnFaFchdirFn;
     real_exit = "_exit": ExitFn;
     real_exit2 = "_Exit": ExitFn;
 }

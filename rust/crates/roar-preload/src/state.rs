@@ -44,6 +44,10 @@ static HELD_FD: AtomicI32 = AtomicI32::new(-1);
 /// checks with fstat that the number still names our file before writing.
 static SUSPECT: AtomicBool = AtomicBool::new(false);
 
+/// The descriptor of the trace file created for the child of a fork in
+/// progress (see `State::before_fork`), -1 if none.
+static FORK_FD: AtomicI32 = AtomicI32::new(-1);
+
 /// Flush the buffer once it holds this many bytes (~64 KiB per write()).
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -147,6 +151,12 @@ pub struct State {
     /// This process follows a host's control block (`control.rs`): every record
     /// is written through, since nothing flushes an idle worker when a job ends.
     pub follower: bool,
+    /// A `.lost` marker was left for this image (see `mark_lost`).
+    lost: bool,
+    /// Name of the file `before_fork` created for the next child.
+    fork_name: Vec<u8>,
+    /// posix_spawn file actions remembered per actions object (exec.rs).
+    pub spawn_actions: Vec<(usize, Vec<crate::exec::SpawnAction>)>,
 }
 
 struct Shared {
@@ -177,6 +187,9 @@ static SHARED: Shared = Shared {
         out: TraceFd::NONE,
         finalized: false,
         follower: false,
+        lost: false,
+        fork_name: Vec::new(),
+        spawn_actions: Vec::new(),
     }),
 };
 
@@ -261,11 +274,12 @@ fn op_bit(op: Op) -> u32 {
         Op::Read => 0,
         Op::Write => 1,
         Op::Update => 2,
-        // N is never deduplicated (like D, M, L): its bit is never set.
-        Op::Delete | Op::Unresolved => 3,
+        Op::Delete => 3,
         Op::Move => 4,
         Op::Link => 5,
         Op::Exec => 6,
+        // Notes are never deduplicated (see `on_note`); no bit of their own.
+        Op::Note => 6,
     }
 }
 
@@ -302,6 +316,8 @@ impl State {
         self.seen.clear();
         self.finalized = false;
         self.active = true;
+        self.lost = false;
+        self.claim();
         true
     }
 
@@ -324,6 +340,107 @@ impl State {
         // The inherited descriptor is the parent's file; the child writes its own.
         self.out.close();
         self.seen.clear();
+        self.lost = false;
+        let fd = FORK_FD.swap(-1, Ordering::Relaxed);
+        if self.active && fd >= 0 {
+            self.adopt_fork_file(fd);
+        }
+        if self.active {
+            self.claim();
+        }
+    }
+
+    /// In the parent, before fork: create and flock the child's trace file
+    /// (`<ppid>-<t>.fork`), so the child holds a lock from its first
+    /// instant. Claiming in the child alone leaves a window in which a
+    /// daemon forked just before the command exits has no file yet.
+    fn before_fork(&mut self) {
+        if !self.active || self.dir.is_empty() {
+            return;
+        }
+        let mut name = std::mem::take(&mut self.fork_name);
+        self.file_name(&mut name, now_ns(), b".fork\0");
+        let fd = create(&name);
+        if fd >= 0 {
+            // SAFETY: flock on the descriptor just opened.
+            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
+            FORK_FD.store(fd, Ordering::Relaxed);
+        }
+        self.fork_name = name;
+    }
+
+    /// In the child: make the file `before_fork` claimed this image's trace
+    /// file (`<pid>-<t0>.ev`, at a high number); else remove it.
+    fn adopt_fork_file(&mut self, fd: c_int) {
+        let mut name = std::mem::take(&mut self.tmp);
+        self.file_name(&mut name, self.t0_ns, b".ev\0");
+        let from = self.fork_name.as_ptr();
+        // SAFETY: both names are NUL-terminated.
+        let renamed = unsafe {
+            libc::syscall(libc::SYS_renameat, libc::AT_FDCWD, from, libc::AT_FDCWD, name.as_ptr())
+        } == 0;
+        self.tmp = name;
+        if !renamed || self.out.adopt(fd, self.pid).is_none() {
+            // SAFETY: our own descriptor and file.
+            unsafe {
+                libc::syscall(libc::SYS_close, fd);
+                if !renamed {
+                    libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, from, 0);
+                }
+            }
+        }
+    }
+
+    /// Create this image's trace file now (header only) and hold it, with a
+    /// shared flock, until the process exits or execs (O_CLOEXEC): the
+    /// reader takes a process whose file is still locked when the job is
+    /// read for one that outlived the command (a daemon, a background job),
+    /// even if it has recorded nothing yet. One open per process image.
+    fn claim(&mut self) {
+        if !self.write_out() {
+            self.mark_lost();
+        }
+    }
+
+    /// A process that follows a host's control block (a pool worker, a
+    /// forkserver) is meant to outlive the job it started in: the host's
+    /// begin/end retarget it, and it writes every record through, so nothing
+    /// is pending when a job ends. Its trace file must not read as "a process
+    /// still running when the job ended" (the daemon check), so a fork child
+    /// that became a follower drops the lock it inherited from `before_fork`.
+    pub fn unlock_for_follower(&mut self) {
+        let fd = self.out.get(self.pid);
+        if fd >= 0 {
+            // SAFETY: flock on our own descriptor (LOCK_UN releases our shared lock).
+            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_UN) };
+        }
+    }
+
+    /// Records could not be written (the trace directory's filesystem is
+    /// full, or gone): leave an empty `<pid>-<t0>.<errno>.lost` marker next
+    /// to where the file should be, once per image, so the reader marks the
+    /// job partial with the reason instead of silently missing the records.
+    /// An empty file needs no data blocks, so it can still be created on a
+    /// full tmpfs.
+    fn mark_lost(&mut self) {
+        // SAFETY: reading errno.
+        let err = unsafe { *libc::__errno_location() };
+        if self.lost || self.dir.is_empty() {
+            return;
+        }
+        self.lost = true;
+        let mut name = std::mem::take(&mut self.tmp);
+        let mut num = [0u8; 21];
+        num[0] = b'.';
+        let n = 1 + write_u64(&mut num[1..], err.max(0) as u64);
+        self.file_name(&mut name, self.t0_ns, &num[..n]);
+        name.extend_from_slice(b".lost\0");
+        let fd = create(&name);
+        if fd >= 0 {
+            // SAFETY: closing the fd we just opened.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+        }
+        self.tmp = name;
     }
 
     /// Forget the cached cwd (after chdir/fchdir).
@@ -516,7 +633,11 @@ impl State {
     fn unresolved(&mut self, raw: &[u8]) {
         // SAFETY: reading errno (the hooks restore the program's errno afterwards).
         let e = unsafe { *libc::__errno_location() };
-        self.push(Op::Unresolved, e.max(0) as u64, -1, raw, None);
+        let mut what = b"unresolved ".to_vec();
+        let mut num = [0u8; 20];
+        let n = write_u64(&mut num, e.max(0) as u64);
+        what.extend_from_slice(&num[..n]);
+        self.push(Op::Note, 0, -1, raw, Some(&what));
     }
 
     /// `p` is under /proc or /dev (not /dev/shm) but may reach a regular file
@@ -660,6 +781,25 @@ impl State {
         self.path1 = p;
     }
 
+    /// Something this process is about to do (or did) that the tracer cannot
+    /// see: `subject` (a program path, relative to the cwd if `is_path` and
+    /// not absolute, or a syscall name) and `what` (kind and detail, ASCII
+    /// words; EVENTS.md). Written through at once, never deduplicated: notes
+    /// are rare (one per exec of a static program at most) and the reader
+    /// merges them.
+    pub fn on_note(&mut self, subject: &[u8], is_path: bool, what: &[u8]) {
+        if !self.active {
+            return;
+        }
+        let mut p = std::mem::take(&mut self.path1);
+        if !is_path || !self.resolve(libc::AT_FDCWD, subject, &mut p) {
+            p.clear();
+            p.extend_from_slice(subject);
+        }
+        self.push(Op::Note, 0, -1, &p, Some(what));
+        self.path1 = p;
+    }
+
     /// Write buffered records to `<dir>/<pid>-<t0_ns>.ev` (header first the
     /// first time). The file is opened with raw syscalls the first time and
     /// then kept open at a high descriptor number ([`TraceFd`]); a program
@@ -671,6 +811,9 @@ impl State {
             return true;
         }
         let ok = self.write_out();
+        if !ok {
+            self.mark_lost();
+        }
         self.buf.clear();
         if self.buf.capacity() > 4 * FLUSH_AT {
             self.buf.shrink_to(FLUSH_AT + 8192);
@@ -693,6 +836,13 @@ impl State {
                 match self.out.adopt(fd, self.pid) {
                     Some((high, size)) => {
                         fd = high;
+                        // Held while this image lives (see `claim`); not by a follower
+                        // of a control block, which outlives jobs by design and writes
+                        // every record through (see `unlock_for_follower`).
+                        if !self.follower {
+                            // SAFETY: flock on our own descriptor.
+                            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
+                        }
                         // A new (or emptied) file needs its header.
                         if size == 0 {
                             self.header_written = false;
@@ -739,6 +889,15 @@ impl State {
     /// own open hooks (and anyone else's) are bypassed; -1 on failure.
     fn open_trace_file(&mut self) -> c_int {
         let mut name = std::mem::take(&mut self.tmp);
+        self.file_name(&mut name, self.t0_ns, b".ev\0");
+        let fd = create(&name);
+        self.tmp = name;
+        fd
+    }
+
+    /// `<dir>/<pid>-<t><suffix>` into `name` (cleared first); `suffix` ends
+    /// with the NUL when the name is complete.
+    fn file_name(&self, name: &mut Vec<u8>, t: u64, suffix: &[u8]) {
         name.clear();
         name.extend_from_slice(&self.dir);
         name.push(b'/');
@@ -746,21 +905,25 @@ impl State {
         let n = write_u64(&mut num, self.pid as u64);
         name.extend_from_slice(&num[..n]);
         name.push(b'-');
-        let n = write_u64(&mut num, self.t0_ns);
+        let n = write_u64(&mut num, t);
         name.extend_from_slice(&num[..n]);
-        name.extend_from_slice(b".ev\0");
-        // SAFETY: name is NUL-terminated.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat,
-                libc::AT_FDCWD,
-                name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        } as c_int;
-        self.tmp = name;
-        fd
+        name.extend_from_slice(suffix);
+    }
+}
+
+/// Create (or open for appending) a file of ours with a raw syscall, so that
+/// our own open hooks (and anyone else's) are bypassed; -1 on failure.
+fn create(name_nul: &[u8]) -> c_int {
+    debug_assert_eq!(name_nul.last(), Some(&0));
+    // SAFETY: the name is NUL-terminated.
+    unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            name_nul.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        ) as c_int
     }
 }
 
@@ -1035,10 +1198,27 @@ pub extern "C" fn atfork_prepare() {
     }
     SHARED.lock.lock();
     let _ = FORK_LOCKED.try_with(|c| c.set(true));
+    // Our raw syscalls below reach our own syscall() hook: it must pass them
+    // through (the state lock is held), not record them.
+    let _g = HookGuard::enter();
+    let _errno = ErrnoGuard::save();
+    let _ = catch_unwind(|| {
+        // SAFETY: we hold the lock.
+        let st = unsafe { &mut *SHARED.state.get() };
+        st.before_fork();
+    });
 }
 
-/// atfork parent: release what prepare took.
+/// atfork parent: release what prepare took (and the parent's copy of the
+/// child's claimed trace file).
 pub extern "C" fn atfork_parent() {
+    let fd = FORK_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        let _g = HookGuard::enter();
+        let _errno = ErrnoGuard::save();
+        // SAFETY: the descriptor before_fork opened; the child keeps its copy.
+        unsafe { libc::syscall(libc::SYS_close, fd) };
+    }
     if FORK_LOCKED.try_with(|c| c.replace(false)).unwrap_or(false) {
         SHARED.lock.unlock();
     }
@@ -1049,6 +1229,7 @@ pub extern "C" fn atfork_parent() {
 pub extern "C" fn atfork_child() {
     let _ = FORK_LOCKED.try_with(|c| c.set(false));
     SHARED.lock.reset();
+    let _g = HookGuard::enter();
     let _ = catch_unwind(|| {
         // SAFETY: only one thread exists in the child and the lock was reset.
         let st = unsafe { &mut *SHARED.state.get() };
