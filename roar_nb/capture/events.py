@@ -237,9 +237,12 @@ def _runs_with(pid: str, marker: bytes) -> bool:
     and a reused pid's has no reason to name this job's trace directory)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            return marker in f.read()
+            env = b"\0" + f.read()
     except OSError:
         return False
+    # A follower of a host's control block (a pool worker started in a notebook cell) ignores
+    # ROAR_TRACE_DIR and outlives jobs by design: the host retargets it, nothing is pending.
+    return marker in env and b"\0ROAR_CONTROL=/" not in env
 
 
 def _lost_text(name: str) -> str:

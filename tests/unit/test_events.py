@@ -94,9 +94,11 @@ def test_moved_file_is_not_expanded(tmp_path):
 
 
 def test_unresolved_names_become_one_note_not_events(tmp_path):
-    """N records (rust/EVENTS.md): a name the tracer could not make absolute is said, never reduced."""
+    """`N unresolved ERRNO` records (rust/EVENTS.md): a name the tracer could not make absolute
+    is said in one note, never reduced."""
     (tmp_path / "1-1.ev").write_bytes(MAGIC + struct.pack("<II", 1, 0) + rec("W", "/x", 1)
-                                      + rec("N", "odd\x1b[31m", 2, size=36) + rec("N", "deep2.txt", 3, size=36))
+                                      + rec("N", "odd\x1b[31m", 2, path2="unresolved 36")
+                                      + rec("N", "deep2.txt", 3, path2="unresolved 36"))
     evs, problems = read_trace_dir(str(tmp_path))
     assert [e.op for e in evs] == ["W"]
     (note,) = problems

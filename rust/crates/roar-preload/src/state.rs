@@ -355,7 +355,9 @@ impl State {
     /// instant. Claiming in the child alone leaves a window in which a
     /// daemon forked just before the command exits has no file yet.
     fn before_fork(&mut self) {
-        if !self.active || self.dir.is_empty() {
+        // A follower's children follow the block too and hold no liveness lock
+        // (`unlock_for_follower`): nothing to claim ahead of them.
+        if !self.active || self.dir.is_empty() || self.follower {
             return;
         }
         let mut name = std::mem::take(&mut self.fork_name);
