@@ -55,10 +55,34 @@ def _strip_roar_cell_magic(lines: list[str]) -> list[str]:
     """Input transformer: a leading `%%roar` line becomes an empty line.
 
     The cell then runs as ordinary code: no magic frame in tracebacks, and line
-    numbers still match what the user sees (line 1 is the `%%roar` line)."""
+    numbers still match what the user sees (line 1 is the `%%roar` line). When
+    another cell magic follows (`%%roar` then `%%bash`, `%%time`, `%%capture`...),
+    the `%%roar` line (and blank lines after it) is dropped instead, so that
+    IPython's own cell-magic transform, which only looks at the first line, runs
+    the rest exactly as it would run without `%%roar`."""
     if lines and lines[0].lstrip().startswith("%%roar"):
-        return ["\n"] + lines[1:]
+        rest = lines[1:]
+        i = 0
+        while i < len(rest) and not rest[i].strip():
+            i += 1
+        if i < len(rest) and rest[i].lstrip().startswith("%%"):
+            return rest[i:]
+        return ["\n"] + rest
     return lines
+
+
+def _nested_run_cell() -> bool:
+    """True inside a run_cell started by a running cell (`%%capture`, `%%roar` fallback):
+    the outer cell's capture window is still open and the inner cell belongs to it."""
+    f = sys._getframe(2)
+    n = 0
+    while f is not None:
+        if f.f_code.co_name == "run_cell_async" and "IPython" in f.f_code.co_filename:
+            n += 1
+            if n > 1:
+                return True
+        f = f.f_back
+    return False
 
 
 class _Git:
@@ -109,6 +133,7 @@ class NotebookSession:
         self._cell = None  # (JobDraft, ExecutionInfo) of the cell being captured
         self._git = _Git()
         self._preamble: list[str] = []  # untraced cells since the last traced one (see Job.preamble)
+        self._nested = 0  # run_cell calls made by the traced cell itself (e.g. %%capture)
 
     # -- setup -----------------------------------------------------------------------
     def open(self) -> None:
@@ -150,8 +175,11 @@ class NotebookSession:
     # -- hooks -----------------------------------------------------------------------
     def pre_run_cell(self, info) -> None:
         try:
-            if self._cell is not None:  # a previous cell never reached post_run_cell
-                self._finish(None)
+            if self._cell is not None:
+                if _nested_run_cell():  # part of the running cell: its window stays open
+                    self._nested += 1
+                    return
+                self._finish(None)  # a previous cell never reached post_run_cell
             raw = info.raw_cell or ""
             if self.project is None or self.session is None or info.silent:
                 return
@@ -172,6 +200,9 @@ class NotebookSession:
             self.say(f"roar: internal error, cell not traced: {type(e).__name__}: {e}")
 
     def post_run_cell(self, result) -> None:
+        if self._nested:
+            self._nested -= 1
+            return
         if self._cell is None:
             self._note_untraced(result)
             return
