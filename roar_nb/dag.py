@@ -3,7 +3,10 @@
 Job B depends on job A when B read an artifact (same blake3) that A wrote, and
 A is the latest job before B to have written it. The compact view keeps the
 latest job of each step; a job is *stale* when one of its inputs was rewritten
-afterwards with different content (directly or upstream). `to_json` is a
+afterwards with different content (directly or upstream). Staleness is a fact
+about the data: a view of one session is given the project's jobs too
+(`project_jobs`), so a later `roar run` in another session makes a cell stale
+in the notebook's own view exactly as in `roar dag --all`. `to_json` is a
 stable contract used by `roar dag --json`, the server extension and users.
 """
 
@@ -70,8 +73,32 @@ def job_json(job: Job, stale: str | None = None, superseded: bool = False,
     }
 
 
-def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None) -> Dag:
-    """Link jobs (oldest first) through artifacts; compact unless `expanded`."""
+def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None,
+          project_jobs: list[Job] | None = None) -> Dag:
+    """Link jobs (oldest first) through artifacts; compact unless `expanded`.
+
+    `project_jobs` (every job of the project, oldest first) decides staleness when
+    `jobs` is only part of it (one session)."""
+    deps, superseded, stale = _link(jobs)
+    if project_jobs is not None and len(project_jobs) != len(jobs):
+        stale = _link(project_jobs)[2]
+        shown = {j.id for j in jobs}
+        stale = {k: v for k, v in stale.items() if k in shown}
+
+    if expanded:
+        kept = jobs
+    else:
+        kept = [j for j in jobs if j.id not in superseded]
+        # Re-point dependencies on superseded runs to the latest run of that step.
+        step_latest = {j.step: j.id for j in kept}
+        id_step = {j.id: j.step for j in jobs}
+        deps = {j.id: {step_latest.get(id_step[d], d) for d in deps[j.id]} - {j.id} for j in kept}
+    return Dag(kept, {j.id: deps[j.id] for j in kept}, {k: v for k, v in stale.items()
+               if k in {j.id for j in kept}}, superseded if expanded else set(), session_id)
+
+
+def _link(jobs: list[Job]) -> tuple[dict, set, dict]:
+    """(dependencies, superseded ids, stale reasons) of jobs, oldest first."""
     last_writer_of_hash: dict[str, str] = {}
     deps: dict[str, set] = {}
     for j in jobs:
@@ -109,17 +136,7 @@ def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None
                     up = jobs[index[d]]
                     stale[j.id] = f"upstream {up.ref} is stale"
                     break
-
-    if expanded:
-        kept = jobs
-    else:
-        kept = [j for j in jobs if j.id not in superseded]
-        # Re-point dependencies on superseded runs to the latest run of that step.
-        step_latest = {j.step: j.id for j in kept}
-        id_step = {j.id: j.step for j in jobs}
-        deps = {j.id: {step_latest.get(id_step[d], d) for d in deps[j.id]} - {j.id} for j in kept}
-    return Dag(kept, {j.id: deps[j.id] for j in kept}, {k: v for k, v in stale.items()
-               if k in {j.id for j in kept}}, superseded if expanded else set(), session_id)
+    return deps, superseded, stale
 
 
 def label(job: Job, width: int = 48) -> str:

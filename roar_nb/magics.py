@@ -282,7 +282,8 @@ class NotebookSession:
     def dag(self, expanded: bool = False):
         from roar_nb import dag as dag_mod
 
-        return dag_mod.build(self.jobs(), expanded=expanded, session_id=self.session.id)
+        return dag_mod.build(self.jobs(), expanded=expanded, session_id=self.session.id,
+                             project_jobs=self.project.store.jobs())
 
 
 def _summary(job) -> str:
