@@ -25,7 +25,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from roar_nb import session as session_mod
 from roar_nb.capture.audit import NOTE_PYTHON_ONLY
-from roar_nb.errors import NotInitialized, RoarError
+from roar_nb.errors import NotInitialized, RefNotFound, RoarError
 
 USAGE = ("usage: %roar on | off | status | log | show REF | dag [--widget|--text|--expanded]"
          " | reproduce TARGET [--run] [--check-determinism] | export TARGET FILE.ipynb   (%%roar: trace this cell)")
@@ -146,10 +146,19 @@ class NotebookSession:
             self.summary = bool(cfg.get("notebook.summary")) and not cfg.get("output.quiet")
             self.auto = bool(cfg.get("notebook.auto_trace"))
             store = self.project.store
-            s = store.notebook_session(self.notebook) if self.notebook else None
-            self.session = s or store.new_session(
+            # One session per kernel start: a restarted kernel, or a second kernel on the
+            # same notebook, has other state, so it never joins an earlier kernel's session
+            # (a reproduction replays one session's cells in one fresh kernel). Only this
+            # process's own session is rejoined (after %unload_ext / %load_ext).
+            mine = getattr(self.shell, _SESSION_ATTR, None)
+            try:
+                self.session = store.session(mine[1]) if mine and mine[0] == self.project.root else None
+            except RefNotFound:  # `roar reset` or a new database since
+                self.session = None
+            self.session = self.session or store.new_session(
                 "notebook", name=os.path.basename(self.notebook) if self.notebook else None,
                 notebook=self.notebook)
+            setattr(self.shell, _SESSION_ATTR, (self.project.root, self.session.id))
         except RoarError as e:
             self.say(f"roar: {e}; cells run but are not recorded")
             self.project = self.session = None
@@ -493,6 +502,7 @@ def _status_text(nb: NotebookSession) -> str:
 # --- extension entry points (roar_nb.load_ipython_extension delegates here) --------------
 
 _STATE_ATTR = "_roar_nb_state"
+_SESSION_ATTR = "_roar_nb_session"  # (project root, session id) of this kernel process
 
 
 def load(ip) -> None:
