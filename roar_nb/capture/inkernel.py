@@ -17,10 +17,14 @@ database (and its -journal) under the IPython dir, Jupyter touches connection
 files in its runtime dir, and roar itself reads and writes .roar/ and its trace
 files. The native library sees all of those because it traces every thread of
 the process, so they are removed here, by path prefix.
+
+The kernel's trace directory (/dev/shm/roar-kernel-<pid>-*) is removed at exit,
+and those of kernels that are gone are reaped when the next one starts.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import shutil
@@ -109,7 +113,12 @@ class CellCapture:
         # /dev/shm when possible: a per-cell mkdir/rmdir on tmpfs costs microseconds,
         # on an overlay or network filesystem it can cost a large part of the cell budget.
         shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
-        self.trace_base = tempfile.mkdtemp(prefix="roar-kernel-", dir=shm)
+        base = shm or tempfile.gettempdir()
+        ev_mod.reap_stale(base, "roar-kernel-")
+        # The pid in the name and an owner file let the next kernel reap this one if it dies.
+        self.trace_base = tempfile.mkdtemp(prefix=f"roar-kernel-{os.getpid()}-", dir=shm)
+        ev_mod.write_owner(self.trace_base)
+        atexit.register(shutil.rmtree, self.trace_base, True)
         self.exclude = tuple(p.rstrip("/") + "/" for p in exclude if p) + (self.trace_base + "/",)
         self._n = 0
         self._trace_dir: Optional[str] = None
