@@ -14,7 +14,9 @@ off the hook costs one global lookup and a return.
 Limits (reported by the caller as capture level "python-only"): I/O done inside
 C extensions that bypass Python's `open` (pyarrow, h5py, the C side of sqlite
 after connect, torch) is not seen; subprocesses are seen only through the
-native library injected into their environment.
+native library injected into their environment; a process forked without exec
+(`os.fork`, a multiprocessing pool with the fork start method) keeps this hook
+but its events stay in its own memory: the job gets a note naming the fork.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ _notes: list = []
 _installed = False
 _install_lock = threading.Lock()
 _pid = os.getpid()
+
+NOTE_FORK = ("a process was forked from the kernel without exec (os.fork, e.g. a multiprocessing pool "
+             "with the fork start method): its file I/O was not seen by python-level capture; "
+             "use the roar kernel (`roar kernel install`) to trace it")
 
 
 def _abspath(p) -> Optional[str]:
@@ -120,7 +126,8 @@ def _hook(name: str, args: tuple) -> None:
         elif name == "os.rename":  # os.rename and os.replace
             src = _resolve_dir_fd(args[0], args[2])
             dst = _resolve_dir_fd(args[1], args[3])
-            if src and dst and os.path.lexists(src) and not os.path.isdir(src):
+            # A directory too: events.reduce moves every output recorded under it.
+            if src and dst and os.path.lexists(src):
                 _events.append(Event(OP_MOVE, src, time.monotonic_ns(), 0, -1, dst, _pid))
         elif name == "os.remove":  # os.remove and os.unlink
             p = _resolve_dir_fd(args[0], args[1])
@@ -165,6 +172,8 @@ def _hook(name: str, args: tuple) -> None:
             if env is not None and "ROAR_TRACE_DIR" not in env:
                 _notes.append(f"subprocess {os.fsdecode(os.fspath(prog))!s:.60} was started with its "
                               "own environment: its file I/O was not seen")
+        elif name in ("os.fork", "os.forkpty"):
+            _notes.append(NOTE_FORK)
         elif name in ("os.system", "os.posix_spawn", "os.exec", "os.spawn"):
             if name != "os.system":
                 prog = args[1] if name == "os.spawn" else args[0]
@@ -211,10 +220,11 @@ def stop() -> tuple[list[Event], list[str]]:
     # directory, permission) would look like an output. Keep a write only if the
     # file exists now, or a later rename/delete in this job explains why not.
     moved_or_deleted = {e.path for e in events if e.op in (OP_MOVE, OP_DELETE)}
+    moved_dirs = tuple(e.path + "/" for e in events if e.op == OP_MOVE)
     kept = []
     exists: dict = {}
     for e in events:
-        if e.op == OP_WRITE and e.path not in moved_or_deleted:
+        if e.op == OP_WRITE and e.path not in moved_or_deleted and not e.path.startswith(moved_dirs):
             ok = exists.get(e.path)
             if ok is None:
                 ok = exists[e.path] = os.path.exists(e.path)
