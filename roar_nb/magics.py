@@ -165,7 +165,7 @@ class NotebookSession:
         excludes = [_ipython_dir(self.shell), _runtime_dir()]
         if self.project is not None:
             excludes.append(str(self.project.roar_dir))
-        self.capture = CellCapture(tuple(p for p in excludes if p))
+        self.capture = CellCapture(tuple(p for p in excludes if p), _kernel_thread(self.shell))
         if self.capture.native is None and self.project is not None:
             self.say(self.capture.problem)
         if self.project is not None:
@@ -272,6 +272,7 @@ class NotebookSession:
         draft.capture_level = trace.capture_level
         draft.capture_notes.extend(trace.notes)
         job, warnings = session_mod.record_job(self.project, draft, ev_mod.reduce(trace.events))
+        self.capture.threads.adopt(trace.threads, job.ref)
         if self.summary:
             # One quiet line per cell; the capture-level explanation that the summary may
             # append is the same every cell, so it is said once per kernel.
@@ -328,6 +329,16 @@ def _notebook_path(shell) -> Optional[str]:
         if isinstance(cand, str) and cand.endswith(".ipynb"):
             return os.path.abspath(cand)
     return None
+
+
+def _kernel_thread(shell):
+    """A predicate for threads that are IPython's machinery, not the user's: the event-loop
+    thread the script magics (`%%bash`, `%%sh`) start on first use and keep."""
+    def ignore(t) -> bool:
+        sm = shell.magics_manager.registry.get("ScriptMagics") if shell is not None else None
+        loop = getattr(sm, "event_loop", None)
+        return loop is not None and getattr(getattr(t, "_target", None), "__self__", None) is loop
+    return ignore
 
 
 def _kernel_id() -> Optional[str]:

@@ -17,6 +17,8 @@ after connect, torch) is not seen; subprocesses are seen only through the
 native library injected into their environment; a process forked without exec
 (`os.fork`, a multiprocessing pool with the fork start method) keeps this hook
 but its events stay in its own memory: the job gets a note naming the fork.
+Threads started by an earlier cell (`start(foreign=...)`) are left out: their
+I/O is not this cell's.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ _notes: list = []
 _installed = False
 _install_lock = threading.Lock()
 _pid = os.getpid()
+_foreign: frozenset = frozenset()  # idents of threads started by earlier cells
+_get_ident = threading.get_ident
 
 NOTE_FORK = ("a process was forked from the kernel without exec (os.fork, e.g. a multiprocessing pool "
              "with the fork start method): its file I/O was not seen by python-level capture; "
@@ -120,6 +124,8 @@ def _resolve_dir_fd(path, dir_fd) -> Optional[str]:
 def _hook(name: str, args: tuple) -> None:
     if not _active:
         return
+    if _foreign and _get_ident() in _foreign:
+        return  # a thread of an earlier cell (see carryover.ThreadWatch): not this cell's I/O
     try:
         if name == "open":
             _on_open(args[0], args[2])
@@ -197,13 +203,15 @@ def install() -> None:
             _installed = True
 
 
-def start() -> None:
-    """Begin collecting: every thread's file operations count from now on."""
-    global _active, _events, _notes, _pid
+def start(foreign: frozenset = frozenset()) -> None:
+    """Begin collecting: every thread's file operations count from now on, except those of
+    the threads in `foreign` (idents of threads that earlier cells started)."""
+    global _active, _events, _notes, _pid, _foreign
     install()
     _events = []
     _notes = []
     _pid = os.getpid()
+    _foreign = frozenset(foreign)
     _active = True
 
 

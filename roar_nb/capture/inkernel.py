@@ -18,8 +18,10 @@ files in its runtime dir, and roar itself reads and writes .roar/ and its trace
 files. The native library sees all of those because it traces every thread of
 the process, so they are removed here, by path prefix.
 
-The kernel's trace directory (/dev/shm/roar-kernel-<pid>-*) is removed at exit,
-and those of kernels that are gone are reaped when the next one starts.
+What the cell inherits (files opened before it, threads of earlier cells) is
+checked by capture/carryover.py around every cell. The kernel's trace directory
+(/dev/shm/roar-kernel-<pid>-*) is removed at exit, and those of kernels that
+are gone are reaped when the next one starts.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import shutil
 import tempfile
 from typing import Optional
 
-from roar_nb.capture import audit
+from roar_nb.capture import audit, carryover
 from roar_nb.capture import events as ev_mod
 from roar_nb.capture import preload
 from roar_nb.config import ENV_TRACE_DIR
@@ -88,12 +90,13 @@ class CellTrace:
     backend: str
     capture_level: str
     notes: list = factory(list)
+    threads: list = factory(list)  # threads the cell started that were still running at its end
 
 
 class CellCapture:
     """Begins and ends capture around cells; one per kernel (one cell runs at a time)."""
 
-    def __init__(self, exclude: tuple = ()):
+    def __init__(self, exclude: tuple = (), ignore_thread=lambda t: False):
         self.native: Optional[Native] = None
         self.problem: Optional[str] = None  # why native capture is unavailable, once
         lib = loaded_library()
@@ -120,6 +123,9 @@ class CellCapture:
         ev_mod.write_owner(self.trace_base)
         atexit.register(shutil.rmtree, self.trace_base, True)
         self.exclude = tuple(p.rstrip("/") + "/" for p in exclude if p) + (self.trace_base + "/",)
+        self.threads = carryover.ThreadWatch(ignore_thread)
+        self._fds: Optional[dict] = None
+        self._t_begin = 0
         self._n = 0
         self._trace_dir: Optional[str] = None
         self._mode: Optional[str] = None
@@ -142,12 +148,15 @@ class CellCapture:
         # while active; setting the variables here as well covers python-level
         # mode, and children that build their environment from os.environ.
         self._set_env(trace_dir)
+        foreign = self.threads.begin()
+        self._fds = carryover.open_files(self.exclude)  # before the window: our /proc reads are not the cell's
+        self._t_begin = carryover.now_ns()
         if self.native is not None:
             if self.native.begin(trace_dir):
                 self._mode = "preload"
                 return
             self._fallback_note = "the native library refused to begin; python-level capture for this cell"
-        audit.start()
+        audit.start(foreign)
         self._mode = "audit"
 
     def _set_env(self, trace_dir: str) -> None:
@@ -192,12 +201,19 @@ class CellCapture:
             notes.extend(problems)
             if level == CAPTURE_COMPLETE:
                 level = CAPTURE_PARTIAL
-        events = sorted(events + native_events, key=lambda e: e.t_ns) if events else native_events
+        fd_events, fd_notes, fd_partial = carryover.compare(self._fds, self._t_begin)
+        lingering, th_notes, th_partial = self.threads.end(counted_here=mode == "preload")
+        self._fds = None
+        notes.extend(fd_notes + th_notes)
+        if (fd_partial or th_partial) and level == CAPTURE_COMPLETE:
+            level = CAPTURE_PARTIAL
+        events = sorted(events + native_events + fd_events, key=lambda e: e.t_ns) \
+            if events or fd_events else native_events
         if mode == "audit" and self.child_lib is None and any(e.op == OP_EXEC for e in events):
             notes.append("subprocesses ran untraced (native library not found)")
         shutil.rmtree(trace_dir, ignore_errors=True)
         self._trace_dir = None
-        return CellTrace(self._drop_excluded(events), mode, level, notes)
+        return CellTrace(self._drop_excluded(events), mode, level, notes, lingering)
 
     def _drop_excluded(self, events: list) -> list:
         ex = self.exclude
