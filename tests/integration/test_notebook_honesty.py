@@ -281,3 +281,19 @@ def test_cell_made_stale_by_a_later_roar_run_is_stale_in_the_notebook_view(kerne
     (cell,) = view["jobs"]
     assert cell["stale"] and "in.txt" in cell["stale"]
     assert cell["stale"] == {j["id"]: j["stale"] for j in everything["jobs"]}[cell["id"]]
+
+
+def test_reproduce_after_a_kernel_restart_replays_only_that_kernel(kernels, tmp_path):
+    """The false `differs` of issue 11: the second kernel's cell ran without the first
+    kernel's state; replaying both kernels' cells in one kernel gave another result."""
+    nbpath = str(tmp_path / "work.ipynb")
+    env = {"ROAR_NOTEBOOK": nbpath}
+    run(make_nb([("load", "%load_ext roar\n%roar on"), ("a", "v = 1"),
+                 ("b", "open('o.txt', 'w').write('k1')")]), tmp_path, "roar", env=env)
+    run(make_nb([("load", "%load_ext roar\n%roar on"),
+                 ("c", "v = globals().get('v', 0) + 10\nopen('p.txt', 'w').write(str(v))")]),
+        tmp_path, "roar", env=env)
+    assert (tmp_path / "p.txt").read_text() == "10"
+    r = roar(tmp_path, "reproduce", "p.txt", "--run")
+    assert "identical" in r.stdout and "differs" not in r.stdout, r.stdout
+    assert (tmp_path / "p.txt").read_text() == "10"
