@@ -116,6 +116,21 @@ def reap_stale(parent: str, prefix: str) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def encode_header(pid: int, ppid: int) -> bytes:
+    """The header of an event file (for writers in Python: the audit hook's forked children)."""
+    return _HEADER.pack(MAGIC, pid, ppid)
+
+
+def encode_event(e: Event) -> bytes:
+    """One record of an event file, as `read_trace_file` reads it."""
+    p = os.fsencode(e.path)
+    out = _RECORD.pack(e.op.encode(), e.t_ns, max(e.size, 0), e.mtime_ns, len(p)) + p
+    if e.op in (OP_MOVE, OP_LINK):
+        p2 = os.fsencode(e.path2 or "")
+        out += _LEN.pack(len(p2)) + p2
+    return out
+
+
 class TraceFileError(ValueError):
     """An event file is truncated or not in the expected format."""
 

@@ -156,7 +156,7 @@ class CellCapture:
                 self._mode = "preload"
                 return
             self._fallback_note = "the native library refused to begin; python-level capture for this cell"
-        audit.start(foreign)
+        audit.start(foreign, trace_dir)
         self._mode = "audit"
 
     def _set_env(self, trace_dir: str) -> None:

@@ -172,15 +172,26 @@ def test_audit_directory_rename_keeps_outputs(kernels, tmp_path):
         str(tmp_path / "ckpt" / "a.txt"), str(tmp_path / "ckpt" / "sub" / "b.txt")}
 
 
-def test_audit_fork_is_named_as_the_reason(kernels, tmp_path):
+def test_audit_forked_pool_workers_are_captured_or_named(kernels, tmp_path):
+    (tmp_path / "in0.txt").write_text("zero")
     nb = make_nb([("load", "%load_ext roar\n%roar on"),
                   ("pool", "import multiprocessing as mp\n"
                            "def w(i):\n    open(f'part{i}.txt', 'w').write(str(i))\n"
-                           "with mp.get_context('fork').Pool(2) as p:\n    p.map(w, range(2))")])
-    run(nb, tmp_path, "python3")
-    (job,) = dag_json(tmp_path)["jobs"]
-    assert (tmp_path / "part1.txt").exists()
-    assert any("forked" in n and "os.fork" in n for n in job["capture_notes"]), job["capture_notes"]
+                           "    return open('in0.txt').read() if i == 0 else ''\n"
+                           "with mp.get_context('fork').Pool(2) as p:\n    print(p.map(w, range(3)))"),
+                  ("keep", "import multiprocessing as mp\nkept = mp.get_context('fork').Pool(1)\n"
+                           "kept.apply(w, (5,))"),
+                  ("bye", "kept.terminate(); kept.join()")])
+    out = run(nb, tmp_path, "python3")
+    assert "'zero'" in text(out["pool"])
+    jobs = by_cell(dag_json(tmp_path))
+    # Written by forked workers (the hook is inherited; they write their events through).
+    assert names(jobs["pool"]["outputs"]) == {"part0.txt", "part1.txt", "part2.txt"}
+    assert names(jobs["pool"]["inputs"]) == {"in0.txt"}
+    assert not any("forked" in n for n in jobs["pool"]["capture_notes"]), jobs["pool"]["capture_notes"]
+    # A worker that outlives its cell is named: what it does later is not recorded.
+    assert names(jobs["keep"]["outputs"]) == {"part5.txt"}
+    assert any("forked during this cell" in n and "still running" in n for n in jobs["keep"]["capture_notes"])
 
 
 # --- 6. one session per kernel start --------------------------------------------------------
