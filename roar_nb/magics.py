@@ -169,6 +169,8 @@ class NotebookSession:
         if self.capture.native is None and self.project is not None:
             self.say(self.capture.problem)
         if self.project is not None:
+            self.capture.ignore_read = self.project.read_filter()
+        if self.project is not None:
             self._git.refresh(os.getcwd())
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ from typing import Callable, Optional
 from roar_nb.model import OP_READ, OP_UPDATE, OP_WRITE, Event
 
 _O_ACCMODE = 3
+_O_PATH = getattr(os, "O_PATH", 0o10000000)
 _SKIP = ("/dev/", "/proc/", "/sys/")
 # Threads that only wait for a child process to exit (asyncio's ThreadedChildWatcher, used by
 # `%%bash` and asyncio subprocesses): the child's I/O is traced as a process, the thread has none.
@@ -69,6 +70,8 @@ def open_files(exclude: tuple = ()) -> Optional[dict]:
     out = {}
     for name in names:
         fd = int(name)
+        if fd <= 2:
+            continue  # stdin/out/err, inherited from whatever started the kernel (a server log)
         try:
             # fstat first: most descriptors of a kernel are sockets, pipes and eventfds, and
             # an fstat is cheaper than a readlink or an fdinfo read.
@@ -80,17 +83,22 @@ def open_files(exclude: tuple = ()) -> Optional[dict]:
             if target.startswith(_SKIP) or target.startswith(exclude) or target.endswith(" (deleted)"):
                 continue
             pos, flags = _fd_pos_flags(fd)
+            if flags & _O_PATH:
+                continue  # names a file but can neither read nor write it
         except (OSError, ValueError):
             continue  # closed meanwhile (or listdir's own descriptor)
         out[fd] = (target, flags & _O_ACCMODE, pos, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     return out
 
 
-def compare(before: Optional[dict], t_ns: int) -> tuple[list, list, bool]:
+def compare(before: Optional[dict], t_ns: int,
+            ignore_read: Callable[[str], bool] = lambda p: False) -> tuple[list, list, bool]:
     """Events, notes and whether the cell is partial, for files open since before the cell.
 
     `before` is what `open_files` said at begin; `t_ns` the begin time (CLOCK_MONOTONIC,
-    the clock of every event), so a rename later in the cell still moves these outputs."""
+    the clock of every event), so a rename later in the cell still moves these outputs.
+    `ignore_read`: the project's read filter (a package file a library keeps open is no
+    input even if read, so not knowing whether it was read is nothing to say)."""
     events: list = []
     unknown: list = []
     if not before:
@@ -119,7 +127,7 @@ def compare(before: Optional[dict], t_ns: int) -> tuple[list, list, bool]:
         elif acc != os.O_WRONLY:
             if moved:
                 events.append(Event(OP_READ, path, t_ns, size, mtime_ns, None, os.getpid()))
-            else:
+            elif not ignore_read(path):
                 unknown.append(path)
     notes = []
     if unknown:

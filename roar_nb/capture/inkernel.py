@@ -125,6 +125,7 @@ class CellCapture:
         self.exclude = tuple(p.rstrip("/") + "/" for p in exclude if p) + (self.trace_base + "/",)
         self.threads = carryover.ThreadWatch(ignore_thread)
         self._fds: Optional[dict] = None
+        self.ignore_read = lambda p: False  # the project's read filter, set by the magic
         self._t_begin = 0
         self._n = 0
         self._trace_dir: Optional[str] = None
@@ -201,7 +202,7 @@ class CellCapture:
             notes.extend(problems)
             if level == CAPTURE_COMPLETE:
                 level = CAPTURE_PARTIAL
-        fd_events, fd_notes, fd_partial = carryover.compare(self._fds, self._t_begin)
+        fd_events, fd_notes, fd_partial = carryover.compare(self._fds, self._t_begin, self.ignore_read)
         lingering, th_notes, th_partial = self.threads.end(counted_here=mode == "preload")
         self._fds = None
         notes.extend(fd_notes + th_notes)

@@ -93,6 +93,28 @@ def test_sqlite_connection_kept_open_across_cells(kernels, tmp_path, kernel):
         assert "partial" in text(out["query"])
 
 
+def test_kernel_started_with_its_output_in_a_log_file(kernels, tmp_path):
+    """`jupyter lab > server.log 2>&1`: the kernel's stdout/stderr are that file; output a
+    cell sends there (C-level prints, warnings) is not a data artifact of the cell."""
+    from jupyter_client.manager import start_new_kernel
+
+    log = tmp_path / "server.log"
+    with open(log, "w") as f:
+        km, kc = start_new_kernel(kernel_name="roar", cwd=str(tmp_path), stdout=f, stderr=f)
+    try:
+        for code in ("%load_ext roar\n%roar on", "import os; os.write(2, b'to the log'); os.write(1, b'!')",
+                     "open('real.txt', 'w').write('r')"):
+            reply = kc.execute_interactive(code, output_hook=lambda m: None, timeout=60)
+            assert reply["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert "to the log" in log.read_text()
+    outs = {os.path.basename(e.path) for j in store(tmp_path).jobs() for e in j.outputs}
+    assert outs == {"real.txt"}
+    assert all(j.capture_level == "complete" for j in store(tmp_path).jobs())
+
+
 # --- 3. threads that outlive their cell ---------------------------------------------------
 
 THREAD_CELLS = [
