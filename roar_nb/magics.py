@@ -186,10 +186,12 @@ class NotebookSession:
     # -- hooks -----------------------------------------------------------------------
     def pre_run_cell(self, info) -> None:
         try:
+            if _nested_run_cell():
+                # Part of the running cell (%%capture): traced in its window if that cell
+                # is, never a job or a preamble entry of its own (the outer cell has it).
+                self._nested += 1
+                return
             if self._cell is not None:
-                if _nested_run_cell():  # part of the running cell: its window stays open
-                    self._nested += 1
-                    return
                 self._finish(None)  # a previous cell never reached post_run_cell
             raw = info.raw_cell or ""
             if self.project is None or self.session is None or info.silent:

@@ -181,6 +181,19 @@ def test_roar_then_another_cell_magic_runs_traced(kernels, tmp_path):
     assert all(j["capture_level"] == "complete" and j["status"] == "ok" for j in jobs.values())
 
 
+def test_untraced_capture_cell_is_one_preamble_entry(kernels, tmp_path):
+    """An untraced `%%capture` cell runs its body through a nested run_cell: the body is
+    part of that cell, so a reproduction must not replay it twice."""
+    nb = make_nb([("load", "%load_ext roar"), ("bump", "%%capture\nn = globals().get('n', 0) + 1"),
+                  ("use", "%%roar\nopen('n.txt', 'w').write(str(n))")])
+    run(nb, tmp_path, "roar")
+    assert (tmp_path / "n.txt").read_text() == "1"
+    (job,) = store(tmp_path).jobs()
+    assert job.preamble == "%%capture\nn = globals().get('n', 0) + 1", job.preamble
+    r = roar(tmp_path, "reproduce", "n.txt", "--run")
+    assert "identical" in r.stdout and "differs" not in r.stdout, r.stdout
+
+
 # --- 5. python-level capture: directory renames, forks --------------------------------------
 
 def test_audit_directory_rename_keeps_outputs(kernels, tmp_path):
