@@ -200,9 +200,11 @@ class ThreadWatch:
             else:
                 notes.append(f"a thread started by {ref} ({_describe(t)}) was running during this cell: "
                              f"its file I/O is not counted as this cell's (and not recorded for {ref})")
+        # Dummy threads are C threads that once called into Python: threading cannot tell
+        # whether they still run (is_alive is always True), so they would be named forever.
         lingering = [t for t in threading.enumerate()
                      if t not in self._before and t.is_alive() and not t.name.startswith(_WAITERS)
-                     and not self.ignore(t)]
+                     and not isinstance(t, threading._DummyThread) and not self.ignore(t)]
         if lingering:
             partial = True
             names = ", ".join(_describe(t) for t in lingering[:3]) + (" ..." if len(lingering) > 3 else "")
