@@ -279,12 +279,13 @@ class NotebookSession:
         self.capture.threads.adopt(trace.threads, job.ref)
         if self.summary:
             # One quiet line per cell; the capture-level explanation that the summary may
-            # append is the same every cell, so it is said once per kernel.
+            # append is the same every cell, so it is said once per kernel. A partial
+            # capture's reasons are this cell's own: said every time.
             first, *more = _summary(job).split("\n")
             print(first, flush=True)
             for m in more:
                 if not m.endswith(": " + NOTE_PYTHON_ONLY):  # %load_ext said that already
-                    self.say(m)
+                    print(m, flush=True) if job.capture_level == "partial" else self.say(m)
         for w in warnings:
             self.say(f"roar: {w}")
         self._git.refresh(draft.cwd)

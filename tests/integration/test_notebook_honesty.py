@@ -81,6 +81,7 @@ def test_sqlite_connection_kept_open_across_cells(kernels, tmp_path, kernel):
         ("on", "%roar on"),
         ("insert", "con.execute('insert into t values (1)'); con.commit()"),
         ("query", "n = con.execute('select count(*) from t').fetchone()[0]\nprint(n)"),
+        ("again", "m = con.execute('select count(*) from t').fetchone()[0]"),
     ])
     out = run(nb, tmp_path, kernel)
     jobs = by_cell(dag_json(tmp_path))
@@ -91,6 +92,8 @@ def test_sqlite_connection_kept_open_across_cells(kernels, tmp_path, kernel):
     if kernel == "roar":
         assert jobs["query"]["capture_level"] == "partial"
         assert "partial" in text(out["query"])
+        # The same reason in the next cell is said again: it is that cell's too.
+        assert "app.db" in text(out["again"]) and "partial" in text(out["again"])
 
 
 def test_kernel_started_with_its_output_in_a_log_file(kernels, tmp_path):
