@@ -338,8 +338,13 @@ def _notebook_path(shell) -> Optional[str]:
 
 def _kernel_thread(shell):
     """A predicate for threads that are IPython's machinery, not the user's: the event-loop
-    thread the script magics (`%%bash`, `%%sh`) start on first use and keep."""
+    thread the script magics (`%%bash`, `%%sh`) start on first use and keep, and the
+    history-saving thread (IPython stops it around every fork and starts a new one)."""
+    from IPython.core.history import HistorySavingThread
+
     def ignore(t) -> bool:
+        if isinstance(t, HistorySavingThread):
+            return True
         sm = shell.magics_manager.registry.get("ScriptMagics") if shell is not None else None
         loop = getattr(sm, "event_loop", None)
         return loop is not None and getattr(getattr(t, "_target", None), "__self__", None) is loop

@@ -223,6 +223,12 @@ def test_audit_forked_pool_workers_are_captured_or_named(kernels, tmp_path):
     out = run(nb, tmp_path, "python3")
     assert "'zero'" in text(out["pool"])
     jobs = by_cell(dag_json(tmp_path))
+    # IPython restarts its history thread after a fork: machinery, not a thread of the cell.
+    notes = [n for j in jobs.values() for n in j["capture_notes"]]
+    assert not any("HistorySaving" in n for n in notes), notes
+    assert not any("thread" in n for n in jobs["pool"]["capture_notes"])
+    # The kept pool's own threads are the user's: named, and named again while they run.
+    assert any("_handle_workers" in n and "still running" in n for n in jobs["keep"]["capture_notes"])
     # Written by forked workers (the hook is inherited; they write their events through).
     assert names(jobs["pool"]["outputs"]) == {"part0.txt", "part1.txt", "part2.txt"}
     assert names(jobs["pool"]["inputs"]) == {"in0.txt"}
@@ -230,6 +236,30 @@ def test_audit_forked_pool_workers_are_captured_or_named(kernels, tmp_path):
     # A worker that outlives its cell is named: what it does later is not recorded.
     assert names(jobs["keep"]["outputs"]) == {"part5.txt"}
     assert any("forked during this cell" in n and "still running" in n for n in jobs["keep"]["capture_notes"])
+
+
+def test_ipython_history_thread_restarted_after_a_fork_is_not_the_users(kernels, tmp_path):
+    """IPython stops its history thread before a fork and starts a new one at the next
+    cell. (nbclient keeps history in memory, without the thread: a plain client here.)"""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path),
+                              env={**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")})
+    try:
+        for code in ("%load_ext roar\n%roar on",
+                     "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)",
+                     "a = 1", "b = 2",
+                     "import threading\nprint(sum(t.name == 'IPythonHistorySavingThread' for t in threading.enumerate()))"):
+            got = []
+            reply = kc.execute_interactive(code, timeout=60, output_hook=lambda m: got.append(
+                m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+            assert reply["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert "".join(got).startswith("1")  # the thread is there, restarted after the fork
+    notes = [n for j in store(tmp_path).jobs() for n in j.capture_notes]
+    assert not any("thread" in n for n in notes), notes
 
 
 # --- 6. one session per kernel start --------------------------------------------------------
