@@ -99,21 +99,29 @@ def reap_stale(parent: str, prefix: str) -> None:
         if not n.startswith(prefix):
             continue
         d = os.path.join(parent, n)
-        try:
-            if os.lstat(d).st_uid != uid:
-                continue
+        try:  # one failed open for the common case, a directory without an owner file
             fd = os.open(os.path.join(d, OWNER), os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                pid, start = os.read(fd, 100).decode().split()
-            finally:
-                os.close(fd)
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_uid != uid:
+                continue
+            pid, start = os.read(fd, 100).decode().split()
         except (OSError, ValueError):
             continue
+        finally:
+            os.close(fd)
         if _start_time(pid) == start:
             continue  # still running
+        try:
+            st = os.lstat(d)
+        except OSError:
+            continue
+        import stat
         import shutil
 
-        shutil.rmtree(d, ignore_errors=True)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:  # a real directory of ours, not a link
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def encode_header(pid: int, ppid: int) -> bytes:
