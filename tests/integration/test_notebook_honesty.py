@@ -338,6 +338,23 @@ def test_trace_dirs_of_killed_runs_are_reaped(proj):
             subprocess.run(["rm", "-rf", str(d)])
 
 
+def test_reaping_never_follows_a_link(tmp_path):
+    """A link named like a trace directory, to a directory with a dead owner: left alone."""
+    from roar_nb.capture import events
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "owner").write_text(f"{_dead_pid()} 12345")
+    (victim / "precious.txt").write_text("keep me")
+    link = SHM / f"roar-kernel-{os.getpid()}-link"
+    link.symlink_to(victim)
+    try:
+        events.reap_stale(str(SHM), "roar-kernel-")
+        assert (victim / "precious.txt").read_text() == "keep me"
+    finally:
+        link.unlink()
+
+
 # --- 8. staleness is a fact about the data ------------------------------------------------
 
 def test_cell_made_stale_by_a_later_roar_run_is_stale_in_the_notebook_view(kernels, tmp_path):
