@@ -57,6 +57,10 @@ _installed = False
 _install_lock = threading.Lock()
 _pid = os.getpid()
 _foreign: frozenset = frozenset()  # idents of threads started by earlier cells
+_foreign_touched: set = set()  # those of them that did a file operation this cell
+_FILE_EVENTS = frozenset(("open", "os.rename", "os.remove", "os.link", "os.truncate", "shutil.rmtree",
+                          "sqlite3.connect", "subprocess.Popen", "os.system", "os.posix_spawn",
+                          "os.exec", "os.spawn", "os.fork", "os.forkpty"))
 _trace_dir: Optional[str] = None  # where forked children write their events
 _get_ident = threading.get_ident
 
@@ -129,7 +133,11 @@ def _hook(name: str, args: tuple) -> None:
     if not _active:
         return
     if _foreign and _get_ident() in _foreign:
-        return  # a thread of an earlier cell (see carryover.ThreadWatch): not this cell's I/O
+        # A thread of an earlier cell (see carryover.ThreadWatch): not this cell's I/O,
+        # but the cell's notes say that it did some.
+        if name in _FILE_EVENTS:
+            _foreign_touched.add(_get_ident())
+        return
     try:
         if name == "open":
             _on_open(args[0], args[2])
@@ -250,6 +258,7 @@ def start(foreign: frozenset = frozenset(), trace_dir: Optional[str] = None) -> 
     _notes = []
     _pid = os.getpid()
     _foreign = frozenset(foreign)
+    _foreign_touched.clear()
     _trace_dir = trace_dir
     _active = True
 
@@ -317,3 +326,8 @@ def _forked_events(events: list) -> tuple[list, list]:
                      f"were still running at its end (pid {', '.join(map(str, sorted(running)[:4]))}): "
                      "their later file I/O is not recorded")
     return events, notes
+
+
+def foreign_touched() -> set:
+    """Idents of the `foreign` threads that did a file operation since `start`."""
+    return set(_foreign_touched)

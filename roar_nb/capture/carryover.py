@@ -182,16 +182,18 @@ class ThreadWatch:
                 del self.started_by[t]
         return {t.ident for t in self._foreign}
 
-    def end(self, counted_here: bool) -> tuple[list, list, bool]:
+    def end(self, counted_here: bool, touched=()) -> tuple[list, list, bool]:
         """(threads this cell started that still run, notes, partial).
 
         `counted_here`: the I/O of other threads during the window is in this cell's
-        events (native capture traces every thread); otherwise it was left out."""
+        events (native capture traces every thread); otherwise it was left out.
+        `touched`: idents of earlier cells' threads known to have done file operations
+        (the audit hook sees opens and renames that make no read/write call)."""
         notes: list = []
         partial = False
         for t, (ref, io0) in self._foreign.items():
             io1 = _task_io(t) if t.is_alive() else None
-            if io0 is not None and io1 is not None and io1 == io0:
+            if io0 is not None and io1 is not None and io1 == io0 and t.ident not in touched:
                 continue  # it made no read/write system call during this cell
             if counted_here:
                 partial = True

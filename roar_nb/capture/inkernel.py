@@ -203,7 +203,8 @@ class CellCapture:
             if level == CAPTURE_COMPLETE:
                 level = CAPTURE_PARTIAL
         fd_events, fd_notes, fd_partial = carryover.compare(self._fds, self._t_begin, self.ignore_read)
-        lingering, th_notes, th_partial = self.threads.end(counted_here=mode == "preload")
+        lingering, th_notes, th_partial = self.threads.end(
+            counted_here=mode == "preload", touched=audit.foreign_touched() if mode == "audit" else ())
         self._fds = None
         notes.extend(fd_notes + th_notes)
         if (fd_partial or th_partial) and level == CAPTURE_COMPLETE:

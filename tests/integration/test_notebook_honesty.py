@@ -149,6 +149,22 @@ def test_thread_still_running_after_its_cell_is_named(kernels, tmp_path, kernel)
     assert not any("thread" in n for n in jobs["after"]["capture_notes"])
 
 
+def test_audit_thread_of_an_earlier_cell_that_only_renames_is_named(kernels, tmp_path):
+    """A rename makes no read/write system call: the hook itself tells that the thread acted."""
+    (tmp_path / "a.txt").write_text("a")
+    nb = make_nb([("load", "%load_ext roar\n%roar on"),
+                  ("start", "import threading, os\ngo = threading.Event(); moved = threading.Event()\n"
+                            "stay = threading.Event()\n"
+                            "t = threading.Thread(target=lambda: (go.wait(), os.rename('a.txt', 'b.txt'), "
+                            "moved.set(), stay.wait()), name='mover'); t.start()"),
+                  ("later", "go.set(); moved.wait()"),  # the thread is still alive at the end
+                  ("bye", "stay.set(); t.join()")])
+    run(nb, tmp_path, "python3")
+    later = by_cell(dag_json(tmp_path))["later"]
+    assert (tmp_path / "b.txt").exists() and names(later["outputs"]) == set()
+    assert any("mover" in n and "not counted as this cell's" in n for n in later["capture_notes"]), later
+
+
 def test_bash_event_loop_thread_is_not_the_users(kernels, tmp_path):
     nb = make_nb([("load", "%load_ext roar\n%roar on"), ("sh", "%%bash\necho hi > hi.txt"),
                   ("py", "open('p.txt', 'w').write('p')")])
