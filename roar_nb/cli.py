@@ -204,7 +204,8 @@ def cmd_dag(a) -> int:
 
     project = _project()
     session, jobs = _session_jobs(project, a)
-    d = dag_mod.build(jobs, expanded=a.expanded, session_id=session.id if session else None)
+    d = dag_mod.build(jobs, expanded=a.expanded, session_id=session.id if session else None,
+                      project_jobs=project.store.jobs() if session else None)
     if a.json:
         print(json.dumps(d.to_json(), indent=2))
     else:

@@ -7,7 +7,10 @@ in place links the job that updated it to the job that wrote the version it
 started from; byte-identical files at two paths never link the wrong job. The compact view keeps the
 latest job of each step; a job is *stale* when one of its inputs was rewritten
 afterwards with different content (directly or upstream), except by jobs that
-updated in place a file it wrote, each from the version the one before left. `to_json` is a
+updated in place a file it wrote, each from the version the one before left.
+Staleness is a fact about the data: a view of one session is given the project's
+jobs too (`project_jobs`), so a later `roar run` in another session makes a cell
+stale in the notebook's own view exactly as in `roar dag --all`. `to_json` is a
 stable contract used by `roar dag --json`, the server extension and users.
 """
 
@@ -76,8 +79,47 @@ def job_json(job: Job, stale: str | None = None, superseded: bool = False,
     }
 
 
-def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None) -> Dag:
-    """Link jobs (oldest first) through artifacts; compact unless `expanded`."""
+def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None,
+          project_jobs: list[Job] | None = None) -> Dag:
+    """Link jobs (oldest first) through artifacts; compact unless `expanded`.
+
+    `project_jobs` (every job of the project, oldest first) decides staleness when
+    `jobs` is only part of it (one session)."""
+    deps, superseded, stale = _link(jobs)
+    if project_jobs is not None and len(project_jobs) != len(jobs):
+        stale = _link(project_jobs)[2]
+        shown = {j.id for j in jobs}
+        stale = {k: v for k, v in stale.items() if k in shown}
+
+    if expanded:
+        kept = jobs
+    else:
+        kept = [j for j in jobs if j.id not in superseded]
+        # Re-point dependencies on superseded runs to the latest run of that step.
+        step_latest = {j.step: j.id for j in kept}
+        id_step = {j.id: j.step for j in jobs}
+
+        def latest_deps(jid: str) -> set:
+            # A dependency on an earlier run of the job's own step (a file it updates in
+            # place on every run) stands for what that run depended on.
+            out, todo, seen = set(), list(deps[jid]), set()
+            while todo:
+                d = todo.pop()
+                t = step_latest.get(id_step[d], d)
+                if t != jid:
+                    out.add(t)
+                elif d not in seen:
+                    seen.add(d)
+                    todo.extend(deps[d])
+            return out
+
+        deps = {j.id: latest_deps(j.id) for j in kept}
+    return Dag(kept, {j.id: deps[j.id] for j in kept}, {k: v for k, v in stale.items()
+               if k in {j.id for j in kept}}, superseded if expanded else set(), session_id)
+
+
+def _link(jobs: list[Job]) -> tuple[dict, set, dict]:
+    """(dependencies, superseded ids, stale reasons) of jobs, oldest first."""
     last_writer_of_hash: dict[str, str] = {}
     last_writer_at: dict[tuple, str] = {}  # (path, hash) -> job id
     deps: dict[str, set] = {}
@@ -130,32 +172,7 @@ def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None
                     up = jobs[index[d]]
                     stale[j.id] = f"upstream {up.ref} is stale"
                     break
-
-    if expanded:
-        kept = jobs
-    else:
-        kept = [j for j in jobs if j.id not in superseded]
-        # Re-point dependencies on superseded runs to the latest run of that step.
-        step_latest = {j.step: j.id for j in kept}
-        id_step = {j.id: j.step for j in jobs}
-
-        def latest_deps(jid: str) -> set:
-            # A dependency on an earlier run of the job's own step (a file it updates in
-            # place on every run) stands for what that run depended on.
-            out, todo, seen = set(), list(deps[jid]), set()
-            while todo:
-                d = todo.pop()
-                t = step_latest.get(id_step[d], d)
-                if t != jid:
-                    out.add(t)
-                elif d not in seen:
-                    seen.add(d)
-                    todo.extend(deps[d])
-            return out
-
-        deps = {j.id: latest_deps(j.id) for j in kept}
-    return Dag(kept, {j.id: deps[j.id] for j in kept}, {k: v for k, v in stale.items()
-               if k in {j.id for j in kept}}, superseded if expanded else set(), session_id)
+    return deps, superseded, stale
 
 
 def label(job: Job, width: int = 48) -> str:

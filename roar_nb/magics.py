@@ -25,7 +25,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from roar_nb import session as session_mod
 from roar_nb.capture.audit import NOTE_PYTHON_ONLY
-from roar_nb.errors import NotInitialized, RoarError
+from roar_nb.errors import NotInitialized, RefNotFound, RoarError
 
 USAGE = ("usage: %roar on | off | status | log | show REF | dag [--widget|--text|--expanded]"
          " | reproduce TARGET [--run] [--check-determinism] | export TARGET FILE.ipynb   (%%roar: trace this cell)")
@@ -55,10 +55,34 @@ def _strip_roar_cell_magic(lines: list[str]) -> list[str]:
     """Input transformer: a leading `%%roar` line becomes an empty line.
 
     The cell then runs as ordinary code: no magic frame in tracebacks, and line
-    numbers still match what the user sees (line 1 is the `%%roar` line)."""
+    numbers still match what the user sees (line 1 is the `%%roar` line). When
+    another cell magic follows (`%%roar` then `%%bash`, `%%time`, `%%capture`...),
+    the `%%roar` line (and blank lines after it) is dropped instead, so that
+    IPython's own cell-magic transform, which only looks at the first line, runs
+    the rest exactly as it would run without `%%roar`."""
     if lines and lines[0].lstrip().startswith("%%roar"):
-        return ["\n"] + lines[1:]
+        rest = lines[1:]
+        i = 0
+        while i < len(rest) and not rest[i].strip():
+            i += 1
+        if i < len(rest) and rest[i].lstrip().startswith("%%"):
+            return rest[i:]
+        return ["\n"] + rest
     return lines
+
+
+def _nested_run_cell() -> bool:
+    """True inside a run_cell started by a running cell (`%%capture`, `%%roar` fallback):
+    the outer cell's capture window is still open and the inner cell belongs to it."""
+    f = sys._getframe(2)
+    n = 0
+    while f is not None:
+        if f.f_code.co_name == "run_cell_async" and "IPython" in f.f_code.co_filename:
+            n += 1
+            if n > 1:
+                return True
+        f = f.f_back
+    return False
 
 
 class _Git:
@@ -109,6 +133,7 @@ class NotebookSession:
         self._cell = None  # (JobDraft, ExecutionInfo) of the cell being captured
         self._git = _Git()
         self._preamble: list[str] = []  # untraced cells since the last traced one (see Job.preamble)
+        self._nested = 0  # run_cell calls made by the traced cell itself (e.g. %%capture)
 
     # -- setup -----------------------------------------------------------------------
     def open(self) -> None:
@@ -121,19 +146,30 @@ class NotebookSession:
             self.summary = bool(cfg.get("notebook.summary")) and not cfg.get("output.quiet")
             self.auto = bool(cfg.get("notebook.auto_trace"))
             store = self.project.store
-            s = store.notebook_session(self.notebook) if self.notebook else None
-            self.session = s or store.new_session(
+            # One session per kernel start: a restarted kernel, or a second kernel on the
+            # same notebook, has other state, so it never joins an earlier kernel's session
+            # (a reproduction replays one session's cells in one fresh kernel). Only this
+            # process's own session is rejoined (after %unload_ext / %load_ext).
+            mine = getattr(self.shell, _SESSION_ATTR, None)
+            try:
+                self.session = store.session(mine[1]) if mine and mine[0] == self.project.root else None
+            except RefNotFound:  # `roar reset` or a new database since
+                self.session = None
+            self.session = self.session or store.new_session(
                 "notebook", name=os.path.basename(self.notebook) if self.notebook else None,
                 notebook=self.notebook)
+            setattr(self.shell, _SESSION_ATTR, (self.project.root, self.session.id))
         except RoarError as e:
             self.say(f"roar: {e}; cells run but are not recorded")
             self.project = self.session = None
         excludes = [_ipython_dir(self.shell), _runtime_dir()]
         if self.project is not None:
             excludes.append(str(self.project.roar_dir))
-        self.capture = CellCapture(tuple(p for p in excludes if p))
+        self.capture = CellCapture(tuple(p for p in excludes if p), _kernel_thread(self.shell))
         if self.capture.native is None and self.project is not None:
             self.say(self.capture.problem)
+        if self.project is not None:
+            self.capture.ignore_read = self.project.read_filter()
         if self.project is not None:
             self._git.refresh(os.getcwd())
 
@@ -150,8 +186,13 @@ class NotebookSession:
     # -- hooks -----------------------------------------------------------------------
     def pre_run_cell(self, info) -> None:
         try:
-            if self._cell is not None:  # a previous cell never reached post_run_cell
-                self._finish(None)
+            if _nested_run_cell():
+                # Part of the running cell (%%capture): traced in its window if that cell
+                # is, never a job or a preamble entry of its own (the outer cell has it).
+                self._nested += 1
+                return
+            if self._cell is not None:
+                self._finish(None)  # a previous cell never reached post_run_cell
             raw = info.raw_cell or ""
             if self.project is None or self.session is None or info.silent:
                 return
@@ -172,6 +213,9 @@ class NotebookSession:
             self.say(f"roar: internal error, cell not traced: {type(e).__name__}: {e}")
 
     def post_run_cell(self, result) -> None:
+        if self._nested:
+            self._nested -= 1
+            return
         if self._cell is None:
             self._note_untraced(result)
             return
@@ -232,14 +276,16 @@ class NotebookSession:
         draft.capture_level = trace.capture_level
         draft.capture_notes.extend(trace.notes)
         job, warnings = session_mod.record_job(self.project, draft, ev_mod.reduce(trace.events))
+        self.capture.threads.adopt(trace.threads, job.ref)
         if self.summary:
             # One quiet line per cell; the capture-level explanation that the summary may
-            # append is the same every cell, so it is said once per kernel.
+            # append is the same every cell, so it is said once per kernel. A partial
+            # capture's reasons are this cell's own: said every time.
             first, *more = _summary(job).split("\n")
             print(first, flush=True)
             for m in more:
                 if not m.endswith(": " + NOTE_PYTHON_ONLY):  # %load_ext said that already
-                    self.say(m)
+                    print(m, flush=True) if job.capture_level == "partial" else self.say(m)
         for w in warnings:
             self.say(f"roar: {w}")
         self._git.refresh(draft.cwd)
@@ -251,7 +297,8 @@ class NotebookSession:
     def dag(self, expanded: bool = False):
         from roar_nb import dag as dag_mod
 
-        return dag_mod.build(self.jobs(), expanded=expanded, session_id=self.session.id)
+        return dag_mod.build(self.jobs(), expanded=expanded, session_id=self.session.id,
+                             project_jobs=self.project.store.jobs())
 
 
 def _summary(job) -> str:
@@ -287,6 +334,21 @@ def _notebook_path(shell) -> Optional[str]:
         if isinstance(cand, str) and cand.endswith(".ipynb"):
             return os.path.abspath(cand)
     return None
+
+
+def _kernel_thread(shell):
+    """A predicate for threads that are IPython's machinery, not the user's: the event-loop
+    thread the script magics (`%%bash`, `%%sh`) start on first use and keep, and the
+    history-saving thread (IPython stops it around every fork and starts a new one)."""
+    from IPython.core.history import HistorySavingThread
+
+    def ignore(t) -> bool:
+        if isinstance(t, HistorySavingThread):
+            return True
+        sm = shell.magics_manager.registry.get("ScriptMagics") if shell is not None else None
+        loop = getattr(sm, "event_loop", None)
+        return loop is not None and getattr(getattr(t, "_target", None), "__self__", None) is loop
+    return ignore
 
 
 def _kernel_id() -> Optional[str]:
@@ -461,6 +523,7 @@ def _status_text(nb: NotebookSession) -> str:
 # --- extension entry points (roar_nb.load_ipython_extension delegates here) --------------
 
 _STATE_ATTR = "_roar_nb_state"
+_SESSION_ATTR = "_roar_nb_session"  # (project root, session id) of this kernel process
 
 
 def load(ip) -> None:

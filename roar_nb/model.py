@@ -209,7 +209,7 @@ class Job:
 
 @record(frozen=True)
 class Session:
-    """A group of jobs: the CLI's active session, or one notebook's session."""
+    """A group of jobs: the CLI's active session, or one kernel's session of a notebook."""
 
     id: str
     created_at: float

@@ -203,7 +203,7 @@ def status_text(project, style: Style = Style()) -> str:
         lines.append("session    (none yet: `roar run` starts one)")
         return "\n".join(lines)
     jobs = store.jobs(session.id)
-    d = dag_mod.build(jobs, session_id=session.id)
+    d = dag_mod.build(jobs, session_id=session.id, project_jobs=store.jobs())
     failed = sum(1 for j in jobs if j.status != "ok")
     lines.append(f"session    {session.id[:12]}  started {time.strftime('%Y-%m-%d %H:%M', time.localtime(session.created_at))}")
     lines.append(f"jobs       {len(jobs)} ({len(d.jobs)} steps" + (f", {failed} failed" if failed else "") + ")")

@@ -14,7 +14,14 @@ off the hook costs one global lookup and a return.
 Limits (reported by the caller as capture level "python-only"): I/O done inside
 C extensions that bypass Python's `open` (pyarrow, h5py, the C side of sqlite
 after connect, torch) is not seen; subprocesses are seen only through the
-native library injected into their environment.
+native library injected into their environment. A process forked without exec
+(`os.fork`, a multiprocessing pool with the fork start method) keeps this hook:
+in it, events are written through to `<trace dir>/<pid>.pyev` (pool workers
+leave through os._exit, so nothing may wait in memory) and read back by `stop`;
+a forked process still running when the cell ends is named in a note (its
+later I/O is not recorded). Without a trace directory the note names the fork.
+Threads started by an earlier cell (`start(foreign=...)`) are left out: their
+I/O is not this cell's.
 """
 
 from __future__ import annotations
@@ -50,6 +57,17 @@ _notes: list = []
 _installed = False
 _install_lock = threading.Lock()
 _pid = os.getpid()
+_foreign: frozenset = frozenset()  # idents of threads started by earlier cells
+_foreign_touched: set = set()  # those of them that did a file operation this cell
+_FILE_EVENTS = frozenset(("open", "os.rename", "os.remove", "os.link", "os.truncate", "shutil.rmtree",
+                          "sqlite3.connect", "subprocess.Popen", "os.system", "os.posix_spawn",
+                          "os.exec", "os.spawn", "os.fork", "os.forkpty"))
+_trace_dir: Optional[str] = None  # where forked children write their events
+_get_ident = threading.get_ident
+
+NOTE_FORK = ("a process was forked from the kernel without exec (os.fork, e.g. a multiprocessing pool "
+             "with the fork start method): its file I/O was not seen by python-level capture; "
+             "use the roar kernel (`roar kernel install`) to trace it")
 
 
 def _abspath(p) -> Optional[str]:
@@ -120,13 +138,20 @@ def _resolve_dir_fd(path, dir_fd) -> Optional[str]:
 def _hook(name: str, args: tuple) -> None:
     if not _active:
         return
+    if _foreign and _get_ident() in _foreign:
+        # A thread of an earlier cell (see carryover.ThreadWatch): not this cell's I/O,
+        # but the cell's notes say that it did some.
+        if name in _FILE_EVENTS:
+            _foreign_touched.add(_get_ident())
+        return
     try:
         if name == "open":
             _on_open(args[0], args[2])
         elif name == "os.rename":  # os.rename and os.replace
             src = _resolve_dir_fd(args[0], args[2])
             dst = _resolve_dir_fd(args[1], args[3])
-            if src and dst and os.path.lexists(src) and not os.path.isdir(src):
+            # A directory too: events.reduce moves every output recorded under it.
+            if src and dst and os.path.lexists(src):
                 _events.append(Event(OP_MOVE, src, time.monotonic_ns(), 0, -1, dst, _pid))
         elif name == "os.remove":  # os.remove and os.unlink
             p = _resolve_dir_fd(args[0], args[1])
@@ -171,6 +196,8 @@ def _hook(name: str, args: tuple) -> None:
             if env is not None and "ROAR_TRACE_DIR" not in env:
                 _notes.append(f"subprocess {os.fsdecode(os.fspath(prog))!s:.60} was started with its "
                               "own environment: its file I/O was not seen")
+        elif name in ("os.fork", "os.forkpty") and _trace_dir is None:
+            _notes.append(NOTE_FORK)
         elif name in ("os.system", "os.posix_spawn", "os.exec", "os.spawn"):
             if name != "os.system":
                 prog = args[1] if name == "os.spawn" else args[0]
@@ -185,22 +212,60 @@ def _hook(name: str, args: tuple) -> None:
         pass
 
 
+class _WriteThrough(list):
+    """The event list of a forked child: every event goes to its file at once."""
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd = fd
+
+    def append(self, e) -> None:
+        from roar_nb.capture.events import encode_event
+
+        try:
+            os.write(self.fd, encode_event(e))
+        except (OSError, ValueError, TypeError):
+            pass
+
+
+def _after_fork_in_child() -> None:
+    global _events, _pid
+    if not _active or _trace_dir is None:
+        return
+    try:
+        from roar_nb.capture.events import encode_header
+
+        pid = os.getpid()
+        fd = os.open(os.path.join(_trace_dir, f"{pid}.pyev"),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.write(fd, encode_header(pid, os.getppid()))
+        _events, _pid = _WriteThrough(fd), pid
+    except Exception:  # noqa: BLE001 - never break the forked program; the parent's note stays
+        pass
+
+
 def install() -> None:
     """Add the hook once per process (it can never be removed; it stays dormant)."""
     global _installed
     with _install_lock:
         if not _installed:
             sys.addaudithook(_hook)
+            os.register_at_fork(after_in_child=_after_fork_in_child)
             _installed = True
 
 
-def start() -> None:
-    """Begin collecting: every thread's file operations count from now on."""
-    global _active, _events, _notes, _pid
+def start(foreign: frozenset = frozenset(), trace_dir: Optional[str] = None) -> None:
+    """Begin collecting: every thread's file operations count from now on, except those of
+    the threads in `foreign` (idents of threads that earlier cells started); processes
+    forked meanwhile write theirs into `trace_dir`."""
+    global _active, _events, _notes, _pid, _foreign, _trace_dir
     install()
     _events = []
     _notes = []
     _pid = os.getpid()
+    _foreign = frozenset(foreign)
+    _foreign_touched.clear()
+    _trace_dir = trace_dir
     _active = True
 
 
@@ -213,14 +278,18 @@ def stop() -> tuple[list[Event], list[str]]:
     global _active
     _active = False
     events, notes = _events, list(dict.fromkeys(_notes))
+    if _trace_dir is not None:
+        events, more = _forked_events(events)
+        notes.extend(more)
     # The hook runs before each call, so a write-open that then failed (missing
     # directory, permission) would look like an output. Keep a write only if the
     # file exists now, or a later rename/delete in this job explains why not.
     moved_or_deleted = {e.path for e in events if e.op in (OP_MOVE, OP_DELETE)}
+    moved_dirs = tuple(e.path + "/" for e in events if e.op == OP_MOVE)
     kept = []
     exists: dict = {}
     for e in events:
-        if e.op == OP_WRITE and e.path not in moved_or_deleted:
+        if e.op == OP_WRITE and e.path not in moved_or_deleted and not e.path.startswith(moved_dirs):
             ok = exists.get(e.path)
             if ok is None:
                 ok = exists[e.path] = os.path.exists(e.path)
@@ -228,3 +297,43 @@ def stop() -> tuple[list[Event], list[str]]:
                 continue
         kept.append(e)
     return kept, notes
+
+
+def _forked_events(events: list) -> tuple[list, list]:
+    """The parent's events plus those its forked children wrote through, and notes about
+    children that are still running (their later I/O goes nowhere)."""
+    from roar_nb.capture.events import read_trace_file
+
+    try:
+        names = [n for n in os.listdir(_trace_dir) if n.endswith(".pyev")]
+    except OSError:
+        return events, []
+    if not names:
+        return events, []
+    events = list(events)
+    running = []
+    for n in names:
+        try:
+            evs, _complete = read_trace_file(os.path.join(_trace_dir, n))
+        except (OSError, ValueError):
+            continue
+        events.extend(evs)
+        pid = int(n.split(".")[0])
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] != b"Z":
+                    running.append(pid)
+        except (OSError, IndexError):
+            pass
+    events.sort(key=lambda e: e.t_ns)
+    notes = []
+    if running:
+        notes.append(f"{len(running)} process(es) forked during this cell (e.g. a multiprocessing pool) "
+                     f"were still running at its end (pid {', '.join(map(str, sorted(running)[:4]))}): "
+                     "their later file I/O is not recorded")
+    return events, notes
+
+
+def foreign_touched() -> set:
+    """Idents of the `foreign` threads that did a file operation since `start`."""
+    return set(_foreign_touched)

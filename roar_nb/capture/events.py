@@ -65,14 +65,100 @@ def make_trace_dir(name: str, fallback_parent: str) -> str:
             import stat
 
             if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700:
+                reap_stale(shm, "")  # directories of runs that were killed before cleaning up
                 path = os.path.join(shm, name)
                 os.mkdir(path, 0o700)
+                write_owner(path)
                 return path
         except OSError:
             pass
     path = os.path.join(fallback_parent, name)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+OWNER = "owner"  # "<pid> <start time>" of the process that made a trace directory
+
+
+def _start_time(pid) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            data = os.read(fd, 1024)
+        finally:
+            os.close(fd)
+        return data[data.rindex(b")") + 2:].split()[19].decode()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def write_owner(path: str) -> None:
+    """Record who owns a trace directory, so that `reap_stale` knows when it is orphaned.
+
+    Not an `.ev` file: `read_trace_dir` never reads it."""
+    try:
+        fd = os.open(os.path.join(path, OWNER), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, f"{os.getpid()} {_start_time('self')}".encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def reap_stale(parent: str, prefix: str) -> None:
+    """Remove the trace directories under `parent` (names starting with `prefix`) whose
+    owner process is gone: only ours (same uid), only with an owner file naming a pid
+    that no longer runs with that start time. Without an owner file (made by an older
+    roar, or being made right now) a directory is left alone. Errors are ignored."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    uid = os.getuid()
+    for n in names:
+        if not n.startswith(prefix):
+            continue
+        d = os.path.join(parent, n)
+        try:  # one failed open for the common case, a directory without an owner file
+            fd = os.open(os.path.join(d, OWNER), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_uid != uid:
+                continue
+            pid, start = os.read(fd, 100).decode().split()
+        except (OSError, ValueError):
+            continue
+        finally:
+            os.close(fd)
+        if _start_time(pid) == start:
+            continue  # still running
+        try:
+            st = os.lstat(d)
+        except OSError:
+            continue
+        import stat
+        import shutil
+
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:  # a real directory of ours, not a link
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def encode_header(pid: int, ppid: int) -> bytes:
+    """The header of an event file (for writers in Python: the audit hook's forked children)."""
+    return _HEADER.pack(MAGIC, pid, ppid)
+
+
+def encode_event(e: Event) -> bytes:
+    """One record of an event file, as `read_trace_file` reads it."""
+    p = os.fsencode(e.path)
+    out = _RECORD.pack(e.op.encode(), e.t_ns, max(e.size, 0), e.mtime_ns, len(p)) + p
+    if e.op in (OP_MOVE, OP_LINK):
+        p2 = os.fsencode(e.path2 or "")
+        out += _LEN.pack(len(p2)) + p2
+    return out
 
 
 class TraceFileError(ValueError):

@@ -21,17 +21,23 @@ database (and its -journal) under the IPython dir, Jupyter touches connection
 files in its runtime dir, and roar itself reads and writes .roar/ and its trace
 files. The native library sees all of those because it traces every thread of
 the process, so they are removed here, by path prefix.
+
+What the cell inherits (files opened before it, threads of earlier cells) is
+checked by capture/carryover.py around every cell. The kernel's trace directory
+(/dev/shm/roar-kernel-<pid>-*) is removed at exit, and those of kernels that
+are gone are reaped when the next one starts.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import shutil
 import tempfile
 from typing import Optional
 
-from roar_nb.capture import audit
+from roar_nb.capture import audit, carryover
 from roar_nb.capture import events as ev_mod
 from roar_nb.capture import preload
 from roar_nb.config import ENV_CONTROL, ENV_TRACE_DIR
@@ -98,12 +104,13 @@ class CellTrace:
     backend: str
     capture_level: str
     notes: list = factory(list)
+    threads: list = factory(list)  # threads the cell started that were still running at its end
 
 
 class CellCapture:
     """Begins and ends capture around cells; one per kernel (one cell runs at a time)."""
 
-    def __init__(self, exclude: tuple = ()):
+    def __init__(self, exclude: tuple = (), ignore_thread=lambda t: False):
         self.native: Optional[Native] = None
         self.problem: Optional[str] = None  # why native capture is unavailable, once
         lib = loaded_library()
@@ -129,6 +136,8 @@ class CellCapture:
         # read-only project still gets native capture of subprocesses.
         # /dev/shm when possible: a per-cell mkdir/rmdir on tmpfs costs microseconds,
         # on an overlay or network filesystem it can cost a large part of the cell budget.
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
+        ev_mod.reap_stale(shm or tempfile.gettempdir(), "roar-kernel-")
         # The control block: processes that outlive a cell (pool workers, a forkserver,
         # loky) follow the kernel's begin/end through it instead of the trace directory
         # frozen in their environment when they started (rust/EVENTS.md). Inherited by
@@ -146,13 +155,20 @@ class CellCapture:
             self.trace_base = os.path.dirname(hosted)
             self.control = hosted
         else:
-            shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
-            self.trace_base = tempfile.mkdtemp(prefix="roar-kernel-", dir=shm)
+            # The pid in the name helps a human; the owner file lets the next kernel reap it.
+            self.trace_base = tempfile.mkdtemp(prefix=f"roar-kernel-{os.getpid()}-", dir=shm)
             path = os.path.join(self.trace_base, "control")
             if self.native is not None and self.native.control(path):
                 self.control = path
                 os.environ[ENV_CONTROL] = path
+        # An owner file (pid + start time) lets the next kernel reap this directory if we die.
+        ev_mod.write_owner(self.trace_base)
+        atexit.register(shutil.rmtree, self.trace_base, True)
         self.exclude = tuple(p.rstrip("/") + "/" for p in exclude if p) + (self.trace_base + "/",)
+        self.threads = carryover.ThreadWatch(ignore_thread)
+        self._fds: Optional[dict] = None
+        self.ignore_read = lambda p: False  # the project's read filter, set by the magic
+        self._t_begin = 0
         self._n = 0
         self._trace_dir: Optional[str] = None
         self._mode: Optional[str] = None
@@ -175,12 +191,15 @@ class CellCapture:
         # while active; setting the variables here as well covers python-level
         # mode, and children that build their environment from os.environ.
         self._set_env(trace_dir)
+        foreign = self.threads.begin()
+        self._fds = carryover.open_files(self.exclude)  # before the window: our /proc reads are not the cell's
+        self._t_begin = carryover.now_ns()
         if self.native is not None:
             if self.native.begin(trace_dir):
                 self._mode = "preload"
                 return
             self._fallback_note = "the native library refused to begin; python-level capture for this cell"
-        audit.start()
+        audit.start(foreign, trace_dir)
         self._mode = "audit"
 
     def _set_env(self, trace_dir: str) -> None:
@@ -225,12 +244,20 @@ class CellCapture:
             notes.extend(problems)
             if level == CAPTURE_COMPLETE:
                 level = CAPTURE_PARTIAL
-        events = sorted(events + native_events, key=lambda e: e.t_ns) if events else native_events
+        fd_events, fd_notes, fd_partial = carryover.compare(self._fds, self._t_begin, self.ignore_read)
+        lingering, th_notes, th_partial = self.threads.end(
+            counted_here=mode == "preload", touched=audit.foreign_touched() if mode == "audit" else ())
+        self._fds = None
+        notes.extend(fd_notes + th_notes)
+        if (fd_partial or th_partial) and level == CAPTURE_COMPLETE:
+            level = CAPTURE_PARTIAL
+        events = sorted(events + native_events + fd_events, key=lambda e: e.t_ns) \
+            if events or fd_events else native_events
         if mode == "audit" and self.child_lib is None and any(e.op == OP_EXEC for e in events):
             notes.append("subprocesses ran untraced (native library not found)")
         shutil.rmtree(trace_dir, ignore_errors=True)
         self._trace_dir = None
-        return CellTrace(self._drop_excluded(events), mode, level, notes)
+        return CellTrace(self._drop_excluded(events), mode, level, notes, lingering)
 
     def _drop_excluded(self, events: list) -> list:
         ex = self.exclude

@@ -217,7 +217,9 @@ class DagHandler(RoarHandler):
                 else:
                     session = store.active_session(create=False)
                     jobs = store.jobs(session.id) if session else []
-            d = dag_mod.build(jobs, expanded=expanded, session_id=session.id if session else None)
+                everything = store.jobs() if session else None  # staleness is project-wide
+            d = dag_mod.build(jobs, expanded=expanded, session_id=session.id if session else None,
+                              project_jobs=everything)
             doc = d.to_json()
             by_id = {j.id: j for j in d.jobs}
             for jj in doc["jobs"]:
