@@ -159,6 +159,31 @@ def _describe(t: threading.Thread) -> str:
     return f"{t.name!r}" + (f" ({fn})" if fn else "")
 
 
+# Helper threads of process pools (multiprocessing.Pool's task/result/worker handlers,
+# Queue feeders, concurrent.futures' and loky's executor managers) only move pickled
+# messages over pipes; the pool's workers do the file I/O, and they are processes that
+# follow the kernel's control block cell by cell. Such threads are the pool's machinery.
+# Worker *threads* (ThreadPool's `worker`, ThreadPoolExecutor's `_worker`) run user code:
+# never on this list.
+_POOL_MACHINERY = {
+    ("multiprocessing.pool", "Pool._handle_workers"), ("multiprocessing.pool", "Pool._handle_tasks"),
+    ("multiprocessing.pool", "Pool._handle_results"), ("multiprocessing.queues", "Queue._feed"),
+}
+_POOL_THREAD_CLASSES = ("concurrent.futures.process._ExecutorManagerThread",
+                        "joblib.externals.loky.process_executor._ExecutorManagerThread",
+                        "joblib.externals.loky.backend.queues.Queue._feed")
+
+
+def pool_machinery(t: threading.Thread) -> bool:
+    """Whether `t` is a process pool's own helper thread (see _POOL_MACHINERY)."""
+    target = getattr(t, "_target", None)
+    if target is not None:
+        key = (getattr(target, "__module__", ""), getattr(target, "__qualname__", ""))
+        return key in _POOL_MACHINERY or f"{key[0]}.{key[1]}" in _POOL_THREAD_CLASSES
+    cls = type(t)
+    return any(f"{c.__module__}.{c.__qualname__}" in _POOL_THREAD_CLASSES for c in cls.__mro__)
+
+
 class ThreadWatch:
     """Threads that outlive the traced cell that started them.
 
@@ -206,7 +231,8 @@ class ThreadWatch:
         # whether they still run (is_alive is always True), so they would be named forever.
         lingering = [t for t in threading.enumerate()
                      if t not in self._before and t.is_alive() and not t.name.startswith(_WAITERS)
-                     and not isinstance(t, threading._DummyThread) and not self.ignore(t)]
+                     and not isinstance(t, threading._DummyThread) and not self.ignore(t)
+                     and not pool_machinery(t)]
         if lingering:
             partial = True
             names = ", ".join(_describe(t) for t in lingering[:3]) + (" ..." if len(lingering) > 3 else "")

@@ -243,8 +243,9 @@ def test_audit_forked_pool_workers_are_captured_or_named(kernels, tmp_path):
     notes = [n for j in jobs.values() for n in j["capture_notes"]]
     assert not any("HistorySaving" in n for n in notes), notes
     assert not any("thread" in n for n in jobs["pool"]["capture_notes"])
-    # The kept pool's own threads are the user's: named, and named again while they run.
-    assert any("_handle_workers" in n and "still running" in n for n in jobs["keep"]["capture_notes"])
+    # The kept pool's helper threads (_handle_workers...) only move messages: machinery,
+    # never named; what matters, its worker processes, are named below.
+    assert not any("_handle_workers" in n for n in notes), notes
     # Written by forked workers (the hook is inherited; they write their events through).
     assert names(jobs["pool"]["outputs"]) == {"part0.txt", "part1.txt", "part2.txt"}
     assert names(jobs["pool"]["inputs"]) == {"in0.txt"}
