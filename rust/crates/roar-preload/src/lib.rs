@@ -81,11 +81,39 @@ pub fn library_path() -> Option<&'static [u8]> {
         .map(|c| c.to_bytes())
 }
 
+/// `ROAR_DIE_WITH=<pid>`: set by `roar run` in the command's environment so
+/// that the command dies with roar (even when roar is SIGKILLed, which would
+/// otherwise orphan it). Acted on in the first process image that loads us,
+/// and removed from `environ` before `main`, so the program and its children
+/// never see it. If roar is already gone (we were reparented), die now.
+fn die_with_parent() {
+    // SAFETY: getenv/unsetenv during single-threaded init; prctl, getppid and
+    // raise on our own process.
+    unsafe {
+        let v = libc::getenv(c"ROAR_DIE_WITH".as_ptr());
+        if v.is_null() {
+            return;
+        }
+        let pid = CStr::from_ptr(v)
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<libc::pid_t>().ok());
+        libc::unsetenv(c"ROAR_DIE_WITH".as_ptr());
+        if let Some(pid) = pid.filter(|&p| p > 0) {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            if libc::getppid() != pid {
+                libc::raise(libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Library constructor (`.init_array`): resolve real functions, register
 /// fork handlers, start tracing if `ROAR_TRACE_DIR` is set.
 extern "C" fn roar_init() {
     let _g = HookGuard::enter();
     let _ = std::panic::catch_unwind(|| {
+        die_with_parent();
         // Our panics are caught and turned into "stop tracing"; the default
         // hook would print to the traced program's stderr. This is our own
         // copy of std's hook (a cdylib carries its own std), so the host
