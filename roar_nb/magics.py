@@ -231,8 +231,11 @@ class NotebookSession:
         draft.backend = trace.backend
         draft.capture_level = trace.capture_level
         draft.capture_notes.extend(trace.notes)
-        job, warnings = session_mod.record_job(self.project, draft, ev_mod.reduce(trace.events))
-        if self.summary:
+        # Never freeze the kernel behind another process's write lock: after a short wait
+        # the job goes to .roar/pending/ (said once per kernel) and is stored later.
+        job, warnings = session_mod.record_job(self.project, draft, ev_mod.reduce(trace.events),
+                                               wait=session_mod.CELL_LOCK_WAIT_S)
+        if self.summary and job.seq:  # seq 0: pending, no @N yet
             # One quiet line per cell; the capture-level explanation that the summary may
             # append is the same every cell, so it is said once per kernel.
             first, *more = _summary(job).split("\n")
@@ -241,7 +244,7 @@ class NotebookSession:
                 if not m.endswith(": " + NOTE_PYTHON_ONLY):  # %load_ext said that already
                     self.say(m)
         for w in warnings:
-            self.say(f"roar: {w}")
+            self.say(f"roar: {getattr(w, 'once', w)}")
         self._git.refresh(draft.cwd)
 
     # -- commands ---------------------------------------------------------------------
