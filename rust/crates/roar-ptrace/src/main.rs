@@ -148,6 +148,10 @@ fn main() {
         });
     }
     let die_with = take_die_with();
+    if die_with.is_some() {
+        // SAFETY: still single-threaded.
+        unsafe { default_glibc_internal_signals() };
+    }
     if let Some(lib) = &args.preload_only {
         die_with_parent(die_with, libc::SIGKILL);
         exec_preload(&args, lib);
@@ -162,6 +166,29 @@ fn main() {
     die_with_parent(die_with, parent_death_signal());
     DIE_WITH.store(die_with.unwrap_or(0), Ordering::Relaxed);
     front(args);
+}
+
+/// glibc's `posix_spawn` (how roar starts the command) leaves glibc's two
+/// internal signals (32, 33) *ignored* in the new process, and an ignored
+/// signal stays ignored across exec; a program started by a shell has them
+/// at their default. Put them back when they are ignored. glibc's own
+/// `sigaction` refuses these numbers, hence the raw system call; the action
+/// written is all zeros (SIG_DFL, no flags, empty mask) in every layout of
+/// the kernel's `struct sigaction`, whose first field is the handler.
+///
+/// # Safety
+/// Must run before other threads exist (changes process-wide dispositions).
+unsafe fn default_glibc_internal_signals() {
+    for sig in [32i64, 33] {
+        let mut old = [0u64; 4];
+        let none = std::ptr::null::<u64>();
+        if libc::syscall(libc::SYS_rt_sigaction, sig, none, old.as_mut_ptr(), 8usize) == 0
+            && old[0] == libc::SIG_IGN as u64
+        {
+            let dfl = [0u64; 4];
+            libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), none, 8usize);
+        }
+    }
 }
 
 /// `ROAR_DIE_WITH`: the pid whose death must end CMD. Read and removed from
