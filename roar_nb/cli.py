@@ -418,6 +418,8 @@ def cmd_config(a) -> int:
 
     project = _project()
     c = project.config
+    for w in c.warnings if a.action != "set" else ():  # `get`/`list` show the defaults in use
+        _err(f"roar: warning: {w}")
     if a.action == "get":
         v = c.get(a.key)
         print(json.dumps(v) if not isinstance(v, str) else v)
