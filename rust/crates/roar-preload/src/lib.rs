@@ -89,47 +89,12 @@ pub fn library_path() -> Option<&'static [u8]> {
 /// Its presence also says roar started us with posix_spawn (see
 /// `default_glibc_internal_signals`).
 fn die_with_parent() {
-    // SAFETY: getenv/unsetenv during single-threaded init; prctl, getppid and
-    // raise on our own process.
+    use roar_events::launch;
+    // SAFETY: single-threaded init (the library constructor).
     unsafe {
-        let v = libc::getenv(c"ROAR_DIE_WITH".as_ptr());
-        if v.is_null() {
-            return;
-        }
-        let pid = CStr::from_ptr(v)
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<libc::pid_t>().ok());
-        libc::unsetenv(c"ROAR_DIE_WITH".as_ptr());
-        default_glibc_internal_signals();
-        if let Some(pid) = pid.filter(|&p| p > 0) {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-            if libc::getppid() != pid {
-                libc::raise(libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// glibc's `posix_spawn` (how roar starts the command) leaves glibc's two
-/// internal signals (32, 33) *ignored* in the new process, and an ignored
-/// signal stays ignored across exec; a program started by a shell has them
-/// at their default. Put them back when they are ignored. glibc's own
-/// `sigaction` refuses these numbers, hence the raw system call; the action
-/// written is all zeros (SIG_DFL, no flags, empty mask) in every layout of
-/// the kernel's `struct sigaction`, whose first field is the handler.
-///
-/// # Safety
-/// Must run before other threads exist (changes process-wide dispositions).
-unsafe fn default_glibc_internal_signals() {
-    for sig in [32i64, 33] {
-        let mut old = [0u64; 4];
-        let none = std::ptr::null::<u64>();
-        if libc::syscall(libc::SYS_rt_sigaction, sig, none, old.as_mut_ptr(), 8usize) == 0
-            && old[0] == libc::SIG_IGN as u64
-        {
-            let dfl = [0u64; 4];
-            libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), none, 8usize);
+        if let Some(roar) = launch::take_die_with() {
+            launch::default_glibc_internal_signals();
+            launch::die_with(roar, libc::SIGKILL);
         }
     }
 }

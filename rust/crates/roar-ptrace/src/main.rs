@@ -150,7 +150,7 @@ fn main() {
     let die_with = take_die_with();
     if die_with.is_some() {
         // SAFETY: still single-threaded.
-        unsafe { default_glibc_internal_signals() };
+        unsafe { roar_events::launch::default_glibc_internal_signals() };
     }
     if let Some(lib) = &args.preload_only {
         die_with_parent(die_with, libc::SIGKILL);
@@ -168,47 +168,18 @@ fn main() {
     front(args);
 }
 
-/// glibc's `posix_spawn` (how roar starts the command) leaves glibc's two
-/// internal signals (32, 33) *ignored* in the new process, and an ignored
-/// signal stays ignored across exec; a program started by a shell has them
-/// at their default. Put them back when they are ignored. glibc's own
-/// `sigaction` refuses these numbers, hence the raw system call; the action
-/// written is all zeros (SIG_DFL, no flags, empty mask) in every layout of
-/// the kernel's `struct sigaction`, whose first field is the handler.
-///
-/// # Safety
-/// Must run before other threads exist (changes process-wide dispositions).
-unsafe fn default_glibc_internal_signals() {
-    for sig in [32i64, 33] {
-        let mut old = [0u64; 4];
-        let none = std::ptr::null::<u64>();
-        if libc::syscall(libc::SYS_rt_sigaction, sig, none, old.as_mut_ptr(), 8usize) == 0
-            && old[0] == libc::SIG_IGN as u64
-        {
-            let dfl = [0u64; 4];
-            libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), none, 8usize);
-        }
-    }
-}
-
-/// `ROAR_DIE_WITH`: the pid whose death must end CMD. Read and removed from
-/// our environment before anything is forked or exec'd, so CMD never sees it.
+/// `ROAR_DIE_WITH` (roar_events::launch): roar's pid, whose death must end
+/// CMD. Taken out of our environment before anything is forked or exec'd.
 fn take_die_with() -> Option<i32> {
-    let v = std::env::var_os("ROAR_DIE_WITH")?;
-    std::env::remove_var("ROAR_DIE_WITH");
-    v.to_str()?.parse().ok().filter(|&p: &i32| p > 0)
+    // SAFETY: still single-threaded.
+    unsafe { roar_events::launch::take_die_with() }
 }
 
-/// Ask the kernel for `sig` when our parent dies; if it is already gone
-/// (we were reparented before asking), act as if the signal came now.
+/// Ask for `sig` at roar's death (see roar_events::launch::die_with).
 fn die_with_parent(parent: Option<i32>, sig: i32) {
-    let Some(parent) = parent else { return };
-    // SAFETY: plain prctl/getppid/raise on our own process.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0);
-        if libc::getppid() != parent {
-            libc::raise(sig);
-        }
+    if let Some(parent) = parent {
+        // SAFETY: single-threaded here; `sig` is a valid signal.
+        unsafe { roar_events::launch::die_with(parent, sig) };
     }
 }
 
