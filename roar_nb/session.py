@@ -474,9 +474,6 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
                      started_at=time.time(), session_id=session.id if session else "", step=step)
     if here is None and spawn_dir is None:
         draft.capture_notes.append("the working directory had been deleted; cwd is $PWD")
-    draft.git = read_git(cwd)
-
-    trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
     from roar_nb.capture import select as select_mod
 
     tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER)
@@ -484,7 +481,15 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
         warnings.append(f"unknown tracer {tracer!r} in ${cfg_mod.ENV_TRACER}; using auto")
         tracer = None
     tracer = tracer or project.config.get("tracer.default")  # validated: a bad value is the default
-    sel = select_mod.select(tracer, argv, base_env, str(trace_dir), cwd)  # decided before running
+    trace_dir = ""
+    try:
+        draft.git = read_git(cwd)
+        trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
+        sel = select_mod.select(tracer, argv, base_env, str(trace_dir), cwd)  # decided before running
+    except Exception as e:  # noqa: BLE001 - roar failing to prepare must not stop the command
+        why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+        sel = select_mod.Selection("none", list(argv), dict(base_env), None,
+                                   [f"tracing could not be prepared ({why}); the command ran untraced"], True)
     draft.backend = sel.backend
     draft.capture_notes.extend(sel.notes)
     if sel.partial:
@@ -509,7 +514,8 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
             job = _finish_run(project, draft, sel, select_mod, str(trace_dir), rc, store_problem, warnings)
         except Exception as e:  # noqa: BLE001 - the command ran: its status must reach the caller
             warnings.append(f"internal error, job not recorded: {type(e).__name__}: {e}")
-        remove_trace_dir(str(trace_dir))
+        if trace_dir:
+            remove_trace_dir(str(trace_dir))
     finally:
         waiter.restore()
     return RunResult(job, rc, warnings, error)

@@ -74,6 +74,25 @@ def test_read_only_roar_dir_before_wal_exists(proj):
     assert [j[0] for j in db_jobs(proj.root)] == [1, 2]
 
 
+@pytest.mark.parametrize("ro", [".roar", ".roar/traces"])
+def test_nowhere_to_put_traces(proj, ro):
+    """/dev/shm unusable and no trace directory under .roar/ either: the command still
+    runs, untraced, and the job (when it can be stored) says why."""
+    _seed(proj)
+    (proj.root / ".roar" / "traces").mkdir(exist_ok=True)
+    script = (f"mount -t tmpfs -o ro,size=64k tmpfs /dev/shm && mount --bind {ro} {ro} && "
+              f"mount -o remount,bind,ro {ro} && exec " + shlex.join([*ROAR, "run", "-q", *CMD]))
+    r = unshare_sh(script, proj.root)
+    extra = _same_as_bare(proj, r)
+    if ro == ".roar":
+        assert b"job not recorded" in extra
+        return
+    assert extra.startswith(b"roar: capture partial: tracing could not be prepared (Read-only file system)")
+    conn = sqlite3.connect(proj.root / ".roar" / "roar.db")
+    assert conn.execute("SELECT exit_code, backend, capture_level FROM jobs ORDER BY seq DESC").fetchone() == (
+        3, "none", "partial")
+
+
 def test_full_disk(proj, tmp_path):
     """A 512 KiB tmpfs holding the project, filled up: the command still runs."""
     roar_cmd = shlex.join(ROAR)
