@@ -330,7 +330,8 @@ def _save_pending(project: Project, job: Job, digests, env_row, warnings: list[s
         project._spooled = True
         note = PendingNote(f"job kept in pending ({rel}{job.id}.json{why}); a later roar command stores it"
                            " once the database takes writes")
-        note.once = f"jobs are kept in {rel} until the database takes them{why}"
+        # Said once per kernel: the same words for every cell, whatever each one waited.
+        note.once = f"jobs are kept in {rel} until the database takes them{why.partition(' (waited ')[0]}"
         warnings.append(note)
     except OSError as e:
         try:

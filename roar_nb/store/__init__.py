@@ -110,7 +110,8 @@ class Store:
         if not readonly:
             _repair_sidecars(self.path)
         self._wait = BUSY_TIMEOUT_S  # the busy timeout in force on the connection
-        self._gave_up = False  # a write already waited the full timeout in vain (see _tx)
+        self._limit = BUSY_TIMEOUT_S  # the longest a write may wait now (see wait_at_most)
+        self._gave_up = False  # a write already waited in vain: later ones do not wait (see _tx)
         try:
             uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
             self.conn = sqlite3.connect(
@@ -164,11 +165,11 @@ class Store:
 
         class _Limit:
             def __enter__(self):
-                self.before = store._wait
-                store._set_wait(min(seconds, store._wait))
+                self.before = store._limit
+                store._limit = min(seconds, store._limit)
 
             def __exit__(self, *exc):
-                store._set_wait(self.before)
+                store._limit = self.before
                 return False
 
         return _Limit()
@@ -202,15 +203,13 @@ class Store:
 
         class _Tx:
             def __enter__(self):
-                waited = store._wait
                 try:
+                    store._set_wait(0 if store._gave_up else store._limit)
                     store.conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as e:
-                    err = _friendly(e, store.path, waited)
-                    if "locked" in str(err) and not store._gave_up:
+                    err = _friendly(e, store.path, store._wait)
+                    if "locked" in str(err):
                         store._gave_up = True
-                        store._wait_before = store._wait
-                        store._set_wait(0)
                     raise err from None
                 return store.conn
 
@@ -222,9 +221,8 @@ class Store:
                         raise _friendly(e, store.path) from None
                 if isinstance(ev, sqlite3.Error):
                     raise _friendly(ev, store.path) from None
-                if et is None and store._gave_up:
-                    store._gave_up = False
-                    store._set_wait(store._wait_before)
+                if et is None:
+                    store._gave_up = False  # the lock is free again: wait normally next time
                 return False
 
         return _Tx()
