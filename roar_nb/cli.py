@@ -677,7 +677,18 @@ def main(argv: list[str] | None = None) -> int:
         _err("roar: interrupted")
         rc = 130
     except BrokenPipeError:
-        rc = 0
+        rc = 0  # `roar log | head`: the reader has what it wanted
+    except OSError as e:  # e.g. `roar dag > /dev/full`: one line, not a traceback
+        _err(f"roar: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        rc = 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence(sys.stdout)
+    except (OSError, ValueError) as e:
+        _silence(sys.stdout)
+        _err(f"roar: error: output lost: {getattr(e, 'strerror', None) or e}")
+        rc = rc or 1
     _flush_quietly()
     return rc
 

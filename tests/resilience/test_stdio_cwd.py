@@ -60,3 +60,11 @@ def test_deleted_working_directory(proj):
     job = proj.dag()["jobs"][-1]
     assert job["cwd"] == str(proj.root / "gone")
     assert any("deleted" in n for n in job["capture_notes"])
+
+
+def test_other_commands_on_a_full_stdout_fail_in_one_line(proj):
+    proj.roar("run", "-q", "true")
+    for cmd in ("log", "dag --json", "status"):
+        r = _sh(f"{shlex.join(ROAR)} {cmd} >/dev/full", proj.root)
+        assert r.returncode == 1, cmd
+        assert r.stderr == b"roar: error: No space left on device\n", (cmd, r.stderr)
