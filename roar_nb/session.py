@@ -594,6 +594,7 @@ _FORWARD = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal
             signal.SIGUSR2, signal.SIGCONT)
 # Python ignores these at start-up; posix_spawn would pass that on, so they are reset.
 _PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+_POLL_S = 0.25  # the longest the wait goes without looking at the child (see _ChildWaiter._wait)
 _SI_KERNEL = 0x80  # si_code of a signal the kernel raised itself (the terminal's ^C, ^\\)
 
 
@@ -654,16 +655,16 @@ class _ChildWaiter:
                     _stop_with_child(pid)
                     continue
                 return os.waitstatus_to_exitcode(status)
-            if deadline is None:
-                info = signal.sigwaitinfo(self.waited)
-            else:
-                left = deadline - time.monotonic()
-                info = signal.sigtimedwait(self.waited, max(left, 0.0)) if left > 0 else None
-                if info is None:
+            # Bounded: in a process with other threads (a kernel running `%roar reproduce`)
+            # SIGCHLD may be taken, and dropped, by a thread that does not block it.
+            wait = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+            info = signal.sigtimedwait(self.waited, wait) if wait > 0 else None
+            if info is None:
+                if deadline is not None and time.monotonic() >= deadline:
                     os.kill(pid, signal.SIGKILL)
                     notes.append(f"killed after the {timeout:g} s step timeout")
                     deadline = None
-                    continue
+                continue
             if info.si_signo != signal.SIGCHLD and info.si_code < _SI_KERNEL and info.si_pid != pid:
                 try:
                     os.kill(pid, info.si_signo)
