@@ -111,3 +111,22 @@ def test_stopped_command_stops_roar_and_sigcont_resumes_both(proj, tracer):
             p.wait()
     assert (p.returncode, out, without_none_note(err)) == (0, b"resumed\n", b"")
     assert db_jobs(proj.root)[-1][1:] == ("sh -c 'kill -STOP $$; echo resumed'", 0)
+
+
+def test_step_timeout_and_other_directory_without_subprocess(proj, tmp_path):
+    """The path `roar reproduce` takes (another directory, a step timeout) runs through the
+    same spawn and wait: the command starts there, with default signals, and is killed at
+    the timeout, recorded as such."""
+    from roar_nb.session import Project, run_command
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    project = Project(proj.root)
+    res = run_command(project, ["sh", "-c", "pwd > where.txt; grep SigIgn /proc/self/status >> where.txt"],
+                      cwd=str(other), timeout=60)
+    assert res.returncode == 0
+    assert (other / "where.txt").read_text() == f"{other}\nSigIgn:\t0000000000000000\n"
+    res = run_command(project, ["sleep", "30"], cwd=str(other), timeout=0.5)
+    assert res.returncode == -signal.SIGKILL
+    assert "killed after the 0.5 s step timeout" in res.job.capture_notes
+    assert db_jobs(proj.root)[-1] == (2, "sleep 30", -signal.SIGKILL)
