@@ -130,3 +130,29 @@ def test_step_timeout_and_other_directory_without_subprocess(proj, tmp_path):
     assert res.returncode == -signal.SIGKILL
     assert "killed after the 0.5 s step timeout" in res.job.capture_notes
     assert db_jobs(proj.root)[-1] == (2, "sleep 30", -signal.SIGKILL)
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_terminal_ctrl_c_reaches_the_command_once(proj, tracer):
+    """^C on a real terminal (a pty whose foreground group is roar's) goes to roar and the
+    command alike; roar must not relay it a second time."""
+    import pty
+
+    code = ("import signal, sys, time\nn = [0]\n"
+            "signal.signal(signal.SIGINT, lambda *a: n.__setitem__(0, n[0] + 1))\n"
+            "print('ready', flush=True)\ntime.sleep(3)\nprint('sigints', n[0], flush=True)\nsys.exit(n[0])")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: session leader on the pty, roar in the foreground
+        os.chdir(proj.root)
+        os.execve(ROAR[0], [*ROAR, "run", "-q", "--tracer", tracer, sys.executable, "-c", code], env())
+    out = b""
+    while b"ready" not in out:
+        out += os.read(fd, 1024)
+    os.write(fd, b"\x03")
+    try:
+        while chunk := os.read(fd, 1024):
+            out += chunk
+    except OSError:  # EIO once the pty has no process left
+        pass
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1 and b"sigints 1" in out
