@@ -114,29 +114,95 @@ def _run(a, kind: str) -> int:
         step = prev.step if not overrides else None
         cwd = prev.cwd if os.path.isdir(prev.cwd) else None  # re-run where it ran
     res = run_command(project, argv, kind=kind, tracer=a.tracer, step=step, cwd=cwd)
-    quiet = a.quiet or os.environ.get("ROAR_QUIET") == "1" or project.config.get("output.quiet")
-    from roar_nb.present import text
-    from roar_nb.report import summary_line
-
-    if res.error:
-        print(f"roar: {text(res.error)}", file=sys.stderr)
-    for w in res.warnings:
-        print(f"roar: warning: {text(w)}", file=sys.stderr)
-    if res.job is not None and not quiet:
-        print(summary_line(res.job), file=sys.stderr)
-    elif res.job is not None and res.job.capture_level != "complete":
-        print(summary_line(res.job).split("\n", 1)[-1], file=sys.stderr)
+    # From here on the command has run: nothing may change the status it gets.
+    try:
+        _report_run(project, res, a.quiet)
+    except Exception as e:  # noqa: BLE001 - a reporting bug must not replace the command's status
+        _err(f"roar: internal error after the command ran: {type(e).__name__}: {e}")
     if res.returncode < 0:  # killed by a signal: die the same way
         import signal
 
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_quietly()
         sig = -res.returncode
         if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot be (re)set
             signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         return 128 + sig
     return res.returncode
+
+
+def _report_run(project, res, quiet: bool) -> None:
+    from roar_nb.present import text
+    from roar_nb.report import summary_line
+    from roar_nb.session import PendingNote
+
+    quiet = quiet or os.environ.get("ROAR_QUIET") == "1" or project.config.get("output.quiet")
+    if res.error:
+        _err(f"roar: {text(res.error)}")
+    for w in res.warnings:
+        _err(f"roar: {text(w)}" if isinstance(w, PendingNote) else f"roar: warning: {text(w)}")
+    job = res.job if res.job is not None and res.job.seq else None  # seq 0: pending, said above
+    if job is not None and not quiet:
+        _err(summary_line(job))
+    elif job is not None and job.capture_level != "complete":
+        _err(summary_line(job).split("\n", 1)[-1])
+
+
+def _err(line: str) -> None:
+    """One line on stderr. A closed or full stderr (`2>&-`, `2>/dev/full`) loses the line,
+    never the command's exit status: after a failed write, stderr goes to /dev/null."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        _silence(sys.stderr)
+
+
+def _silence(stream) -> None:
+    """Replace a standard stream that cannot be written (its unflushed bytes would make
+    the interpreter print an error and exit 120 at shutdown) by /dev/null."""
+    null = open(os.devnull, "w")
+    if stream is sys.stdout:
+        sys.stdout = null
+    else:
+        sys.stderr = null
+    try:
+        stream.close()  # drops what it could not write; errors at close are ours to ignore
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _flush_quietly() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            _silence(stream)
+
+
+def _fill_closed_stdio() -> list[int]:
+    """Put /dev/null on standard descriptors that were closed when roar started (`2>&-`),
+    so that roar's own files never land on fd 0-2 and its messages go nowhere, as the
+    user asked. They are close-on-exec: the command finds them closed, as it would bare."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    if closed:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in closed:
+            if fd != null:
+                os.dup2(null, fd, inheritable=False)
+        if null not in closed:
+            os.close(null)
+        else:
+            os.set_inheritable(null, False)
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            if fd in closed:
+                setattr(sys, name, open(os.devnull, "w"))
+    return closed
 
 
 def cmd_run(a) -> int:
@@ -360,6 +426,8 @@ def cmd_config(a) -> int:
 
     project = _project()
     c = project.config
+    for w in c.warnings if a.action != "set" else ():  # `get`/`list` show the defaults in use
+        _err(f"roar: warning: {w}")
     if a.action == "get":
         v = c.get(a.key)
         print(json.dumps(v) if not isinstance(v, str) else v)
@@ -615,6 +683,7 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _fill_closed_stdio()
     args = _fast_parse(argv)
     if args is None:
         parser = build_parser()
@@ -627,17 +696,30 @@ def main(argv: list[str] | None = None) -> int:
                     and getattr(args, "action", "list") not in ("list",):
                 parser.error(f"{args.cmd} {args.action} needs a {need.upper()}")
     try:
-        return args.fn(args)
+        rc = args.fn(args)
     except RoarError as e:
         from roar_nb.present import text  # messages quote paths and references the user typed
 
-        print(f"roar: error: {text(str(e))}", file=sys.stderr)
-        return e.exit_code
+        _err(f"roar: error: {text(str(e))}")
+        rc = e.exit_code
     except KeyboardInterrupt:
-        print("roar: interrupted", file=sys.stderr)
-        return 130
+        _err("roar: interrupted")
+        rc = 130
     except BrokenPipeError:
-        return 0
+        rc = 0  # `roar log | head`: the reader has what it wanted
+    except OSError as e:  # e.g. `roar dag > /dev/full`: one line, not a traceback
+        _err(f"roar: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        rc = 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence(sys.stdout)
+    except (OSError, ValueError) as e:
+        _silence(sys.stdout)
+        _err(f"roar: error: output lost: {getattr(e, 'strerror', None) or e}")
+        rc = rc or 1
+    _flush_quietly()
+    return rc
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ ENV_TRACER = "ROAR_TRACER"  # overrides tracer.default for one command
 ENV_QUIET = "ROAR_QUIET"  # "1": no run summary
 ENV_NOTEBOOK = "ROAR_NOTEBOOK"  # notebook path, for headless runs whose frontend does not say
 ENV_BUSY_TIMEOUT = "ROAR_BUSY_TIMEOUT"  # seconds a writer waits for the DB lock (default 60)
+ENV_DIE_WITH = "ROAR_DIE_WITH"  # set by roar run: the native side ties the command's life to roar's pid
 
 
 @record(frozen=True)
@@ -90,14 +91,46 @@ def _flatten(doc: dict, prefix: str = "") -> dict:
     return out
 
 
+def _check(name: str, value: object) -> object:
+    """Key-specific checks beyond the type, so a value accepted today cannot break every
+    later job (an unknown digest name, a tracer that does not exist)."""
+    if name == "tracer.default":
+        tracers = ("auto", "preload", "ptrace", "none")  # capture/select.py TRACERS
+        if value not in tracers:
+            raise ConfigError(f"{name} must be one of {', '.join(tracers)}, got {value!r}")
+    elif name == "hash.extra":
+        import hashlib  # only when extra digests are configured: not on the usual path
+
+        names = []
+        for algo in value:
+            if not isinstance(algo, str):
+                raise ConfigError(f"{name} expects names of digests, got {algo!r}")
+            a = algo.strip().lower()
+            # shake_* need a length to print: not a fixed digest.
+            if a not in hashlib.algorithms_available or a.startswith("shake_") or a == "blake3":
+                raise ConfigError(f"{name}: unknown digest {algo!r} (e.g. sha256, sha1, md5)")
+            names.append(a)
+        return names
+    elif name == "filters.ignore_paths":
+        for p in value:
+            if not isinstance(p, str) or not p:
+                raise ConfigError(f"{name} expects a list of path strings, got {p!r}")
+    elif name == "hash.progress_after" and value != value:  # NaN
+        raise ConfigError(f"{name} expects a number, got {value!r}")
+    return value
+
+
 def coerce(name: str, value: object) -> object:
-    """Convert a user-given value (often a CLI string) to the key's type, or raise ConfigError."""
+    """Convert a user-given value (often a CLI string) to the key's type and check it, or
+    raise ConfigError."""
     key = KEYS.get(name)
     if key is None:
         raise ConfigError(f"unknown config key {name!r} (see `roar config list`)")
     t = key.type
+    if t is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # TOML `progress_after = 2`
     if isinstance(value, t) and not (t is int and isinstance(value, bool)):
-        return value
+        return _check(name, value)
     if not isinstance(value, str):
         raise ConfigError(f"{name} expects {t.__name__}, got {value!r}")
     s = value.strip()
@@ -109,24 +142,44 @@ def coerce(name: str, value: object) -> object:
         raise ConfigError(f"{name} expects true or false, got {value!r}")
     if t is float:
         try:
-            return float(s)
+            return _check(name, float(s))
         except ValueError:
             raise ConfigError(f"{name} expects a number, got {value!r}") from None
     if t is list:
-        return [p.strip() for p in s.split(",") if p.strip()]
-    return s
+        return _check(name, [p.strip() for p in s.split(",") if p.strip()])
+    return _check(name, s)
 
 
 class Config:
-    """Settings of one project: defaults overlaid by .roar/config.toml."""
+    """Settings of one project: defaults overlaid by .roar/config.toml.
+
+    Loading never fails: a file that is not valid TOML, or a value that is not valid
+    for its key, degrades to the defaults, and `warnings` says so (one line each) for
+    the front end to show. `set` is strict: a bad value is refused, and a file that
+    cannot be parsed is not rewritten (it would lose what the user wrote)."""
 
     def __init__(self, roar_dir: str | None):
         self.path = os.path.join(roar_dir, CONFIG_NAME) if roar_dir else None
         self._values = {}
+        self._kept = {}  # values from the file that are invalid or unknown: written back as they are
+        self.warnings: list[str] = []
+        self._unparsed = None  # why the file could not be read at all
         if self.path is not None and os.path.exists(self.path):
-            for name, value in _flatten(_parse_toml(self.path)).items():
-                if name in KEYS:
+            try:
+                doc = _parse_toml(self.path)
+            except ConfigError as e:
+                self._unparsed = str(e)
+                self.warnings.append(f"{e}; using the default settings")
+                doc = {}
+            for name, value in _flatten(doc).items():
+                if name not in KEYS:
+                    self._kept[name] = value
+                    continue
+                try:
                     self._values[name] = coerce(name, value)
+                except ConfigError as e:
+                    self._kept[name] = value
+                    self.warnings.append(f"{CONFIG_NAME}: {e}; using the default")
 
     def get(self, name: str) -> object:
         if name not in KEYS:
@@ -138,8 +191,11 @@ class Config:
             yield name, self.get(name), name in self._values
 
     def set(self, name: str, value: object) -> object:
+        if self._unparsed:
+            raise ConfigError(f"{self._unparsed}; fix or remove it first")
         value = coerce(name, value)
         self._values[name] = value
+        self._kept.pop(name, None)
         self._write()
         return value
 
@@ -147,19 +203,23 @@ class Config:
         if self.path is None:
             raise ConfigError("no project: run `roar init` first")
         sections: dict[str, dict] = {}
-        for name, value in self._values.items():
+        for name, value in (*self._kept.items(), *self._values.items()):
             sec, _, leaf = name.rpartition(".")
             sections.setdefault(sec, {})[leaf] = value
         lines = ["# roar-nb project settings; `roar config list` shows every key.", ""]
-        for sec in sorted(sections):
-            lines.append(f"[{sec}]")
+        for sec in sorted(sections):  # "" (top-level keys) sorts first and needs no header
+            if sec:
+                lines.append(f"[{sec}]")
             for leaf, value in sorted(sections[sec].items()):
                 lines.append(f"{leaf} = {_toml_value(value)}")
             lines.append("")
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("\n".join(lines))
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w") as f:
+                f.write("\n".join(lines))
+            os.replace(tmp, self.path)
+        except OSError as e:
+            raise ConfigError(f"cannot write {self.path}: {e.strerror or e}") from None
 
 
 def _toml_value(v: object) -> str:

@@ -275,9 +275,12 @@ class NotebookSession:
         draft.backend = trace.backend
         draft.capture_level = trace.capture_level
         draft.capture_notes.extend(trace.notes)
-        job, warnings = session_mod.record_job(self.project, draft, ev_mod.reduce(trace.events))
-        self.capture.threads.adopt(trace.threads, job.ref)
-        if self.summary:
+        # Never freeze the kernel behind another process's write lock: after a short wait
+        # the job goes to .roar/pending/ (said once per kernel) and is stored later.
+        job, warnings = session_mod.record_job(self.project, draft, ev_mod.reduce(trace.events),
+                                               wait=session_mod.CELL_LOCK_WAIT_S)
+        self.capture.threads.adopt(trace.threads, job.ref if job.seq else f"the cell run at {time.strftime('%H:%M:%S')}")
+        if self.summary and job.seq:  # seq 0: pending, no @N yet
             # One quiet line per cell; the capture-level explanation that the summary may
             # append is the same every cell, so it is said once per kernel. A partial
             # capture's reasons are this cell's own: said every time.
@@ -287,7 +290,7 @@ class NotebookSession:
                 if not m.endswith(": " + NOTE_PYTHON_ONLY):  # %load_ext said that already
                     print(m, flush=True) if job.capture_level == "partial" else self.say(m)
         for w in warnings:
-            self.say(f"roar: {w}")
+            self.say(f"roar: {getattr(w, 'once', w)}")
         self._git.refresh(draft.cwd)
 
     # -- commands ---------------------------------------------------------------------

@@ -33,6 +33,7 @@ class Project:
         self.roar_dir = os.path.join(self.root, cfg_mod.ROAR_DIR)
         self._store = None
         self._config = None
+        self._spooled = False  # this process sent a job to pending/ (see record_job)
 
     @classmethod
     def find(cls, start: str | os.PathLike | None = None) -> "Project":
@@ -42,7 +43,8 @@ class Project:
             if not os.path.isdir(os.path.join(env, cfg_mod.ROAR_DIR)):
                 raise NotInitialized(f"${cfg_mod.ENV_PROJECT}={env} has no .roar/; run `roar init` there")
             return cls(os.path.abspath(env))
-        d = os.path.abspath(start or os.getcwd())
+        # A deleted working directory has no getcwd(); the shell's $PWD still names it.
+        d = os.path.abspath(start or _getcwd() or os.environ.get("PWD") or "/")
         while True:
             if os.path.exists(os.path.join(d, cfg_mod.ROAR_DIR, cfg_mod.DB_NAME)):
                 return cls(d)
@@ -182,13 +184,50 @@ def step_identity(command: str, cwd: str) -> str:
     return hash_bytes(f"{cwd}\0{command}".encode("utf-8", "surrogateescape"))[:16]
 
 
-def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tuple[Job, list[str]]:
+class PendingNote(str):
+    """The warning that says a job went to .roar/pending/ instead of the database: front
+    ends print it as the job's one line (there is no @N yet) rather than as a warning.
+    `once` says the same without naming the job, for a front end that tells it once
+    (a kernel whose every cell would repeat it)."""
+
+    once: str = ""
+
+
+# The longest a notebook cell's recording waits for another process's write lock before
+# its job goes to pending/: a kernel must not freeze behind `roar run` (the busy timeout
+# is 60 s), while ordinary contention (other jobs' few-ms transactions) still gets through.
+CELL_LOCK_WAIT_S = 0.25
+
+
+class _CacheRows:
+    """The store as hash_paths sees it, except that hash-cache rows are kept for the
+    job's own transaction (one wait for the write lock per job, not two)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.rows: list = []
+
+    def cache_lookup(self, keys):
+        return self.store.cache_lookup(keys)
+
+    def cache_store(self, rows):
+        self.rows.extend(rows)
+
+
+def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced,
+               store_problem: str | None = None, wait: float | None = None) -> tuple[Job, list[str]]:
     """Hash what the job touched and store it. Returns (job, warnings). Never loses the job:
-    if the database cannot take it, the job is kept in .roar/pending/ and stored next time."""
+    if the database cannot take it, the job is kept in .roar/pending/ (then `job.seq` is 0
+    and the last warning is a PendingNote) and stored by the next roar command.
+
+    `store_problem`: why the caller already knows the store cannot be used. `wait`: the
+    longest this call may wait for another writer's lock (default: the busy timeout);
+    a notebook cell passes a short one, so a held lock sends the job to pending at once.
+    """
     from roar_nb import environment
     from roar_nb.hashing import hash_paths
 
-    warnings: list[str] = []
+    warnings: list[str] = list(project.config.warnings)
     ev_mod.settle_updates(reduced)
     ignore = project.read_filter()
     roar_prefix = project.roar_dir + "/"
@@ -204,13 +243,15 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
             at_open.setdefault(p, v)
 
     store = None
-    try:
-        store = project.store
-    except RoarError as e:
-        warnings.append(str(e))
+    if store_problem is None:
+        try:
+            store = project.store
+        except RoarError as e:
+            store_problem = str(e)
     seen_versions = _versions_at_open(store, at_open)
+    cache = _CacheRows(store) if store is not None else None
     hashed = hash_paths(
-        list(inputs) + outputs, store=store,
+        list(inputs) + outputs, store=cache,
         extra=project.config.get("hash.extra"),
         progress_after=project.config.get("hash.progress_after"),
     )
@@ -265,13 +306,26 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
     environment_row = (env_id, py, plat, pkgs)
     if store is not None:
         try:
-            if not job.session_id:
-                job = replace(job, session_id=store.active_session().id)
-            return store.insert_job(job, digests, environment_row, reduced.nested_jobs), warnings
+            if wait is not None:
+                with store.wait_at_most(wait):
+                    return _insert(project, store, job, digests, environment_row, cache.rows,
+                                   reduced.nested_jobs), warnings
+            return _insert(project, store, job, digests, environment_row, cache.rows,
+                           reduced.nested_jobs), warnings
         except RoarError as e:
-            warnings.append(str(e))
-    _save_pending(project, job, digests, environment_row, warnings, reduced.nested_jobs)
+            store_problem = str(e)
+    _save_pending(project, job, digests, environment_row, warnings, store_problem, reduced.nested_jobs)
     return job, warnings
+
+
+def _insert(project: Project, store, job: Job, digests, env_row, cache_rows, children=()) -> Job:
+    if project._spooled:
+        # This process sent jobs to pending earlier: they started first, so they get their
+        # @N first, now that the database takes writes again.
+        ingest_pending(project)
+    if not job.session_id:
+        job = replace(job, session_id=store.active_session().id)
+    return store.insert_job(job, digests, env_row, cache_rows, children)
 
 
 def _versions_at_open(store, at_open: dict) -> dict:
@@ -312,38 +366,79 @@ def _job_to_json(job: Job) -> dict:
     return d
 
 
+PENDING = "pending"
+
+
 def _save_pending(project: Project, job: Job, digests, env_row, warnings: list[str],
-                  children: list = ()) -> None:
+                  reason: str | None, children: list = ()) -> None:
     import json
 
-    pending = os.path.join(project.roar_dir, "pending")
+    pending = os.path.join(project.roar_dir, PENDING)
+    rel = os.path.join(cfg_mod.ROAR_DIR, PENDING) + "/"
+    why = f": {reason}" if reason else ""
+    tmp = os.path.join(pending, f"{job.id}.tmp")
     try:
         os.makedirs(pending, exist_ok=True)
-        tmp = os.path.join(pending, f"{job.id}.tmp")
         with open(tmp, "w") as f:
             f.write(json.dumps({"job": _job_to_json(job), "digests": digests, "env": env_row,
                                 "children": list(children)}))
         os.replace(tmp, os.path.join(pending, f"{job.id}.json"))
-        warnings.append(f"job kept in {pending}/ and stored by the next roar command")
+        project._spooled = True
+        note = PendingNote(f"job kept in pending ({rel}{job.id}.json{why}); a later roar command stores it"
+                           " once the database takes writes")
+        # Said once per kernel: the same words for every cell, whatever each one waited.
+        note.once = f"jobs are kept in {rel} until the database takes them{why.partition(' (waited ')[0]}"
+        warnings.append(note)
     except OSError as e:
-        warnings.append(f"job could not be stored anywhere: {e.strerror}")
+        try:
+            os.unlink(tmp)  # a full disk must not leave litter behind
+        except OSError:
+            pass
+        note = PendingNote(f"job not recorded: it could not be kept in {rel} either ({e.strerror or e}){why}")
+        note.once = note
+        warnings.append(note)
+
+
+# A `.tmp` older than this was left by a process that died while writing it.
+_STALE_TMP_S = 600.0
 
 
 def ingest_pending(project: Project) -> int:
-    """Store jobs that an earlier process could not write. Returns how many were stored."""
-    pending = os.path.join(project.roar_dir, "pending")
-    if not os.path.isdir(pending):
+    """Store jobs that an earlier process could not write, oldest job first (so `@N`
+    follows the order the jobs ran in). Stops at the first that the database refuses
+    as locked or read-only: one wait, not one per file. Returns how many were stored."""
+    pending = os.path.join(project.roar_dir, PENDING)
+    try:
+        names = os.listdir(pending)
+    except OSError:
+        return 0
+    if not names:
         return 0
     import json
 
-    n = 0
-    for name in sorted(os.listdir(pending)):
+    docs = []
+    now = time.time()
+    for name in names:
+        f = os.path.join(pending, name)
+        if name.endswith(".tmp"):
+            try:
+                if now - os.stat(f).st_mtime > _STALE_TMP_S:
+                    os.unlink(f)
+            except OSError:
+                pass
+            continue
         if not name.endswith(".json"):
             continue
-        f = os.path.join(pending, name)
         try:
             with open(f) as fh:
                 doc = json.loads(fh.read())
+            docs.append((float(doc["job"]["started_at"]), name, f, doc))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    docs.sort(key=lambda d: (d[0], d[1]))
+    n = 0
+    for _, _, f, doc in docs:
+        try:
             jd = doc["job"]
             jd["inputs"] = tuple(Edge(**e) for e in jd["inputs"])
             jd["outputs"] = tuple(Edge(**e) for e in jd["outputs"])
@@ -352,12 +447,24 @@ def ingest_pending(project: Project) -> int:
             if not jd.get("session_id"):  # the DB was unreadable when the job ran
                 jd["session_id"] = project._store.active_session().id
             job = Job(**jd)
+        except (ValueError, KeyError, TypeError, RoarError):
+            continue
+        try:
             project._store.insert_job(job, doc.get("digests"), tuple(doc["env"]) if doc.get("env") else None,
-                                      doc.get("children") or ())
+                                      children=doc.get("children") or ())
+        except StoreError as e:
+            if "locked" in str(e) or "read-only" in str(e):
+                break
+            if "UNIQUE" not in str(e):
+                continue
+            # Stored already by a process that died before removing the file.
+        try:
             os.unlink(f)
             n += 1
-        except (OSError, ValueError, KeyError, TypeError, RoarError):
+        except OSError:
             continue
+    if n == len(docs):
+        project._spooled = False
     return n
 
 
@@ -391,12 +498,17 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
 
     `cwd` defaults to the current directory; `timeout` (seconds) kills the command
     (recorded as failed, exit -9); `extra_env` is laid over the environment.
+
+    The command runs even when roar cannot record it: a database that cannot be
+    opened or written, a bad config value or tracer name only cost the record
+    (kept in .roar/pending/ where possible) and add a warning. Once the command
+    has run, nothing here raises: its exit status is what the caller gets.
     """
     if not argv:
         raise UsageError("no command given")
     from roar_nb.gitinfo import read_git
 
-    store = project.store
+    warnings: list[str] = []
     # Inside a traced command or cell (a Makefile rule, `!roar run`): this job records its
     # own I/O, so stop the enclosing trace from recording us and our command, and tell it
     # which job we are (it becomes our parent_job_id).
@@ -410,54 +522,83 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     # `roar run` was started from a notebook cell) but record into this job's directory.
     base_env.pop(cfg_mod.ENV_CONTROL, None)
     base_env.update(extra_env or {})
+    store = None
+    store_problem = None
     try:
+        store = project.store
         session = session or store.active_session()
         base_env.update(store.env_vars())
-    except RoarError:
-        session = None  # the DB is locked or broken: run anyway, keep the job pending
-    cwd = os.path.abspath(cwd or os.getcwd())
+    except RoarError as e:
+        # The DB is locked, corrupt, read-only or too new: run anyway, keep the job pending.
+        store_problem = str(e)
+        session = None
+    here = _getcwd()
+    spawn_dir = None  # None: the child starts where roar runs (even a deleted directory)
+    if cwd:
+        cwd = os.path.abspath(cwd)
+        spawn_dir = None if cwd == here else cwd
+    else:
+        cwd = here or os.environ.get("PWD") or "/"
     draft = JobDraft(kind=kind, command=join_argv(argv), cwd=cwd, argv=tuple(argv),
                      started_at=time.time(), session_id=session.id if session else "", step=step)
-    draft.git = read_git(cwd)
     if outer_trace is not None:
         ev_mod.announce_nested_job(outer_trace, draft.id)
-
-    trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
-    tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER) or project.config.get("tracer.default")
+    if here is None and spawn_dir is None:
+        draft.capture_notes.append("the working directory had been deleted; cwd is $PWD")
     from roar_nb.capture import select as select_mod
 
-    sel = select_mod.select(tracer, argv, base_env, str(trace_dir), cwd)  # decided before running
+    tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER)
+    if tracer and tracer not in select_mod.TRACERS:
+        warnings.append(f"unknown tracer {tracer!r} in ${cfg_mod.ENV_TRACER}; using auto")
+        tracer = None
+    tracer = tracer or project.config.get("tracer.default")  # validated: a bad value is the default
+    trace_dir = ""
+    try:
+        draft.git = read_git(cwd)
+        trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
+        sel = select_mod.select(tracer, argv, base_env, str(trace_dir), cwd)  # decided before running
+    except Exception as e:  # noqa: BLE001 - roar failing to prepare must not stop the command
+        why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+        sel = select_mod.Selection("none", list(argv), dict(base_env), None,
+                                   [f"tracing could not be prepared ({why}); the command ran untraced"], True)
     draft.backend = sel.backend
     draft.capture_notes.extend(sel.notes)
     if sel.partial:
         draft.capture_level = CAPTURE_PARTIAL
 
-    # The child shares our terminal's process group, so Ctrl-C reaches it directly;
-    # meanwhile we catch SIGINT/SIGQUIT with a no-op so the job is still recorded.
-    # (A caught signal resets to default across exec; an ignored one would not.)
-    old_int = signal.signal(signal.SIGINT, _noop)
-    old_quit = signal.signal(signal.SIGQUIT, _noop)
+    child_argv, child_env = _die_with_roar(sel)
+    error = None
+    waiter = _ChildWaiter()
     try:
         try:
-            if sel.argv[0] != argv[0]:  # wrapped by a tracer: fail like Popen(argv) would
+            if child_argv[0] != argv[0]:  # wrapped by a tracer: fail like Popen(argv) would
                 select_mod.check_runnable(argv, base_env, cwd)
-            rc = _run_child(sel.argv, sel.env, cwd, timeout, draft.capture_notes)
+            rc = waiter.run(child_argv, child_env, spawn_dir, timeout, draft.capture_notes)
         except FileNotFoundError:
             rc, error = 127, f"command not found: {argv[0]}"
         except PermissionError:
             rc, error = 126, f"permission denied: {argv[0]}"
-        else:
-            error = None
+        except OSError as e:  # e.g. the recorded directory of `roar run @N` is gone
+            rc, error = 126, f"cannot run {argv[0]}: {e.strerror or e}"
+        job = None
+        try:
+            job = _finish_run(project, draft, sel, select_mod, str(trace_dir), rc, store_problem, warnings)
+        except Exception as e:  # noqa: BLE001 - the command ran: its status must reach the caller
+            warnings.append(f"internal error, job not recorded: {type(e).__name__}: {e}")
+        if trace_dir:
+            remove_trace_dir(str(trace_dir))
     finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGQUIT, old_quit)
+        waiter.restore()
+    return RunResult(job, rc, warnings, error)
+
+
+def _finish_run(project, draft, sel, select_mod, trace_dir, rc, store_problem, warnings) -> Job:
     draft.ended_at = time.time()
     draft.exit_code = rc
     draft.status = "ok" if rc == 0 else "failed"
-
     events, problems = ([], [])
     if sel.trace_dir is not None:
-        events, problems = ev_mod.read_trace_dir(str(trace_dir))
+        events, problems = ev_mod.read_trace_dir(trace_dir)
         draft.backend, notes, partial = select_mod.finish(sel)
         draft.capture_notes.extend(n for n in notes if n not in draft.capture_notes)
         if partial:
@@ -466,9 +607,36 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
         draft.capture_level = CAPTURE_PARTIAL
         draft.capture_notes.extend(problems)
     reduced = ev_mod.reduce(events)
-    job, warnings = record_job(project, draft, reduced)
-    remove_trace_dir(str(trace_dir))
-    return RunResult(job, rc, warnings, error)
+    job, more = record_job(project, draft, reduced, store_problem=store_problem)
+    warnings.extend(more)
+    return job
+
+
+def _die_with_roar(sel) -> tuple[list, dict]:
+    """The argv and env that run the command so that it dies if roar is killed (SIGKILL
+    cannot be relayed): the native side reads $ROAR_DIE_WITH (roar's pid), sets
+    PR_SET_PDEATHSIG and removes the variable before the program's main. The preload
+    library does it in its constructor, roar-ptrace in its front process; untraced
+    commands go through `roar-ptrace --exec-only` (nothing else: one exec). Without a
+    native part, the command runs untied rather than with a stray variable."""
+    from roar_nb.capture import ptrace
+
+    argv, env = sel.argv, sel.env
+    if sel.backend == "none":
+        launcher = ptrace.binary_path()
+        if launcher is None:
+            return argv, env
+        argv = [launcher, "--exec-only", "--", *argv]
+    env[cfg_mod.ENV_DIE_WITH] = str(os.getpid())
+    return argv, env
+
+
+def _getcwd() -> str | None:
+    """The current directory, or None when it has been deleted (the command still runs there)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 def remove_trace_dir(path: str) -> None:
@@ -490,27 +658,113 @@ def remove_trace_dir(path: str) -> None:
         pass
 
 
-def _run_child(argv: list[str], env: dict, cwd: str, timeout: float | None, notes: list) -> int:
-    """Run a command to completion; its exit code, negative for a signal (as subprocess says).
+# Signals that another process may send to roar's own pid (CI runners, orchestrators,
+# Popen.terminate()) and that are meant for the command: forwarded to it while it runs.
+_FORWARD = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
+            signal.SIGUSR2, signal.SIGCONT)
+# Python ignores these at start-up; posix_spawn would pass that on, so they are reset.
+_PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+_POLL_S = 0.25  # the longest the wait goes without looking at the child (see _ChildWaiter._wait)
+_SI_KERNEL = 0x80  # si_code of a signal the kernel raised itself (the terminal's ^C, ^\\)
 
-    The common case (no timeout, our own directory) uses posix_spawnp + waitpid:
-    importing subprocess costs ~8 ms, an eighth of `roar run true`. Exec failures
-    raise FileNotFoundError / PermissionError like Popen does.
+
+class _ChildWaiter:
+    """Runs one child and waits for it like a shell would, relaying signals.
+
+    The child starts with the signal mask and dispositions roar itself was started
+    with (Python's ignored SIGPIPE/SIGXFSZ reset to default, caught ones reset by
+    exec). While it runs, the signals in `_FORWARD` are blocked in roar and taken
+    with sigwaitinfo: one sent to roar's pid by another process (si_code <= 0) is
+    relayed to the child; one raised by the kernel (^C, ^\\ from the terminal, which
+    reach the whole foreground process group and so the child directly) is not.
+    A signal ignored when roar started stays ignored and is not relayed. A child
+    that stops (SIGSTOP, ^Z) stops roar too, so a shell sees the job stopped and
+    `fg`/SIGCONT resumes both; the wait never hangs on a stopped child.
+    Signals that reach roar after the command ended are held until the job is
+    recorded (restore()): SIGINT/SIGQUIT are then dropped (the command they were
+    aimed at is gone), the others act on roar.
     """
-    if timeout is None and cwd == os.getcwd():
-        pid = os.posix_spawnp(argv[0], argv, env)
-        _, status = os.waitpid(pid, 0)  # retried after our no-op SIGINT handler (PEP 475)
-        return os.waitstatus_to_exitcode(status)
-    import subprocess
 
-    proc = subprocess.Popen(argv, env=env, cwd=cwd)
+    def __init__(self):
+        self.mask = None
+        self.waited: tuple = ()
+
+    def run(self, argv, env, chdir, timeout, notes) -> int:
+        waited = [signal.SIGCHLD]
+        sigdef = list(_PYTHON_IGNORED)
+        for s in _FORWARD:
+            if signal.getsignal(s) == signal.SIG_IGN:
+                continue  # inherited as ignored (nohup, a background job): the child inherits it too
+            waited.append(s)
+            sigdef.append(s)
+        self.waited = tuple(waited)
+        self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.waited)
+        kw = {"setsigmask": self.mask, "setsigdef": sigdef}
+        if chdir is None:
+            pid = os.posix_spawnp(argv[0], argv, env, **kw)
+        else:
+            # posix_spawn has no working-directory attribute: move there for the spawn
+            # only (roar is single-threaded here), and come back through a descriptor.
+            back = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.chdir(chdir)
+                try:
+                    pid = os.posix_spawnp(argv[0], argv, env, **kw)
+                finally:
+                    os.fchdir(back)
+            finally:
+                os.close(back)
+        return self._wait(pid, timeout, notes)
+
+    def _wait(self, pid: int, timeout: float | None, notes: list) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG | os.WUNTRACED)
+            if done:
+                if os.WIFSTOPPED(status):
+                    _stop_with_child(pid)
+                    continue
+                return os.waitstatus_to_exitcode(status)
+            # Bounded: in a process with other threads (a kernel running `%roar reproduce`)
+            # SIGCHLD may be taken, and dropped, by a thread that does not block it.
+            wait = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+            info = signal.sigtimedwait(self.waited, wait) if wait > 0 else None
+            if info is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    notes.append(f"killed after the {timeout:g} s step timeout")
+                    deadline = None
+                continue
+            if info.si_signo != signal.SIGCHLD and info.si_code < _SI_KERNEL and info.si_pid != pid:
+                try:
+                    os.kill(pid, info.si_signo)
+                except OSError:
+                    pass  # already gone: the next waitpid says how
+
+    def restore(self) -> None:
+        if self.mask is None:
+            return
+        for s in (signal.SIGINT, signal.SIGQUIT):
+            if s in self.waited:
+                while signal.sigtimedwait((s,), 0) is not None:
+                    pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        self.mask = None
+
+
+def _stop_with_child(pid: int) -> None:
+    """The child stopped: stop roar too (a shell then sees the job stopped), and when roar
+    is continued, continue the child. Skipped if the child already runs again (the
+    terminal's ^Z stopped both, and `fg` continued both before we looked)."""
     try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        notes.append(f"killed after the {timeout:g} s step timeout")
-        return proc.wait()
-
-
-def _noop(signum, frame) -> None:
-    pass
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        state = b"T"
+    if state not in (b"T", b"t"):
+        return
+    os.kill(os.getpid(), signal.SIGSTOP)
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except OSError:
+        pass

@@ -73,15 +73,49 @@ def owner_only(roar_dir: str) -> None:
             pass
 
 
-def _friendly(e: sqlite3.Error, where: str) -> StoreError:
+def _friendly(e: sqlite3.Error, where: str, waited: float | None = BUSY_TIMEOUT_S) -> StoreError:
     msg = str(e)
     if "locked" in msg or "busy" in msg:
-        return StoreError(f"{where} is locked by another process (waited {BUSY_TIMEOUT_S:.0f}s)")
+        if waited:
+            return StoreError(f"{where} is locked by another process (waited {waited:g}s)")
+        return StoreError(f"{where} is locked by another process")
     if "not a database" in msg or "malformed" in msg:
         return StoreError(f"{where} is not a valid roar database ({msg}); move it aside and run `roar init`")
     if "readonly" in msg or "read-only" in msg:
         return StoreError(f"{where} is read-only")
+    if "unable to open" in msg:
+        return StoreError(f"{where} cannot be opened (is {os.path.dirname(where)}/ read-only or missing?)")
     return StoreError(f"{where}: {msg}")
+
+
+def _refuse_empty(path: str) -> None:
+    """A 0-byte roar.db (truncated by a full disk, a bad copy, `> roar.db`) would open as an
+    empty database and be migrated into a new one: the history would vanish without a word."""
+    try:
+        if os.path.getsize(path) != 0:
+            return
+    except OSError:
+        return
+    try:
+        if os.path.getsize(path + "-wal") > 0:
+            return  # everything is still in the write-ahead log: SQLite will read it
+    except OSError:
+        pass
+    raise StoreError(f"{path} is empty (0 bytes); roar will not re-initialise it (its history would be"
+                     " lost): restore it, or move it aside and run `roar init`")
+
+
+def _repair_sidecars(path: str) -> None:
+    """After a read-only episode (roar.db chmod'ed 0444 while roar ran), SQLite has created
+    -shm/-wal with the database's mode then; once roar.db is writable again they would keep
+    every connection read-only. Give them the database's mode back (only our own files can
+    be chmod'ed; SQLite then reports what is still wrong)."""
+    for side in (path + "-shm", path + "-wal"):
+        if not os.access(side, os.W_OK) and os.path.exists(side) and os.access(path, os.W_OK):
+            try:
+                os.chmod(side, os.stat(path).st_mode & 0o666)
+            except OSError:
+                pass
 
 
 class Store:
@@ -92,6 +126,12 @@ class Store:
         self.path = os.path.join(self.roar_dir, "roar.db")
         if not os.path.exists(self.path):
             raise StoreError(f"{self.path} does not exist; run `roar init`")
+        _refuse_empty(self.path)
+        if not readonly:
+            _repair_sidecars(self.path)
+        self._wait = BUSY_TIMEOUT_S  # the busy timeout in force on the connection
+        self._limit = BUSY_TIMEOUT_S  # the longest a write may wait now (see wait_at_most)
+        self._gave_up = False  # a write already waited in vain: later ones do not wait (see _tx)
         owner_only(self.roar_dir)
         try:
             uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
@@ -101,10 +141,17 @@ class Store:
             )
             self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self.conn.execute("PRAGMA foreign_keys = ON")
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > schema.LATEST:
+                # Written by a newer roar-nb: its tables may mean more than we know; never write.
+                self.conn.close()
+                raise StoreError(f"{self.path} has schema version {version}, newer than this roar-nb"
+                                 f" knows ({schema.LATEST}); upgrade roar-nb to use it")
             if not readonly:
                 self.conn.execute("PRAGMA synchronous = NORMAL")
-                schema.migrate(self.conn, os.path.join(self.roar_dir, "migrate.lock"))
-            elif self.conn.execute("PRAGMA user_version").fetchone()[0] < schema.LATEST:
+                if version < schema.LATEST:
+                    schema.migrate(self.conn, os.path.join(self.roar_dir, "migrate.lock"))
+            elif version < schema.LATEST:
                 raise StoreError(f"{self.path} needs a migration; run any roar command with write access")
         except sqlite3.Error as e:
             raise _friendly(e, self.path) from None
@@ -117,6 +164,8 @@ class Store:
         roar_dir = os.fspath(roar_dir)
         os.makedirs(roar_dir, mode=0o700, exist_ok=True)
         path = os.path.join(roar_dir, "roar.db")
+        if os.path.exists(path):
+            _refuse_empty(path)
         try:
             # Created 0600 before SQLite opens it: SQLite gives -wal/-shm the DB file's mode.
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -129,6 +178,27 @@ class Store:
         except sqlite3.Error as e:
             raise _friendly(e, path) from None
         return cls(roar_dir)
+
+    def _set_wait(self, seconds: float) -> None:
+        if seconds != self._wait:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+            self._wait = seconds
+
+    def wait_at_most(self, seconds: float):
+        """Context manager: writes inside it wait at most `seconds` for another writer's lock
+        (a notebook cell must not freeze its kernel behind `roar run`'s transaction)."""
+        store = self
+
+        class _Limit:
+            def __enter__(self):
+                self.before = store._limit
+                store._limit = min(seconds, store._limit)
+
+            def __exit__(self, *exc):
+                store._limit = self.before
+                return False
+
+        return _Limit()
 
     @property
     def utils(self):
@@ -152,14 +222,21 @@ class Store:
             raise _friendly(e, self.path) from None
 
     def _tx(self):
+        """One write transaction. Its wait for another writer is paid at most once per
+        Store: after a write gave up on the lock, later ones try without waiting (and go
+        to pending at once) until one succeeds."""
         store = self
 
         class _Tx:
             def __enter__(self):
                 try:
+                    store._set_wait(0 if store._gave_up else store._limit)
                     store.conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as e:
-                    raise _friendly(e, store.path) from None
+                    err = _friendly(e, store.path, store._wait)
+                    if "locked" in str(err):
+                        store._gave_up = True
+                    raise err from None
                 return store.conn
 
             def __exit__(self, et, ev, tb):
@@ -170,6 +247,8 @@ class Store:
                         raise _friendly(e, store.path) from None
                 if isinstance(ev, sqlite3.Error):
                     raise _friendly(ev, store.path) from None
+                if et is None:
+                    store._gave_up = False  # the lock is free again: wait normally next time
                 return False
 
         return _Tx()
@@ -300,11 +379,14 @@ class Store:
 
     # -- jobs ------------------------------------------------------------------
     def insert_job(self, job: Job, digests: dict | None = None,
-                   environment: tuple | None = None, children: Iterable = ()) -> Job:
+                   environment: tuple | None = None, cache_rows: list | None = None,
+                   children: Iterable = ()) -> Job:
         """Write a job, its edges and new artifacts in one transaction; assigns `seq`.
 
         `digests` maps blake3 -> {algo: value}; `environment` is
         (env_id, python, platform, packages) when the job's environment is new;
+        `cache_rows` are hash-cache rows (see cache_store) written in the same
+        transaction, so a job waits for the write lock once, not twice.
         `children` are ids of jobs its command ran (nested `roar run`), which get
         this job as their `parent_job_id`.
         """
@@ -362,6 +444,8 @@ class Store:
                 " created) VALUES (?,?,?,?,?,?,?,?,?)",
                 io_rows,
             )
+            if cache_rows:
+                c.executemany("INSERT OR REPLACE INTO hash_cache VALUES (?,?,?,?,?,?)", cache_rows)
             children = list(children)
             if children:
                 c.executemany("UPDATE jobs SET parent_job_id = ? WHERE id = ? AND id != ?",

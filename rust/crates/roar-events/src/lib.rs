@@ -8,10 +8,16 @@
 //! * lexical path normalisation ([`normalize_into`]), shared by every native
 //!   tracer so that all backends agree on what "the same path" means.
 //!
+//! and, beside the format, [`launch`]: the start-up protocol between `roar
+//! run` and the first native code in the command's process (shared by the
+//! preload library and roar-ptrace).
+//!
 //! It must not do I/O in the encoder path and must not allocate there beyond
 //! growing the caller's buffer: the encoder runs inside the LD_PRELOAD hooks of
 //! traced processes. Paths are raw bytes everywhere (Linux paths need not be
 //! UTF-8); nothing here ever converts them through `str`.
+
+pub mod launch;
 
 use std::fmt;
 use std::io;

@@ -88,11 +88,30 @@ pub fn library_path() -> Option<&'static [u8]> {
         .map(|c| c.to_bytes())
 }
 
+/// `ROAR_DIE_WITH=<pid>`: set by `roar run` in the command's environment so
+/// that the command dies with roar (even when roar is SIGKILLed, which would
+/// otherwise orphan it). Acted on in the first process image that loads us,
+/// and removed from `environ` before `main`, so the program and its children
+/// never see it. If roar is already gone (we were reparented), die now.
+/// Its presence also says roar started us with posix_spawn (see
+/// `default_glibc_internal_signals`).
+fn die_with_parent() {
+    use roar_events::launch;
+    // SAFETY: single-threaded init (the library constructor).
+    unsafe {
+        if let Some(roar) = launch::take_die_with() {
+            launch::default_glibc_internal_signals();
+            launch::die_with(roar, libc::SIGKILL);
+        }
+    }
+}
+
 /// Library constructor (`.init_array`): resolve real functions, register
 /// fork handlers, start tracing if `ROAR_TRACE_DIR` is set.
 extern "C" fn roar_init() {
     let _g = HookGuard::enter();
     let _ = std::panic::catch_unwind(|| {
+        die_with_parent();
         // Our panics are caught and turned into "stop tracing"; the default
         // hook would print to the traced program's stderr. This is our own
         // copy of std's hook (a cdylib carries its own std), so the host

@@ -38,7 +38,15 @@
 //! roar_nb/capture/ptrace.py.
 //!
 //! `--preload-only LIB` is a minimal launcher (no tracer at all) used by the
-//! benchmarks to measure the preload library without the roar CLI.
+//! benchmarks to measure the preload library without the roar CLI;
+//! `--exec-only` runs CMD untraced (`roar run --tracer none`), only so that
+//! it dies with roar (below).
+//!
+//! Signals: the front relays INT, QUIT, TERM, HUP, USR1, USR2 to CMD when
+//! another process sent them (`kill`, roar relaying its own); the terminal's
+//! ^C/^\ reach CMD directly and are not relayed again. `ROAR_DIE_WITH=PID`
+//! (set by roar, removed here before CMD starts) ties CMD's life to roar's:
+//! if roar dies, even by SIGKILL, CMD is killed (PR_SET_PDEATHSIG).
 //!
 //! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic|die`.
 
@@ -62,6 +70,7 @@ struct Args {
     wait_all: bool,
     fallback_preload: Option<OsString>,
     preload_only: Option<OsString>,
+    exec_only: bool,
     probe: bool,
     cmd: Vec<OsString>,
 }
@@ -84,6 +93,7 @@ fn parse_args() -> Args {
         wait_all: false,
         fallback_preload: None,
         preload_only: None,
+        exec_only: false,
         probe: false,
         cmd: Vec::new(),
     };
@@ -99,6 +109,7 @@ fn parse_args() -> Args {
                 a.fallback_preload = Some(it.next().unwrap_or_else(|| usage()))
             }
             b"--preload-only" => a.preload_only = Some(it.next().unwrap_or_else(|| usage())),
+            b"--exec-only" => a.exec_only = true,
             b"--probe" => a.probe = true,
             b"--version" => {
                 println!("roar-ptrace {} (events v1)", env!("CARGO_PKG_VERSION"));
@@ -142,10 +153,60 @@ fn main() {
             }
         });
     }
+    let die_with = take_die_with();
+    if die_with.is_some() {
+        // SAFETY: still single-threaded.
+        unsafe { roar_events::launch::default_glibc_internal_signals() };
+    }
     if let Some(lib) = &args.preload_only {
+        die_with_parent(die_with, libc::SIGKILL);
         exec_preload(&args, lib);
     }
+    if args.exec_only {
+        die_with_parent(die_with, libc::SIGKILL);
+        fail_exec(&args.cmd, exec_cmd(&args.cmd));
+    }
+    // The front is not CMD: its own death signal is caught and turned into
+    // SIGKILL for CMD (see on_parent_death).
+    set_handler(parent_death_signal(), on_parent_death);
+    die_with_parent(die_with, parent_death_signal());
+    DIE_WITH.store(die_with.unwrap_or(0), Ordering::Relaxed);
     front(args);
+}
+
+/// `ROAR_DIE_WITH` (roar_events::launch): roar's pid, whose death must end
+/// CMD. Taken out of our environment before anything is forked or exec'd.
+fn take_die_with() -> Option<i32> {
+    // SAFETY: still single-threaded.
+    unsafe { roar_events::launch::take_die_with() }
+}
+
+/// Ask for `sig` at roar's death (see roar_events::launch::die_with).
+fn die_with_parent(parent: Option<i32>, sig: i32) {
+    if let Some(parent) = parent {
+        // SAFETY: single-threaded here; `sig` is a valid signal.
+        unsafe { roar_events::launch::die_with(parent, sig) };
+    }
+}
+
+/// The front's death signal: a real-time one nobody else sends, so that it
+/// cannot be confused with a signal relayed to CMD.
+fn parent_death_signal() -> i32 {
+    libc::SIGRTMIN() + 4
+}
+
+/// Set when roar died before CMD's pid was known: kill CMD as soon as it is.
+static ORPHANED: AtomicI32 = AtomicI32::new(0);
+/// The pid of roar (ROAR_DIE_WITH), 0 if not asked to die with it.
+static DIE_WITH: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_parent_death(_: libc::c_int) {
+    ORPHANED.store(1, Ordering::Relaxed);
+    let c = CHILD.load(Ordering::Relaxed);
+    if c > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(c, libc::SIGKILL) };
+    }
 }
 
 fn cstrings(v: &[OsString]) -> Vec<CString> {
@@ -154,11 +215,21 @@ fn cstrings(v: &[OsString]) -> Vec<CString> {
         .collect()
 }
 
+/// Rust's runtime ignores SIGPIPE before `main`, and an ignored signal stays
+/// ignored across exec: CMD would then get EPIPE ("Broken pipe", exit 1)
+/// where it would have died of SIGPIPE (141) without roar. roar starts us
+/// with the default disposition, so that is what CMD gets back.
+fn default_sigpipe() {
+    // SAFETY: restoring a default disposition is async-signal-safe.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// Replace this process by CMD (PATH search like execvp). Returns only on failure.
 fn exec_cmd(cmd: &[OsString]) -> std::io::Error {
     let c = cstrings(cmd);
     let mut argv: Vec<*const libc::c_char> = c.iter().map(|s| s.as_ptr()).collect();
     argv.push(std::ptr::null());
+    default_sigpipe();
     // SAFETY: argv is a NULL-terminated array of NUL-terminated strings that
     // outlive the call.
     unsafe { libc::execvp(argv[0], argv.as_ptr()) };
@@ -212,16 +283,35 @@ fn note(dir: &[u8], key: &str, text: &str) {
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_interrupt(_: libc::c_int) {
-    // SIGINT/SIGQUIT from the terminal reach CMD directly (same process
-    // group); the front just keeps waiting for CMD's status.
-}
+/// `si_code` of a signal the kernel raised itself (e.g. the terminal's ^C).
+const SI_KERNEL: i32 = 0x80;
 
-extern "C" fn forward(sig: libc::c_int) {
+extern "C" fn relay(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Signals from the terminal (SI_KERNEL) reach CMD directly (same process
+    // group); one sent by a process (kill, roar relaying) is for CMD too.
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
     let c = CHILD.load(Ordering::Relaxed);
-    if c > 0 {
+    if c > 0 && code < SI_KERNEL {
         // SAFETY: kill is async-signal-safe.
         unsafe { libc::kill(c, sig) };
+    }
+}
+
+type SigInfoHandler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+fn relay_addr() -> usize {
+    relay as SigInfoHandler as usize
+}
+
+fn set_relay(sig: i32) {
+    // SAFETY: installing a handler that only calls async-signal-safe code.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = relay_addr();
+        sa.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
     }
 }
 
@@ -239,9 +329,16 @@ fn set_handler(sig: i32, h: extern "C" fn(libc::c_int)) {
     }
 }
 
-fn set_default(sig: i32) {
-    // SAFETY: restoring the default disposition.
-    unsafe { libc::signal(sig, libc::SIG_DFL) };
+/// Back to the default disposition if `relay` handles `sig`.
+fn unset_relay(sig: i32) {
+    // SAFETY: reading a disposition into a local struct, then restoring the default.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old);
+        if old.sa_sigaction == relay_addr() {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
 }
 
 /// The front process: start the tracer, wait for CMD's status, exit with it.
@@ -284,10 +381,21 @@ fn front(args: Args) -> ! {
     }
     // SAFETY: closing our copy of the write end, so EOF means "tracer gone".
     unsafe { libc::close(wr) };
-    set_handler(libc::SIGINT, on_interrupt);
-    set_handler(libc::SIGQUIT, on_interrupt);
-    set_handler(libc::SIGTERM, forward);
-    set_handler(libc::SIGHUP, forward);
+    const RELAYED: [i32; 6] = [
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ];
+    for s in RELAYED {
+        // SAFETY: reading the current disposition.
+        let ignored = unsafe { libc::signal(s, libc::SIG_IGN) } == libc::SIG_IGN;
+        if !ignored {
+            set_relay(s); // one ignored when we started stays ignored (CMD inherited it)
+        }
+    }
 
     let mut buf = Vec::new();
     let mut status: Option<i32> = None;
@@ -301,8 +409,12 @@ fn front(args: Args) -> ! {
             let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
             match tag {
                 "C" => {
-                    let c = rest.parse().unwrap_or(0);
+                    let c: i32 = rest.parse().unwrap_or(0);
                     CHILD.store(c, Ordering::Relaxed);
+                    if ORPHANED.load(Ordering::Relaxed) != 0 && c > 0 {
+                        // SAFETY: roar died before CMD's pid was known.
+                        unsafe { libc::kill(c, libc::SIGKILL) };
+                    }
                     // Taken while CMD is still the tracer's unreaped child, so
                     // the pid cannot have been reused.
                     child_pidfd = sys::pidfd_open(c);
@@ -314,9 +426,12 @@ fn front(args: Args) -> ! {
                     // Tracing could not start; CMD has not run. Run it here.
                     // SAFETY: reap the tracer (it exits right after sending F).
                     unsafe { libc::waitpid(t, std::ptr::null_mut(), 0) };
-                    for s in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
-                        set_default(s);
+                    for s in RELAYED {
+                        unset_relay(s); // an inherited SIG_IGN stays, as CMD would have it
                     }
+                    // We become CMD: its death signal is plain SIGKILL.
+                    let parent = DIE_WITH.load(Ordering::Relaxed);
+                    die_with_parent((parent > 0).then_some(parent), libc::SIGKILL);
                     match &args.fallback_preload {
                         Some(lib) => {
                             note(&args.trace_dir, "backend", "preload");
@@ -572,6 +687,7 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         } else if let Err(e) = seccomp::install(&prog) {
             tell(SETUP_SECCOMP, e.raw_os_error().unwrap_or(0));
         }
+        default_sigpipe();
         // SAFETY: stop until the tracer has set its options.
         unsafe { libc::raise(libc::SIGSTOP) };
         // SAFETY: getppid cannot fail.

@@ -1,0 +1,158 @@
+"""Items 1-2 of issue 12: the command's signals are its own, and roar's fate is tied to it.
+
+1. Python ignores SIGPIPE/SIGXFSZ; a command started by roar must not inherit that
+   (`roar run yes | head -1` dies of SIGPIPE, silently, like bare `yes`).
+2. SIGTERM/SIGHUP/SIGINT sent to roar's pid reach the command, which decides its fate;
+   the job records that fate. SIGKILL of roar takes the command with it. A command that
+   stops itself stops roar (like a shell job), and SIGCONT to roar resumes both.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from _faults import ROAR, bare, db_jobs, env, proc_state, roar, wait_for, without_none_note
+
+TRACERS = ["preload", "ptrace", "none"]
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_command_starts_with_default_dispositions_and_mask(proj, tracer):
+    cmd = ["grep", "-E", "^Sig(Ign|Blk|Cgt)", "/proc/self/status"]
+    b = bare(cmd, proj.root)
+    r = roar(["run", "-q", "--tracer", tracer, *cmd], proj.root)
+    assert (r.returncode, r.stdout) == (b.returncode, b.stdout)
+    assert b"SigIgn:\t0000000000000000" in r.stdout
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_yes_into_head_dies_of_sigpipe_silently(proj, tracer):
+    script = '{} | head -1; echo "status ${{PIPESTATUS[0]}}"'
+    b = subprocess.run(["bash", "-c", script.format("yes")], capture_output=True)
+    r = subprocess.run(["bash", "-c", script.format(" ".join([*ROAR, "run", "-q", "--tracer", tracer, "yes"]))],
+                       cwd=proj.root, env=env(), capture_output=True)
+    assert b.stdout == b"y\nstatus 141\n" and b.stderr == b""
+    assert (r.stdout, without_none_note(r.stderr)) == (b.stdout, b.stderr)
+    assert db_jobs(proj.root)[-1][2] == -signal.SIGPIPE
+
+
+HANDLER = r"""
+import signal, sys, time
+def on(sig, frame):
+    print("caught", sig, flush=True)
+    sys.exit(7)
+for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    signal.signal(s, on)
+print("ready", flush=True)
+time.sleep(120)
+"""
+PLAIN = 'import time; print("ready", flush=True); time.sleep(120)'
+
+
+def _send_after_ready(argv, cwd, sig) -> tuple[int, bytes]:
+    p = subprocess.Popen(argv, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(sig)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, out
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signal_to_roar_reaches_the_command(proj, tracer, sig):
+    cmd = [sys.executable, "-c", HANDLER]
+    b_rc, b_out = _send_after_ready(cmd, proj.root, sig)
+    r_rc, r_out = _send_after_ready([*ROAR, "run", "-q", "--tracer", tracer, *cmd], proj.root, sig)
+    assert (r_rc, r_out) == (b_rc, b_out) == (7, f"caught {int(sig)}\n".encode())
+    assert db_jobs(proj.root)[-1][2] == 7
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_sigterm_fate_is_recorded(proj, tracer):
+    cmd = [sys.executable, "-c", PLAIN]
+    b_rc, _ = _send_after_ready(cmd, proj.root, signal.SIGTERM)
+    r_rc, _ = _send_after_ready([*ROAR, "run", "-q", "--tracer", tracer, *cmd], proj.root, signal.SIGTERM)
+    assert r_rc == b_rc == -signal.SIGTERM
+    assert db_jobs(proj.root)[-1][2] == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_sigkill_of_roar_takes_the_command_with_it(proj, tracer):
+    p = subprocess.Popen([*ROAR, "run", "-q", "--tracer", tracer, "sh", "-c", "echo $$; exec sleep 300"],
+                         cwd=proj.root, env=env(), stdout=subprocess.PIPE)
+    child = int(p.stdout.readline())
+    assert proc_state(child) not in (None, "Z")
+    p.kill()
+    p.wait()
+    wait_for(lambda: proc_state(child) in (None, "Z", "X"), f"command {child} to die with roar")
+
+
+@pytest.mark.parametrize("tracer", ["preload", "none"])
+def test_stopped_command_stops_roar_and_sigcont_resumes_both(proj, tracer):
+    p = subprocess.Popen([*ROAR, "run", "-q", "--tracer", tracer, "sh", "-c", "kill -STOP $$; echo resumed"],
+                         cwd=proj.root, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: proc_state(p.pid) == "T", "roar to stop with its stopped command")
+        os.kill(p.pid, signal.SIGCONT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert (p.returncode, out, without_none_note(err)) == (0, b"resumed\n", b"")
+    assert db_jobs(proj.root)[-1][1:] == ("sh -c 'kill -STOP $$; echo resumed'", 0)
+
+
+def test_step_timeout_and_other_directory_without_subprocess(proj, tmp_path):
+    """The path `roar reproduce` takes (another directory, a step timeout) runs through the
+    same spawn and wait: the command starts there, with default signals, and is killed at
+    the timeout, recorded as such."""
+    from roar_nb.session import Project, run_command
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    project = Project(proj.root)
+    res = run_command(project, ["sh", "-c", "pwd > where.txt; grep SigIgn /proc/self/status >> where.txt"],
+                      cwd=str(other), timeout=60)
+    assert res.returncode == 0
+    assert (other / "where.txt").read_text() == f"{other}\nSigIgn:\t0000000000000000\n"
+    res = run_command(project, ["sleep", "30"], cwd=str(other), timeout=0.5)
+    assert res.returncode == -signal.SIGKILL
+    assert "killed after the 0.5 s step timeout" in res.job.capture_notes
+    assert db_jobs(proj.root)[-1] == (2, "sleep 30", -signal.SIGKILL)
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_terminal_ctrl_c_reaches_the_command_once(proj, tracer):
+    """^C on a real terminal (a pty whose foreground group is roar's) goes to roar and the
+    command alike; roar must not relay it a second time."""
+    import pty
+
+    code = ("import signal, sys, time\nn = [0]\n"
+            "signal.signal(signal.SIGINT, lambda *a: n.__setitem__(0, n[0] + 1))\n"
+            "print('ready', flush=True)\ntime.sleep(3)\nprint('sigints', n[0], flush=True)\nsys.exit(n[0])")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: session leader on the pty, roar in the foreground
+        os.chdir(proj.root)
+        os.execve(ROAR[0], [*ROAR, "run", "-q", "--tracer", tracer, sys.executable, "-c", code], env())
+    out = b""
+    while b"ready" not in out:
+        out += os.read(fd, 1024)
+    os.write(fd, b"\x03")
+    try:
+        while chunk := os.read(fd, 1024):
+            out += chunk
+    except OSError:  # EIO once the pty has no process left
+        pass
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1 and b"sigints 1" in out
