@@ -211,13 +211,26 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
     alive: list[str] = []
     unresolved: list = []  # `N unresolved` records: one note for all of them
     pids: set[str] = set()
-    for name in names:
+    todo, listed = list(names), set(names)
+    while todo:
+        name = todo.pop(0)
         if name.endswith(".lost"):
             problems.append(_lost_text(name))
             continue
         if name.endswith(".fork"):  # created for a child at fork; held by it until it claims it
-            if _still_held(os.path.join(trace_dir, name)):
+            fork_path = os.path.join(trace_dir, name)
+            if _still_held(fork_path):
                 alive.append("a child of " + name.split("-")[0])
+            elif not os.path.exists(fork_path):
+                # Claimed (renamed to the child's .ev) since we listed the directory: list
+                # again, or a daemon that was just starting would go unseen.
+                try:
+                    again = os.listdir(trace_dir)
+                except OSError:
+                    again = []
+                fresh = [n for n in again if n not in listed]
+                listed.update(fresh)
+                todo.extend(fresh)
             continue
         if not name.endswith(".ev"):
             continue
