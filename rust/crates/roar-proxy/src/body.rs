@@ -1,0 +1,327 @@
+//! Bodies streamed through the proxy, observed on the way: blake3 of the object's bytes,
+//! the byte count, and (for a hex `x-amz-content-sha256`) the sha256 check.
+//!
+//! Frames are passed on as they arrive (hyper's back-pressure bounds what is in flight;
+//! nothing here buffers more than one frame, plus at most one aws-chunked size line or
+//! 16 KiB of trailers). The one exception is the frame that completes a hex-declared body:
+//! it is released only after its sha256 matched, so on a mismatch upstream receives a body
+//! cut short and never stores the object. Must not change a single forwarded byte.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use sha2::{Digest, Sha256};
+
+/// Boxed error type of every body in the proxy.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What was seen of one body, shared between the body and the request handler.
+pub struct Observed {
+    /// blake3 of the object's bytes (decoded bytes for aws-chunked bodies).
+    pub hasher: blake3::Hasher,
+    /// Object bytes seen so far.
+    pub bytes: u64,
+    /// True once the body reached its end with every check passed.
+    pub complete: bool,
+    /// True when the hex sha256 did not match (the request must be answered with 400).
+    pub sha_mismatch: bool,
+    /// A framing error in an aws-chunked body.
+    pub framing_error: Option<String>,
+}
+
+impl Observed {
+    fn new() -> Self {
+        Observed { hasher: blake3::Hasher::new(), bytes: 0, complete: false, sha_mismatch: false, framing_error: None }
+    }
+
+    /// The blake3 hex of the bytes seen, if the body was complete.
+    pub fn blake3(&self) -> Option<String> {
+        self.complete.then(|| self.hasher.finalize().to_hex().to_string())
+    }
+}
+
+/// Handle the request handler keeps to read what its body saw.
+pub type Shared = Arc<Mutex<Observed>>;
+
+/// Called once when a body ended normally (not when it was dropped early).
+pub type OnEnd = Box<dyn FnOnce(&Observed) + Send + Sync>;
+
+/// How the raw bytes relate to the object's bytes, and what must be checked.
+pub enum Mode {
+    /// Raw bytes are the object; nothing to check.
+    Plain,
+    /// Raw bytes are the object, `len` of them, whose sha256 must be `expected`.
+    Sha256 {
+        /// Declared Content-Length.
+        len: u64,
+        /// Lowercase hex the client signed.
+        expected: String,
+        /// Running sha256.
+        hasher: Box<Sha256>,
+    },
+    /// aws-chunked framing (unsigned, with trailers): decode a copy to hash the object.
+    Chunked(ChunkDecoder),
+}
+
+impl Mode {
+    /// Sha256 mode for a body of `len` bytes declared as `expected`.
+    pub fn sha256(len: u64, expected: String) -> Mode {
+        Mode::Sha256 { len, expected, hasher: Box::new(Sha256::new()) }
+    }
+}
+
+/// A body wrapper that observes every data frame (see module docs).
+pub struct Tap<B> {
+    inner: B,
+    mode: Mode,
+    shared: Shared,
+    on_end: Option<OnEnd>,
+}
+
+impl<B> Tap<B> {
+    /// Wraps `inner`; returns the body and the handle to what it sees.
+    pub fn new(inner: B, mode: Mode, on_end: Option<OnEnd>) -> (Self, Shared) {
+        let shared = Arc::new(Mutex::new(Observed::new()));
+        (Tap { inner, mode, shared: shared.clone(), on_end }, shared)
+    }
+
+    fn observe(&mut self, data: &Bytes) -> Result<(), BoxError> {
+        let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut self.mode {
+            Mode::Plain => {
+                o.hasher.update(data);
+                o.bytes += data.len() as u64;
+            }
+            Mode::Sha256 { len, expected, hasher } => {
+                o.hasher.update(data);
+                hasher.update(data);
+                o.bytes += data.len() as u64;
+                if o.bytes > *len {
+                    o.sha_mismatch = true;
+                    return Err("body longer than its Content-Length".into());
+                }
+                if o.bytes == *len {
+                    let got = hex::encode(std::mem::take(hasher).finalize());
+                    if got != *expected {
+                        o.sha_mismatch = true;
+                        return Err("x-amz-content-sha256 does not match the body".into());
+                    }
+                }
+            }
+            Mode::Chunked(dec) => {
+                let o = &mut *o;
+                if let Err(e) = dec.feed(data, &mut o.hasher, &mut o.bytes) {
+                    o.framing_error = Some(e.clone());
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = match &mut self.mode {
+            Mode::Plain => true,
+            Mode::Sha256 { len, .. } => o.bytes == *len && !o.sha_mismatch,
+            Mode::Chunked(dec) => dec.finished(),
+        };
+        o.complete = ok;
+        if ok {
+            if let Some(f) = self.on_end.take() {
+                f(&o);
+            }
+        }
+    }
+}
+
+impl<B> Body for Tap<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    if let Err(e) = this.observe(data) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => {
+                this.finish();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    // Never claim the end early: hyper would then stop polling and `finish` would not run.
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Longest aws-chunked size line or trailer block accepted (S3's own limits are smaller).
+const MAX_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+#[derive(Debug)]
+enum ChunkState {
+    Size(Vec<u8>),
+    Data(u64),
+    DataEnd(u8),
+    Trailers(Vec<u8>),
+    Done,
+}
+
+/// Incremental parser of aws-chunked framing: `hex-size[;ext]\r\n data \r\n ... 0\r\n trailers \r\n`.
+#[derive(Debug)]
+pub struct ChunkDecoder {
+    state: ChunkState,
+    /// Trailer lines (`name:value`) once the body ended.
+    pub trailers: Vec<String>,
+}
+
+impl Default for ChunkDecoder {
+    fn default() -> Self {
+        ChunkDecoder { state: ChunkState::Size(Vec::new()), trailers: Vec::new() }
+    }
+}
+
+impl ChunkDecoder {
+    /// Feeds raw bytes; decoded object bytes go to `hasher` and are counted in `bytes`.
+    pub fn feed(&mut self, mut data: &[u8], hasher: &mut blake3::Hasher, bytes: &mut u64) -> Result<(), String> {
+        while !data.is_empty() {
+            match &mut self.state {
+                ChunkState::Size(line) => {
+                    let nl = data.iter().position(|&b| b == b'\n');
+                    let take = nl.map_or(data.len(), |i| i + 1);
+                    line.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if line.len() > MAX_LINE {
+                        return Err("aws-chunked size line too long".into());
+                    }
+                    if nl.is_some() {
+                        let s = std::str::from_utf8(line).map_err(|_| "aws-chunked size line not ASCII")?;
+                        let s = s.trim_end_matches(['\r', '\n']);
+                        let hexpart = s.split(';').next().unwrap_or("").trim();
+                        let n = u64::from_str_radix(hexpart, 16).map_err(|_| format!("bad aws-chunked size line {s:?}"))?;
+                        self.state = if n == 0 { ChunkState::Trailers(Vec::new()) } else { ChunkState::Data(n) };
+                    }
+                }
+                ChunkState::Data(n) => {
+                    let k = (*n).min(data.len() as u64) as usize;
+                    hasher.update(&data[..k]);
+                    *bytes += k as u64;
+                    *n -= k as u64;
+                    data = &data[k..];
+                    if *n == 0 {
+                        self.state = ChunkState::DataEnd(0);
+                    }
+                }
+                ChunkState::DataEnd(seen) => {
+                    let want = if *seen == 0 { b'\r' } else { b'\n' };
+                    if data[0] != want {
+                        return Err("aws-chunked data not followed by CRLF".into());
+                    }
+                    data = &data[1..];
+                    *seen += 1;
+                    if *seen == 2 {
+                        self.state = ChunkState::Size(Vec::new());
+                    }
+                }
+                ChunkState::Trailers(buf) => {
+                    buf.extend_from_slice(data);
+                    data = &[];
+                    if buf.len() > MAX_TRAILERS {
+                        return Err("aws-chunked trailers too long".into());
+                    }
+                    // The block ends with an empty line (or, leniently, with the body itself).
+                    let text = String::from_utf8_lossy(buf).into_owned();
+                    if text == "\r\n" || text.ends_with("\r\n\r\n") {
+                        self.trailers = text.split("\r\n").filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                        self.state = ChunkState::Done;
+                    }
+                }
+                ChunkState::Done => return Err("bytes after the end of an aws-chunked body".into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the framing reached its end (the 0-size chunk and its trailers).
+    pub fn finished(&mut self) -> bool {
+        match &self.state {
+            ChunkState::Done => true,
+            // Accept trailers terminated by the body's end rather than an empty line.
+            ChunkState::Trailers(buf) => {
+                let text = String::from_utf8_lossy(buf).into_owned();
+                self.trailers = text.split("\r\n").filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                self.state = ChunkState::Done;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_in_slices(raw: &[u8], step: usize) -> (Vec<u8>, Vec<String>, bool) {
+        let mut d = ChunkDecoder::default();
+        let mut h = blake3::Hasher::new();
+        let mut n = 0;
+        for c in raw.chunks(step) {
+            d.feed(c, &mut h, &mut n).unwrap();
+        }
+        let fin = d.finished();
+        let _ = n;
+        (h.finalize().as_bytes().to_vec(), d.trailers, fin)
+    }
+
+    #[test]
+    fn chunked_decode_matches_plain_hash_at_any_slicing() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut raw = Vec::new();
+        for c in data.chunks(65536) {
+            raw.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            raw.extend_from_slice(c);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n");
+        for step in [1, 2, 3, 1000, 65536, raw.len()] {
+            let (h, tr, fin) = decode_in_slices(&raw, step);
+            assert_eq!(h, blake3::hash(&data).as_bytes().to_vec(), "step {step}");
+            assert_eq!(tr, vec!["x-amz-checksum-crc32:AAAAAA==".to_string()]);
+            assert!(fin);
+        }
+    }
+
+    #[test]
+    fn chunked_framing_errors_are_reported() {
+        let mut d = ChunkDecoder::default();
+        let (mut h, mut n) = (blake3::Hasher::new(), 0);
+        assert!(d.feed(b"zz\r\n", &mut h, &mut n).is_err());
+        let mut d = ChunkDecoder::default();
+        assert!(d.feed(b"2\r\nabXY", &mut h, &mut n).is_err());
+        let mut d = ChunkDecoder::default();
+        d.feed(b"2\r\nab\r\n", &mut h, &mut n).unwrap();
+        assert!(!d.finished(), "no 0-chunk yet");
+    }
+}
