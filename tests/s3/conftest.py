@@ -9,45 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent.parent
-
-BIN = Path(sys.executable).parent
-AK, SK = "roartestAK", "roartestSECRET0123456789"
-# Pinned, unusual ports (weed's defaults, 8333/9333/8888, are often taken).
-PORTS = {"master.port": 47333, "master.port.grpc": 47334, "volume.port": 47340, "volume.port.grpc": 47341,
-         "filer.port": 47388, "filer.port.grpc": 47389, "s3.port": 47353, "s3.port.grpc": 47354,
-         "admin.port": 47346, "admin.port.grpc": 47347}
-S3_URL = f"http://127.0.0.1:{PORTS['s3.port']}"
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def ensure_proxy_binary() -> Path:
-    """Build roar-proxy and copy it into roar_nb/_native/ (as the Makefile does)."""
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "roar-proxy"], cwd=REPO / "rust", check=True)
-    built = REPO / "rust" / "target" / "release" / "roar-proxy"
-    dest = REPO / "roar_nb" / "_native" / "roar-proxy"
-    dest.parent.mkdir(exist_ok=True)
-    if not dest.exists() or dest.read_bytes() != built.read_bytes():
-        shutil.copy(built, dest)
-    return dest
+from s3util import AK, BIN, PORTS, S3_URL, SK, Proxy, _port_open, client, ensure_proxy_binary
 
 
 @pytest.fixture(scope="session")
-def proxy_bin() -> Path:
+def proxy_bin():
     return ensure_proxy_binary()
 
 
@@ -93,49 +64,6 @@ def seaweed(tmp_path_factory):
             os.killpg(proc.pid, 9)
             proc.wait()
         log.close()
-
-
-def s3_env(endpoint: str | None = None) -> dict:
-    """Environment with the test credentials (and an endpoint, if given), free of the user's AWS settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AWS_DEFAULT_REGION="us-east-1",
-               AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
-    if endpoint:
-        env["AWS_ENDPOINT_URL"] = endpoint
-    return env
-
-
-def client(endpoint: str, secret: str = SK, **cfg):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=AK, aws_secret_access_key=secret,
-                        region_name="us-east-1",
-                        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}, **cfg))
-
-
-class Proxy:
-    """A roar-proxy process in front of an upstream, writing events into `events_dir`."""
-
-    def __init__(self, binary: Path, upstream: str, events_dir: Path):
-        self.events_dir = events_dir
-        self.proc = subprocess.Popen([str(binary), "--port", "0", "--upstream", upstream,
-                                      "--events-dir", str(events_dir)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=s3_env())
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("roar-proxy listening on "), (line, self.proc.stderr.read())
-        self.url = "http://" + line.split()[-1]
-
-    def events(self) -> list[dict]:
-        out = []
-        for f in sorted(self.events_dir.glob("*.s3.jsonl")):
-            out += [json.loads(ln) for ln in f.read_text().splitlines() if ln]
-        return out
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        _, err = self.proc.communicate(timeout=30)
-        return err.decode()
 
 
 @pytest.fixture

@@ -79,16 +79,37 @@ pub struct Tap<B> {
     mode: Mode,
     shared: Shared,
     on_end: Option<OnEnd>,
+    /// Object length when known (Content-Length): hyper stops polling a body once that many
+    /// bytes went out, so the end must be recognised by count, not only by `None`.
+    expect: Option<u64>,
 }
 
 impl<B> Tap<B> {
     /// Wraps `inner`; returns the body and the handle to what it sees.
     pub fn new(inner: B, mode: Mode, on_end: Option<OnEnd>) -> (Self, Shared) {
         let shared = Arc::new(Mutex::new(Observed::new()));
-        (Tap { inner, mode, shared: shared.clone(), on_end }, shared)
+        (Tap { inner, mode, shared: shared.clone(), on_end, expect: None }, shared)
+    }
+
+    /// Declares the body's length (Plain mode), so its end is seen when the count reaches it.
+    pub fn with_length(mut self, n: Option<u64>) -> Self {
+        self.expect = n;
+        self
     }
 
     fn observe(&mut self, data: &Bytes) -> Result<(), BoxError> {
+        self.observe_inner(data)?;
+        let done = match &self.mode {
+            Mode::Chunked(dec) => dec.is_done(),
+            _ => self.expect.is_some() && self.expect == Some(self.shared.lock().unwrap_or_else(|p| p.into_inner()).bytes),
+        };
+        if done {
+            self.finish();
+        }
+        Ok(())
+    }
+
+    fn observe_inner(&mut self, data: &Bytes) -> Result<(), BoxError> {
         let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         match &mut self.mode {
             Mode::Plain => {
@@ -261,6 +282,11 @@ impl ChunkDecoder {
             }
         }
         Ok(())
+    }
+
+    /// Whether the terminating empty line after the trailers was seen.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, ChunkState::Done)
     }
 
     /// Whether the framing reached its end (the 0-size chunk and its trailers).
