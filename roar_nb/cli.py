@@ -436,6 +436,38 @@ def cmd_tracer(a) -> int:
     return 0
 
 
+def cmd_proxy(a) -> int:
+    from roar_nb import proxy
+
+    project = _project()
+    cfg = project.config
+    if a.action in ("enable", "disable"):
+        cfg.set("proxy.enabled", a.action == "enable")
+        print(f"S3 proxy {a.action}d for roar run")
+        return 0
+    if a.action == "start":
+        port = a.port if a.port is not None else cfg.get("proxy.port")
+        info = proxy.start_daemon(project.roar_dir, port, a.upstream or cfg.get("proxy.upstream"),
+                                  cfg.get("proxy.region"))
+        print(f"proxy daemon started (pid {info['pid']}, port {info['port']})")
+        print(f"export AWS_ENDPOINT_URL={info['url']}")
+        return 0
+    if a.action == "stop":
+        info = proxy.stop_daemon(project.roar_dir)
+        print(f"proxy daemon stopped (pid {info['pid']})" if info else "no proxy daemon running")
+        return 0
+    try:
+        where = proxy.binary_path()
+    except RoarError as e:
+        where = f"missing: {e}"
+    info = proxy.daemon_info(project.roar_dir)
+    print(f"enabled   {'yes' if cfg.get('proxy.enabled') else 'no'} (roar run routes S3 through a job-scoped proxy)")
+    print(f"binary    {where}")
+    print(f"daemon    {'running on ' + info['url'] + ' (pid ' + str(info['pid']) + ')' if info else 'not running'}")
+    print(f"upstream  {cfg.get('proxy.upstream') or os.environ.get(proxy.ENV_UPSTREAM) or 'AWS (https://s3.<region>.amazonaws.com)'}")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------
 
 def _fast_parse(argv: list[str]):
@@ -578,6 +610,12 @@ def build_parser():
     g.add_argument("--sys-prefix", action="store_true", help="install into this Python environment")
     g.add_argument("--prefix", help="install under this prefix")
     s.set_defaults(fn=cmd_kernel)
+
+    s = sub.add_parser("proxy", help="the S3 lineage proxy: status, enable, disable, start, stop")
+    s.add_argument("action", nargs="?", default="status", choices=("status", "enable", "disable", "start", "stop"))
+    s.add_argument("--port", type=int, default=None, help="start: port (default: config proxy.port)")
+    s.add_argument("--upstream", default=None, help="start: S3 endpoint to forward to")
+    s.set_defaults(fn=cmd_proxy)
 
     s = sub.add_parser("tracer", help="capture backends: status, set-default")
     s.add_argument("action", choices=("status", "set-default"))

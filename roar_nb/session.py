@@ -173,9 +173,13 @@ def step_identity(command: str, cwd: str) -> str:
     return hash_bytes(f"{cwd}\0{command}".encode("utf-8", "surrogateescape"))[:16]
 
 
-def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tuple[Job, list[str]]:
+def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced,
+               s3: tuple | None = None) -> tuple[Job, list[str]]:
     """Hash what the job touched and store it. Returns (job, warnings). Never loses the job:
-    if the database cannot take it, the job is kept in .roar/pending/ and stored next time."""
+    if the database cannot take it, the job is kept in .roar/pending/ and stored next time.
+
+    `s3` is (input edges, output edges, digests) of S3 objects, already hashed by the proxy
+    (`roar_nb.proxy.to_edges`)."""
     from roar_nb import environment
     from roar_nb.hashing import hash_paths
 
@@ -219,6 +223,11 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced) -> tu
             continue  # e.g. a FIFO or a directory created with O_CREAT semantics
         outs.append(Edge("out", p, h.hash, h.size, h.changed, h.error))
     digests = {h.hash: h.digests for h in hashed.values() if h.hash and h.digests}
+    if s3 is not None:
+        ins += s3[0]
+        outs += s3[1]
+        for h, d in s3[2].items():
+            digests.setdefault(h, {}).update(d)
 
     env_id, py, plat, pkgs = environment.snapshot()
     git = draft.git.settle() if draft.git is not None else None
@@ -349,6 +358,9 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     draft.git = read_git(cwd)
 
     trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
+    proxy = None
+    if _proxy_wanted(project):
+        proxy = _start_job_proxy(project, str(trace_dir), base_env, draft)
     tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER) or project.config.get("tracer.default")
     from roar_nb.capture import select as select_mod
 
@@ -388,13 +400,57 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
         draft.capture_notes.extend(n for n in notes if n not in draft.capture_notes)
         if partial:
             draft.capture_level = CAPTURE_PARTIAL
+    s3 = _finish_job_proxy(project, proxy, str(trace_dir), problems) if proxy is not None else None
     if problems:
         draft.capture_level = CAPTURE_PARTIAL
         draft.capture_notes.extend(problems)
     reduced = ev_mod.reduce(events)
-    job, warnings = record_job(project, draft, reduced)
+    job, warnings = record_job(project, draft, reduced, s3)
     remove_trace_dir(str(trace_dir))
     return RunResult(job, rc, warnings, error)
+
+
+def _proxy_wanted(project: Project) -> bool:
+    env = os.environ.get(cfg_mod.ENV_PROXY)
+    if env is not None and env != "":
+        return env not in ("0", "false", "no", "off")
+    return bool(project.config.get("proxy.enabled"))
+
+
+def _start_job_proxy(project: Project, trace_dir: str, env: dict, draft: JobDraft):
+    """A proxy for this job only, its events in the job's trace dir; `env` gains the endpoint.
+
+    On failure the command still runs (unrouted): the job is partial, with the reason."""
+    from roar_nb import proxy as proxy_mod
+    from roar_nb.errors import ProxyError
+
+    try:
+        running = proxy_mod.start(trace_dir, os.path.join(trace_dir, "proxy.log"),
+                                  upstream=project.config.get("proxy.upstream"),
+                                  region=project.config.get("proxy.region"), env=dict(env))
+    except ProxyError as e:
+        draft.capture_level = CAPTURE_PARTIAL
+        draft.capture_notes.append(f"S3 proxy not started ({e}); S3 I/O not captured")
+        return None
+    env.update(proxy_mod.child_env(running.url))
+    return running
+
+
+def _finish_job_proxy(project: Project, running, trace_dir: str, problems: list) -> tuple:
+    """Stops the job's proxy and turns its events into S3 edges (problems gain any note)."""
+    from roar_nb import proxy as proxy_mod
+
+    note = running.stop()
+    if note:
+        problems.append(note)
+    events, more = proxy_mod.read_events(trace_dir)
+    problems.extend(more)
+    try:
+        store = project.store
+        lookup = lambda etag: store.hash_by_digest("s3.etag", etag)  # noqa: E731
+    except RoarError:
+        lookup = None
+    return proxy_mod.to_edges(events, lookup)
 
 
 def remove_trace_dir(path: str) -> None:
