@@ -34,7 +34,13 @@ pub struct Observed {
 
 impl Observed {
     fn new() -> Self {
-        Observed { hasher: blake3::Hasher::new(), bytes: 0, complete: false, sha_mismatch: false, framing_error: None }
+        Observed {
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+            complete: false,
+            sha_mismatch: false,
+            framing_error: None,
+        }
     }
 
     /// The blake3 hex of the bytes seen, if the body was complete.
@@ -69,7 +75,11 @@ pub enum Mode {
 impl Mode {
     /// Sha256 mode for a body of `len` bytes declared as `expected`.
     pub fn sha256(len: u64, expected: String) -> Mode {
-        Mode::Sha256 { len, expected, hasher: Box::new(Sha256::new()) }
+        Mode::Sha256 {
+            len,
+            expected,
+            hasher: Box::new(Sha256::new()),
+        }
     }
 }
 
@@ -88,7 +98,16 @@ impl<B> Tap<B> {
     /// Wraps `inner`; returns the body and the handle to what it sees.
     pub fn new(inner: B, mode: Mode, on_end: Option<OnEnd>) -> (Self, Shared) {
         let shared = Arc::new(Mutex::new(Observed::new()));
-        (Tap { inner, mode, shared: shared.clone(), on_end, expect: None }, shared)
+        (
+            Tap {
+                inner,
+                mode,
+                shared: shared.clone(),
+                on_end,
+                expect: None,
+            },
+            shared,
+        )
     }
 
     /// Declares the body's length (Plain mode), so its end is seen when the count reaches it.
@@ -101,7 +120,10 @@ impl<B> Tap<B> {
         self.observe_inner(data)?;
         let done = match &self.mode {
             Mode::Chunked(dec) => dec.is_done(),
-            _ => self.expect.is_some() && self.expect == Some(self.shared.lock().unwrap_or_else(|p| p.into_inner()).bytes),
+            _ => {
+                self.expect.is_some()
+                    && self.expect == Some(self.shared.lock().unwrap_or_else(|p| p.into_inner()).bytes)
+            }
         };
         if done {
             self.finish();
@@ -219,7 +241,10 @@ pub struct ChunkDecoder {
 
 impl Default for ChunkDecoder {
     fn default() -> Self {
-        ChunkDecoder { state: ChunkState::Size(Vec::new()), trailers: Vec::new() }
+        ChunkDecoder {
+            state: ChunkState::Size(Vec::new()),
+            trailers: Vec::new(),
+        }
     }
 }
 
@@ -240,8 +265,13 @@ impl ChunkDecoder {
                         let s = std::str::from_utf8(line).map_err(|_| "aws-chunked size line not ASCII")?;
                         let s = s.trim_end_matches(['\r', '\n']);
                         let hexpart = s.split(';').next().unwrap_or("").trim();
-                        let n = u64::from_str_radix(hexpart, 16).map_err(|_| format!("bad aws-chunked size line {s:?}"))?;
-                        self.state = if n == 0 { ChunkState::Trailers(Vec::new()) } else { ChunkState::Data(n) };
+                        let n =
+                            u64::from_str_radix(hexpart, 16).map_err(|_| format!("bad aws-chunked size line {s:?}"))?;
+                        self.state = if n == 0 {
+                            ChunkState::Trailers(Vec::new())
+                        } else {
+                            ChunkState::Data(n)
+                        };
                     }
                 }
                 ChunkState::Data(n) => {
@@ -274,7 +304,11 @@ impl ChunkDecoder {
                     // The block ends with an empty line (or, leniently, with the body itself).
                     let text = String::from_utf8_lossy(buf).into_owned();
                     if text == "\r\n" || text.ends_with("\r\n\r\n") {
-                        self.trailers = text.split("\r\n").filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                        self.trailers = text
+                            .split("\r\n")
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_owned)
+                            .collect();
                         self.state = ChunkState::Done;
                     }
                 }
@@ -296,7 +330,11 @@ impl ChunkDecoder {
             // Accept trailers terminated by the body's end rather than an empty line.
             ChunkState::Trailers(buf) => {
                 let text = String::from_utf8_lossy(buf).into_owned();
-                self.trailers = text.split("\r\n").filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                self.trailers = text
+                    .split("\r\n")
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect();
                 self.state = ChunkState::Done;
                 true
             }

@@ -47,7 +47,9 @@ fn json_str(out: &mut String, s: &str) {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -58,11 +60,19 @@ impl S3Event {
     /// The event as one JSON line (with its trailing newline).
     pub fn to_json_line(&self, t_ns: u64) -> String {
         let mut o = String::with_capacity(256);
-        o.push_str(&format!("{{\"v\":1,\"t_ns\":{t_ns},\"op\":\"{}\",\"dir\":\"{}\",\"bucket\":", self.op, self.dir));
+        o.push_str(&format!(
+            "{{\"v\":1,\"t_ns\":{t_ns},\"op\":\"{}\",\"dir\":\"{}\",\"bucket\":",
+            self.op, self.dir
+        ));
         json_str(&mut o, &self.bucket);
         o.push_str(",\"key\":");
         json_str(&mut o, &self.key);
-        for (name, v) in [("version_id", &self.version_id), ("etag", &self.etag), ("blake3", &self.blake3), ("range", &self.range)] {
+        for (name, v) in [
+            ("version_id", &self.version_id),
+            ("etag", &self.etag),
+            ("blake3", &self.blake3),
+            ("range", &self.range),
+        ] {
             o.push_str(&format!(",\"{name}\":"));
             match v {
                 Some(s) => json_str(&mut o, s),
@@ -86,10 +96,14 @@ pub struct EventLog {
 impl EventLog {
     /// Opens (creates, mode 0600, append) the event file in `dir`; None logs nothing.
     pub fn open(dir: Option<&str>) -> std::io::Result<Self> {
-        let Some(dir) = dir else { return Ok(EventLog { file: None }) };
+        let Some(dir) = dir else {
+            return Ok(EventLog { file: None });
+        };
         let path = format!("{dir}/proxy-{}-{}.s3.jsonl", std::process::id(), monotonic_ns());
         let f = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        Ok(EventLog { file: Some(Mutex::new(f)) })
+        Ok(EventLog {
+            file: Some(Mutex::new(f)),
+        })
     }
 
     /// Appends one event in a single write. A failed write is reported on stderr: the
@@ -99,10 +113,16 @@ impl EventLog {
         let line = ev.to_json_line(monotonic_ns());
         let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = f.write_all(line.as_bytes()) {
-            eprintln!("roar-proxy: cannot write an event: {e}");
+            crate::events::stderr_line(&format!("roar-proxy: cannot write an event: {e}"));
             LOST.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// Writes one line on stderr, ignoring errors (a closed stderr must not make the proxy panic,
+/// as `eprintln!` would).
+pub fn stderr_line(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
 /// Set when an event could not be written (the proxy then exits with status 3).
@@ -114,7 +134,14 @@ mod tests {
 
     #[test]
     fn json_line_escapes_names() {
-        let ev = S3Event { op: "put", dir: "out", bucket: "b".into(), key: "a \"q\"\\\n\u{e9}".into(), size: Some(3), ..Default::default() };
+        let ev = S3Event {
+            op: "put",
+            dir: "out",
+            bucket: "b".into(),
+            key: "a \"q\"\\\n\u{e9}".into(),
+            size: Some(3),
+            ..Default::default()
+        };
         let line = ev.to_json_line(7);
         assert_eq!(
             line,

@@ -33,7 +33,9 @@ struct Args {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: roar-proxy [--port P] [--upstream URL] [--region R] [--events-dir DIR]");
+    crate::events::stderr_line(&format!(
+        "usage: roar-proxy [--port P] [--upstream URL] [--region R] [--events-dir DIR]"
+    ));
     std::process::exit(2)
 }
 
@@ -52,7 +54,10 @@ fn parse_args() -> Args {
             "--region" => region = Some(val()),
             "--events-dir" => events_dir = Some(val()),
             "-h" | "--help" => {
-                println!("roar-proxy: S3 lineage proxy (see rust/crates/roar-proxy/README.md)");
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "roar-proxy: S3 lineage proxy (see rust/crates/roar-proxy/README.md)"
+                );
                 std::process::exit(0)
             }
             _ => usage(),
@@ -60,7 +65,12 @@ fn parse_args() -> Args {
     }
     let region = region.unwrap_or_else(|| "us-east-1".into());
     let upstream = upstream.unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-    Args { port, upstream: upstream.trim_end_matches('/').to_owned(), region, events_dir }
+    Args {
+        port,
+        upstream: upstream.trim_end_matches('/').to_owned(),
+        region,
+        events_dir,
+    }
 }
 
 /// Reads `[profile]` of an INI-style AWS credentials file.
@@ -86,22 +96,29 @@ fn creds_from_file(path: &str, profile: &str) -> Option<Creds> {
             }
         }
     }
-    Some(Creds { access_key: ak?, secret_key: sk?, session_token: tok })
+    Some(Creds {
+        access_key: ak?,
+        secret_key: sk?,
+        session_token: tok,
+    })
 }
 
 /// Credentials from the environment, else the shared credentials file (AWS_PROFILE or default).
 fn load_creds() -> Option<Creds> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if let (Some(ak), Some(sk)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        return Some(Creds { access_key: ak, secret_key: sk, session_token: env("AWS_SESSION_TOKEN") });
+        return Some(Creds {
+            access_key: ak,
+            secret_key: sk,
+            session_token: env("AWS_SESSION_TOKEN"),
+        });
     }
-    let path = env("AWS_SHARED_CREDENTIALS_FILE")
-        .or_else(|| env("HOME").map(|h| format!("{h}/.aws/credentials")))?;
+    let path = env("AWS_SHARED_CREDENTIALS_FILE").or_else(|| env("HOME").map(|h| format!("{h}/.aws/credentials")))?;
     creds_from_file(&path, &env("AWS_PROFILE").unwrap_or_else(|| "default".into()))
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!("roar-proxy: {msg}");
+    crate::events::stderr_line(&format!("roar-proxy: {msg}"));
     std::process::exit(2)
 }
 
@@ -110,7 +127,10 @@ fn main() {
     let creds = load_creds().unwrap_or_else(|| {
         fail("no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a shared credentials file)")
     });
-    let upstream: http::Uri = args.upstream.parse().unwrap_or_else(|_| fail(&format!("bad upstream URL {}", args.upstream)));
+    let upstream: http::Uri = args
+        .upstream
+        .parse()
+        .unwrap_or_else(|_| fail(&format!("bad upstream URL {}", args.upstream)));
     if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
         fail("only http:// upstreams are supported yet (https is on the roadmap)");
     }
@@ -128,7 +148,7 @@ fn main() {
             .unwrap_or_else(|e| fail(&format!("cannot listen on 127.0.0.1:{}: {e}", args.port)));
         let addr = listener.local_addr().unwrap_or_else(|e| fail(&e.to_string()));
         let state = Arc::new(proxy::State::new(creds, upstream, args.region, log));
-        println!("roar-proxy listening on {addr}");
+        let _ = writeln!(std::io::stdout(), "roar-proxy listening on {addr}");
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .unwrap_or_else(|e| fail(&e.to_string()));

@@ -57,12 +57,22 @@ impl State {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(conn);
-        State { creds, identity, upstream, region, client, log: Arc::new(log) }
+        State {
+            creds,
+            identity,
+            upstream,
+            region,
+            client,
+            log: Arc::new(log),
+        }
     }
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// An S3-style XML error response.
@@ -73,7 +83,8 @@ pub fn s3_error(status: u16, code: &str, message: &str, resource: &str) -> Respo
     );
     let mut r = Response::new(full(Bytes::from(body)));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/xml"));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/xml"));
     r
 }
 
@@ -90,7 +101,11 @@ fn empty() -> PBody {
 enum Op {
     Get,
     Put,
-    Copy { src_bucket: String, src_key: String, src_version: Option<String> },
+    Copy {
+        src_bucket: String,
+        src_key: String,
+        src_version: Option<String>,
+    },
     Complete,
     Delete,
     Other,
@@ -98,8 +113,21 @@ enum Op {
 
 /// Query names that make a request about something other than object data.
 const SUBRESOURCES: &[&[u8]] = &[
-    b"acl", b"tagging", b"retention", b"legal-hold", b"torrent", b"restore", b"select", b"attributes",
-    b"uploads", b"uploadId", b"partNumber", b"delete", b"versions", b"list-type", b"location",
+    b"acl",
+    b"tagging",
+    b"retention",
+    b"legal-hold",
+    b"torrent",
+    b"restore",
+    b"select",
+    b"attributes",
+    b"uploads",
+    b"uploadId",
+    b"partNumber",
+    b"delete",
+    b"versions",
+    b"list-type",
+    b"location",
 ];
 
 fn classify(method: &Method, bucket: &str, key: &str, query: &[(Vec<u8>, Vec<u8>)], headers: &HeaderMap) -> Op {
@@ -121,7 +149,11 @@ fn classify(method: &Method, bucket: &str, key: &str, query: &[(Vec<u8>, Vec<u8>
                     .into_iter()
                     .find(|(k, _)| k == b"versionId")
                     .map(|(_, v)| String::from_utf8_lossy(&v).into_owned());
-                Op::Copy { src_bucket: b.to_owned(), src_key: k.to_owned(), src_version }
+                Op::Copy {
+                    src_bucket: b.to_owned(),
+                    src_key: k.to_owned(),
+                    src_version,
+                }
             }
             None => Op::Put,
         },
@@ -132,21 +164,37 @@ fn classify(method: &Method, bucket: &str, key: &str, query: &[(Vec<u8>, Vec<u8>
 }
 
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim_matches('"').to_owned())
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim_matches('"').to_owned())
 }
 
 /// Headers never forwarded upstream: hop-by-hop ones, and those the re-signing replaces.
 fn dropped_request_header(name: &str) -> bool {
     matches!(
         name,
-        "authorization" | "host" | "connection" | "keep-alive" | "proxy-connection" | "proxy-authorization" | "te"
-            | "trailer" | "upgrade" | "transfer-encoding" | "expect" | "x-amz-date" | "x-amz-security-token"
+        "authorization"
+            | "host"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "transfer-encoding"
+            | "expect"
+            | "x-amz-date"
+            | "x-amz-security-token"
             | "x-amz-content-sha256"
     )
 }
 
 fn dropped_response_header(name: &str) -> bool {
-    matches!(name, "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade" | "transfer-encoding")
+    matches!(
+        name,
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade" | "transfer-encoding"
+    )
 }
 
 impl State {
@@ -170,7 +218,8 @@ impl State {
         for (k, v) in req.headers() {
             hdrs.push((k.as_str(), v.to_str().map_err(|_| format!("header {k} is not ASCII"))?));
         }
-        let signable = SignableRequest::new(req.method().as_str(), uri, hdrs.into_iter(), body).map_err(|e| e.to_string())?;
+        let signable =
+            SignableRequest::new(req.method().as_str(), uri, hdrs.into_iter(), body).map_err(|e| e.to_string())?;
         let (instr, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
         let (headers, _) = instr.into_parts();
         for h in headers {
@@ -182,7 +231,11 @@ impl State {
     }
 
     fn upstream_uri(&self, path: &str, query: &str) -> String {
-        let base = format!("{}://{}", self.upstream.scheme_str().unwrap_or("http"), self.upstream.authority().map(|a| a.as_str()).unwrap_or(""));
+        let base = format!(
+            "{}://{}",
+            self.upstream.scheme_str().unwrap_or("http"),
+            self.upstream.authority().map(|a| a.as_str()).unwrap_or("")
+        );
         if query.is_empty() {
             format!("{base}{path}")
         } else {
@@ -191,15 +244,29 @@ impl State {
     }
 
     fn host(&self) -> HeaderValue {
-        HeaderValue::from_str(self.upstream.authority().map(|a| a.as_str()).unwrap_or("")).unwrap_or(HeaderValue::from_static(""))
+        HeaderValue::from_str(self.upstream.authority().map(|a| a.as_str()).unwrap_or(""))
+            .unwrap_or(HeaderValue::from_static(""))
     }
 
     /// Reads an object back from upstream to hash it (multipart and copy results).
     /// Returns (blake3, size, etag, version id).
-    async fn rehash(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<(String, u64, Option<String>, Option<String>), String> {
-        let path = format!("/{}/{}", sigv4::uri_encode(bucket.as_bytes(), false), sigv4::uri_encode(key.as_bytes(), true));
-        let query = version.map(|v| format!("versionId={}", sigv4::uri_encode(v.as_bytes(), false))).unwrap_or_default();
-        let mut req = Request::get(self.upstream_uri(&path, &query)).body(empty()).map_err(|e| e.to_string())?;
+    async fn rehash(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<(String, u64, Option<String>, Option<String>), String> {
+        let path = format!(
+            "/{}/{}",
+            sigv4::uri_encode(bucket.as_bytes(), false),
+            sigv4::uri_encode(key.as_bytes(), true)
+        );
+        let query = version
+            .map(|v| format!("versionId={}", sigv4::uri_encode(v.as_bytes(), false)))
+            .unwrap_or_default();
+        let mut req = Request::get(self.upstream_uri(&path, &query))
+            .body(empty())
+            .map_err(|e| e.to_string())?;
         req.headers_mut().insert("host", self.host());
         self.sign_upstream(&mut req, SignableBody::Bytes(b""))?;
         let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
@@ -254,9 +321,17 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
 
     // The upstream target, already canonical (aws-sigv4 signs the path as given and
     // re-parses the query, so neither may hold anything it would re-encode).
-    let up_query = sigv4::canonical_query(query.iter().filter(|(k, _)| !(verified.presigned && k.starts_with(b"X-Amz-"))));
+    let up_query = sigv4::canonical_query(
+        query
+            .iter()
+            .filter(|(k, _)| !(verified.presigned && k.starts_with(b"X-Amz-"))),
+    );
     let up_path = sigv4::canonical_path(parts.uri.path());
-    let mut up = match Request::builder().method(parts.method.clone()).uri(st.upstream_uri(&up_path, &up_query)).body(empty()) {
+    let mut up = match Request::builder()
+        .method(parts.method.clone())
+        .uri(st.upstream_uri(&up_path, &up_query))
+        .body(empty())
+    {
         Ok(r) => r,
         Err(e) => return Ok(s3_error(400, "InvalidURI", &e.to_string(), &resource)),
     };
@@ -266,25 +341,49 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
         }
     }
     up.headers_mut().insert("host", st.host());
-    let content_length = parts.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
+    let content_length = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
     const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     let (mode, signable) = match &verified.payload {
         // An empty body yields no data frame to check: check it here.
         Payload::Hex(h) if content_length.unwrap_or(0) == 0 && h != EMPTY_SHA256 => {
-            return Ok(s3_error(400, "XAmzContentSHA256Mismatch",
-                "The provided 'x-amz-content-sha256' header does not match what was computed.", &resource));
+            return Ok(s3_error(
+                400,
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                &resource,
+            ));
         }
-        Payload::Hex(h) => (Mode::sha256(content_length.unwrap_or(0), h.clone()), SignableBody::Precomputed(h.clone())),
+        Payload::Hex(h) => (
+            Mode::sha256(content_length.unwrap_or(0), h.clone()),
+            SignableBody::Precomputed(h.clone()),
+        ),
         Payload::Unsigned => {
             if content_length.is_none() && matches!(parts.method, Method::PUT | Method::POST) {
-                return Ok(s3_error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.", &resource));
+                return Ok(s3_error(
+                    411,
+                    "MissingContentLength",
+                    "You must provide the Content-Length HTTP header.",
+                    &resource,
+                ));
             }
             (Mode::Plain, SignableBody::UnsignedPayload)
         }
-        Payload::StreamingUnsignedTrailer => (Mode::Chunked(Default::default()), SignableBody::StreamingUnsignedPayloadTrailer),
+        Payload::StreamingUnsignedTrailer => (
+            Mode::Chunked(Default::default()),
+            SignableBody::StreamingUnsignedPayloadTrailer,
+        ),
     };
     if let Err(e) = st.sign_upstream(&mut up, signable) {
-        return Ok(s3_error(400, "InvalidRequest", &format!("cannot re-sign the request: {e}"), &resource));
+        return Ok(s3_error(
+            400,
+            "InvalidRequest",
+            &format!("cannot re-sign the request: {e}"),
+            &resource,
+        ));
     }
     let chunked = matches!(mode, Mode::Chunked(_));
     let (tap, observed) = Tap::new(body, mode, None);
@@ -295,13 +394,22 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
         Err(e) => {
             let o = observed.lock().unwrap_or_else(|p| p.into_inner());
             if o.sha_mismatch {
-                return Ok(s3_error(400, "XAmzContentSHA256Mismatch",
-                    "The provided 'x-amz-content-sha256' header does not match what was computed.", &resource));
+                return Ok(s3_error(
+                    400,
+                    "XAmzContentSHA256Mismatch",
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                    &resource,
+                ));
             }
             if let Some(f) = &o.framing_error {
                 return Ok(s3_error(400, "IncompleteBody", f, &resource));
             }
-            return Ok(s3_error(502, "BadGateway", &format!("upstream S3 endpoint unreachable: {}", root_cause(&e)), &resource));
+            return Ok(s3_error(
+                502,
+                "BadGateway",
+                &format!("upstream S3 endpoint unreachable: {}", root_cause(&e)),
+                &resource,
+            ));
         }
     };
     let (mut rparts, rbody) = resp.into_parts();
@@ -313,17 +421,35 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
 
     let out_body: PBody = match op {
         Op::Get if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT => {
-            let range = parts.headers.get("range").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let range = parts
+                .headers
+                .get("range")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let partial = status == StatusCode::PARTIAL_CONTENT || range.is_some();
             let (bucket, key) = (bucket.clone(), key.clone());
             let on_end: OnEnd = Box::new(move |o| {
                 log.write(&S3Event {
-                    op: "get", dir: "in", bucket, key, version_id, size: Some(o.bytes), etag,
+                    op: "get",
+                    dir: "in",
+                    bucket,
+                    key,
+                    version_id,
+                    size: Some(o.bytes),
+                    etag,
                     blake3: if partial { None } else { o.blake3() },
-                    range: if partial { Some(range.unwrap_or_else(|| "partNumber".into())) } else { None },
+                    range: if partial {
+                        Some(range.unwrap_or_else(|| "partNumber".into()))
+                    } else {
+                        None
+                    },
                 });
             });
-            let len = rparts.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok());
+            let len = rparts
+                .headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.parse().ok());
             Tap::new(rbody, Mode::Plain, Some(on_end)).0.with_length(len).boxed()
         }
         Op::Put if status == StatusCode::OK => {
@@ -333,38 +459,79 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                 let whole = o.complete || (!chunked && content_length == Some(o.bytes) && !o.sha_mismatch);
                 (whole.then(|| o.hasher.finalize().to_hex().to_string()), o.bytes)
             };
-            log.write(&S3Event { op: "put", dir: "out", bucket, key, version_id, size: Some(size), etag, blake3: blake, range: None });
+            log.write(&S3Event {
+                op: "put",
+                dir: "out",
+                bucket,
+                key,
+                version_id,
+                size: Some(size),
+                etag,
+                blake3: blake,
+                range: None,
+            });
             rbody.map_err(BoxError::from).boxed()
         }
         Op::Complete | Op::Copy { .. } if status == StatusCode::OK => {
             let (bytes, is_error) = match read_xml(rbody).await {
                 Ok(x) => x,
-                Err(e) => return Ok(s3_error(502, "BadGateway", &format!("upstream answer unreadable: {e}"), &resource)),
+                Err(e) => {
+                    return Ok(s3_error(
+                        502,
+                        "BadGateway",
+                        &format!("upstream answer unreadable: {e}"),
+                        &resource,
+                    ))
+                }
             };
             if !is_error {
                 // The simple correct way to a whole-object blake3 whatever the part sizes:
                 // read the finished object back (see README: hazmat merging is the next step).
                 match st.rehash(&bucket, &key, version_id.as_deref()).await {
                     Ok((blake, size, etag2, vid)) => {
-                        if let Op::Copy { src_bucket, src_key, src_version } = &op {
+                        if let Op::Copy {
+                            src_bucket,
+                            src_key,
+                            src_version,
+                        } = &op
+                        {
                             log.write(&S3Event {
-                                op: "copy", dir: "in", bucket: src_bucket.clone(), key: src_key.clone(),
-                                version_id: src_version.clone(), size: Some(size), etag: etag2.clone(),
-                                blake3: Some(blake.clone()), range: None,
+                                op: "copy",
+                                dir: "in",
+                                bucket: src_bucket.clone(),
+                                key: src_key.clone(),
+                                version_id: src_version.clone(),
+                                size: Some(size),
+                                etag: etag2.clone(),
+                                blake3: Some(blake.clone()),
+                                range: None,
                             });
                         }
                         log.write(&S3Event {
-                            op: if op == Op::Complete { "complete" } else { "copy" }, dir: "out", bucket, key,
-                            version_id: vid.or(version_id), size: Some(size), etag: etag2, blake3: Some(blake), range: None,
+                            op: if op == Op::Complete { "complete" } else { "copy" },
+                            dir: "out",
+                            bucket,
+                            key,
+                            version_id: vid.or(version_id),
+                            size: Some(size),
+                            etag: etag2,
+                            blake3: Some(blake),
+                            range: None,
                         });
                     }
                     Err(e) => {
                         log.write(&S3Event {
-                            op: if op == Op::Complete { "complete" } else { "copy" }, dir: "out", bucket, key,
-                            version_id, size: None, etag: None, blake3: None,
+                            op: if op == Op::Complete { "complete" } else { "copy" },
+                            dir: "out",
+                            bucket,
+                            key,
+                            version_id,
+                            size: None,
+                            etag: None,
+                            blake3: None,
                             range: None,
                         });
-                        eprintln!("roar-proxy: could not hash the finished object: {e}");
+                        crate::events::stderr_line(&format!("roar-proxy: could not hash the finished object: {e}"));
                     }
                 }
             }
@@ -372,8 +539,18 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             full(bytes)
         }
         Op::Delete if status.is_success() => {
-            let vid = query.iter().find(|(k, _)| k == b"versionId").map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-            log.write(&S3Event { op: "delete", dir: "del", bucket, key, version_id: vid.or(version_id), ..Default::default() });
+            let vid = query
+                .iter()
+                .find(|(k, _)| k == b"versionId")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+            log.write(&S3Event {
+                op: "delete",
+                dir: "del",
+                bucket,
+                key,
+                version_id: vid.or(version_id),
+                ..Default::default()
+            });
             rbody.map_err(BoxError::from).boxed()
         }
         _ => rbody.map_err(BoxError::from).boxed(),
@@ -418,17 +595,27 @@ mod tests {
         assert_eq!(classify(&Method::GET, "b", "k", &q("acl"), &h), Op::Other);
         assert_eq!(classify(&Method::GET, "b", "", &q("list-type=2"), &h), Op::Other);
         assert_eq!(classify(&Method::PUT, "b", "k", &q(""), &h), Op::Put);
-        assert_eq!(classify(&Method::PUT, "b", "k", &q("partNumber=1&uploadId=x"), &h), Op::Other);
+        assert_eq!(
+            classify(&Method::PUT, "b", "k", &q("partNumber=1&uploadId=x"), &h),
+            Op::Other
+        );
         assert_eq!(classify(&Method::PUT, "b", "k", &q("tagging"), &h), Op::Other);
         assert_eq!(classify(&Method::POST, "b", "k", &q("uploadId=x"), &h), Op::Complete);
         assert_eq!(classify(&Method::POST, "b", "k", &q("uploads"), &h), Op::Other);
         assert_eq!(classify(&Method::DELETE, "b", "k", &q(""), &h), Op::Delete);
         assert_eq!(classify(&Method::DELETE, "b", "k", &q("uploadId=x"), &h), Op::Other);
         let mut h = HeaderMap::new();
-        h.insert("x-amz-copy-source", HeaderValue::from_static("/src/a%20b.bin?versionId=v1"));
+        h.insert(
+            "x-amz-copy-source",
+            HeaderValue::from_static("/src/a%20b.bin?versionId=v1"),
+        );
         assert_eq!(
             classify(&Method::PUT, "b", "k", &q(""), &h),
-            Op::Copy { src_bucket: "src".into(), src_key: "a b.bin".into(), src_version: Some("v1".into()) }
+            Op::Copy {
+                src_bucket: "src".into(),
+                src_key: "a b.bin".into(),
+                src_version: Some("v1".into())
+            }
         );
     }
 

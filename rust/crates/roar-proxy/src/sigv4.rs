@@ -75,7 +75,11 @@ pub struct AuthError {
 }
 
 fn err(status: u16, code: &'static str, message: impl Into<String>) -> AuthError {
-    AuthError { status, code, message: message.into() }
+    AuthError {
+        status,
+        code,
+        message: message.into(),
+    }
 }
 
 fn access_denied(message: impl Into<String>) -> AuthError {
@@ -83,8 +87,11 @@ fn access_denied(message: impl Into<String>) -> AuthError {
 }
 
 fn mismatch() -> AuthError {
-    err(403, "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided.")
+    err(
+        403,
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided.",
+    )
 }
 
 /// Characters left as is by S3's URI encoding (RFC 3986 unreserved).
@@ -151,10 +158,14 @@ pub fn query_pairs(raw: Option<&str>) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// The canonical query string of `pairs`: encoded, sorted by name then value.
 pub fn canonical_query<'a>(pairs: impl Iterator<Item = &'a (Vec<u8>, Vec<u8>)>) -> String {
-    let mut enc: Vec<(String, String)> =
-        pairs.map(|(k, v)| (uri_encode(k, false), uri_encode(v, false))).collect();
+    let mut enc: Vec<(String, String)> = pairs
+        .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
+        .collect();
     enc.sort();
-    enc.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    enc.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A header's canonical value: every value of that name, trimmed, inner whitespace collapsed,
@@ -229,9 +240,18 @@ fn parse_scope(cred: &str) -> Result<Scope<'_>, AuthError> {
         return Err(err(400, "AuthorizationHeaderMalformed", "malformed credential scope"));
     }
     if p[3] != "s3" {
-        return Err(err(400, "AuthorizationHeaderMalformed", format!("wrong service '{}' in credential scope", p[3])));
+        return Err(err(
+            400,
+            "AuthorizationHeaderMalformed",
+            format!("wrong service '{}' in credential scope", p[3]),
+        ));
     }
-    Ok(Scope { access_key: p[0], date: p[1], region: p[2], service: p[3] })
+    Ok(Scope {
+        access_key: p[0],
+        date: p[1],
+        region: p[2],
+        service: p[3],
+    })
 }
 
 /// Everything the string to sign needs, gathered from either auth location.
@@ -255,19 +275,34 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
     let content_sha = parts
         .headers
         .get("x-amz-content-sha256")
-        .map(|v| v.to_str().map(str::to_owned).map_err(|_| err(400, "InvalidArgument", "x-amz-content-sha256 is not ASCII")))
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| err(400, "InvalidArgument", "x-amz-content-sha256 is not ASCII"))
+        })
         .transpose()?;
     let auth_value;
     let claim = if let Some(h) = auth_header {
         if presigned {
             return Err(err(400, "InvalidArgument", "only one auth mechanism allowed"));
         }
-        auth_value = h.to_str().map_err(|_| err(400, "AuthorizationHeaderMalformed", "not ASCII"))?.to_owned();
+        auth_value = h
+            .to_str()
+            .map_err(|_| err(400, "AuthorizationHeaderMalformed", "not ASCII"))?
+            .to_owned();
         let Some(rest) = auth_value.strip_prefix("AWS4-HMAC-SHA256 ") else {
             if auth_value.starts_with("AWS ") {
-                return Err(err(501, "NotImplemented", "SigV2 header authentication is not supported by roar-proxy yet"));
+                return Err(err(
+                    501,
+                    "NotImplemented",
+                    "SigV2 header authentication is not supported by roar-proxy yet",
+                ));
             }
-            return Err(err(400, "AuthorizationHeaderMalformed", "unsupported authorization type"));
+            return Err(err(
+                400,
+                "AuthorizationHeaderMalformed",
+                "unsupported authorization type",
+            ));
         };
         let (mut cred, mut sh, mut sig) = (None, None, None);
         for item in rest.split(',') {
@@ -279,7 +314,11 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
             }
         }
         let (Some(cred), Some(sh), Some(sig)) = (cred, sh, sig) else {
-            return Err(err(400, "AuthorizationHeaderMalformed", "missing Credential, SignedHeaders or Signature"));
+            return Err(err(
+                400,
+                "AuthorizationHeaderMalformed",
+                "missing Credential, SignedHeaders or Signature",
+            ));
         };
         let amz_date = parts
             .headers
@@ -287,9 +326,13 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| access_denied("AWS authentication requires a valid x-amz-date header"))?
             .to_owned();
-        let payload_line = content_sha
-            .clone()
-            .ok_or_else(|| err(400, "InvalidRequest", "Missing required header for this request: x-amz-content-sha256"))?;
+        let payload_line = content_sha.clone().ok_or_else(|| {
+            err(
+                400,
+                "InvalidRequest",
+                "Missing required header for this request: x-amz-content-sha256",
+            )
+        })?;
         Claim {
             scope: parse_scope(cred)?,
             amz_date,
@@ -304,16 +347,28 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
                 .find(|(k, _)| k == name.as_bytes())
                 .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
         };
-        let missing = || err(400, "AuthorizationQueryParametersError", "missing presigned URL parameters");
+        let missing = || {
+            err(
+                400,
+                "AuthorizationQueryParametersError",
+                "missing presigned URL parameters",
+            )
+        };
         if get("X-Amz-Algorithm").as_deref() != Some("AWS4-HMAC-SHA256") {
-            return Err(err(400, "AuthorizationQueryParametersError", "X-Amz-Algorithm must be AWS4-HMAC-SHA256"));
+            return Err(err(
+                400,
+                "AuthorizationQueryParametersError",
+                "X-Amz-Algorithm must be AWS4-HMAC-SHA256",
+            ));
         }
         let amz_date = get("X-Amz-Date").ok_or_else(missing)?;
-        let expires: i64 = get("X-Amz-Expires")
-            .and_then(|e| e.parse().ok())
-            .ok_or_else(missing)?;
+        let expires: i64 = get("X-Amz-Expires").and_then(|e| e.parse().ok()).ok_or_else(missing)?;
         if !(1..=MAX_PRESIGN_SECS).contains(&expires) {
-            return Err(err(400, "AuthorizationQueryParametersError", "X-Amz-Expires must be between 1 and 604800 seconds"));
+            return Err(err(
+                400,
+                "AuthorizationQueryParametersError",
+                "X-Amz-Expires must be between 1 and 604800 seconds",
+            ));
         }
         let t = parse_amz_date(&amz_date).ok_or_else(|| access_denied("malformed X-Amz-Date"))?;
         let now = now_secs(now);
@@ -321,14 +376,22 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
             return Err(access_denied("Request has expired"));
         }
         if t > now + MAX_SKEW_SECS {
-            return Err(err(403, "RequestTimeTooSkewed", "The difference between the request time and the server's time is too large."));
+            return Err(err(
+                403,
+                "RequestTimeTooSkewed",
+                "The difference between the request time and the server's time is too large.",
+            ));
         }
         // Leak-free: these become owned strings so `cred` can borrow from `auth_value`.
         auth_value = get("X-Amz-Credential").ok_or_else(missing)?;
         Claim {
             scope: parse_scope(&auth_value)?,
             amz_date,
-            signed_headers: get("X-Amz-SignedHeaders").ok_or_else(missing)?.split(';').map(str::to_owned).collect(),
+            signed_headers: get("X-Amz-SignedHeaders")
+                .ok_or_else(missing)?
+                .split(';')
+                .map(str::to_owned)
+                .collect(),
             signature: get("X-Amz-Signature").ok_or_else(missing)?,
             payload_line: get("X-Amz-Content-Sha256").unwrap_or_else(|| "UNSIGNED-PAYLOAD".into()),
         }
@@ -339,13 +402,25 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
     // Scope and time.
     let t = parse_amz_date(&claim.amz_date).ok_or_else(|| access_denied("malformed x-amz-date"))?;
     if claim.scope.date != &claim.amz_date[..8] {
-        return Err(err(400, "AuthorizationHeaderMalformed", "credential scope date is not the request date"));
+        return Err(err(
+            400,
+            "AuthorizationHeaderMalformed",
+            "credential scope date is not the request date",
+        ));
     }
     if !presigned && (now_secs(now) - t).abs() > MAX_SKEW_SECS {
-        return Err(err(403, "RequestTimeTooSkewed", "The difference between the request time and the server's time is too large."));
+        return Err(err(
+            403,
+            "RequestTimeTooSkewed",
+            "The difference between the request time and the server's time is too large.",
+        ));
     }
     if claim.scope.access_key != creds.access_key {
-        return Err(err(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."));
+        return Err(err(
+            403,
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+        ));
     }
 
     // Every x-amz-* header and host must be covered by the signature.
@@ -363,10 +438,19 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
             .headers
             .get("x-amz-security-token")
             .map(|v| v.as_bytes().to_vec())
-            .or_else(|| query.iter().find(|(k, _)| k == b"X-Amz-Security-Token").map(|(_, v)| v.clone()))
+            .or_else(|| {
+                query
+                    .iter()
+                    .find(|(k, _)| k == b"X-Amz-Security-Token")
+                    .map(|(_, v)| v.clone())
+            })
             .unwrap_or_default();
         if !bool::from(got.ct_eq(token.as_bytes())) {
-            return Err(err(403, "InvalidToken", "The provided token is malformed or otherwise invalid."));
+            return Err(err(
+                403,
+                "InvalidToken",
+                "The provided token is malformed or otherwise invalid.",
+            ));
         }
     }
 
@@ -385,16 +469,34 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
     if paths[0] != raw_path {
         paths.push(raw_path.to_owned());
     }
-    let key = signing_key(&creds.secret_key, claim.scope.date, claim.scope.region, claim.scope.service);
-    let scope = format!("{}/{}/{}/aws4_request", claim.scope.date, claim.scope.region, claim.scope.service);
+    let key = signing_key(
+        &creds.secret_key,
+        claim.scope.date,
+        claim.scope.region,
+        claim.scope.service,
+    );
+    let scope = format!(
+        "{}/{}/{}/aws4_request",
+        claim.scope.date, claim.scope.region, claim.scope.service
+    );
     let provided = claim.signature.as_bytes();
     let mut ok = false;
     for p in &paths {
         let creq = format!(
             "{}\n{}\n{}\n{}\n{}\n{}",
-            parts.method.as_str(), p, cq, headers_block, claim.signed_headers.join(";"), claim.payload_line
+            parts.method.as_str(),
+            p,
+            cq,
+            headers_block,
+            claim.signed_headers.join(";"),
+            claim.payload_line
         );
-        let sts = format!("AWS4-HMAC-SHA256\n{}\n{}\n{}", claim.amz_date, scope, hex::encode(Sha256::digest(creq.as_bytes())));
+        let sts = format!(
+            "AWS4-HMAC-SHA256\n{}\n{}\n{}",
+            claim.amz_date,
+            scope,
+            hex::encode(Sha256::digest(creq.as_bytes()))
+        );
         let expected = hex::encode(hmac(&key, sts.as_bytes()));
         ok |= bool::from(expected.as_bytes().ct_eq(provided));
     }
@@ -406,10 +508,20 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
         None | Some("UNSIGNED-PAYLOAD") => Payload::Unsigned,
         Some("STREAMING-UNSIGNED-PAYLOAD-TRAILER") => Payload::StreamingUnsignedTrailer,
         Some(s) if s.starts_with("STREAMING-") => {
-            return Err(err(501, "NotImplemented", format!("x-amz-content-sha256 {s} is not supported by roar-proxy yet")))
+            return Err(err(
+                501,
+                "NotImplemented",
+                format!("x-amz-content-sha256 {s} is not supported by roar-proxy yet"),
+            ))
         }
         Some(s) if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) => Payload::Hex(s.to_ascii_lowercase()),
-        Some(_) => return Err(err(400, "InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER or a hex sha256")),
+        Some(_) => {
+            return Err(err(
+                400,
+                "InvalidArgument",
+                "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER or a hex sha256",
+            ))
+        }
     };
     Ok(Verified { payload, presigned })
 }
@@ -451,7 +563,10 @@ mod tests {
     #[test]
     fn aws_documentation_vector_verifies() {
         let v = verify(&aws_get_example(GOOD), &creds(), at("20130524T000500Z")).unwrap();
-        assert_eq!(v.payload, Payload::Hex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()));
+        assert_eq!(
+            v.payload,
+            Payload::Hex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into())
+        );
     }
 
     #[test]
@@ -465,10 +580,20 @@ mod tests {
     fn wrong_secret_and_unknown_key_are_refused() {
         let mut c = creds();
         c.secret_key.push('x');
-        assert_eq!(verify(&aws_get_example(GOOD), &c, at("20130524T000500Z")).unwrap_err().code, "SignatureDoesNotMatch");
+        assert_eq!(
+            verify(&aws_get_example(GOOD), &c, at("20130524T000500Z"))
+                .unwrap_err()
+                .code,
+            "SignatureDoesNotMatch"
+        );
         let mut c = creds();
         c.access_key = "OTHER".into();
-        assert_eq!(verify(&aws_get_example(GOOD), &c, at("20130524T000500Z")).unwrap_err().code, "InvalidAccessKeyId");
+        assert_eq!(
+            verify(&aws_get_example(GOOD), &c, at("20130524T000500Z"))
+                .unwrap_err()
+                .code,
+            "InvalidAccessKeyId"
+        );
     }
 
     #[test]
@@ -489,11 +614,17 @@ mod tests {
     fn aws_presigned_vector_verifies_and_expires() {
         // AWS documentation example "presigned URL" (sigv4-query-string-auth), expires 86400 s.
         let uri = "/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
-        let req = http::Request::get(uri).header("host", "examplebucket.s3.amazonaws.com").body(()).unwrap();
+        let req = http::Request::get(uri)
+            .header("host", "examplebucket.s3.amazonaws.com")
+            .body(())
+            .unwrap();
         let p = req.into_parts().0;
         let v = verify(&p, &creds(), at("20130524T100000Z")).unwrap();
         assert!(v.presigned);
-        assert_eq!(verify(&p, &creds(), at("20130525T000001Z")).unwrap_err().message, "Request has expired");
+        assert_eq!(
+            verify(&p, &creds(), at("20130525T000001Z")).unwrap_err().message,
+            "Request has expired"
+        );
     }
 
     #[test]
