@@ -69,23 +69,61 @@ def test_unknown_access_key_is_refused(proxy, bucket):
     assert ei.value.response["Error"]["Code"] == "InvalidAccessKeyId"
 
 
-def _raw_put(url: str, path: str, body: bytes, tamper: bytes | None = None) -> bytes:
-    """A PUT signed by botocore for `body`, whose bytes on the wire are `tamper` (same length)."""
+def _raw_put(url: str, path: str, body: bytes, wire: bytes | None = None, headers: dict | None = None,
+             trailer: bool = False) -> bytes:
+    """A PUT signed by botocore for `body`, whose bytes on the wire are `wire` (default: `body`).
+
+    `trailer`: signed as STREAMING-UNSIGNED-PAYLOAD-TRAILER (what boto3 does over https)."""
     from botocore.auth import S3SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    req = AWSRequest(method="PUT", url=url + path, data=body)
+    wire = body if wire is None else wire
+    req = AWSRequest(method="PUT", url=url + path, data=body, headers=headers or {})
+    if trailer:
+        req.context["checksum"] = {"request_algorithm": {"in": "trailer", "algorithm": "crc32"}}
     S3SigV4Auth(Credentials(AK, SK), "s3", "us-east-1").add_auth(req)
     host, port = url.removeprefix("http://").split(":")
     head = f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
-    head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    head += f"Content-Length: {len(wire)}\r\nConnection: close\r\n\r\n"
     with socket.create_connection((host, int(port)), timeout=60) as s:
-        s.sendall(head.encode() + (tamper if tamper is not None else body))
+        s.sendall(head.encode() + wire)
         out = b""
         while chunk := s.recv(65536):
             out += chunk
     return out
+
+
+def _aws_chunked(data: bytes, chunk: int = 65536) -> bytes:
+    import base64
+    import zlib
+
+    out = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (data[i:i + chunk] for i in range(0, len(data), chunk)))
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    return out + f"0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n".encode()
+
+
+def test_unsigned_trailer_upload_is_forwarded_verbatim_and_hashed(proxy, seaweed, bucket):
+    data = os.urandom(200_001)
+    hdrs = {"Content-Encoding": "aws-chunked", "X-Amz-Decoded-Content-Length": str(len(data)),
+            "X-Amz-Trailer": "x-amz-checksum-crc32"}
+    resp = _raw_put(proxy.url, f"/{bucket}/chunked.bin", b"", _aws_chunked(data), hdrs, trailer=True)
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:400]
+    assert client(seaweed).get_object(Bucket=bucket, Key="chunked.bin")["Body"].read() == data
+    [ev] = proxy.events()
+    assert (ev["op"], ev["blake3"], ev["size"]) == ("put", b3(data), len(data))
+
+
+def test_broken_aws_chunked_framing_is_refused_and_not_stored(proxy, seaweed, bucket):
+    data = os.urandom(100_000)
+    wire = _aws_chunked(data).replace(b"\r\n", b"\r\r", 1)  # the first size line loses its LF
+    hdrs = {"Content-Encoding": "aws-chunked", "X-Amz-Decoded-Content-Length": str(len(data)),
+            "X-Amz-Trailer": "x-amz-checksum-crc32"}
+    resp = _raw_put(proxy.url, f"/{bucket}/broken.bin", b"", wire, hdrs, trailer=True)
+    assert resp.startswith(b"HTTP/1.1 400"), resp[:400]
+    with pytest.raises(ClientError):
+        client(seaweed).head_object(Bucket=bucket, Key="broken.bin")
+    assert proxy.events() == []
 
 
 def test_tampered_body_is_refused_and_not_stored(proxy, seaweed, bucket):
