@@ -126,8 +126,9 @@ def test_broken_aws_chunked_framing_is_refused_and_not_stored(proxy, seaweed, bu
     assert proxy.events() == []
 
 
-def test_tampered_body_is_refused_and_not_stored(proxy, seaweed, bucket):
-    body = os.urandom(200_000)
+@pytest.mark.parametrize("size", [200_000, 3 * 1024 * 1024 + 1])  # hashed inline / on the helper thread
+def test_tampered_body_is_refused_and_not_stored(proxy, seaweed, bucket, size):
+    body = os.urandom(size)
     tampered = body[:-1] + bytes([body[-1] ^ 1])
     resp = _raw_put(proxy.url, f"/{bucket}/tampered.bin", body, tampered)
     assert resp.startswith(b"HTTP/1.1 400"), resp[:300]

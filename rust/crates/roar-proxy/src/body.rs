@@ -7,6 +7,7 @@
 //! it is released only after its sha256 matched, so on a mismatch upstream receives a body
 //! cut short and never stores the object. Must not change a single forwarded byte.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -92,6 +93,51 @@ pub struct Tap<B> {
     /// Object length when known (Content-Length): hyper stops polling a body once that many
     /// bytes went out, so the end must be recognised by count, not only by `None`.
     expect: Option<u64>,
+    /// Hashing on a helper thread (large bodies), overlapped with the transfer.
+    offload: Option<Offload>,
+}
+
+/// Bodies at least this long are hashed on a helper thread: sha256 costs about 1 ms per MiB
+/// here, which inline would add up to the request's latency instead of overlapping it.
+const OFFLOAD_MIN: u64 = 512 * 1024;
+/// Frames queued to the hashing thread before the sender waits (bounds the memory in flight).
+const OFFLOAD_QUEUE: usize = 32;
+
+/// What the hashing thread hands back: blake3 state and the sha256 hex if asked for.
+type HashOut = (blake3::Hasher, Option<String>);
+
+/// A helper thread hashing the frames of one body.
+struct Offload {
+    tx: Option<std::sync::mpsc::SyncSender<Bytes>>,
+    rx: tokio::sync::oneshot::Receiver<HashOut>,
+    /// The frame that completes the body, released only once the hashes are in.
+    held: Option<Frame<Bytes>>,
+}
+
+impl Offload {
+    fn spawn(want_sha: bool) -> Option<Offload> {
+        let (tx, frames) = std::sync::mpsc::sync_channel::<Bytes>(OFFLOAD_QUEUE);
+        let (done, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("roar-hash".into())
+            .spawn(move || {
+                let mut b = blake3::Hasher::new();
+                let mut s = want_sha.then(Sha256::new);
+                for d in frames {
+                    b.update(&d);
+                    if let Some(s) = &mut s {
+                        s.update(&d);
+                    }
+                }
+                let _ = done.send((b, s.map(|s| hex::encode(s.finalize()))));
+            })
+            .ok()?;
+        Some(Offload {
+            tx: Some(tx),
+            rx,
+            held: None,
+        })
+    }
 }
 
 impl<B> Tap<B> {
@@ -105,15 +151,69 @@ impl<B> Tap<B> {
                 shared: shared.clone(),
                 on_end,
                 expect: None,
+                offload: None,
             },
             shared,
         )
     }
 
-    /// Declares the body's length (Plain mode), so its end is seen when the count reaches it.
+    /// Declares the body's length, so its end is seen when the count reaches it; a long
+    /// body (not aws-chunked) is then hashed on a helper thread.
     pub fn with_length(mut self, n: Option<u64>) -> Self {
         self.expect = n;
+        if n.unwrap_or(0) >= OFFLOAD_MIN {
+            match self.mode {
+                Mode::Plain => self.offload = Offload::spawn(false),
+                Mode::Sha256 { .. } => self.offload = Offload::spawn(true),
+                Mode::Chunked(_) => {}
+            }
+        }
         self
+    }
+
+    /// Offloaded mode: counts and queues a frame; true when it completes the body.
+    fn feed_offload(&mut self, data: &Bytes) -> Result<bool, BoxError> {
+        let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        o.bytes += data.len() as u64;
+        if Some(o.bytes) > self.expect {
+            o.sha_mismatch = matches!(self.mode, Mode::Sha256 { .. });
+            return Err("body longer than its Content-Length".into());
+        }
+        let last = Some(o.bytes) == self.expect;
+        drop(o);
+        let off = self.offload.as_mut().expect("offload mode");
+        // Blocks only while the hashing thread is OFFLOAD_QUEUE frames behind: back-pressure
+        // at hashing speed, as inline hashing would be.
+        if off.tx.as_ref().is_none_or(|tx| tx.send(data.clone()).is_err()) {
+            return Err("hashing thread gone".into());
+        }
+        if last {
+            off.tx = None; // closes the queue: the thread finishes
+        }
+        Ok(last)
+    }
+
+    /// Offloaded mode, last frame held: waits for the hashes, checks, then releases it.
+    fn poll_offload_done(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let off = self.offload.as_mut().expect("offload mode");
+        let res = ready!(Pin::new(&mut off.rx).poll(cx));
+        let frame = off.held.take();
+        self.offload = None;
+        let Ok((b3, sha)) = res else {
+            return Poll::Ready(Some(Err("hashing thread gone".into())));
+        };
+        {
+            let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            o.hasher = b3;
+            if let Mode::Sha256 { expected, .. } = &self.mode {
+                if sha.as_deref() != Some(expected.as_str()) {
+                    o.sha_mismatch = true;
+                    return Poll::Ready(Some(Err("x-amz-content-sha256 does not match the body".into())));
+                }
+            }
+        }
+        self.finish();
+        Poll::Ready(frame.map(Ok))
     }
 
     fn observe(&mut self, data: &Bytes) -> Result<(), BoxError> {
@@ -167,11 +267,15 @@ impl<B> Tap<B> {
 
     fn finish(&mut self) {
         let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        let ok = match &mut self.mode {
-            Mode::Plain => true,
-            Mode::Sha256 { len, .. } => o.bytes == *len && !o.sha_mismatch,
-            Mode::Chunked(dec) => dec.finished(),
-        };
+        // Complete only when every byte was hashed: a body cut short, or still being hashed on
+        // the helper thread, has no digest yet.
+        let whole = self.offload.is_none() && self.expect.is_none_or(|n| n == o.bytes);
+        let ok = whole
+            && match &mut self.mode {
+                Mode::Plain => true,
+                Mode::Sha256 { len, .. } => o.bytes == *len && !o.sha_mismatch,
+                Mode::Chunked(dec) => dec.finished(),
+            };
         o.complete = ok;
         if ok {
             if let Some(f) = self.on_end.take() {
@@ -191,10 +295,22 @@ where
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if this.offload.as_ref().is_some_and(|o| o.held.is_some()) {
+            return this.poll_offload_done(cx);
+        }
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    if let Err(e) = this.observe(data) {
+                    if this.offload.is_some() {
+                        match this.feed_offload(data) {
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                            Ok(true) => {
+                                this.offload.as_mut().expect("offload mode").held = Some(frame);
+                                return this.poll_offload_done(cx);
+                            }
+                            Ok(false) => {}
+                        }
+                    } else if let Err(e) = this.observe(data) {
                         return Poll::Ready(Some(Err(e)));
                     }
                 }
