@@ -114,6 +114,21 @@ def test_unsigned_trailer_upload_is_forwarded_verbatim_and_hashed(proxy, seaweed
     assert (ev["op"], ev["blake3"], ev["size"]) == ("put", b3(data), len(data))
 
 
+def test_wrong_trailer_checksum_is_refused_by_the_proxy_and_not_stored(proxy, seaweed, bucket):
+    data = os.urandom(150_000)
+    wire = _aws_chunked(data)
+    good = wire[wire.rindex(b"crc32:") + 6:-4]
+    wire = wire.replace(good, b"AAAAAA==")
+    hdrs = {"Content-Encoding": "aws-chunked", "X-Amz-Decoded-Content-Length": str(len(data)),
+            "X-Amz-Trailer": "x-amz-checksum-crc32"}
+    resp = _raw_put(proxy.url, f"/{bucket}/badcrc.bin", b"", wire, hdrs, trailer=True)
+    assert resp.startswith(b"HTTP/1.1 400"), resp[:400]
+    assert b"<Code>BadDigest</Code>" in resp  # ours: SeaweedFS would say InvalidDigest
+    with pytest.raises(ClientError):
+        client(seaweed).head_object(Bucket=bucket, Key="badcrc.bin")
+    assert proxy.events() == []
+
+
 def test_broken_aws_chunked_framing_is_refused_and_not_stored(proxy, seaweed, bucket):
     data = os.urandom(100_000)
     wire = _aws_chunked(data).replace(b"\r\n", b"\r\r", 1)  # the first size line loses its LF

@@ -31,6 +31,8 @@ pub struct Observed {
     pub sha_mismatch: bool,
     /// A framing error in an aws-chunked body.
     pub framing_error: Option<String>,
+    /// The aws-chunked trailer checksum did not match the data (the request gets 400 BadDigest).
+    pub bad_digest: Option<String>,
 }
 
 impl Observed {
@@ -41,6 +43,7 @@ impl Observed {
             complete: false,
             sha_mismatch: false,
             framing_error: None,
+            bad_digest: None,
         }
     }
 
@@ -257,8 +260,11 @@ impl<B> Tap<B> {
             Mode::Chunked(dec) => {
                 let o = &mut *o;
                 if let Err(e) = dec.feed(data, &mut o.hasher, &mut o.bytes) {
-                    o.framing_error = Some(e.clone());
-                    return Err(e.into());
+                    match e {
+                        ChunkError::Framing(m) => o.framing_error = Some(m),
+                        ChunkError::BadDigest(m) => o.bad_digest = Some(m),
+                    }
+                    return Err("aws-chunked body refused".into());
                 }
             }
         }
@@ -347,12 +353,101 @@ enum ChunkState {
     Done,
 }
 
+/// Why an aws-chunked body was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChunkError {
+    /// The framing is broken (400 IncompleteBody).
+    Framing(String),
+    /// The trailing checksum does not match the data (400 BadDigest).
+    BadDigest(String),
+}
+
+impl From<&str> for ChunkError {
+    fn from(m: &str) -> Self {
+        ChunkError::Framing(m.to_owned())
+    }
+}
+
+impl From<String> for ChunkError {
+    fn from(m: String) -> Self {
+        ChunkError::Framing(m)
+    }
+}
+
+/// A checksum announced in `x-amz-trailer`, computed over the decoded bytes.
+pub enum Checksum {
+    /// crc32, crc32c or crc64nvme: the digest and its width in bytes.
+    Crc(crc_fast::Digest, usize),
+    /// sha1.
+    Sha1(sha1::Sha1),
+    /// sha256.
+    Sha256(Box<Sha256>),
+}
+
+impl std::fmt::Debug for Checksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Checksum")
+    }
+}
+
+impl Checksum {
+    /// The checksum for a trailer name (`x-amz-checksum-crc32` ...), None if unknown.
+    pub fn for_trailer(name: &str) -> Option<Checksum> {
+        use crc_fast::CrcAlgorithm::*;
+        Some(match name {
+            "x-amz-checksum-crc32" => Checksum::Crc(crc_fast::Digest::new(Crc32IsoHdlc), 4),
+            "x-amz-checksum-crc32c" => Checksum::Crc(crc_fast::Digest::new(Crc32Iscsi), 4),
+            "x-amz-checksum-crc64nvme" => Checksum::Crc(crc_fast::Digest::new(Crc64Nvme), 8),
+            "x-amz-checksum-sha1" => Checksum::Sha1(sha1::Sha1::new()),
+            "x-amz-checksum-sha256" => Checksum::Sha256(Box::default()),
+            _ => return None,
+        })
+    }
+
+    fn update(&mut self, d: &[u8]) {
+        match self {
+            Checksum::Crc(c, _) => c.update(d),
+            Checksum::Sha1(h) => h.update(d),
+            Checksum::Sha256(h) => h.update(d),
+        }
+    }
+
+    /// The value as S3 writes it: base64 of the big-endian bytes.
+    fn base64(&self) -> String {
+        let bytes = match self {
+            Checksum::Crc(c, w) => c.finalize().to_be_bytes()[8 - w..].to_vec(),
+            Checksum::Sha1(h) => h.clone().finalize().to_vec(),
+            Checksum::Sha256(h) => h.as_ref().clone().finalize().to_vec(),
+        };
+        base64(&bytes)
+    }
+}
+
+/// Standard base64 with padding (the few bytes of a checksum; no dependency needed).
+pub fn base64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Incremental parser of aws-chunked framing: `hex-size[;ext]\r\n data \r\n ... 0\r\n trailers \r\n`.
 #[derive(Debug)]
 pub struct ChunkDecoder {
     state: ChunkState,
     /// Trailer lines (`name:value`) once the body ended.
     pub trailers: Vec<String>,
+    /// The announced trailing checksum (name, running value), verified when the trailers arrive.
+    checksum: Option<(String, Checksum)>,
 }
 
 impl Default for ChunkDecoder {
@@ -360,13 +455,47 @@ impl Default for ChunkDecoder {
         ChunkDecoder {
             state: ChunkState::Size(Vec::new()),
             trailers: Vec::new(),
+            checksum: None,
         }
     }
 }
 
 impl ChunkDecoder {
+    /// A decoder that also verifies the checksum announced by `x-amz-trailer` (if one we know).
+    pub fn with_trailer(trailer: Option<&str>) -> Self {
+        let mut d = ChunkDecoder::default();
+        if let Some(name) = trailer.map(|t| t.trim().to_ascii_lowercase()) {
+            d.checksum = Checksum::for_trailer(&name).map(|c| (name, c));
+        }
+        d
+    }
+
+    /// Parses the trailer block and checks the announced checksum against the data.
+    fn end_trailers(&mut self, text: &str) -> Result<(), ChunkError> {
+        self.trailers = text
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        self.state = ChunkState::Done;
+        let Some((name, sum)) = &self.checksum else {
+            return Ok(());
+        };
+        let got = self.trailers.iter().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_owned())
+        });
+        match got {
+            Some(v) if v == sum.base64() => Ok(()),
+            Some(_) => Err(ChunkError::BadDigest(format!(
+                "The {name} you specified did not match the calculated checksum."
+            ))),
+            None => Err(ChunkError::Framing(format!("trailer {name} announced but not sent"))),
+        }
+    }
+
     /// Feeds raw bytes; decoded object bytes go to `hasher` and are counted in `bytes`.
-    pub fn feed(&mut self, mut data: &[u8], hasher: &mut blake3::Hasher, bytes: &mut u64) -> Result<(), String> {
+    pub fn feed(&mut self, mut data: &[u8], hasher: &mut blake3::Hasher, bytes: &mut u64) -> Result<(), ChunkError> {
         while !data.is_empty() {
             match &mut self.state {
                 ChunkState::Size(line) => {
@@ -393,6 +522,9 @@ impl ChunkDecoder {
                 ChunkState::Data(n) => {
                     let k = (*n).min(data.len() as u64) as usize;
                     hasher.update(&data[..k]);
+                    if let Some((_, c)) = &mut self.checksum {
+                        c.update(&data[..k]);
+                    }
                     *bytes += k as u64;
                     *n -= k as u64;
                     data = &data[k..];
@@ -420,12 +552,7 @@ impl ChunkDecoder {
                     // The block ends with an empty line (or, leniently, with the body itself).
                     let text = String::from_utf8_lossy(buf).into_owned();
                     if text == "\r\n" || text.ends_with("\r\n\r\n") {
-                        self.trailers = text
-                            .split("\r\n")
-                            .filter(|l| !l.is_empty())
-                            .map(str::to_owned)
-                            .collect();
-                        self.state = ChunkState::Done;
+                        self.end_trailers(&text)?;
                     }
                 }
                 ChunkState::Done => return Err("bytes after the end of an aws-chunked body".into()),
@@ -446,13 +573,7 @@ impl ChunkDecoder {
             // Accept trailers terminated by the body's end rather than an empty line.
             ChunkState::Trailers(buf) => {
                 let text = String::from_utf8_lossy(buf).into_owned();
-                self.trailers = text
-                    .split("\r\n")
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                self.state = ChunkState::Done;
-                true
+                self.end_trailers(&text).is_ok()
             }
             _ => false,
         }
@@ -490,6 +611,40 @@ mod tests {
             assert_eq!(h, blake3::hash(&data).as_bytes().to_vec(), "step {step}");
             assert_eq!(tr, vec!["x-amz-checksum-crc32:AAAAAA==".to_string()]);
             assert!(fin);
+        }
+    }
+
+    #[test]
+    fn base64_and_trailer_checksums() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        // AWS documentation example: crc32c of 66560 'a' bytes is sOO8/Q== (s3-facts.md).
+        let mut d = ChunkDecoder::with_trailer(Some("x-amz-checksum-crc32c"));
+        let (mut h, mut n) = (blake3::Hasher::new(), 0);
+        let mut raw = b"10000\r\n".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', 65536));
+        raw.extend_from_slice(b"\r\n400\r\n");
+        raw.extend(std::iter::repeat_n(b'a', 1024));
+        raw.extend_from_slice(b"\r\n0\r\nx-amz-checksum-crc32c:sOO8/Q==\r\n\r\n");
+        d.feed(&raw, &mut h, &mut n).unwrap();
+        assert!(d.finished());
+        let mut d = ChunkDecoder::with_trailer(Some("x-amz-checksum-crc32c"));
+        let bad = String::from_utf8_lossy(&raw).replace("sOO8", "AAAA");
+        assert!(matches!(
+            d.feed(bad.as_bytes(), &mut h, &mut n),
+            Err(ChunkError::BadDigest(_))
+        ));
+        for (name, want) in [
+            ("x-amz-checksum-crc32", "NSRBwg=="),
+            ("x-amz-checksum-sha1", "qZk+NkcGgWq6PiVxeFDCbJzQ2J0="),
+            ("x-amz-checksum-sha256", "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="),
+        ] {
+            let mut c = Checksum::for_trailer(name).unwrap();
+            c.update(b"abc");
+            c.update(b"");
+            assert_eq!(c.base64(), want, "{name}");
         }
     }
 

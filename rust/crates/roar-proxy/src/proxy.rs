@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::{BoxError, Mode, OnEnd, Tap};
+use crate::body::{BoxError, ChunkDecoder, Mode, OnEnd, Tap};
 use crate::events::{EventLog, S3Event};
 use crate::sigv4::{self, AuthError, Creds, Payload};
 
@@ -373,7 +373,9 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             (Mode::Plain, SignableBody::UnsignedPayload)
         }
         Payload::StreamingUnsignedTrailer => (
-            Mode::Chunked(Default::default()),
+            Mode::Chunked(ChunkDecoder::with_trailer(
+                parts.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()),
+            )),
             SignableBody::StreamingUnsignedPayloadTrailer,
         ),
     };
@@ -400,6 +402,9 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                     "The provided 'x-amz-content-sha256' header does not match what was computed.",
                     &resource,
                 ));
+            }
+            if let Some(m) = &o.bad_digest {
+                return Ok(s3_error(400, "BadDigest", m, &resource));
             }
             if let Some(f) = &o.framing_error {
                 return Ok(s3_error(400, "IncompleteBody", f, &resource));
