@@ -188,6 +188,29 @@ def test_presigned_v4_get_and_put(proxy, seaweed, bucket):
     assert [(e["op"], e["blake3"]) for e in proxy.events()] == [("put", b3(data)), ("get", b3(data))]
 
 
+def test_presigned_v2_get_and_put_boto3_default(proxy, seaweed, bucket):
+    """boto3's default presigned URLs in us-east-1 are SigV2 query auth (AWSAccessKeyId, Expires, Signature)."""
+    import urllib.request
+
+    c = client(proxy.url)
+    key = "v2 pre+sign=d.bin"
+    data = os.urandom(3000)
+    url = c.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)
+    assert "AWSAccessKeyId=" in url and "X-Amz-Signature" not in url  # really V2
+    # V2 signs Content-Type (empty here); urllib would otherwise add a form content type.
+    req = urllib.request.Request(url, data=data, method="PUT", headers={"Content-Type": ""})
+    assert urllib.request.urlopen(req, timeout=60).status == 200
+    url = c.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)
+    assert urllib.request.urlopen(url, timeout=60).read() == data
+    assert client(seaweed).get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    for bad in (url.replace("Expires=", "Expires=1"), client(proxy.url, secret=SK + "x").generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)):
+        with pytest.raises(urllib.error.HTTPError) as ei:
+            urllib.request.urlopen(bad, timeout=60)
+        assert ei.value.code == 403
+    assert [(e["op"], e["key"], e["blake3"]) for e in proxy.events()] == [("put", key, b3(data)), ("get", key, b3(data))]
+
+
 @pytest.mark.parametrize("part_mib", [5, 8])
 def test_multipart_blake3_equals_single_put(proxy, bucket, part_mib):
     from boto3.s3.transfer import TransferConfig

@@ -321,11 +321,12 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
 
     // The upstream target, already canonical (aws-sigv4 signs the path as given and
     // re-parses the query, so neither may hold anything it would re-encode).
-    let up_query = sigv4::canonical_query(
-        query
-            .iter()
-            .filter(|(k, _)| !(verified.presigned && k.starts_with(b"X-Amz-"))),
-    );
+    // Presigned auth parameters (V4 `X-Amz-*`, V2 `AWSAccessKeyId`/`Expires`/`Signature`) are
+    // replaced by the proxy's header auth.
+    let up_query = sigv4::canonical_query(query.iter().filter(|(k, _)| {
+        !(verified.presigned
+            && (k.starts_with(b"X-Amz-") || matches!(k.as_slice(), b"AWSAccessKeyId" | b"Expires" | b"Signature")))
+    }));
     let up_path = sigv4::canonical_path(parts.uri.path());
     let mut up = match Request::builder()
         .method(parts.method.clone())
