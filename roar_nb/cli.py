@@ -114,7 +114,12 @@ def _run(a, kind: str) -> int:
         step = prev.step if not overrides else None
         cwd = prev.cwd if os.path.isdir(prev.cwd) else None  # re-run where it ran
     res = run_command(project, argv, kind=kind, tracer=a.tracer, step=step, cwd=cwd)
-    quiet = a.quiet or os.environ.get("ROAR_QUIET") == "1" or project.config.get("output.quiet")
+    return _report_run(project, res, a.quiet)
+
+
+def _report_run(project, res, quiet: bool) -> int:
+    """Prints a finished job's problems and summary; returns (or dies by) its exit status."""
+    quiet = quiet or os.environ.get("ROAR_QUIET") == "1" or project.config.get("output.quiet")
     from roar_nb.report import summary_line
 
     if res.error:
@@ -436,6 +441,55 @@ def cmd_tracer(a) -> int:
     return 0
 
 
+def _transfer(a, op: str, args: list[str]) -> int:
+    """`roar get` / `roar put`: the transfer program run as a traced job through a required proxy."""
+    from roar_nb.proxy import transfer
+    from roar_nb.session import run_command
+
+    project = _project()
+    if a.dry_run:
+        try:
+            if op == "put":
+                plan = [(p, f"s3://{b}/{k}") for p, b, k in transfer.put_plan(args[:-1], args[-1])]
+            else:
+                plan = [(f"s3://{b}/{k}", p) for b, k, p in transfer.get_plan(transfer._client(), args[0], args[1])]
+        except transfer.TransferError as e:
+            raise UsageError(str(e)) from None
+        for src, dst in plan:
+            print(f"would copy {src} -> {dst}")
+        return 0
+    argv = [sys.executable, "-m", "roar_nb.proxy.transfer", op, *args]
+    if a.force:
+        argv.append("--force")
+    if getattr(a, "hash", None):
+        argv += ["--hash", a.hash]
+    res = run_command(project, argv, proxy=True)
+    if res.job is not None and getattr(a, "message", None):
+        project.store.label_patch("job", res.job.id, {"message": a.message})
+    return _report_run(project, res, a.quiet)
+
+
+def cmd_get(a) -> int:
+    return _transfer(a, "get", [a.source, a.dest])
+
+
+def cmd_put(a) -> int:
+    from roar_nb.resolve import resolve_job
+
+    sources: list[str] = []
+    project = _project()
+    for src in a.sources:
+        if src.startswith("@"):  # a job's outputs (local files; S3 outputs are already in S3)
+            job = resolve_job(project, src)
+            outs = [e.path for e in job.outputs if not e.path.startswith("s3://") and os.path.isfile(e.path)]
+            if not outs:
+                raise UsageError(f"{src} has no local outputs to upload")
+            sources += outs
+        else:
+            sources.append(src)
+    return _transfer(a, "put", [*sources, a.dest])
+
+
 def cmd_proxy(a) -> int:
     from roar_nb import proxy
 
@@ -610,6 +664,26 @@ def build_parser():
     g.add_argument("--sys-prefix", action="store_true", help="install into this Python environment")
     g.add_argument("--prefix", help="install under this prefix")
     s.set_defaults(fn=cmd_kernel)
+
+    s = sub.add_parser("get", help="download from S3 with lineage (a source job)",
+                       epilog="Example: roar get s3://bucket/data/train.csv ./data/ --hash 3f2a91c0")
+    s.add_argument("source", help="s3://bucket/key, or s3://bucket/prefix/ for every object under it")
+    s.add_argument("dest", help="a file, or a directory (ending in / or existing)")
+    s.add_argument("--hash", help="blake3 (or a prefix of it) the object must have; nothing is kept otherwise")
+    s.add_argument("--force", action="store_true", help="overwrite existing local files")
+    s.add_argument("--dry-run", action="store_true", help="print what would be downloaded")
+    s.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    s.set_defaults(fn=cmd_get)
+
+    s = sub.add_parser("put", help="upload to S3 with lineage (the objects are the job's outputs)",
+                       epilog="Example: roar put ./model.pt s3://bucket/models/ -m baseline; roar put @3 s3://bucket/run-7/")
+    s.add_argument("sources", nargs="+", metavar="SRC", help="files, directories, or @N (that job's outputs)")
+    s.add_argument("dest", help="s3://bucket/prefix/ (keeps names) or s3://bucket/key (one file)")
+    s.add_argument("-m", "--message", help="a message kept as the job's label")
+    s.add_argument("--force", action="store_true", help="overwrite existing objects")
+    s.add_argument("--dry-run", action="store_true", help="print what would be uploaded")
+    s.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    s.set_defaults(fn=cmd_put)
 
     s = sub.add_parser("proxy", help="the S3 lineage proxy: status, enable, disable, start, stop")
     s.add_argument("action", nargs="?", default="status", choices=("status", "enable", "disable", "start", "stop"))

@@ -334,11 +334,14 @@ def preload_env(trace_dir: str, base: dict | None = None) -> dict:
 def run_command(project: Project, argv: list[str], kind: str = "run",
                 session: Session | None = None, tracer: str | None = None,
                 step: str | None = None, cwd: str | None = None,
-                timeout: float | None = None, extra_env: dict | None = None) -> RunResult:
+                timeout: float | None = None, extra_env: dict | None = None,
+                proxy: bool | None = None) -> RunResult:
     """Run `argv` under tracing, passing stdio, exit code and signals through; record the job.
 
     `cwd` defaults to the current directory; `timeout` (seconds) kills the command
-    (recorded as failed, exit -9); `extra_env` is laid over the environment.
+    (recorded as failed, exit -9); `extra_env` is laid over the environment. `proxy`:
+    route S3 through a job-scoped proxy (None: as configured; True: required, so a proxy
+    that cannot start raises ProxyError before anything runs).
     """
     if not argv:
         raise UsageError("no command given")
@@ -358,9 +361,9 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     draft.git = read_git(cwd)
 
     trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
-    proxy = None
-    if _proxy_wanted(project):
-        proxy = _start_job_proxy(project, str(trace_dir), base_env, draft)
+    running_proxy = None
+    if proxy or (proxy is None and _proxy_wanted(project)):
+        running_proxy = _start_job_proxy(project, str(trace_dir), base_env, draft, required=bool(proxy))
     tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER) or project.config.get("tracer.default")
     from roar_nb.capture import select as select_mod
 
@@ -400,7 +403,7 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
         draft.capture_notes.extend(n for n in notes if n not in draft.capture_notes)
         if partial:
             draft.capture_level = CAPTURE_PARTIAL
-    s3 = _finish_job_proxy(project, proxy, str(trace_dir), problems) if proxy is not None else None
+    s3 = _finish_job_proxy(project, running_proxy, str(trace_dir), problems) if running_proxy is not None else None
     if problems:
         draft.capture_level = CAPTURE_PARTIAL
         draft.capture_notes.extend(problems)
@@ -417,10 +420,11 @@ def _proxy_wanted(project: Project) -> bool:
     return bool(project.config.get("proxy.enabled"))
 
 
-def _start_job_proxy(project: Project, trace_dir: str, env: dict, draft: JobDraft):
+def _start_job_proxy(project: Project, trace_dir: str, env: dict, draft: JobDraft, required: bool = False):
     """A proxy for this job only, its events in the job's trace dir; `env` gains the endpoint.
 
-    On failure the command still runs (unrouted): the job is partial, with the reason."""
+    On failure the command still runs (unrouted): the job is partial, with the reason;
+    unless the proxy is `required` (roar get/put), then ProxyError is raised."""
     from roar_nb import proxy as proxy_mod
     from roar_nb.errors import ProxyError
 
@@ -429,6 +433,9 @@ def _start_job_proxy(project: Project, trace_dir: str, env: dict, draft: JobDraf
                                   upstream=project.config.get("proxy.upstream"),
                                   region=project.config.get("proxy.region"), env=dict(env))
     except ProxyError as e:
+        if required:
+            remove_trace_dir(trace_dir)
+            raise
         draft.capture_level = CAPTURE_PARTIAL
         draft.capture_notes.append(f"S3 proxy not started ({e}); S3 I/O not captured")
         return None
