@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from s3util import Proxy, client, ensure_proxy_binary, seaweed_server
+from s3util import S3_HTTPS_URL, Proxy, client, ensure_proxy_binary, seaweed_server
 
 
 @pytest.fixture(scope="session")
@@ -18,10 +18,21 @@ def proxy_bin():
 
 
 @pytest.fixture(scope="session")
-def seaweed(tmp_path_factory):
+def seaweed_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("seaweed")
+
+
+@pytest.fixture(scope="session")
+def seaweed(seaweed_dir):
     """A running SeaweedFS S3 endpoint; yields its URL. Stopped at the end of the session."""
-    with seaweed_server(tmp_path_factory.mktemp("seaweed")) as url:
+    with seaweed_server(seaweed_dir) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def seaweed_https(seaweed, seaweed_dir):
+    """The same SeaweedFS over https: (URL, path of the test CA that signed its certificate)."""
+    return S3_HTTPS_URL, seaweed_dir / "ca.pem"
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ AK, SK = "roartestAK", "roartestSECRET0123456789"
 # Pinned, unusual ports (weed's defaults, 8333/9333/8888, are often taken).
 PORTS = {"master.port": 47333, "master.port.grpc": 47334, "volume.port": 47340, "volume.port.grpc": 47341,
          "filer.port": 47388, "filer.port.grpc": 47389, "s3.port": 47353, "s3.port.grpc": 47354,
-         "admin.port": 47346, "admin.port.grpc": 47347}
+         "admin.port": 47346, "admin.port.grpc": 47347, "s3.port.https": 47355}
 S3_URL = f"http://127.0.0.1:{PORTS['s3.port']}"
+S3_HTTPS_URL = f"https://127.0.0.1:{PORTS['s3.port.https']}"  # its CA: <server dir>/ca.pem
 
 
 def _port_open(port: int) -> bool:
@@ -39,6 +40,19 @@ def ensure_proxy_binary() -> Path:
     return dest
 
 
+def make_test_ca(d: Path) -> None:
+    """A throwaway CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it (`cert.pem`, `key.pem`)."""
+    def ssl(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, cwd=d)
+
+    (d / "leaf.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=roar test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "leaf.csr")
+    ssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "leaf.ext", "-out", "cert.pem")
+
+
 @contextmanager
 def seaweed_server(d: Path):
     """Runs `weed mini` with its data in `d` on the pinned ports; yields the S3 URL once it answers."""
@@ -50,9 +64,11 @@ def seaweed_server(d: Path):
         {"name": "roar-test", "credentials": [{"accessKey": AK, "secretKey": SK}],
          "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
     (d / "data").mkdir()
+    make_test_ca(d)
     args = [str(weed), "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.config={d / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false",
-            "-webdav=false", "-master.telemetry=false"] + [f"-{k}={v}" for k, v in PORTS.items()]
+            "-webdav=false", "-master.telemetry=false", f"-s3.cert.file={d / 'cert.pem'}",
+            f"-s3.key.file={d / 'key.pem'}"] + [f"-{k}={v}" for k, v in PORTS.items()]
     log = open(d / "weed.log", "wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -100,11 +116,11 @@ def client(endpoint: str, secret: str = SK, **cfg):
 class Proxy:
     """A roar-proxy process in front of an upstream, writing events into `events_dir`."""
 
-    def __init__(self, binary: Path, upstream: str, events_dir: Path):
+    def __init__(self, binary: Path, upstream: str, events_dir: Path, env: dict | None = None):
         self.events_dir = events_dir
         self.proc = subprocess.Popen([str(binary), "--port", "0", "--upstream", upstream,
                                       "--events-dir", str(events_dir)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=s3_env())
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**s3_env(), **(env or {})})
         line = self.proc.stdout.readline().decode()
         assert line.startswith("roar-proxy listening on "), (line, self.proc.stderr.read())
         self.url = "http://" + line.split()[-1]

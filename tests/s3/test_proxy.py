@@ -250,3 +250,30 @@ def test_listing_and_head_make_no_events(proxy, bucket):
     c.head_object(Bucket=bucket, Key="x/1")
     assert [o["Key"] for o in c.list_objects_v2(Bucket=bucket)["Contents"]] == ["x/1"]
     assert [e["op"] for e in proxy.events()] == ["put"]
+
+
+def test_https_upstream_with_a_private_ca(proxy_bin, seaweed, seaweed_https, bucket, tmp_path):
+    url, cert = seaweed_https
+    p = Proxy(proxy_bin, url, tmp_path, env={"AWS_CA_BUNDLE": str(cert)})
+    try:
+        c = client(p.url)
+        data = os.urandom(1_500_000)
+        c.put_object(Bucket=bucket, Key="tls/obj.bin", Body=data)
+        assert c.get_object(Bucket=bucket, Key="tls/obj.bin")["Body"].read() == data
+        assert client(seaweed).get_object(Bucket=bucket, Key="tls/obj.bin")["Body"].read() == data
+        assert [(e["op"], e["blake3"]) for e in p.events()] == [("put", b3(data)), ("get", b3(data))]
+    finally:
+        p.stop()
+
+
+def test_https_upstream_with_an_untrusted_certificate_is_502(proxy_bin, seaweed_https, bucket, tmp_path):
+    url, _cert = seaweed_https
+    p = Proxy(proxy_bin, url, tmp_path)  # the test CA is not trusted without AWS_CA_BUNDLE
+    try:
+        with pytest.raises(ClientError) as ei:
+            client(p.url).get_object(Bucket=bucket, Key="x")
+        r = ei.value.response
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 502
+        assert "certificate" in r["Error"]["Message"].lower()
+    finally:
+        p.stop()

@@ -117,6 +117,33 @@ fn load_creds() -> Option<Creds> {
     creds_from_file(&path, &env("AWS_PROFILE").unwrap_or_else(|| "default".into()))
 }
 
+/// TLS for https upstreams: the Mozilla roots (webpki-roots), plus the certificates of
+/// `$AWS_CA_BUNDLE` (the AWS SDKs' variable for a private CA), if set.
+fn tls_config() -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(bundle) = std::env::var("AWS_CA_BUNDLE").ok().filter(|v| !v.is_empty()) {
+        let certs = CertificateDer::pem_file_iter(&bundle).map_err(|e| format!("AWS_CA_BUNDLE {bundle}: {e}"))?;
+        let mut n = 0;
+        for c in certs {
+            let c = c.map_err(|e| format!("AWS_CA_BUNDLE {bundle}: {e}"))?;
+            roots.add(c).map_err(|e| format!("AWS_CA_BUNDLE {bundle}: {e}"))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("AWS_CA_BUNDLE {bundle}: no certificate in it"));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 fn fail(msg: &str) -> ! {
     crate::events::stderr_line(&format!("roar-proxy: {msg}"));
     std::process::exit(2)
@@ -131,9 +158,13 @@ fn main() {
         .upstream
         .parse()
         .unwrap_or_else(|_| fail(&format!("bad upstream URL {}", args.upstream)));
-    if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
-        fail("only http:// upstreams are supported yet (https is on the roadmap)");
+    if !matches!(upstream.scheme_str(), Some("http" | "https")) || upstream.authority().is_none() {
+        fail(&format!(
+            "upstream must be an http:// or https:// URL, got {}",
+            args.upstream
+        ));
     }
+    let tls = tls_config().unwrap_or_else(|e| fail(&e));
     let log = events::EventLog::open(args.events_dir.as_deref())
         .unwrap_or_else(|e| fail(&format!("cannot open the event file in {:?}: {e}", args.events_dir)));
     // Two workers: the machine budget is small and the work is I/O plus hashing.
@@ -147,7 +178,7 @@ fn main() {
             .await
             .unwrap_or_else(|e| fail(&format!("cannot listen on 127.0.0.1:{}: {e}", args.port)));
         let addr = listener.local_addr().unwrap_or_else(|e| fail(&e.to_string()));
-        let state = Arc::new(proxy::State::new(creds, upstream, args.region, log));
+        let state = Arc::new(proxy::State::new(creds, upstream, args.region, log, tls));
         let _ = writeln!(std::io::stdout(), "roar-proxy listening on {addr}");
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

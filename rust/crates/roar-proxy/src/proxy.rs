@@ -39,13 +39,14 @@ pub struct State {
     identity: Identity,
     upstream: http::Uri,
     region: String,
-    client: Client<HttpConnector, PBody>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, PBody>,
     log: Arc<EventLog>,
 }
 
 impl State {
     /// Builds the shared state; `creds` serve both client verification and upstream signing.
-    pub fn new(creds: Creds, upstream: http::Uri, region: String, log: EventLog) -> Self {
+    /// `tls` is the client configuration for an https upstream.
+    pub fn new(creds: Creds, upstream: http::Uri, region: String, log: EventLog, tls: rustls::ClientConfig) -> Self {
         let identity = aws_credential_types::Credentials::new(
             creds.access_key.clone(),
             creds.secret_key.clone(),
@@ -56,6 +57,12 @@ impl State {
         .into();
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
+        conn.enforce_http(false);
+        let conn = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(conn);
         let client = Client::builder(TokioExecutor::new()).build(conn);
         State {
             creds,
