@@ -49,7 +49,11 @@ def bucket(seaweed, request):
     """A fresh bucket (created directly on SeaweedFS) named after the test."""
     import re
 
-    name = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    import hashlib
+
+    # Parametrized tests share a long name prefix: a digest of the full id keeps buckets apart.
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
+    name = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + digest
     c = client(seaweed)
     try:
         c.create_bucket(Bucket=name)

@@ -129,6 +129,99 @@ def test_wrong_trailer_checksum_is_refused_by_the_proxy_and_not_stored(proxy, se
     assert proxy.events() == []
 
 
+def _signed_chunked_put(url: str, path: str, data: bytes, trailer: bool = False, chunk: int = 65536,
+                        tamper=None) -> bytes:
+    """A PUT with signed aws-chunks (STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]), as minio-go sends.
+
+    `tamper(wire) -> wire` alters the framed body after signing."""
+    import base64
+    import hashlib
+    import hmac
+    import zlib
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" + ("-TRAILER" if trailer else "")
+
+    class Auth(S3SigV4Auth):
+        def payload(self, request):
+            return mode
+
+    hdrs = {"Content-Encoding": "aws-chunked", "X-Amz-Decoded-Content-Length": str(len(data))}
+    if trailer:
+        hdrs["X-Amz-Trailer"] = "x-amz-checksum-crc32"
+    req = AWSRequest(method="PUT", url=url + path, data=b"", headers=hdrs)
+    Auth(Credentials(AK, SK), "s3", "us-east-1").add_auth(req)
+    amz_date = req.headers["X-Amz-Date"]
+    seed = req.headers["Authorization"].rsplit("Signature=", 1)[1]
+    scope = f"{amz_date[:8]}/us-east-1/s3/aws4_request"
+    key = ("AWS4" + SK).encode()
+    for part in (amz_date[:8], "us-east-1", "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+
+    def sign(sts: str) -> str:
+        return hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+
+    empty = hashlib.sha256(b"").hexdigest()
+    prev, wire = seed, b""
+    for piece in [data[i:i + chunk] for i in range(0, len(data), chunk)] + [b""]:
+        prev = sign(f"AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope}\n{prev}\n{empty}\n"
+                    f"{hashlib.sha256(piece).hexdigest()}")
+        wire += b"%x;chunk-signature=%s\r\n" % (len(piece), prev.encode()) + piece + (b"\r\n" if piece else b"")
+    if trailer:
+        crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+        canon = f"x-amz-checksum-crc32:{crc}\n"
+        tsig = sign(f"AWS4-HMAC-SHA256-TRAILER\n{amz_date}\n{scope}\n{prev}\n{hashlib.sha256(canon.encode()).hexdigest()}")
+        wire += f"x-amz-checksum-crc32:{crc}\r\nx-amz-trailer-signature:{tsig}\r\n\r\n".encode()
+    else:
+        wire += b"\r\n"
+    if tamper:
+        wire = tamper(wire)
+    host, port = url.removeprefix("http://").split(":")
+    head = f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+    head += f"Content-Length: {len(wire)}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(head.encode() + wire)
+        out = b""
+        while c := s.recv(65536):
+            out += c
+    return out
+
+
+@pytest.mark.parametrize("trailer", [False, True])
+def test_signed_aws_chunks_are_verified_decoded_and_stored(proxy, seaweed, bucket, trailer):
+    data = os.urandom(200_003)
+    resp = _signed_chunked_put(proxy.url, f"/{bucket}/signed.bin", data, trailer=trailer)
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:500]
+    assert client(seaweed).get_object(Bucket=bucket, Key="signed.bin")["Body"].read() == data  # no signatures inside
+    [ev] = proxy.events()
+    assert (ev["op"], ev["blake3"], ev["size"]) == ("put", b3(data), len(data))
+
+
+@pytest.mark.parametrize("trailer", [False, True])
+@pytest.mark.parametrize("where", ["middle chunk", "last byte", "final signature"])
+def test_tampered_signed_chunk_is_refused_and_not_stored(proxy, seaweed, bucket, trailer, where):
+    data = os.urandom(200_003)
+    # The last data byte sits just before the final chunk's header (and, with trailers, before "0;").
+    at = 70_000 if where == "middle chunk" else None
+
+    def tamper(wire: bytes) -> bytes:
+        if where == "final signature":  # every data byte intact: only the chain's last link is forged
+            i = wire.rindex(b"\r\n0;chunk-signature=") + len(b"\r\n0;chunk-signature=")
+            return wire[:i] + (b"0" if wire[i:i + 1] != b"0" else b"1") + wire[i + 1:]
+        i = wire.index(data[at:at + 32]) if at is not None else wire.rindex(b"\r\n0;chunk-signature=") - 1
+        return wire[:i] + bytes([wire[i] ^ 1]) + wire[i + 1:]
+
+    resp = _signed_chunked_put(proxy.url, f"/{bucket}/forged.bin", data, trailer=trailer, tamper=tamper)
+    assert resp.startswith(b"HTTP/1.1 403"), resp[:500]
+    assert b"<Code>SignatureDoesNotMatch</Code>" in resp
+    with pytest.raises(ClientError):
+        client(seaweed).head_object(Bucket=bucket, Key="forged.bin")
+    assert proxy.events() == []
+
+
 def test_broken_aws_chunked_framing_is_refused_and_not_stored(proxy, seaweed, bucket):
     data = os.urandom(100_000)
     wire = _aws_chunked(data).replace(b"\r\n", b"\r\r", 1)  # the first size line loses its LF

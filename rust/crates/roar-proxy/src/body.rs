@@ -33,6 +33,8 @@ pub struct Observed {
     pub framing_error: Option<String>,
     /// The aws-chunked trailer checksum did not match the data (the request gets 400 BadDigest).
     pub bad_digest: Option<String>,
+    /// A signed aws-chunk's signature did not match (the request gets 403).
+    pub bad_signature: bool,
 }
 
 impl Observed {
@@ -44,6 +46,7 @@ impl Observed {
             sha_mismatch: false,
             framing_error: None,
             bad_digest: None,
+            bad_signature: false,
         }
     }
 
@@ -577,6 +580,274 @@ impl ChunkDecoder {
             }
             _ => false,
         }
+    }
+}
+
+/// Largest signed aws-chunk accepted: each chunk is held whole until its signature is checked.
+const MAX_SIGNED_CHUNK: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug)]
+enum SignedState {
+    Header(Vec<u8>),
+    Data { size: u64, sig: String, buf: Vec<u8> },
+    DataEnd(u8),
+    FinalCrlf(u8),
+    Trailers(Vec<u8>),
+    Done,
+}
+
+/// A signed aws-chunked body (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]`), decoded: each
+/// chunk is released only after its chained signature checked out, without its signature.
+/// Plain mode yields the object's bytes (sent upstream with a Content-Length); trailer mode
+/// re-frames them as unsigned aws-chunks followed by the trailers minus their signature, which
+/// (with the announced checksum) is checked before the final frame is released.
+pub struct SignedChunks<B> {
+    inner: B,
+    state: SignedState,
+    signer: crate::sigv4::ChunkSigner,
+    prev: String,
+    out: std::collections::VecDeque<Bytes>,
+    shared: Shared,
+    checksum: Option<(String, Checksum)>,
+    finished: bool,
+    /// Plain mode: the latest verified chunk, not yet released (see `feed`).
+    held: Option<Bytes>,
+}
+
+impl<B> SignedChunks<B> {
+    /// Wraps `inner`; `trailer` names the announced checksum trailer.
+    pub fn new(inner: B, signer: crate::sigv4::ChunkSigner, trailer: Option<&str>) -> (Self, Shared) {
+        let shared = Arc::new(Mutex::new(Observed::new()));
+        let checksum = trailer
+            .map(|t| t.trim().to_ascii_lowercase())
+            .and_then(|n| Checksum::for_trailer(&n).map(|c| (n, c)));
+        let prev = signer.seed.clone();
+        let body = SignedChunks {
+            inner,
+            state: SignedState::Header(Vec::new()),
+            signer,
+            prev,
+            out: Default::default(),
+            shared: shared.clone(),
+            checksum,
+            finished: false,
+            held: None,
+        };
+        (body, shared)
+    }
+
+    fn fail(&self, e: ChunkError) -> BoxError {
+        let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            ChunkError::Framing(m) => o.framing_error = Some(m),
+            ChunkError::BadDigest(m) => o.bad_digest = Some(m),
+        }
+        "signed aws-chunked body refused".into()
+    }
+
+    fn bad_signature(&self) -> BoxError {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).bad_signature = true;
+        "aws-chunk signature does not match".into()
+    }
+
+    fn feed(&mut self, mut data: &[u8]) -> Result<(), BoxError> {
+        while !data.is_empty() {
+            match &mut self.state {
+                SignedState::Header(line) => {
+                    let nl = data.iter().position(|&b| b == b'\n');
+                    let take = nl.map_or(data.len(), |i| i + 1);
+                    line.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if line.len() > MAX_LINE {
+                        return Err(self.fail("aws-chunk header too long".into()));
+                    }
+                    if nl.is_none() {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(line).trim_end_matches(['\r', '\n']).to_owned();
+                    let (size, sig) = text.split_once(";chunk-signature=").unwrap_or((&text, ""));
+                    let size = u64::from_str_radix(size.trim(), 16);
+                    let sig = sig.trim().to_ascii_lowercase();
+                    let (Ok(size), 64) = (size, sig.len()) else {
+                        return Err(self.fail(format!("bad aws-chunk header {text:?}").into()));
+                    };
+                    if size > MAX_SIGNED_CHUNK {
+                        return Err(self.fail(format!("aws-chunk of {size} bytes is over the 16 MiB limit").into()));
+                    }
+                    if size == 0 {
+                        if !self.signer.chunk_ok(&self.prev, b"", &sig) {
+                            return Err(self.bad_signature());
+                        }
+                        self.prev = sig;
+                        self.state = if self.signer.trailer {
+                            SignedState::Trailers(Vec::new())
+                        } else {
+                            SignedState::FinalCrlf(0)
+                        };
+                    } else {
+                        self.state = SignedState::Data {
+                            size,
+                            sig,
+                            buf: Vec::with_capacity(size as usize),
+                        };
+                    }
+                }
+                SignedState::Data { size, sig, buf } => {
+                    let k = ((*size as usize) - buf.len()).min(data.len());
+                    buf.extend_from_slice(&data[..k]);
+                    data = &data[k..];
+                    if buf.len() as u64 == *size {
+                        let (sig, buf) = (std::mem::take(sig), std::mem::take(buf));
+                        if !self.signer.chunk_ok(&self.prev, &buf, &sig) {
+                            return Err(self.bad_signature());
+                        }
+                        self.prev = sig;
+                        {
+                            let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                            o.hasher.update(&buf);
+                            o.bytes += buf.len() as u64;
+                        }
+                        if let Some((_, c)) = &mut self.checksum {
+                            c.update(&buf);
+                        }
+                        if self.signer.trailer {
+                            self.out.push_back(Bytes::from(format!("{:x}\r\n", buf.len())));
+                            self.out.push_back(Bytes::from(buf));
+                            self.out.push_back(Bytes::from_static(b"\r\n"));
+                        } else {
+                            // Hold the latest chunk back: the last one is released only once the
+                            // final (empty) chunk's signature closed the chain.
+                            if let Some(prev) = self.held.replace(Bytes::from(buf)) {
+                                self.out.push_back(prev);
+                            }
+                        }
+                        self.state = SignedState::DataEnd(0);
+                    }
+                }
+                SignedState::DataEnd(seen) | SignedState::FinalCrlf(seen) => {
+                    let want = if *seen == 0 { b'\r' } else { b'\n' };
+                    if data[0] != want {
+                        return Err(self.fail("aws-chunk not followed by CRLF".into()));
+                    }
+                    data = &data[1..];
+                    *seen += 1;
+                    if *seen == 2 {
+                        self.state = match self.state {
+                            SignedState::DataEnd(_) => SignedState::Header(Vec::new()),
+                            _ => {
+                                if let Some(last) = self.held.take() {
+                                    self.out.push_back(last);
+                                }
+                                SignedState::Done
+                            }
+                        };
+                    }
+                }
+                SignedState::Trailers(buf) => {
+                    buf.extend_from_slice(data);
+                    data = &[];
+                    if buf.len() > MAX_TRAILERS {
+                        return Err(self.fail("aws-chunked trailers too long".into()));
+                    }
+                    let text = String::from_utf8_lossy(buf).into_owned();
+                    if text.ends_with("\r\n\r\n") {
+                        self.end_trailers(&text)?;
+                    }
+                }
+                SignedState::Done => return Err(self.fail("bytes after the end of an aws-chunked body".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Trailer mode: checks `x-amz-trailer-signature` and the checksum, then queues the
+    /// re-framed end (`0`, trailers without their signature, empty line).
+    fn end_trailers(&mut self, text: &str) -> Result<(), BoxError> {
+        let mut canonical = String::new();
+        let mut sig = None;
+        let mut lines = Vec::new();
+        for l in text.split("\r\n").filter(|l| !l.is_empty()) {
+            let (k, v) = l.split_once(':').unwrap_or((l, ""));
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            if k == "x-amz-trailer-signature" {
+                sig = Some(v.to_ascii_lowercase());
+            } else {
+                canonical.push_str(&format!("{k}:{v}\n"));
+                lines.push((k, v));
+            }
+        }
+        let Some(sig) = sig else {
+            return Err(self.fail("x-amz-trailer-signature missing".into()));
+        };
+        if !self.signer.trailer_ok(&self.prev, &canonical, &sig) {
+            return Err(self.bad_signature());
+        }
+        if let Some((name, c)) = &self.checksum {
+            match lines.iter().find(|(k, _)| k == name) {
+                Some((_, v)) if *v == c.base64() => {}
+                Some(_) => {
+                    let m = format!("The {name} you specified did not match the calculated checksum.");
+                    return Err(self.fail(ChunkError::BadDigest(m)));
+                }
+                None => return Err(self.fail(format!("trailer {name} announced but not sent").into())),
+            }
+        }
+        let mut end = String::from("0\r\n");
+        for (k, v) in &lines {
+            end.push_str(&format!("{k}:{v}\r\n"));
+        }
+        end.push_str("\r\n");
+        self.out.push_back(Bytes::from(end));
+        self.state = SignedState::Done;
+        Ok(())
+    }
+}
+
+impl<B> Body for SignedChunks<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(b) = this.out.pop_front() {
+                if this.out.is_empty() && matches!(this.state, SignedState::Done) && !this.finished {
+                    this.finished = true;
+                    this.shared.lock().unwrap_or_else(|p| p.into_inner()).complete = true;
+                }
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if matches!(this.state, SignedState::Done) {
+                if !this.finished {
+                    this.finished = true;
+                    this.shared.lock().unwrap_or_else(|p| p.into_inner()).complete = true;
+                }
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.feed(data)?;
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => return Poll::Ready(Some(Err(this.fail("signed aws-chunked body cut short".into())))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    // Unknown: the request carries the decoded length as its Content-Length header (plain
+    // mode), which hyper uses; trailer mode goes out with chunked transfer encoding.
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
     }
 }
 

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::{BoxError, ChunkDecoder, Mode, OnEnd, Tap};
+use crate::body::{BoxError, ChunkDecoder, Mode, OnEnd, SignedChunks, Tap};
 use crate::events::{EventLog, S3Event};
 use crate::sigv4::{self, AuthError, Creds, Payload};
 
@@ -355,55 +355,61 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
     const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    let (mode, signable) = match &verified.payload {
-        // An empty body yields no data frame to check: check it here.
-        Payload::Hex(h) if content_length.unwrap_or(0) == 0 && h != EMPTY_SHA256 => {
-            return Ok(s3_error(
-                400,
-                "XAmzContentSHA256Mismatch",
-                "The provided 'x-amz-content-sha256' header does not match what was computed.",
-                &resource,
-            ));
-        }
-        Payload::Hex(h) => (
-            Mode::sha256(content_length.unwrap_or(0), h.clone()),
-            SignableBody::Precomputed(h.clone()),
-        ),
-        Payload::Unsigned => {
-            if content_length.is_none() && matches!(parts.method, Method::PUT | Method::POST) {
+    let (observed, chunked) = if let Payload::StreamingSigned(signer) = &verified.payload {
+        // Signed chunks are verified and stripped here; upstream gets the object's bytes
+        // (plain) or unsigned aws-chunks with the trailers (trailer mode).
+        let decoded = parts
+            .headers
+            .get("x-amz-decoded-content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        let h = up.headers_mut();
+        h.remove("content-length");
+        let signable = if signer.trailer {
+            SignableBody::StreamingUnsignedPayloadTrailer
+        } else {
+            let Some(n) = decoded else {
                 return Ok(s3_error(
                     411,
                     "MissingContentLength",
-                    "You must provide the Content-Length HTTP header.",
+                    "x-amz-decoded-content-length is required.",
                     &resource,
                 ));
+            };
+            h.insert("content-length", HeaderValue::from(n));
+            h.remove("x-amz-decoded-content-length");
+            let enc: Vec<String> = h
+                .get_all("content-encoding")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+                .collect();
+            h.remove("content-encoding");
+            if let Ok(v) = HeaderValue::from_str(&enc.join(",")) {
+                if !enc.is_empty() {
+                    h.insert("content-encoding", v);
+                }
             }
-            (Mode::Plain, SignableBody::UnsignedPayload)
+            SignableBody::UnsignedPayload
+        };
+        if let Err(e) = st.sign_upstream(&mut up, signable) {
+            return Ok(s3_error(
+                400,
+                "InvalidRequest",
+                &format!("cannot re-sign the request: {e}"),
+                &resource,
+            ));
         }
-        Payload::StreamingUnsignedTrailer => (
-            Mode::Chunked(ChunkDecoder::with_trailer(
-                parts.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()),
-            )),
-            SignableBody::StreamingUnsignedPayloadTrailer,
-        ),
-    };
-    if let Err(e) = st.sign_upstream(&mut up, signable) {
-        return Ok(s3_error(
-            400,
-            "InvalidRequest",
-            &format!("cannot re-sign the request: {e}"),
-            &resource,
-        ));
-    }
-    let chunked = matches!(mode, Mode::Chunked(_));
-    let (tap, observed) = Tap::new(body, mode, None);
-    *up.body_mut() = tap.with_length(if chunked { None } else { content_length }).boxed();
-
-    let resp = match st.client.request(up).await {
-        Ok(r) => r,
-        Err(e) => {
-            let o = observed.lock().unwrap_or_else(|p| p.into_inner());
-            if o.sha_mismatch {
+        let trailer = parts.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok());
+        let (b, observed) = SignedChunks::new(body, signer.clone(), trailer);
+        *up.body_mut() = b.boxed();
+        (observed, true)
+    } else {
+        let (mode, signable) = match &verified.payload {
+            // An empty body yields no data frame to check: check it here.
+            Payload::Hex(h) if content_length.unwrap_or(0) == 0 && h != EMPTY_SHA256 => {
                 return Ok(s3_error(
                     400,
                     "XAmzContentSHA256Mismatch",
@@ -411,11 +417,67 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                     &resource,
                 ));
             }
-            if let Some(m) = &o.bad_digest {
-                return Ok(s3_error(400, "BadDigest", m, &resource));
+            Payload::Hex(h) => (
+                Mode::sha256(content_length.unwrap_or(0), h.clone()),
+                SignableBody::Precomputed(h.clone()),
+            ),
+            Payload::Unsigned => {
+                if content_length.is_none() && matches!(parts.method, Method::PUT | Method::POST) {
+                    return Ok(s3_error(
+                        411,
+                        "MissingContentLength",
+                        "You must provide the Content-Length HTTP header.",
+                        &resource,
+                    ));
+                }
+                (Mode::Plain, SignableBody::UnsignedPayload)
             }
-            if let Some(f) = &o.framing_error {
-                return Ok(s3_error(400, "IncompleteBody", f, &resource));
+            Payload::StreamingUnsignedTrailer => (
+                Mode::Chunked(ChunkDecoder::with_trailer(
+                    parts.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()),
+                )),
+                SignableBody::StreamingUnsignedPayloadTrailer,
+            ),
+            Payload::StreamingSigned(_) => return Ok(s3_error(500, "InternalError", "payload mode", &resource)),
+        };
+        if let Err(e) = st.sign_upstream(&mut up, signable) {
+            return Ok(s3_error(
+                400,
+                "InvalidRequest",
+                &format!("cannot re-sign the request: {e}"),
+                &resource,
+            ));
+        }
+        let chunked = matches!(mode, Mode::Chunked(_));
+        let (tap, observed) = Tap::new(body, mode, None);
+        *up.body_mut() = tap.with_length(if chunked { None } else { content_length }).boxed();
+        (observed, chunked)
+    };
+
+    // Prime: wait for the body's first checked frame before contacting the upstream, so a
+    // request refused early (bad first chunk, a small body with a wrong hash) never reaches
+    // it at all (SeaweedFS stores an empty object when a body is cut before its first byte).
+    let mut body = std::mem::replace(up.body_mut(), empty());
+    let first = match body.frame().await {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            return Ok(body_refusal(&observed, &resource).unwrap_or_else(|| {
+                s3_error(
+                    400,
+                    "IncompleteBody",
+                    &format!("request body unreadable: {e}"),
+                    &resource,
+                )
+            }))
+        }
+    };
+    *up.body_mut() = Primed { first, rest: body }.boxed();
+    let resp = match st.client.request(up).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(r) = body_refusal(&observed, &resource) {
+                return Ok(r);
             }
             return Ok(s3_error(
                 502,
@@ -569,6 +631,71 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
         _ => rbody.map_err(BoxError::from).boxed(),
     };
     Ok(Response::from_parts(rparts, out_body))
+}
+
+/// The S3 error for a request body the proxy refused (hash, signature, checksum, framing).
+fn body_refusal(observed: &crate::body::Shared, resource: &str) -> Option<Response<PBody>> {
+    let o = observed.lock().unwrap_or_else(|p| p.into_inner());
+    if o.sha_mismatch {
+        return Some(s3_error(
+            400,
+            "XAmzContentSHA256Mismatch",
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            resource,
+        ));
+    }
+    if o.bad_signature {
+        return Some(s3_error(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+            resource,
+        ));
+    }
+    if let Some(m) = &o.bad_digest {
+        return Some(s3_error(400, "BadDigest", m, resource));
+    }
+    o.framing_error
+        .as_ref()
+        .map(|f| s3_error(400, "IncompleteBody", f, resource))
+}
+
+/// A body whose first frame was already read (see `handle`), then the rest.
+struct Primed {
+    first: Option<http_body::Frame<Bytes>>,
+    rest: PBody,
+}
+
+impl http_body::Body for Primed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if let Some(f) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(f)));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let first = self
+            .first
+            .as_ref()
+            .and_then(|f| f.data_ref())
+            .map_or(0, |d| d.len() as u64);
+        let rest = self.rest.size_hint();
+        match rest.exact() {
+            Some(n) => http_body::SizeHint::with_exact(n + first),
+            None => http_body::SizeHint::default(),
+        }
+    }
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {
