@@ -337,6 +337,17 @@ def test_copy_and_delete(proxy, seaweed, bucket):
     assert client(seaweed).get_object(Bucket=bucket, Key="dst.bin")["Body"].read() == data
 
 
+def test_delete_objects_records_each_deleted_key(proxy, seaweed, bucket):
+    c = client(proxy.url)
+    for k in ("keep.bin", "x & y.bin", "z.bin"):
+        c.put_object(Bucket=bucket, Key=k, Body=k.encode())
+    r = c.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "x & y.bin"}, {"Key": "z.bin"}]})
+    assert sorted(d["Key"] for d in r["Deleted"]) == ["x & y.bin", "z.bin"]
+    dels = [(e["op"], e["dir"], e["key"]) for e in proxy.events() if e["dir"] == "del"]
+    assert sorted(dels) == [("delete", "del", "x & y.bin"), ("delete", "del", "z.bin")]
+    assert [o["Key"] for o in client(seaweed).list_objects_v2(Bucket=bucket)["Contents"]] == ["keep.bin"]
+
+
 def test_listing_and_head_make_no_events(proxy, bucket):
     c = client(proxy.url)
     c.put_object(Bucket=bucket, Key="x/1", Body=b"1")

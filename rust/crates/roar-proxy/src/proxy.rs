@@ -115,6 +115,8 @@ enum Op {
     },
     Complete,
     Delete,
+    /// DeleteObjects (`POST /bucket?delete`): the answer lists what was deleted.
+    DeleteMany,
     Other,
 }
 
@@ -138,10 +140,13 @@ const SUBRESOURCES: &[&[u8]] = &[
 ];
 
 fn classify(method: &Method, bucket: &str, key: &str, query: &[(Vec<u8>, Vec<u8>)], headers: &HeaderMap) -> Op {
+    let has = |n: &[u8]| query.iter().any(|(k, _)| k == n);
+    if *method == Method::POST && !bucket.is_empty() && key.is_empty() && has(b"delete") {
+        return Op::DeleteMany;
+    }
     if bucket.is_empty() || key.is_empty() {
         return Op::Other;
     }
-    let has = |n: &[u8]| query.iter().any(|(k, _)| k == n);
     let sub = query.iter().any(|(k, _)| SUBRESOURCES.contains(&k.as_slice()));
     match *method {
         Method::GET if !sub || (has(b"partNumber") && !has(b"uploadId")) => Op::Get,
@@ -628,9 +633,91 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             });
             rbody.map_err(BoxError::from).boxed()
         }
+        Op::DeleteMany if status == StatusCode::OK => {
+            let (bytes, _) = match read_xml(rbody).await {
+                Ok(x) => x,
+                Err(e) => {
+                    return Ok(s3_error(
+                        502,
+                        "BadGateway",
+                        &format!("upstream answer unreadable: {e}"),
+                        &resource,
+                    ))
+                }
+            };
+            for (key, version_id) in deleted_objects(&String::from_utf8_lossy(&bytes)) {
+                log.write(&S3Event {
+                    op: "delete",
+                    dir: "del",
+                    bucket: bucket.clone(),
+                    key,
+                    version_id,
+                    ..Default::default()
+                });
+            }
+            rparts.headers.insert("content-length", HeaderValue::from(bytes.len()));
+            full(bytes)
+        }
         _ => rbody.map_err(BoxError::from).boxed(),
     };
     Ok(Response::from_parts(rparts, out_body))
+}
+
+/// Text between `<tag>` and `</tag>` in `xml`, from `from` on: (text, end offset).
+fn xml_element<'a>(xml: &'a str, tag: &str, from: usize) -> Option<(&'a str, usize)> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml[from..].find(&open)? + from + open.len();
+    let end = xml[start..].find(&close)? + start;
+    Some((&xml[start..end], end + close.len()))
+}
+
+/// XML character data with its five entities and numeric references decoded.
+fn xml_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let Some(j) = rest.find(';') else { break };
+        let ent = &rest[1..j];
+        let c = match ent {
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "amp" => Some('&'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ if ent.starts_with("#x") => u32::from_str_radix(&ent[2..], 16).ok().and_then(char::from_u32),
+            _ if ent.starts_with('#') => ent[1..].parse().ok().and_then(char::from_u32),
+            _ => None,
+        };
+        match c {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[j + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// (key, version id) of every `<Deleted>` entry of a DeleteObjects answer (errors are skipped).
+fn deleted_objects(xml: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some((entry, end)) = xml_element(xml, "Deleted", at) {
+        if let Some((key, _)) = xml_element(entry, "Key", 0) {
+            let vid = xml_element(entry, "VersionId", 0).map(|(v, _)| xml_unescape(v));
+            out.push((xml_unescape(key), vid));
+        }
+        at = end;
+    }
+    out
 }
 
 /// The S3 error for a request body the proxy refused (hash, signature, checksum, framing).
@@ -756,6 +843,24 @@ mod tests {
                 src_key: "a b.bin".into(),
                 src_version: Some("v1".into())
             }
+        );
+    }
+
+    #[test]
+    fn delete_objects_answer_is_parsed() {
+        let xml = "<DeleteResult><Deleted><Key>a &amp; b&#x2B;.bin</Key></Deleted>\
+                   <Error><Key>nope</Key><Code>AccessDenied</Code></Error>\
+                   <Deleted><Key>v</Key><VersionId>3&lt;</VersionId></Deleted></DeleteResult>";
+        assert_eq!(
+            deleted_objects(xml),
+            vec![
+                ("a & b+.bin".to_string(), None),
+                ("v".to_string(), Some("3<".to_string()))
+            ]
+        );
+        assert_eq!(
+            classify(&Method::POST, "b", "", &q("delete"), &HeaderMap::new()),
+            Op::DeleteMany
         );
     }
 
