@@ -69,6 +69,19 @@ def test_unknown_access_key_is_refused(proxy, bucket):
     assert ei.value.response["Error"]["Code"] == "InvalidAccessKeyId"
 
 
+def _send_put(url: str, path: str, headers, wire: bytes) -> bytes:
+    """Sends a PUT byte for byte (no client library in between) and returns the raw answer."""
+    host, port = url.removeprefix("http://").split(":")
+    head = f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head += f"Content-Length: {len(wire)}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(head.encode() + wire)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
 def _raw_put(url: str, path: str, body: bytes, wire: bytes | None = None, headers: dict | None = None,
              trailer: bool = False) -> bytes:
     """A PUT signed by botocore for `body`, whose bytes on the wire are `wire` (default: `body`).
@@ -83,15 +96,7 @@ def _raw_put(url: str, path: str, body: bytes, wire: bytes | None = None, header
     if trailer:
         req.context["checksum"] = {"request_algorithm": {"in": "trailer", "algorithm": "crc32"}}
     S3SigV4Auth(Credentials(AK, SK), "s3", "us-east-1").add_auth(req)
-    host, port = url.removeprefix("http://").split(":")
-    head = f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
-    head += f"Content-Length: {len(wire)}\r\nConnection: close\r\n\r\n"
-    with socket.create_connection((host, int(port)), timeout=60) as s:
-        s.sendall(head.encode() + wire)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    return out
+    return _send_put(url, path, req.headers, wire)
 
 
 def _aws_chunked(data: bytes, chunk: int = 65536) -> bytes:
@@ -179,15 +184,7 @@ def _signed_chunked_put(url: str, path: str, data: bytes, trailer: bool = False,
         wire += b"\r\n"
     if tamper:
         wire = tamper(wire)
-    host, port = url.removeprefix("http://").split(":")
-    head = f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
-    head += f"Content-Length: {len(wire)}\r\nConnection: close\r\n\r\n"
-    with socket.create_connection((host, int(port)), timeout=60) as s:
-        s.sendall(head.encode() + wire)
-        out = b""
-        while c := s.recv(65536):
-            out += c
-    return out
+    return _send_put(url, path, req.headers, wire)
 
 
 @pytest.mark.parametrize("trailer", [False, True])

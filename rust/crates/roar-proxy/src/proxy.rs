@@ -311,9 +311,20 @@ fn split_path(raw: &str) -> (String, String) {
     }
 }
 
-/// Reads a small XML answer whole; None if it carries an `<Error>` (a failed Complete or Copy).
-async fn read_xml(body: Incoming) -> Result<(Bytes, bool), BoxError> {
-    let bytes = Limited::new(body, MAX_XML).collect().await?.to_bytes();
+/// Reads a small XML answer whole: (bytes, whether it carries an `<Error>`, as a failed
+/// Complete or Copy may under a 200), or the 502 to send when it cannot be read.
+async fn read_xml(body: Incoming, resource: &str) -> Result<(Bytes, bool), Response<PBody>> {
+    let bytes = match Limited::new(body, MAX_XML).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(s3_error(
+                502,
+                "BadGateway",
+                &format!("upstream answer unreadable: {e}"),
+                resource,
+            ))
+        }
+    };
     let text = String::from_utf8_lossy(&bytes);
     let is_error = text.contains("<Error>") || text.contains("<Error ");
     Ok((bytes, is_error))
@@ -360,7 +371,7 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
     const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    let (observed, chunked) = if let Payload::StreamingSigned(signer) = &verified.payload {
+    let (observed, chunked, signable) = if let Payload::StreamingSigned(signer) = &verified.payload {
         // Signed chunks are verified and stripped here; upstream gets the object's bytes
         // (plain) or unsigned aws-chunks with the trailers (trailer mode).
         let decoded = parts
@@ -399,18 +410,10 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             }
             SignableBody::UnsignedPayload
         };
-        if let Err(e) = st.sign_upstream(&mut up, signable) {
-            return Ok(s3_error(
-                400,
-                "InvalidRequest",
-                &format!("cannot re-sign the request: {e}"),
-                &resource,
-            ));
-        }
         let trailer = parts.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok());
         let (b, observed) = SignedChunks::new(body, signer.clone(), trailer);
         *up.body_mut() = b.boxed();
-        (observed, true)
+        (observed, true, signable)
     } else {
         let (mode, signable) = match &verified.payload {
             // An empty body yields no data frame to check: check it here.
@@ -445,20 +448,20 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             ),
             Payload::StreamingSigned(_) => return Ok(s3_error(500, "InternalError", "payload mode", &resource)),
         };
-        if let Err(e) = st.sign_upstream(&mut up, signable) {
-            return Ok(s3_error(
-                400,
-                "InvalidRequest",
-                &format!("cannot re-sign the request: {e}"),
-                &resource,
-            ));
-        }
         let chunked = matches!(mode, Mode::Chunked(_));
         let (tap, observed) = Tap::new(body, mode, None);
         *up.body_mut() = tap.with_length(if chunked { None } else { content_length }).boxed();
-        (observed, chunked)
+        (observed, chunked, signable)
     };
 
+    if let Err(e) = st.sign_upstream(&mut up, signable) {
+        return Ok(s3_error(
+            400,
+            "InvalidRequest",
+            &format!("cannot re-sign the request: {e}"),
+            &resource,
+        ));
+    }
     // Prime: wait for the body's first checked frame before contacting the upstream, so a
     // request refused early (bad first chunk, a small body with a wrong hash) never reaches
     // it at all (SeaweedFS stores an empty object when a body is cut before its first byte).
@@ -553,16 +556,9 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             rbody.map_err(BoxError::from).boxed()
         }
         Op::Complete | Op::Copy { .. } if status == StatusCode::OK => {
-            let (bytes, is_error) = match read_xml(rbody).await {
+            let (bytes, is_error) = match read_xml(rbody, &resource).await {
                 Ok(x) => x,
-                Err(e) => {
-                    return Ok(s3_error(
-                        502,
-                        "BadGateway",
-                        &format!("upstream answer unreadable: {e}"),
-                        &resource,
-                    ))
-                }
+                Err(r) => return Ok(r),
             };
             if !is_error {
                 // The simple correct way to a whole-object blake3 whatever the part sizes:
@@ -634,16 +630,9 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             rbody.map_err(BoxError::from).boxed()
         }
         Op::DeleteMany if status == StatusCode::OK => {
-            let (bytes, _) = match read_xml(rbody).await {
+            let (bytes, _) = match read_xml(rbody, &resource).await {
                 Ok(x) => x,
-                Err(e) => {
-                    return Ok(s3_error(
-                        502,
-                        "BadGateway",
-                        &format!("upstream answer unreadable: {e}"),
-                        &resource,
-                    ))
-                }
+                Err(r) => return Ok(r),
             };
             for (key, version_id) in deleted_objects(&String::from_utf8_lossy(&bytes)) {
                 log.write(&S3Event {

@@ -408,19 +408,8 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
             payload_line,
         }
     } else if presigned {
-        let get = |name: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == name.as_bytes())
-                .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
-        };
-        let missing = || {
-            err(
-                400,
-                "AuthorizationQueryParametersError",
-                "missing presigned URL parameters",
-            )
-        };
+        let get = |name: &str| query_param(&query, name);
+        let missing = missing_presign_params;
         if get("X-Amz-Algorithm").as_deref() != Some("AWS4-HMAC-SHA256") {
             return Err(err(
                 400,
@@ -606,6 +595,22 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
     Ok(Verified { payload, presigned })
 }
 
+/// The decoded value of query parameter `name`, if present and UTF-8.
+fn query_param(query: &[(Vec<u8>, Vec<u8>)], name: &str) -> Option<String> {
+    query
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+}
+
+fn missing_presign_params() -> AuthError {
+    err(
+        400,
+        "AuthorizationQueryParametersError",
+        "missing presigned URL parameters",
+    )
+}
+
 /// Sub-resources that SigV2 signs as part of the resource (botocore's `QSAOfInterest`).
 const V2_SUBRESOURCES: &[&str] = &[
     "accelerate",
@@ -654,19 +659,8 @@ fn verify_v2_query(
     creds: &Creds,
     now: SystemTime,
 ) -> Result<Verified, AuthError> {
-    let get = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name.as_bytes())
-            .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
-    };
-    let missing = || {
-        err(
-            400,
-            "AuthorizationQueryParametersError",
-            "missing presigned URL parameters",
-        )
-    };
+    let get = |name: &str| query_param(query, name);
+    let missing = missing_presign_params;
     let ak = get("AWSAccessKeyId").ok_or_else(missing)?;
     let expires = get("Expires").ok_or_else(missing)?;
     let signature = get("Signature").ok_or_else(missing)?;
