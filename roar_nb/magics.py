@@ -164,7 +164,8 @@ class NotebookSession:
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ROAR_TRACE_DIR")}
         cfg = self.project.config
         try:
-            self.proxy = proxy_mod.start(d, os.path.join(d, "proxy.log"), upstream=cfg.get("proxy.upstream"),
+            self.proxy = proxy_mod.start(d, os.path.join(d, "proxy.log"),
+                                         upstream=proxy_mod.upstream_for(cfg.get("proxy.upstream"), env),
                                          region=cfg.get("proxy.region"), env=env)
         except RoarError:
             session_mod.remove_trace_dir(d)

@@ -430,7 +430,7 @@ def _start_job_proxy(project: Project, trace_dir: str, env: dict, draft: JobDraf
 
     try:
         running = proxy_mod.start(trace_dir, os.path.join(trace_dir, "proxy.log"),
-                                  upstream=project.config.get("proxy.upstream"),
+                                  upstream=proxy_mod.upstream_for(project.config.get("proxy.upstream"), env),
                                   region=project.config.get("proxy.region"), env=dict(env))
     except ProxyError as e:
         if required:

@@ -100,6 +100,16 @@ def start(events_dir: str | None, log_path: str, upstream: str = "", region: str
     return Running(proc, int(line.rsplit(":", 1)[1]))
 
 
+def upstream_for(configured: str, env: dict) -> str:
+    """Where the proxy forwards: `[proxy] upstream`, else $ROAR_UPSTREAM_S3_ENDPOINT, else the
+    endpoint the user's own environment already names (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL,
+    so routing through roar never sends a MinIO user's requests to AWS), else "" (AWS)."""
+    for v in (configured, env.get(ENV_UPSTREAM), env.get("AWS_ENDPOINT_URL_S3"), env.get("AWS_ENDPOINT_URL")):
+        if v:
+            return v
+    return ""
+
+
 def child_env(url: str) -> dict:
     """Variables that route AWS SDKs (boto3, awscli, pyarrow) of a child through the proxy."""
     return {"AWS_ENDPOINT_URL": url, "AWS_ENDPOINT_URL_S3": url}
@@ -218,8 +228,8 @@ def start_daemon(roar_dir: str, port: int, upstream: str, region: str) -> dict:
         raise ProxyError("the proxy daemon is already running (roar proxy stop first)")
     events = os.path.join(roar_dir, "proxy-events")
     os.makedirs(events, mode=0o700, exist_ok=True)
-    running = start(events, os.path.join(roar_dir, "proxy.log"), upstream=upstream, region=region,
-                    port=port, detach=True)
+    running = start(events, os.path.join(roar_dir, "proxy.log"), upstream=upstream_for(upstream, os.environ),
+                    region=region, port=port, detach=True)
     info = {"pid": running.proc.pid, "port": running.port, "url": running.url}
     with open(os.path.join(roar_dir, DAEMON_FILE), "w") as f:
         json.dump(info, f)

@@ -65,6 +65,22 @@ def test_roar_run_records_s3_edges_with_blake3(proj, proxy_bin, seaweed, bucket)
     assert client(seaweed).get_object(Bucket=bucket, Key="out/doubled.bin")["Body"].read() == raw + raw
 
 
+def test_the_users_own_endpoint_becomes_the_upstream(proj, proxy_bin, seaweed, bucket):
+    """A user already pointing AWS_ENDPOINT_URL at their S3 (MinIO, here SeaweedFS) keeps it: the
+    proxy forwards there, instead of the command's requests silently going to AWS."""
+    (proj.root / "up.py").write_text(
+        "import os, sys, boto3\n"
+        "assert os.environ['AWS_ENDPOINT_URL'].startswith('http://127.0.0.1:')\n"
+        "boto3.client('s3').put_object(Bucket=sys.argv[1], Key='mine.bin', Body=b'mine')\n")
+    proj.roar("proxy", "enable")
+    env = s3_env(seaweed)  # AWS_ENDPOINT_URL = SeaweedFS; no ROAR_UPSTREAM_S3_ENDPOINT
+    env.pop("ROAR_UPSTREAM_S3_ENDPOINT", None)
+    proj.roar("run", "python", "up.py", bucket, env=env)
+    assert client(seaweed).get_object(Bucket=bucket, Key="mine.bin")["Body"].read() == b"mine"
+    outs = [e["path"] for e in proj.dag()["jobs"][-1]["outputs"]]
+    assert outs == [f"s3://{bucket}/mine.bin"]
+
+
 def test_proxy_start_failure_runs_the_command_and_marks_the_job_partial(proj, seaweed, bucket, tmp_path):
     (proj.root / "hello.py").write_text("print('hello')\n")
     proj.roar("proxy", "enable")

@@ -169,7 +169,8 @@ impl<B> Tap<B> {
         self.expect = n;
         if n.unwrap_or(0) >= OFFLOAD_MIN {
             match self.mode {
-                Mode::Plain => self.offload = Offload::spawn(false),
+                // blake3 alone runs at several GB/s: handing frames to a thread costs more than it saves.
+                Mode::Plain => {}
                 Mode::Sha256 { .. } => self.offload = Offload::spawn(true),
                 Mode::Chunked(_) => {}
             }
