@@ -447,6 +447,11 @@ def _transfer(a, op: str, args: list[str]) -> int:
     from roar_nb.session import run_command
 
     project = _project()
+    if op == "put" and not a.dry_run:
+        try:  # local mistakes (a missing file, several files to one key) are not jobs
+            transfer.put_plan(args[:-1], args[-1])
+        except transfer.TransferError as e:
+            raise UsageError(str(e)) from None
     if a.dry_run:
         try:
             if op == "put":
@@ -518,7 +523,7 @@ def cmd_proxy(a) -> int:
     print(f"enabled   {'yes' if cfg.get('proxy.enabled') else 'no'} (roar run routes S3 through a job-scoped proxy)")
     print(f"binary    {where}")
     print(f"daemon    {'running on ' + info['url'] + ' (pid ' + str(info['pid']) + ')' if info else 'not running'}")
-    print(f"upstream  {cfg.get('proxy.upstream') or os.environ.get(proxy.ENV_UPSTREAM) or 'AWS (https://s3.<region>.amazonaws.com)'}")
+    print(f"upstream  {proxy.upstream_for(cfg.get('proxy.upstream'), os.environ) or 'AWS (https://s3.<region>.amazonaws.com)'}")
     return 0
 
 

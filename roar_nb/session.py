@@ -93,7 +93,9 @@ class Project:
     def read_filter(self) -> Callable[[str], bool]:
         """A predicate: True for reads that are dropped (system, packages, caches, .roar/)."""
         prefixes, markers = cfg_mod.read_filters(self.config)
-        prefixes = prefixes + (self.roar_dir + "/",)
+        # roar's own package (an editable install lives outside site-packages): its modules are
+        # read by `roar get`/`roar put` jobs and by code that imports roar, never user data.
+        prefixes = prefixes + (self.roar_dir + "/", os.path.dirname(os.path.abspath(cfg_mod.__file__)) + "/")
 
         def ignore(p: str) -> bool:
             if p.startswith("/dev/shm/"):  # a tmpfs of real files, under the dropped /dev/
