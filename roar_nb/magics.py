@@ -114,6 +114,7 @@ class NotebookSession:
         self.proxy = None  # the kernel's S3 proxy (roar_nb.proxy.Running) after `%roar proxy on`
         self._proxy_dir = None  # its events directory
         self._proxy_env: dict = {}  # the environment variables it replaced: restored by `off`
+        self._proxy_unroute = lambda: None  # undoes the routing of clients that existed at `on`
         self._cell_t0 = 0  # CLOCK_MONOTONIC ns when the traced cell began (the proxy's clock)
 
     # -- setup -----------------------------------------------------------------------
@@ -174,12 +175,14 @@ class NotebookSession:
         for k, v in proxy_mod.child_env(self.proxy.url).items():
             self._proxy_env.setdefault(k, os.environ.get(k))
             os.environ[k] = v
-        return (f"roar: S3 proxy on ({self.proxy.url}): S3 clients created from now on in this kernel "
-                "(and its subprocesses) go through it; requests made by traced cells become their edges")
+        self._proxy_unroute = proxy_mod.route_existing_clients(self.proxy.url)
+        return (f"roar: S3 proxy on ({self.proxy.url}): this kernel's S3 clients (existing and new) and its "
+                "subprocesses go through it; requests made by traced cells become their edges")
 
     def proxy_off(self) -> str:
         if self.proxy is None:
             return "roar: S3 proxy is not on"
+        self._proxy_unroute()
         self.proxy.stop()
         self.proxy = None
         for k, old in self._proxy_env.items():

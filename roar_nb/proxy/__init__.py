@@ -115,6 +115,49 @@ def child_env(url: str) -> dict:
     return {"AWS_ENDPOINT_URL": url, "AWS_ENDPOINT_URL_S3": url}
 
 
+def route_existing_clients(url: str):
+    """Routes the boto3/botocore S3 clients that already exist in this process through the
+    proxy at `url` (those created later follow AWS_ENDPOINT_URL); returns the undo function.
+
+    A `before-sign.s3` handler (the hook botocore's own S3 Accelerate switch uses) rewrites each
+    request's URL to the proxy before it is signed, turning virtual-host style
+    (`bucket.s3....amazonaws.com/key`) into the path style the proxy takes. Clients are found
+    with the garbage collector: the kernel's own objects, nothing is imported that was not."""
+    import sys
+
+    if "botocore.client" not in sys.modules:
+        return lambda: None
+    import gc
+    import re
+    from urllib.parse import urlsplit
+
+    from botocore.client import BaseClient
+
+    proxy = urlsplit(url)
+    virtual = re.compile(r"^(.+?)\.s3[.-]")
+
+    def reroute(request, **kwargs):
+        parts = urlsplit(request.url)
+        if parts.netloc == proxy.netloc:
+            return
+        path = parts.path or "/"
+        m = virtual.match(parts.hostname or "")
+        if m:
+            path = f"/{m.group(1)}{path}"
+        request.url = f"{proxy.scheme}://{proxy.netloc}{path}" + (f"?{parts.query}" if parts.query else "")
+
+    clients = [o for o in gc.get_objects() if isinstance(o, BaseClient)
+               and getattr(o.meta.service_model, "service_name", None) == "s3"]
+    for c in clients:
+        c.meta.events.register("before-sign.s3", reroute, unique_id="roar-proxy-reroute")
+
+    def undo() -> None:
+        for c in clients:
+            c.meta.events.unregister("before-sign.s3", unique_id="roar-proxy-reroute")
+
+    return undo
+
+
 def read_events(trace_dir: str) -> tuple[list[dict], list[str]]:
     """The proxy's events in a trace directory, in time order, and problems worth a note."""
     import json

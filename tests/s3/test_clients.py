@@ -49,3 +49,32 @@ def test_awscli_cp_up_and_down(proxy, bucket, tmp_path):
     assert ("out", "cli/up.bin", b3) in evs
     # awscli may download in ranged parts; then each is a partial read without a hash.
     assert any(d == "in" and k == "cli/up.bin" for d, k, _ in evs)
+
+
+def test_existing_virtual_host_client_is_rerouted_path_style():
+    """route_existing_clients turns an AWS virtual-host request into a path-style one to the proxy."""
+    import boto3
+    from botocore.awsrequest import AWSResponse
+
+    from roar_nb import proxy as proxy_mod
+
+    c = boto3.client("s3", region_name="eu-west-1", aws_access_key_id=AK, aws_secret_access_key=SK)
+    sent = []
+
+    class Empty:
+        def stream(self, **kwargs):
+            yield b""
+
+    def capture(request, **kwargs):  # answers instead of the network
+        sent.append(request.url)
+        return AWSResponse(request.url, 200, {}, Empty())
+
+    c.meta.events.register("before-send.s3", capture)
+    undo = proxy_mod.route_existing_clients("http://127.0.0.1:9")
+    try:
+        c.put_object(Bucket="my-bucket", Key="a b.bin", Body=b"x")
+    finally:
+        undo()
+    c.put_object(Bucket="my-bucket", Key="after.bin", Body=b"x")
+    assert sent[0] == "http://127.0.0.1:9/my-bucket/a%20b.bin"
+    assert sent[1].startswith("https://my-bucket.s3.")  # undone: the client is as it was

@@ -20,11 +20,14 @@ def test_cells_s3_requests_are_attributed_to_the_cell_that_made_them(jupyter_ker
     client(seaweed).put_object(Bucket=bucket, Key="raw.bin", Body=data)
     cells = [
         "%load_ext roar",
+        # A client made before the proxy is switched on, pointed straight at the S3 server.
+        f"import boto3\nearly = boto3.client('s3', endpoint_url='{seaweed}')",
         "%roar proxy on",
         "%roar on",
-        f"import boto3\ns3 = boto3.client('s3')\nraw = s3.get_object(Bucket='{bucket}', Key='raw.bin')['Body'].read()",
+        f"s3 = boto3.client('s3')\nraw = s3.get_object(Bucket='{bucket}', Key='raw.bin')['Body'].read()",
         "x = 1  # no S3 here",
         f"s3.put_object(Bucket='{bucket}', Key='clean.bin', Body=raw[::-1])",
+        f"early.put_object(Bucket='{bucket}', Key='early.bin', Body=b'early')",
         "%roar off",
         f"s3.put_object(Bucket='{bucket}', Key='untraced.bin', Body=b'u')",
         "%roar proxy off",
@@ -35,8 +38,8 @@ def test_cells_s3_requests_are_attributed_to_the_cell_that_made_them(jupyter_ker
     env["ROAR_UPSTREAM_S3_ENDPOINT"] = seaweed
     NotebookClient(nb, kernel_name="roar", timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute(env=env)
     outs = ["".join(o.get("text", "") for o in c.outputs) for c in nb.cells]
-    assert outs[1].startswith("roar: S3 proxy on (http://127.0.0.1:"), outs[1]
-    assert outs[8].strip() == "roar: S3 proxy off"
+    assert outs[2].startswith("roar: S3 proxy on (http://127.0.0.1:"), outs[2]
+    assert outs[10].strip() == "roar: S3 proxy off"
 
     from roar_nb import dag
     from roar_nb.session import Project
@@ -51,5 +54,6 @@ def test_cells_s3_requests_are_attributed_to_the_cell_that_made_them(jupyter_ker
         ([(f"s3://{bucket}/raw.bin", b3(data))], []),
         ([], []),
         ([], [(f"s3://{bucket}/clean.bin", b3(data[::-1]))]),
+        ([], [(f"s3://{bucket}/early.bin", b3(b"early"))]),
     ]
     assert client(seaweed).get_object(Bucket=bucket, Key="untraced.bin")["Body"].read() == b"u"
