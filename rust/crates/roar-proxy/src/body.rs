@@ -76,7 +76,7 @@ pub enum Mode {
         hasher: Box<Sha256>,
     },
     /// aws-chunked framing (unsigned, with trailers): decode a copy to hash the object.
-    Chunked(ChunkDecoder),
+    Chunked(Box<ChunkDecoder>),
 }
 
 impl Mode {
@@ -381,7 +381,7 @@ impl From<String> for ChunkError {
 /// A checksum announced in `x-amz-trailer`, computed over the decoded bytes.
 pub enum Checksum {
     /// crc32, crc32c or crc64nvme: the digest and its width in bytes.
-    Crc(crc_fast::Digest, usize),
+    Crc(Box<crc_fast::Digest>, usize),
     /// sha1.
     Sha1(sha1::Sha1),
     /// sha256.
@@ -399,9 +399,9 @@ impl Checksum {
     pub fn for_trailer(name: &str) -> Option<Checksum> {
         use crc_fast::CrcAlgorithm::*;
         Some(match name {
-            "x-amz-checksum-crc32" => Checksum::Crc(crc_fast::Digest::new(Crc32IsoHdlc), 4),
-            "x-amz-checksum-crc32c" => Checksum::Crc(crc_fast::Digest::new(Crc32Iscsi), 4),
-            "x-amz-checksum-crc64nvme" => Checksum::Crc(crc_fast::Digest::new(Crc64Nvme), 8),
+            "x-amz-checksum-crc32" => Checksum::Crc(Box::new(crc_fast::Digest::new(Crc32IsoHdlc)), 4),
+            "x-amz-checksum-crc32c" => Checksum::Crc(Box::new(crc_fast::Digest::new(Crc32Iscsi)), 4),
+            "x-amz-checksum-crc64nvme" => Checksum::Crc(Box::new(crc_fast::Digest::new(Crc64Nvme)), 8),
             "x-amz-checksum-sha1" => Checksum::Sha1(sha1::Sha1::new()),
             "x-amz-checksum-sha256" => Checksum::Sha256(Box::default()),
             _ => return None,

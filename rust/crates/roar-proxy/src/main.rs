@@ -33,9 +33,7 @@ struct Args {
 }
 
 fn usage() -> ! {
-    crate::events::stderr_line(&format!(
-        "usage: roar-proxy [--port P] [--upstream URL] [--region R] [--events-dir DIR]"
-    ));
+    crate::events::stderr_line("usage: roar-proxy [--port P] [--upstream URL] [--region R] [--events-dir DIR]");
     std::process::exit(2)
 }
 

@@ -441,9 +441,9 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                 (Mode::Plain, SignableBody::UnsignedPayload)
             }
             Payload::StreamingUnsignedTrailer => (
-                Mode::Chunked(ChunkDecoder::with_trailer(
+                Mode::Chunked(Box::new(ChunkDecoder::with_trailer(
                     parts.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()),
-                )),
+                ))),
                 SignableBody::StreamingUnsignedPayloadTrailer,
             ),
             Payload::StreamingSigned(_) => return Ok(s3_error(500, "InternalError", "payload mode", &resource)),
