@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from s3util import S3_HTTPS_URL, Proxy, client, ensure_proxy_binary, seaweed_server
+from .s3util import S3_HTTPS_URL, Proxy, client, ensure_proxy_binary, seaweed_server
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import sys
 import blake3
 import pytest
 
-from s3util import AK, SK, client, s3_env
+from .s3util import AK, SK, client, s3_env
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from s3util import client, s3_env
+from .s3util import client, s3_env
 
 pytestmark = pytest.mark.timeout(600)
 

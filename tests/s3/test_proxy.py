@@ -10,7 +10,7 @@ import blake3
 import pytest
 from botocore.exceptions import ClientError
 
-from s3util import AK, SK, Proxy, client
+from .s3util import AK, SK, Proxy, client
 
 pytestmark = pytest.mark.timeout(600)
 

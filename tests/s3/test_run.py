@@ -9,7 +9,7 @@ import textwrap
 import blake3
 import pytest
 
-from s3util import client, s3_env
+from .s3util import client, s3_env
 
 pytestmark = pytest.mark.timeout(600)
 

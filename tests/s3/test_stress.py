@@ -9,7 +9,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from s3util import client
+from .s3util import client
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -9,7 +9,7 @@ import blake3
 import pytest
 from botocore.exceptions import ClientError
 
-from s3util import client, s3_env
+from .s3util import client, s3_env
 
 pytestmark = pytest.mark.timeout(600)
 
