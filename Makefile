@@ -52,13 +52,14 @@ $(VENV)/.installed: pyproject.toml setup.py $(LABEXT_SRC)
 
 build: $(NATIVE)
 
-# The preload tracer (Rust). cargo decides what to rebuild; the copy lands inside the package.
+# The native parts (Rust): preload tracer, ptrace tracer, S3 proxy. cargo decides what to rebuild; the copy lands inside the package.
 $(NATIVE): FORCE
 	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 	cd rust && cargo build --release --quiet
 	@mkdir -p roar_nb/_native
 	@cmp -s rust/target/release/libroar_preload.so $@ || cp rust/target/release/libroar_preload.so $@
 	@cmp -s rust/target/release/roar-ptrace roar_nb/_native/roar-ptrace || cp rust/target/release/roar-ptrace roar_nb/_native/roar-ptrace
+	@cmp -s rust/target/release/roar-proxy roar_nb/_native/roar-proxy || cp rust/target/release/roar-proxy roar_nb/_native/roar-proxy
 
 $(VENV)/.kernel: $(VENV)/.installed $(NATIVE)
 	$(BIN)/roar kernel install --sys-prefix >/dev/null

@@ -114,9 +114,14 @@ def _run(a, kind: str) -> int:
         step = prev.step if not overrides else None
         cwd = prev.cwd if os.path.isdir(prev.cwd) else None  # re-run where it ran
     res = run_command(project, argv, kind=kind, tracer=a.tracer, step=step, cwd=cwd)
-    # From here on the command has run: nothing may change the status it gets.
+    return _finish_cli_run(project, res, a.quiet)
+
+
+def _finish_cli_run(project, res, quiet: bool) -> int:
+    """After the command ran: print its problems and summary, then return (or die by) its
+    exit status. Nothing here may change the status the command gets."""
     try:
-        _report_run(project, res, a.quiet)
+        _report_run(project, res, quiet)
     except Exception as e:  # noqa: BLE001 - a reporting bug must not replace the command's status
         _err(f"roar: internal error after the command ran: {type(e).__name__}: {e}")
     if res.returncode < 0:  # killed by a signal: die the same way
@@ -523,6 +528,92 @@ def cmd_tracer(a) -> int:
     return 0
 
 
+def _transfer(a, op: str, args: list[str]) -> int:
+    """`roar get` / `roar put`: the transfer program run as a traced job through a required proxy."""
+    from roar_nb.proxy import transfer
+    from roar_nb.session import run_command
+
+    project = _project()
+    if op == "put" and not a.dry_run:
+        try:  # local mistakes (a missing file, several files to one key) are not jobs
+            transfer.put_plan(args[:-1], args[-1])
+        except transfer.TransferError as e:
+            raise UsageError(str(e)) from None
+    if a.dry_run:
+        try:
+            if op == "put":
+                plan = [(p, f"s3://{b}/{k}") for p, b, k in transfer.put_plan(args[:-1], args[-1])]
+            else:
+                plan = [(f"s3://{b}/{k}", p) for b, k, p in transfer.get_plan(transfer._client(), args[0], args[1])]
+        except transfer.TransferError as e:
+            raise UsageError(str(e)) from None
+        for src, dst in plan:
+            print(f"would copy {src} -> {dst}")
+        return 0
+    argv = [sys.executable, "-m", "roar_nb.proxy.transfer", op, *args]
+    if a.force:
+        argv.append("--force")
+    if getattr(a, "hash", None):
+        argv += ["--hash", a.hash]
+    res = run_command(project, argv, proxy=True)
+    if res.job is not None and getattr(a, "message", None):
+        project.store.label_patch("job", res.job.id, {"message": a.message})
+    return _finish_cli_run(project, res, a.quiet)
+
+
+def cmd_get(a) -> int:
+    return _transfer(a, "get", [a.source, a.dest])
+
+
+def cmd_put(a) -> int:
+    from roar_nb.resolve import resolve_job
+
+    sources: list[str] = []
+    project = _project()
+    for src in a.sources:
+        if src.startswith("@"):  # a job's outputs (local files; S3 outputs are already in S3)
+            job = resolve_job(project, src)
+            outs = [e.path for e in job.outputs if not e.path.startswith("s3://") and os.path.isfile(e.path)]
+            if not outs:
+                raise UsageError(f"{src} has no local outputs to upload")
+            sources += outs
+        else:
+            sources.append(src)
+    return _transfer(a, "put", [*sources, a.dest])
+
+
+def cmd_proxy(a) -> int:
+    from roar_nb import proxy
+
+    project = _project()
+    cfg = project.config
+    if a.action in ("enable", "disable"):
+        cfg.set("proxy.enabled", a.action == "enable")
+        print(f"S3 proxy {a.action}d for roar run")
+        return 0
+    if a.action == "start":
+        port = a.port if a.port is not None else cfg.get("proxy.port")
+        info = proxy.start_daemon(project.roar_dir, port, a.upstream or cfg.get("proxy.upstream"),
+                                  cfg.get("proxy.region"))
+        print(f"proxy daemon started (pid {info['pid']}, port {info['port']})")
+        print(f"export AWS_ENDPOINT_URL={info['url']}")
+        return 0
+    if a.action == "stop":
+        info = proxy.stop_daemon(project.roar_dir)
+        print(f"proxy daemon stopped (pid {info['pid']})" if info else "no proxy daemon running")
+        return 0
+    try:
+        where = proxy.binary_path()
+    except RoarError as e:
+        where = f"missing: {e}"
+    info = proxy.daemon_info(project.roar_dir)
+    print(f"enabled   {'yes' if cfg.get('proxy.enabled') else 'no'} (roar run routes S3 through a job-scoped proxy)")
+    print(f"binary    {where}")
+    print(f"daemon    {'running on ' + info['url'] + ' (pid ' + str(info['pid']) + ')' if info else 'not running'}")
+    print(f"upstream  {proxy.upstream_for(cfg.get('proxy.upstream'), os.environ) or 'AWS (https://s3.<region>.amazonaws.com)'}")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------
 
 def _fast_parse(argv: list[str]):
@@ -673,6 +764,32 @@ def build_parser():
     g.add_argument("--sys-prefix", action="store_true", help="install into this Python environment")
     g.add_argument("--prefix", help="install under this prefix")
     s.set_defaults(fn=cmd_kernel)
+
+    s = sub.add_parser("get", help="download from S3 with lineage (a source job)",
+                       epilog="Example: roar get s3://bucket/data/train.csv ./data/ --hash 3f2a91c0")
+    s.add_argument("source", help="s3://bucket/key, or s3://bucket/prefix/ for every object under it")
+    s.add_argument("dest", help="a file, or a directory (ending in / or existing)")
+    s.add_argument("--hash", help="blake3 (or a prefix of it) the object must have; nothing is kept otherwise")
+    s.add_argument("--force", action="store_true", help="overwrite existing local files")
+    s.add_argument("--dry-run", action="store_true", help="print what would be downloaded")
+    s.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    s.set_defaults(fn=cmd_get)
+
+    s = sub.add_parser("put", help="upload to S3 with lineage (the objects are the job's outputs)",
+                       epilog="Example: roar put ./model.pt s3://bucket/models/ -m baseline; roar put @3 s3://bucket/run-7/")
+    s.add_argument("sources", nargs="+", metavar="SRC", help="files, directories, or @N (that job's outputs)")
+    s.add_argument("dest", help="s3://bucket/prefix/ (keeps names) or s3://bucket/key (one file)")
+    s.add_argument("-m", "--message", help="a message kept as the job's label")
+    s.add_argument("--force", action="store_true", help="overwrite existing objects")
+    s.add_argument("--dry-run", action="store_true", help="print what would be uploaded")
+    s.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    s.set_defaults(fn=cmd_put)
+
+    s = sub.add_parser("proxy", help="the S3 lineage proxy: status, enable, disable, start, stop")
+    s.add_argument("action", nargs="?", default="status", choices=("status", "enable", "disable", "start", "stop"))
+    s.add_argument("--port", type=int, default=None, help="start: port (default: config proxy.port)")
+    s.add_argument("--upstream", default=None, help="start: S3 endpoint to forward to")
+    s.set_defaults(fn=cmd_proxy)
 
     s = sub.add_parser("tracer", help="capture backends: status, set-default")
     s.add_argument("action", choices=("status", "set-default"))

@@ -26,6 +26,7 @@ ENV_QUIET = "ROAR_QUIET"  # "1": no run summary
 ENV_NOTEBOOK = "ROAR_NOTEBOOK"  # notebook path, for headless runs whose frontend does not say
 ENV_BUSY_TIMEOUT = "ROAR_BUSY_TIMEOUT"  # seconds a writer waits for the DB lock (default 60)
 ENV_DIE_WITH = "ROAR_DIE_WITH"  # set by roar run: the native side ties the command's life to roar's pid
+ENV_PROXY = "ROAR_PROXY"  # "1"/"0": overrides proxy.enabled for one command
 
 
 @record(frozen=True)
@@ -56,6 +57,11 @@ KEYS = {k.name: k for k in [
     Key("tracer.default", "auto", "Capture backend for roar run: auto | preload | ptrace | none"),
     Key("notebook.summary", True, "Print one line after each traced cell"),
     Key("notebook.auto_trace", False, "Trace every cell from %load_ext on (like %roar on)"),
+    Key("proxy.enabled", False, "Route S3 clients of every roar run through a job-scoped S3 proxy"),
+    Key("proxy.port", 9090, "Port of the standalone proxy daemon (roar proxy start); roar run picks a free one"),
+    Key("proxy.upstream", "", "S3 endpoint the proxy forwards to (default: $ROAR_UPSTREAM_S3_ENDPOINT, "
+        "else https://s3.<region>.amazonaws.com)"),
+    Key("proxy.region", "", "Region the proxy signs upstream requests for (default: $AWS_REGION, else us-east-1)"),
 ]}
 
 SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib64/", "/bin/", "/sbin/", "/etc/", "/var/lib/",
@@ -145,6 +151,11 @@ def coerce(name: str, value: object) -> object:
             return _check(name, float(s))
         except ValueError:
             raise ConfigError(f"{name} expects a number, got {value!r}") from None
+    if t is int:
+        try:
+            return int(s)
+        except ValueError:
+            raise ConfigError(f"{name} expects an integer, got {value!r}") from None
     if t is list:
         return _check(name, [p.strip() for p in s.split(",") if p.strip()])
     return _check(name, s)

@@ -40,3 +40,7 @@ class ConfigError(RoarError):
 
 class TracerUnavailable(RoarError):
     """The requested capture backend cannot run here."""
+
+
+class ProxyError(RoarError):
+    """The S3 proxy cannot start, stop or be found."""

@@ -26,9 +26,11 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from roar_nb import session as session_mod
 from roar_nb.capture.audit import NOTE_PYTHON_ONLY
 from roar_nb.errors import NotInitialized, RefNotFound, RoarError
+from roar_nb.model import CAPTURE_PARTIAL
 
 USAGE = ("usage: %roar on | off | status | log | show REF | dag [--widget|--text|--expanded]"
-         " | reproduce TARGET [--run] [--check-determinism] | export TARGET FILE.ipynb   (%%roar: trace this cell)")
+         " | reproduce TARGET [--run] [--check-determinism] | export TARGET FILE.ipynb | proxy on|off"
+         "   (%%roar: trace this cell)")
 
 # Cells made only of these lines are roar's own commands, not jobs of the user.
 _OWN_PREFIXES = ("%roar", "%load_ext roar", "%reload_ext roar", "%unload_ext roar")
@@ -134,6 +136,11 @@ class NotebookSession:
         self._git = _Git()
         self._preamble: list[str] = []  # untraced cells since the last traced one (see Job.preamble)
         self._nested = 0  # run_cell calls made by the traced cell itself (e.g. %%capture)
+        self.proxy = None  # the kernel's S3 proxy (roar_nb.proxy.Running) after `%roar proxy on`
+        self._proxy_dir = None  # its events directory
+        self._proxy_env: dict = {}  # the environment variables it replaced: restored by `off`
+        self._proxy_unroute = lambda: None  # undoes the routing of clients that existed at `on`
+        self._cell_t0 = 0  # CLOCK_MONOTONIC ns when the traced cell began (the proxy's clock)
 
     # -- setup -----------------------------------------------------------------------
     def open(self) -> None:
@@ -174,8 +181,69 @@ class NotebookSession:
             self._git.refresh(os.getcwd())
 
     def close(self) -> None:
+        self.proxy_off()
         if self.capture is not None:
             self.capture.close()
+
+    # -- S3 proxy ----------------------------------------------------------------------
+    def proxy_on(self) -> str:
+        """Starts one S3 proxy for this kernel and routes AWS SDKs created from now on through it."""
+        from roar_nb import proxy as proxy_mod
+        from roar_nb.capture import events as ev_mod
+        from roar_nb.model import new_id
+
+        if self.project is None:
+            return "roar: no usable .roar/ for this notebook; S3 requests would not be recorded"
+        if self.proxy is not None:
+            return f"roar: S3 proxy already on ({self.proxy.url})"
+        d = ev_mod.make_trace_dir(f"proxy-{os.getpid()}-{new_id()[:8]}", os.path.join(self.project.roar_dir, "traces"))
+        # Not traced itself: the kernel's dormant preload library stays out of the proxy.
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ROAR_TRACE_DIR")}
+        cfg = self.project.config
+        try:
+            self.proxy = proxy_mod.start(d, os.path.join(d, "proxy.log"),
+                                         upstream=proxy_mod.upstream_for(cfg.get("proxy.upstream"), env),
+                                         region=cfg.get("proxy.region"), env=env)
+        except RoarError:
+            session_mod.remove_trace_dir(d)
+            raise
+        self._proxy_dir = d
+        for k, v in proxy_mod.child_env(self.proxy.url).items():
+            self._proxy_env.setdefault(k, os.environ.get(k))
+            os.environ[k] = v
+        self._proxy_unroute = proxy_mod.route_existing_clients(self.proxy.url)
+        return (f"roar: S3 proxy on ({self.proxy.url}): this kernel's S3 clients (existing and new) and its "
+                "subprocesses go through it; requests made by traced cells become their edges")
+
+    def proxy_off(self) -> str:
+        if self.proxy is None:
+            return "roar: S3 proxy is not on"
+        self._proxy_unroute()
+        self.proxy.stop()
+        self.proxy = None
+        for k, old in self._proxy_env.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+        self._proxy_env = {}
+        session_mod.remove_trace_dir(self._proxy_dir)
+        return "roar: S3 proxy off"
+
+    def _proxy_edges(self, t0: int, t1: int, draft) -> tuple | None:
+        """The S3 edges of the requests the proxy recorded while the cell ran (by time window)."""
+        if self.proxy is None:
+            return None
+        from roar_nb import proxy as proxy_mod
+
+        if self.proxy.proc.poll() is not None:
+            draft.capture_level = CAPTURE_PARTIAL
+            draft.capture_notes.append("the S3 proxy has stopped; S3 I/O not captured (%roar proxy on restarts it)")
+        events, problems = proxy_mod.read_events(self._proxy_dir)
+        draft.capture_notes.extend(problems)
+        mine = [e for e in events if t0 <= e.get("t_ns", 0) <= t1]
+        store = self.project.store
+        return proxy_mod.to_edges(mine, lambda etag: store.hash_by_digest("s3.etag", etag))
 
     def say(self, msg: str) -> None:
         """Print a roar message once per kernel (repeated warnings are noise)."""
@@ -256,6 +324,7 @@ class NotebookSession:
         self._preamble = []
         draft.git = self._git.info(cwd)
         self._cell = draft
+        self._cell_t0 = time.monotonic_ns()
         self.capture.begin()  # last: nothing of ours runs inside the window but the hook
 
     def _finish(self, result) -> None:
@@ -264,6 +333,7 @@ class NotebookSession:
         draft = self._cell
         self._cell = None
         trace = self.capture.end()  # first: the cell's window closes here
+        t1 = time.monotonic_ns()
         draft.ended_at = time.time()
         failed = result is None or (result.error_in_exec is not None or result.error_before_exec is not None)
         draft.status = "failed" if failed else "ok"
@@ -275,10 +345,11 @@ class NotebookSession:
         draft.backend = trace.backend
         draft.capture_level = trace.capture_level
         draft.capture_notes.extend(trace.notes)
+        s3 = self._proxy_edges(self._cell_t0, t1, draft)
         # Never freeze the kernel behind another process's write lock: after a short wait
         # the job goes to .roar/pending/ (said once per kernel) and is stored later.
         job, warnings = session_mod.record_job(self.project, draft, ev_mod.reduce(trace.events),
-                                               wait=session_mod.CELL_LOCK_WAIT_S)
+                                               wait=session_mod.CELL_LOCK_WAIT_S, s3=s3)
         self.capture.threads.adopt(trace.threads, job.ref if job.seq else f"the cell run at {time.strftime('%H:%M:%S')}")
         if self.summary and job.seq:  # seq 0: pending, no @N yet
             # One quiet line per cell; the capture-level explanation that the summary may
@@ -415,8 +486,14 @@ class RoarMagics(Magics):
         if cmd in ("", "help", "-h", "--help"):
             print(USAGE)
             return
-        if cmd not in ("on", "off", "status", "log", "show", "dag", "reproduce", "export"):
+        if cmd not in ("on", "off", "status", "log", "show", "dag", "reproduce", "export", "proxy"):
             print(USAGE)
+            return
+        if cmd == "proxy":
+            if rest not in (["on"], ["off"]):
+                print(USAGE)
+                return
+            print(nb.proxy_on() if rest == ["on"] else nb.proxy_off())
             return
         if cmd in ("on", "off"):
             if rest:

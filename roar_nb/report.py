@@ -63,6 +63,8 @@ def short(h: str | None, n: int = 8) -> str:
 
 def display_path(path: str, base: str | None = None) -> str:
     """`path` relative to `base` (default: cwd) when under it, escaped by `present.text`."""
+    if path.startswith("s3://"):  # an S3 object: not a local path to relativise
+        return text(path)
     base = base or os.getcwd()
     try:
         rel = os.path.relpath(path, base)

@@ -46,7 +46,7 @@ def resolve_job(project, ref: str, session: Session | None = None) -> Job:
 def resolve_artifact(project, ref: str) -> str:
     """The blake3 hash that `ref` (path or hash prefix) names."""
     store = project.store
-    path = os.path.abspath(ref)
+    path = ref if ref.startswith("s3://") else os.path.abspath(ref)  # S3 objects keep their URL
     if os.path.isfile(path):
         from roar_nb.hashing import hash_paths
 

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - non-CPython
 
 from roar_nb import config as cfg_mod
 from roar_nb.capture import events as ev_mod
-from roar_nb.errors import NotInitialized, RoarError, StoreError, UsageError
+from roar_nb.errors import NotInitialized, ProxyError, RoarError, StoreError, UsageError
 from roar_nb.model import CAPTURE_COMPLETE, CAPTURE_PARTIAL, Edge, Job, Session, asdict, factory, new_id, record, replace
 
 
@@ -100,7 +100,9 @@ class Project:
     def read_filter(self) -> Callable[[str], bool]:
         """A predicate: True for reads that are dropped (system, packages, caches, .roar/)."""
         prefixes, markers = cfg_mod.read_filters(self.config)
-        prefixes = prefixes + (self.roar_dir + "/",)
+        # roar's own package (an editable install lives outside site-packages): its modules are
+        # read by `roar get`/`roar put` jobs and by code that imports roar, never user data.
+        prefixes = prefixes + (self.roar_dir + "/", os.path.dirname(os.path.abspath(cfg_mod.__file__)) + "/")
 
         def ignore(p: str) -> bool:
             if p.startswith("/dev/shm/"):  # a tmpfs of real files, under the dropped /dev/
@@ -215,7 +217,8 @@ class _CacheRows:
 
 
 def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced,
-               store_problem: str | None = None, wait: float | None = None) -> tuple[Job, list[str]]:
+               store_problem: str | None = None, wait: float | None = None,
+               s3: tuple | None = None) -> tuple[Job, list[str]]:
     """Hash what the job touched and store it. Returns (job, warnings). Never loses the job:
     if the database cannot take it, the job is kept in .roar/pending/ (then `job.seq` is 0
     and the last warning is a PendingNote) and stored by the next roar command.
@@ -223,6 +226,8 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced,
     `store_problem`: why the caller already knows the store cannot be used. `wait`: the
     longest this call may wait for another writer's lock (default: the busy timeout);
     a notebook cell passes a short one, so a held lock sends the job to pending at once.
+    `s3` is (input edges, output edges, digests) of S3 objects, already hashed by the proxy
+    (`roar_nb.proxy.to_edges`).
     """
     from roar_nb import environment
     from roar_nb.hashing import hash_paths
@@ -279,6 +284,11 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced,
             continue  # e.g. a FIFO or a directory created with O_CREAT semantics
         outs.append(Edge("out", p, h.hash, h.size, h.changed, h.error, reduced.created.get(p)))
     digests = {h.hash: h.digests for h in hashed.values() if h.hash and h.digests}
+    if s3 is not None:
+        ins += s3[0]
+        outs += s3[1]
+        for h, d in s3[2].items():
+            digests.setdefault(h, {}).update(d)
     # The kernel refuses a name longer than PATH_MAX, so such a file cannot be opened (or
     # hashed) by its absolute path: its edge stays, without a hash, and the job says so.
     too_long = [e.path for e in (*ins, *outs) if e.hash is None and len(os.fsencode(e.path)) >= 4096]
@@ -493,7 +503,8 @@ def preload_env(trace_dir: str, base: dict | None = None) -> dict:
 def run_command(project: Project, argv: list[str], kind: str = "run",
                 session: Session | None = None, tracer: str | None = None,
                 step: str | None = None, cwd: str | None = None,
-                timeout: float | None = None, extra_env: dict | None = None) -> RunResult:
+                timeout: float | None = None, extra_env: dict | None = None,
+                proxy: bool | None = None) -> RunResult:
     """Run `argv` under tracing, passing stdio, exit code and signals through; record the job.
 
     `cwd` defaults to the current directory; `timeout` (seconds) kills the command
@@ -503,6 +514,8 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     opened or written, a bad config value or tracer name only cost the record
     (kept in .roar/pending/ where possible) and add a warning. Once the command
     has run, nothing here raises: its exit status is what the caller gets.
+    `proxy`: route S3 through a job-scoped proxy (None: as configured; True: required,
+    so a proxy that cannot start raises ProxyError before anything runs).
     """
     if not argv:
         raise UsageError("no command given")
@@ -553,10 +566,16 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
         tracer = None
     tracer = tracer or project.config.get("tracer.default")  # validated: a bad value is the default
     trace_dir = ""
+    running_proxy = None
     try:
         draft.git = read_git(cwd)
         trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
+        if proxy or (proxy is None and _proxy_wanted(project)):
+            # Before `select`, which builds the child's environment: it gains the endpoint.
+            running_proxy = _start_job_proxy(project, str(trace_dir), base_env, draft, required=bool(proxy))
         sel = select_mod.select(tracer, argv, base_env, str(trace_dir), cwd)  # decided before running
+    except ProxyError:  # only when the proxy is required (roar get/put): nothing has run yet
+        raise
     except Exception as e:  # noqa: BLE001 - roar failing to prepare must not stop the command
         why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
         sel = select_mod.Selection("none", list(argv), dict(base_env), None,
@@ -582,7 +601,8 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
             rc, error = 126, f"cannot run {argv[0]}: {e.strerror or e}"
         job = None
         try:
-            job = _finish_run(project, draft, sel, select_mod, str(trace_dir), rc, store_problem, warnings)
+            job = _finish_run(project, draft, sel, select_mod, str(trace_dir), rc, store_problem, warnings,
+                              running_proxy)
         except Exception as e:  # noqa: BLE001 - the command ran: its status must reach the caller
             warnings.append(f"internal error, job not recorded: {type(e).__name__}: {e}")
         if trace_dir:
@@ -592,7 +612,8 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     return RunResult(job, rc, warnings, error)
 
 
-def _finish_run(project, draft, sel, select_mod, trace_dir, rc, store_problem, warnings) -> Job:
+def _finish_run(project, draft, sel, select_mod, trace_dir, rc, store_problem, warnings,
+                running_proxy=None) -> Job:
     draft.ended_at = time.time()
     draft.exit_code = rc
     draft.status = "ok" if rc == 0 else "failed"
@@ -603,11 +624,12 @@ def _finish_run(project, draft, sel, select_mod, trace_dir, rc, store_problem, w
         draft.capture_notes.extend(n for n in notes if n not in draft.capture_notes)
         if partial:
             draft.capture_level = CAPTURE_PARTIAL
+    s3 = _finish_job_proxy(project, running_proxy, trace_dir, problems) if running_proxy is not None else None
     if problems:
         draft.capture_level = CAPTURE_PARTIAL
         draft.capture_notes.extend(problems)
     reduced = ev_mod.reduce(events)
-    job, more = record_job(project, draft, reduced, store_problem=store_problem)
+    job, more = record_job(project, draft, reduced, store_problem=store_problem, s3=s3)
     warnings.extend(more)
     return job
 
@@ -637,6 +659,53 @@ def _getcwd() -> str | None:
         return os.getcwd()
     except OSError:
         return None
+
+
+def _proxy_wanted(project: Project) -> bool:
+    env = os.environ.get(cfg_mod.ENV_PROXY)
+    if env is not None and env != "":
+        return env not in ("0", "false", "no", "off")
+    return bool(project.config.get("proxy.enabled"))
+
+
+def _start_job_proxy(project: Project, trace_dir: str, env: dict, draft: JobDraft, required: bool = False):
+    """A proxy for this job only, its events in the job's trace dir; `env` gains the endpoint.
+
+    On failure the command still runs (unrouted): the job is partial, with the reason;
+    unless the proxy is `required` (roar get/put), then ProxyError is raised."""
+    from roar_nb import proxy as proxy_mod
+    from roar_nb.errors import ProxyError
+
+    try:
+        running = proxy_mod.start(trace_dir, os.path.join(trace_dir, "proxy.log"),
+                                  upstream=proxy_mod.upstream_for(project.config.get("proxy.upstream"), env),
+                                  region=project.config.get("proxy.region"), env=dict(env))
+    except ProxyError as e:
+        if required:
+            remove_trace_dir(trace_dir)
+            raise
+        draft.capture_level = CAPTURE_PARTIAL
+        draft.capture_notes.append(f"S3 proxy not started ({e}); S3 I/O not captured")
+        return None
+    env.update(proxy_mod.child_env(running.url))
+    return running
+
+
+def _finish_job_proxy(project: Project, running, trace_dir: str, problems: list) -> tuple:
+    """Stops the job's proxy and turns its events into S3 edges (problems gain any note)."""
+    from roar_nb import proxy as proxy_mod
+
+    note = running.stop()
+    if note:
+        problems.append(note)
+    events, more = proxy_mod.read_events(trace_dir)
+    problems.extend(more)
+    try:
+        store = project.store
+        lookup = lambda etag: store.hash_by_digest("s3.etag", etag)  # noqa: E731
+    except RoarError:
+        lookup = None
+    return proxy_mod.to_edges(events, lookup)
 
 
 def remove_trace_dir(path: str) -> None:

@@ -378,6 +378,12 @@ class Store:
         return row
 
     # -- jobs ------------------------------------------------------------------
+    def hash_by_digest(self, algo: str, value: str) -> str | None:
+        """The blake3 of an artifact recorded with this extra digest (e.g. an S3 ETag), if any."""
+        row = self.conn.execute("SELECT hash FROM artifact_digests WHERE algo = ? AND value = ? LIMIT 1",
+                                (algo, value)).fetchone()
+        return row[0] if row else None
+
     def insert_job(self, job: Job, digests: dict | None = None,
                    environment: tuple | None = None, cache_rows: list | None = None,
                    children: Iterable = ()) -> Job:
