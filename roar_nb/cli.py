@@ -226,29 +226,19 @@ def cmd_status(a) -> int:
 
 
 def _session_jobs(project, a):
-    """(session, jobs) that a command shows: --all, --session (id prefix or notebook path),
-    else the CLI's active session, else (when that has no jobs) the most recently active one."""
-    store = project.store
-    if getattr(a, "all", False):
-        return None, store.jobs()
-    wanted = getattr(a, "session", None)
-    if wanted:
-        if wanted.endswith(".ipynb"):
-            s = store.notebook_session(os.path.abspath(wanted))
-            if s is None:
-                raise RoarError(f"no session recorded for notebook {wanted}")
-        else:
-            s = store.find_session(wanted)
-        return s, store.jobs(s.id)
-    from roar_nb.session import default_session
+    """(scope, jobs) that a command shows: --all, --session (id prefix or notebook path),
+    else the default session (`views.default_session`, the rule every front end uses)."""
+    from roar_nb import views
 
-    s, note = default_session(project)
-    if note:
+    wanted = getattr(a, "session", None)
+    nb = wanted if wanted and wanted.endswith(".ipynb") else None
+    sc = views.scope(project, session=None if nb else wanted, notebook=nb, everything=getattr(a, "all", False),
+                     must_exist=True)
+    if sc.note:
         from roar_nb.present import text
 
-        print(f"roar: {text(note)}", file=sys.stderr)
-    jobs = store.jobs(s.id) if s else []
-    return s, jobs
+        print(f"roar: {text(sc.note)}", file=sys.stderr)
+    return sc, sc.jobs
 
 
 def cmd_log(a) -> int:
@@ -274,33 +264,16 @@ def cmd_dag(a) -> int:
     from roar_nb.report import dag_text
 
     project = _project()
-    session, jobs = _session_jobs(project, a)
-    d = dag_mod.build(jobs, expanded=a.expanded, session_id=session.id if session else None,
-                      project_jobs=project.store.jobs() if session else None)
+    from roar_nb import views
+
+    sc, jobs = _session_jobs(project, a)
+    d = dag_mod.build(jobs, expanded=a.expanded, session_id=sc.session.id if sc.session else None,
+                      project_jobs=views.project_jobs(project, sc))
     if a.json:
         print(json.dumps(d.to_json(), indent=2))
     else:
         print(dag_text(d, _style(), show_artifacts=a.show_artifacts))
     return 0
-
-
-def artifact_json(project, hash_: str) -> dict:
-    store = project.store
-    art = store.artifact(hash_) or {"hash": hash_, "size": None, "digests": {}}
-    edges = store.edges_of_artifact(hash_)
-
-    from roar_nb.present import text  # paths as every view shows them (as in job_io.path)
-
-    def ref(e):
-        return {"job": e["job_id"], "ref": f"@B{e['seq']}" if e["kind"] == "build" else f"@{e['seq']}",
-                "session": e["session_id"], "path": text(e["path"]), "command": e["command"]}
-
-    return {
-        "hash": hash_, "size": art["size"], "digests": art.get("digests", {}),
-        "paths": sorted({text(e["path"]) for e in edges}),
-        "producers": [ref(e) for e in edges if e["direction"] == "out"],
-        "consumers": [ref(e) for e in edges if e["direction"] == "in"],
-    }
 
 
 def cmd_show(a) -> int:
@@ -309,6 +282,7 @@ def cmd_show(a) -> int:
     from roar_nb import dag as dag_mod
     from roar_nb import report
     from roar_nb.resolve import resolve_any
+    from roar_nb.views import artifact_json
 
     project = _project()
     if not a.ref:

@@ -23,7 +23,7 @@ def resolve_job(project, ref: str, session: Session | None = None) -> Job:
     m = _STEP.match(ref.strip())
     if m:
         if session is None:
-            from roar_nb.session import default_session
+            from roar_nb.views import default_session
 
             session, _ = default_session(project)
         if session is None:

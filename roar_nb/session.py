@@ -112,26 +112,6 @@ class Project:
         return ignore
 
 
-def default_session(project: Project) -> tuple[Session | None, str | None]:
-    """The session that `roar dag`, `roar log` and `@N` mean when none is named.
-
-    The CLI's active session; when that has no jobs (e.g. the work happened in notebooks),
-    the notebook session with the most recent job, if it started after the CLI session did
-    (so that `roar reset` still shows an empty session). Returns (session, note or None).
-    """
-    store = project.store
-    s = store.active_session(create=False)
-    if s is not None and store.count_jobs(s.id):
-        return s, None
-    since = s.created_at if s is not None else 0.0
-    recent = [r for r in store.sessions() if r["jobs"] and r["kind"] == "notebook" and r["created_at"] >= since]
-    if not recent:
-        return s, None
-    latest = store.session(max(recent, key=lambda r: r["last_job_at"] or 0)["id"])
-    what = f"notebook {latest.notebook}" if latest.notebook else f"{latest.kind} session {latest.id[:12]}"
-    return latest, f"the CLI session has no jobs; using the latest active one ({what})"
-
-
 # --- recording ------------------------------------------------------------------
 
 # Notes of input edges that the use cases read back (reproduce.py).

@@ -276,13 +276,13 @@ export class LineagePanel extends Widget {
 
   private fillScopes(s: ISessionsDoc, path: string | null): void {
     const opts: [string, string][] = [
-      ['', path ? `This notebook (${basename(path)})` : 'Current CLI session'],
+      ['', path ? `This notebook (${basename(path)})` : 'Default session (as roar dag)'],
       ['all', 'Whole project']
     ];
     for (const x of [...(s.sessions ?? [])].reverse()) {
       const when = new Date(x.created_at * 1000).toLocaleString();
       const name = x.notebook_path ?? x.name ?? (x.kind === 'cli' ? 'CLI session' : x.kind);
-      const mark = x.id === s.current ? ' (this notebook)' : x.id === s.active ? ' (CLI, active)' : '';
+      const mark = x.id === s.current ? ' (this notebook)' : x.id === s.active ? ' (default, as roar dag)' : '';
       opts.push([x.id, `${shorten(name, 30)}${mark} \u00b7 ${x.jobs} jobs \u00b7 ${when}`]);
     }
     const key = JSON.stringify(opts);

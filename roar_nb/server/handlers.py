@@ -1,7 +1,7 @@
 """REST handlers under /roar/api/: sessions, DAG, job, artifact, and a cheap change token.
 
 Responsibility: turn an HTTP request into a call on the same use-case layer as
-the CLI (`session.Project`, `dag.build`/`job_json`, `cli.artifact_json`) and the
+the CLI (`session.Project`, `views.scope`/`artifact_json`, `dag.build`/`job_json`) and the
 result into JSON. Every handler requires Jupyter's authentication
 (`@tornado.web.authenticated` on an `APIHandler`: no token -> 403) and read
 access to contents (the DAG shows file paths and source); every error is
@@ -34,6 +34,7 @@ from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop
 
 from roar_nb import dag as dag_mod
+from roar_nb import views
 from roar_nb.errors import AmbiguousRef, NotInitialized, RefNotFound, RoarError, StoreError, UsageError
 from roar_nb.session import Project
 
@@ -180,7 +181,7 @@ class SessionsHandler(RoarHandler):
             with store.snapshot():
                 sessions = [_session_json(self, s) for s in store.sessions()]
                 current = store.notebook_session(nb) if nb else None
-                active = store.active_session(create=False)
+                active, _ = views.default_session(project)
             return {"project": str(project.root), "sessions": sessions,
                     "current": current.id if current else None, "active": active.id if active else None}
 
@@ -191,7 +192,8 @@ class DagHandler(RoarHandler):
     """GET /roar/api/dag?path=NB[&session=ID|all][&expanded=1]: `roar dag --json` plus labels.
 
     Without `session`, the DAG of the notebook's latest session (the one `%load_ext
-    roar` opened for it); `session=all` is the whole project. Jobs and their inputs
+    roar` opened for it), or without `path` the default session (`views.default_session`,
+    the one `roar dag` shows); `session=all` is the whole project. Jobs and their inputs
     and outputs are read in one snapshot, so a job being written is either complete
     or absent."""
 
@@ -206,19 +208,12 @@ class DagHandler(RoarHandler):
             store = project.store
             with store.snapshot():
                 token = store.change_token()
-                if which == "all":
-                    session, jobs = None, store.jobs()
-                elif which:
-                    session = store.find_session(which)
-                    jobs = store.jobs(session.id)
-                elif nb:
-                    session = store.notebook_session(nb)
-                    jobs = store.jobs(session.id) if session else []
-                else:
-                    session = store.active_session(create=False)
-                    jobs = store.jobs(session.id) if session else []
-                everything = store.jobs() if session else None  # staleness is project-wide
-            d = dag_mod.build(jobs, expanded=expanded, session_id=session.id if session else None,
+                # The one rule for which session a view shows, as `roar dag` and `%roar dag`.
+                sc = views.scope(project, session=None if which == "all" else which, notebook=nb,
+                                 everything=which == "all")
+                session = sc.session
+                everything = views.project_jobs(project, sc)  # staleness is project-wide
+            d = dag_mod.build(sc.jobs, expanded=expanded, session_id=session.id if session else None,
                               project_jobs=everything)
             doc = d.to_json()
             by_id = {j.id: j for j in d.jobs}
@@ -264,14 +259,13 @@ class ArtifactHandler(RoarHandler):
     async def get(self, ref: str):
         def fn(project: Project) -> dict:
             # One JSON shape for artifacts, shared with `roar show HASH --json`.
-            from roar_nb.cli import artifact_json
             from roar_nb.resolve import resolve_artifact
 
             if not all(c in "0123456789abcdefABCDEF" for c in ref):
                 raise UsageError("an artifact is named by its blake3 hash (or a unique prefix)")
             store = project.store
             with store.snapshot():
-                return artifact_json(project, resolve_artifact(project, ref))
+                return views.artifact_json(project, resolve_artifact(project, ref))
 
         await self.run(fn)
 
