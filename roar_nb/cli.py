@@ -42,54 +42,19 @@ def _confirm(question: str, yes: bool) -> bool:
 # --- commands -----------------------------------------------------------------------
 
 def cmd_init(a) -> int:
+    from roar_nb import gitignore
     from roar_nb.session import Project
 
     project, created = Project.init(a.dir)
     print(f"{'Initialized' if created else 'Already initialized:'} {project.roar_dir}")
-    from pathlib import Path
-
-    gitignore = Path(project.root) / ".gitignore"
-    if (Path(project.root) / ".git").exists() and not a.no_gitignore:
-        present = gitignore.exists() and any(
-            ln.strip() in (".roar", ".roar/", "/.roar", "/.roar/") for ln in gitignore.read_text().splitlines())
-        if not present:
-            add = a.yes
-            if not add and not a.yes and sys.stdin.isatty():
-                add = input("Add .roar/ to .gitignore? [Y/n] ").strip().lower() in ("", "y", "yes")
-            if add:
-                with open(gitignore, "a") as f:
-                    f.write(("" if not gitignore.exists() or gitignore.read_text().endswith("\n") else "\n") + ".roar/\n")
-                print("Added .roar/ to .gitignore")
+    if not a.no_gitignore and gitignore.wanted(str(project.root)):
+        add = a.yes
+        if not add and sys.stdin.isatty():
+            add = input("Add .roar/ to .gitignore? [Y/n] ").strip().lower() in ("", "y", "yes")
+        if add:
+            gitignore.add(str(project.root))
+            print("Added .roar/ to .gitignore")
     return 0
-
-
-def _override(argv: list[str], overrides: list[str]) -> list[str]:
-    """Apply `--key=value` / `--key value` overrides to a recorded argv; other words are appended."""
-    out = list(argv)
-    i = 0
-    while i < len(overrides):
-        tok = overrides[i]
-        if tok.startswith("--"):
-            key, eq, val = tok.partition("=")
-            if not eq and i + 1 < len(overrides) and not overrides[i + 1].startswith("--"):
-                val, i = overrides[i + 1], i + 1
-                eq = "="
-            replaced = False
-            for k, word in enumerate(out):
-                if word == key and eq and k + 1 < len(out):
-                    out[k + 1] = val
-                    replaced = True
-                    break
-                if word.startswith(key + "="):
-                    out[k] = f"{key}={val}" if eq else key
-                    replaced = True
-                    break
-            if not replaced:
-                out.append(f"{key}={val}" if eq else key)
-        else:
-            out.append(tok)
-        i += 1
-    return out
 
 
 def _run(a, kind: str) -> int:
@@ -103,16 +68,10 @@ def _run(a, kind: str) -> int:
     project = _project()
     step = cwd = None
     if argv[0].startswith("@"):
-        from roar_nb.resolve import resolve_job
+        from roar_nb import rerun
 
-        prev = resolve_job(project, argv[0])
-        if prev.kind == "cell":
-            raise UsageError(f"{prev.ref} is a notebook cell; re-run it in its notebook or with `roar reproduce`")
-        overrides = argv[1:]
-        argv = _override(list(prev.argv), overrides)
-        kind = prev.kind
-        step = prev.step if not overrides else None
-        cwd = prev.cwd if os.path.isdir(prev.cwd) else None  # re-run where it ran
+        again = rerun.plan(project, argv[0], argv[1:])
+        argv, kind, step, cwd = again.argv, again.kind, again.step, again.cwd
     res = run_command(project, argv, kind=kind, tracer=a.tracer, step=step, cwd=cwd)
     return _finish_cli_run(project, res, a.quiet)
 
@@ -423,50 +382,25 @@ def cmd_config(a) -> int:
     return 0
 
 
-def _label_target(project, entity: str, target: str) -> str:
-    from roar_nb.resolve import resolve_artifact, resolve_job
-
-    if entity == "dag":
-        if target == "current":
-            s = project.store.active_session()
-            return s.id
-        return project.store.find_session(target).id
-    if entity == "job":
-        return resolve_job(project, target).id
-    return resolve_artifact(project, target)
-
-
 def cmd_label(a) -> int:
     import json
 
+    from roar_nb import labels
+
     project = _project()
-    store = project.store
-    target = _label_target(project, a.entity, a.target)
     if a.action == "cp":
-        if len(a.pairs) != 2 or a.pairs[0] not in ("dag", "job", "artifact"):
-            raise UsageError("usage: roar label cp ENTITY TARGET DEST_ENTITY DEST_TARGET"
-                             " (e.g. roar label cp job @2 artifact model.pt)")
-        dest = _label_target(project, a.pairs[0], a.pairs[1])
-        hist = store.label_history(a.entity, target)
-        if not hist or not hist[-1]["doc"]:
-            raise UsageError(f"no labels on {a.entity} {a.target} to copy")
-        # Copied keys overwrite the destination's, its other keys stay: a new version.
-        doc = store.label_patch(a.pairs[0], dest, hist[-1]["doc"])
+        if len(a.pairs) != 2:
+            labels.target(project, a.entity, a.target)  # a bad source is reported first
+            raise UsageError(labels.CP_USAGE)
+        doc = labels.copy(project, a.entity, a.target, a.pairs[0], a.pairs[1])
         print(json.dumps(doc, sort_keys=True))
     elif a.action == "set":
-        patch = {}
-        for kv in a.pairs:
-            k, eq, v = kv.partition("=")
-            if not eq or not k:
-                raise UsageError(f"labels are KEY=VALUE (KEY= deletes), got {kv!r}")
-            patch[k] = v if v != "" else None
-        doc = store.label_patch(a.entity, target, patch)
-        print(json.dumps(doc, sort_keys=True))
+        print(json.dumps(labels.set_labels(project, a.entity, a.target, a.pairs), sort_keys=True))
     elif a.action == "show":
-        hist = store.label_history(a.entity, target)
+        hist = labels.history(project, a.entity, a.target)
         print(json.dumps(hist[-1]["doc"] if hist else {}, sort_keys=True, indent=2))
     elif a.action == "history":
-        for h in store.label_history(a.entity, target):
+        for h in labels.history(project, a.entity, a.target):
             print(f"v{h['version']}  {json.dumps(h['doc'], sort_keys=True)}")
     return 0
 

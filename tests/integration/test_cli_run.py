@@ -355,3 +355,25 @@ def test_dev_shm_files_are_data(proj):
     finally:
         import shutil
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_label_cp_and_init_gitignore(proj):
+    """`roar label cp` and init's .gitignore policy, through the CLI (their logic lives in
+    roar_nb.labels and roar_nb.gitignore)."""
+    proj.roar("run", "--", "sh", "-c", "echo a > a.txt")
+    proj.roar("label", "set", "job", "@1", "phase=prep", "owner=me")
+    proj.roar("label", "set", "artifact", "a.txt", "owner=you", "kept=1")
+    out = json.loads(proj.roar("label", "cp", "job", "@1", "artifact", "a.txt").stdout)
+    assert out == {"phase": "prep", "owner": "me", "kept": "1"}
+    bad = proj.roar("label", "cp", "job", "@1", "artifact", check=False)
+    assert bad.returncode != 0 and b"usage: roar label cp" in bad.stderr
+    bad = proj.roar("label", "cp", "job", "@7", "artifact", "a.txt", check=False)
+    assert bad.returncode != 0 and b"no job @7" in bad.stderr
+
+    repo = proj.root / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / ".gitignore").write_text("build/")
+    assert b"Added .roar/" in proj.roar("init", "-y", repo).stdout
+    assert (repo / ".gitignore").read_text() == "build/\n.roar/\n"
+    assert b"Added" not in proj.roar("init", "-y", repo).stdout  # already there: untouched
+    assert (repo / ".gitignore").read_text() == "build/\n.roar/\n"
