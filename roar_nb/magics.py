@@ -1,9 +1,9 @@
 """The IPython front end: `%load_ext roar`, `%%roar`, `%roar on|off|status|log|show|dag`.
 
-Responsibility: decide which cells are jobs, begin and end capture around them
-(capture/inkernel.py picks native or python-level capture), hand the events to
-`session.record_job`, and show one quiet summary line. It is the only module
-that imports IPython.
+Responsibility: decide from IPython's hooks which cells are jobs, drive the cell
+recorder (`cells.CellRecorder`: the draft, step identity, preamble, begin/finish
+around capture/inkernel.py's window, `session.record_job`) and show one quiet
+summary line. It is the only module that imports IPython.
 
 What it must not do: hide or alter the user's own exception or output, run the
 user's code itself (cells run exactly as IPython runs them; `%%roar` is removed
@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import time
 from typing import Optional
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -26,32 +25,12 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from roar_nb import session as session_mod
 from roar_nb.capture.audit import NOTE_PYTHON_ONLY
 from roar_nb.errors import NotInitialized, RefNotFound, RoarError
-from roar_nb.model import CAPTURE_PARTIAL
+from roar_nb.cells import is_own_cell
+from roar_nb.model import CAPTURE_COMPLETE, CAPTURE_PARTIAL
 
 USAGE = ("usage: %roar on | off | status | log | show REF | dag [--widget|--text|--expanded]"
          " | reproduce TARGET [--run] [--check-determinism] | export TARGET FILE.ipynb | proxy on|off"
          "   (%%roar: trace this cell)")
-
-# Cells made only of these lines are roar's own commands, not jobs of the user.
-_OWN_PREFIXES = ("%roar", "%load_ext roar", "%reload_ext roar", "%unload_ext roar")
-
-# How often a background `git status` refreshes the dirty flag (it never runs
-# inside a cell's capture window, where it would count as the cell's I/O).
-_GIT_DIRTY_EVERY_S = 2.0
-
-
-def _is_own_cell(raw: str) -> bool:
-    lines = [ln.strip() for ln in raw.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    return bool(lines) and all(ln.startswith(_OWN_PREFIXES) and not ln.startswith("%%roar") for ln in lines)
-
-
-def _first_line(raw: str) -> str:
-    for ln in raw.splitlines():
-        s = ln.strip()
-        if s and not s.startswith("%%roar"):
-            return s
-    return ""
-
 
 def _strip_roar_cell_magic(lines: list[str]) -> list[str]:
     """Input transformer: a leading `%%roar` line becomes an empty line.
@@ -87,38 +66,6 @@ def _nested_run_cell() -> bool:
     return False
 
 
-class _Git:
-    """Commit/branch read per cell from .git files; the dirty flag from a throttled background status."""
-
-    def __init__(self):
-        self._proc_info = None
-        self._started = 0.0
-        self.dirty: Optional[bool] = None
-
-    def info(self, cwd: str):
-        from roar_nb.gitinfo import GitInfo, read_git
-
-        g = read_git(cwd, dirty=False)
-        if g.root is None:
-            return None
-        return GitInfo(root=g.root, commit=g.commit, branch=g.branch, dirty=self.dirty)
-
-    def refresh(self, cwd: str) -> None:
-        """Collect a finished `git status` and start the next one (called outside capture)."""
-        from roar_nb.gitinfo import read_git
-
-        if self._proc_info is not None:
-            p = self._proc_info._proc
-            if p is not None and p.poll() is None:
-                return  # still running; collect it next time
-            self.dirty = self._proc_info.settle().dirty
-            self._proc_info = None
-        if time.monotonic() - self._started >= _GIT_DIRTY_EVERY_S:
-            self._started = time.monotonic()
-            g = read_git(cwd, dirty=True)
-            self._proc_info = g if g._proc is not None else None
-
-
 class NotebookSession:
     """roar's state in one kernel: project, session, capture, and whether cells are traced."""
 
@@ -132,15 +79,12 @@ class NotebookSession:
         self.notebook = _notebook_path(shell)
         self.kernel_id = _kernel_id()
         self._said: set = set()
-        self._cell = None  # (JobDraft, ExecutionInfo) of the cell being captured
-        self._git = _Git()
-        self._preamble: list[str] = []  # untraced cells since the last traced one (see Job.preamble)
+        self.recorder = None  # cells.CellRecorder once the project and session are open
         self._nested = 0  # run_cell calls made by the traced cell itself (e.g. %%capture)
         self.proxy = None  # the kernel's S3 proxy (roar_nb.proxy.Running) after `%roar proxy on`
         self._proxy_dir = None  # its events directory
         self._proxy_env: dict = {}  # the environment variables it replaced: restored by `off`
         self._proxy_unroute = lambda: None  # undoes the routing of clients that existed at `on`
-        self._cell_t0 = 0  # CLOCK_MONOTONIC ns when the traced cell began (the proxy's clock)
 
     # -- setup -----------------------------------------------------------------------
     def open(self) -> None:
@@ -178,7 +122,11 @@ class NotebookSession:
         if self.project is not None:
             self.capture.ignore_read = self.project.read_filter()
         if self.project is not None:
-            self._git.refresh(os.getcwd())
+            from roar_nb.cells import CellRecorder
+
+            self.recorder = CellRecorder(self.project, self.session, self.capture, notebook=self.notebook,
+                                         kernel_id=self.kernel_id, s3_edges=self._proxy_edges)
+            self.recorder.git.refresh(os.getcwd())
 
     def close(self) -> None:
         self.proxy_off()
@@ -230,20 +178,23 @@ class NotebookSession:
         session_mod.remove_trace_dir(self._proxy_dir)
         return "roar: S3 proxy off"
 
-    def _proxy_edges(self, t0: int, t1: int, draft) -> tuple | None:
-        """The S3 edges of the requests the proxy recorded while the cell ran (by time window)."""
+    def _proxy_edges(self, t0: int, t1: int):
+        """What the proxy recorded while the cell ran (by time window), as a capture result."""
         if self.proxy is None:
             return None
         from roar_nb import proxy as proxy_mod
+        from roar_nb.capture.result import CaptureResult
 
+        level, notes = CAPTURE_COMPLETE, []
         if self.proxy.proc.poll() is not None:
-            draft.capture_level = CAPTURE_PARTIAL
-            draft.capture_notes.append("the S3 proxy has stopped; S3 I/O not captured (%roar proxy on restarts it)")
+            level = CAPTURE_PARTIAL
+            notes.append("the S3 proxy has stopped; S3 I/O not captured (%roar proxy on restarts it)")
         events, problems = proxy_mod.read_events(self._proxy_dir)
-        draft.capture_notes.extend(problems)
+        notes.extend(problems)
         mine = [e for e in events if t0 <= e.get("t_ns", 0) <= t1]
         store = self.project.store
-        return proxy_mod.to_edges(mine, lambda etag: store.hash_by_digest("s3.etag", etag))
+        return CaptureResult(s3=proxy_mod.to_edges(mine, lambda etag: store.hash_by_digest("s3.etag", etag)),
+                             capture_level=level, notes=notes)
 
     def say(self, msg: str) -> None:
         """Print a roar message once per kernel (repeated warnings are noise)."""
@@ -259,7 +210,7 @@ class NotebookSession:
                 # is, never a job or a preamble entry of its own (the outer cell has it).
                 self._nested += 1
                 return
-            if self._cell is not None:
+            if self.recorder is not None and self.recorder.active:
                 self._finish(None)  # a previous cell never reached post_run_cell
             raw = info.raw_cell or ""
             if self.project is None or self.session is None or info.silent:
@@ -270,21 +221,21 @@ class NotebookSession:
                 if args:
                     print(USAGE)
                     return
-            elif not self.auto or _is_own_cell(raw) or not raw.strip():
+            elif not self.auto or is_own_cell(raw) or not raw.strip():
                 return
-            self._begin(info)
+            self.recorder.begin(raw, getattr(info, "cell_id", None) or None, os.getcwd())
         except RoarError as e:
-            self._cell = None
+            self._drop_cell()
             self.say(f"roar: {e}")
         except Exception as e:  # noqa: BLE001 - never break the user's cell
-            self._cell = None
+            self._drop_cell()
             self.say(f"roar: internal error, cell not traced: {type(e).__name__}: {e}")
 
     def post_run_cell(self, result) -> None:
         if self._nested:
             self._nested -= 1
             return
-        if self._cell is None:
+        if self.recorder is None or not self.recorder.active:
             self._note_untraced(result)
             return
         try:
@@ -294,63 +245,24 @@ class NotebookSession:
         except Exception as e:  # noqa: BLE001
             self.say(f"roar: internal error, cell not recorded: {type(e).__name__}: {e}")
         finally:
-            self._cell = None
+            self._drop_cell()
+
+    def _drop_cell(self) -> None:
+        if self.recorder is not None:
+            self.recorder.draft = None
 
     def _note_untraced(self, result) -> None:
-        """Keep the source of an untraced cell that succeeded: the next traced cell records it
-        as its preamble, so a reproduction can rebuild the kernel state (imports, definitions)."""
+        """An untraced cell's source goes to the recorder's preamble (see `CellRecorder.note_untraced`)."""
         info = getattr(result, "info", None)
         raw = (getattr(info, "raw_cell", None) or "") if info is not None else ""
-        if (self.project is None or not raw.strip() or getattr(info, "silent", False)
-                or _is_own_cell(raw) or not getattr(result, "success", False)):
+        if self.recorder is None or getattr(info, "silent", False):
             return
-        self._preamble.append(raw)
-        del self._preamble[:-50]  # bounded: a long untraced stretch keeps its last 50 cells
-
-    def _begin(self, info) -> None:
-        from roar_nb.hashing import hash_bytes
-
-        cwd = os.getcwd()
-        raw = info.raw_cell or ""
-        cell_id = getattr(info, "cell_id", None) or None
-        draft = session_mod.JobDraft(
-            kind="cell", command=_first_line(raw), cwd=cwd, started_at=time.time(),
-            session_id=self.session.id,
-            # Step identity is the cell id; without one (terminal IPython) the source is.
-            step=cell_id or "src:" + hash_bytes(raw.encode("utf-8", "surrogateescape"))[:16],
-            source=raw, notebook=self.notebook, cell_id=cell_id, kernel_id=self.kernel_id,
-            preamble="\n\n".join(self._preamble) or None,
-        )
-        self._preamble = []
-        draft.git = self._git.info(cwd)
-        self._cell = draft
-        self._cell_t0 = time.monotonic_ns()
-        self.capture.begin()  # last: nothing of ours runs inside the window but the hook
+        self.recorder.note_untraced(raw, bool(getattr(result, "success", False)))
 
     def _finish(self, result) -> None:
-        from roar_nb.capture import events as ev_mod
-
-        draft = self._cell
-        self._cell = None
-        trace = self.capture.end()  # first: the cell's window closes here
-        t1 = time.monotonic_ns()
-        draft.ended_at = time.time()
         failed = result is None or (result.error_in_exec is not None or result.error_before_exec is not None)
-        draft.status = "failed" if failed else "ok"
-        draft.exit_code = 1 if failed else 0
-        if result is not None:
-            draft.execution_count = result.execution_count
-        else:
-            draft.capture_notes.append("the cell did not finish normally")
-        draft.backend = trace.backend
-        draft.capture_level = trace.capture_level
-        draft.capture_notes.extend(trace.notes)
-        s3 = self._proxy_edges(self._cell_t0, t1, draft)
-        # Never freeze the kernel behind another process's write lock: after a short wait
-        # the job goes to .roar/pending/ (said once per kernel) and is stored later.
-        job, warnings = session_mod.record_job(self.project, draft, ev_mod.reduce(trace.events),
-                                               wait=session_mod.CELL_LOCK_WAIT_S, s3=s3)
-        self.capture.threads.adopt(trace.threads, job.ref if job.seq else f"the cell run at {time.strftime('%H:%M:%S')}")
+        job, warnings = self.recorder.finish(failed, result.execution_count if result is not None else None,
+                                             finished=result is not None)
         if self.summary and job.seq:  # seq 0: pending, no @N yet
             # One quiet line per cell; the capture-level explanation that the summary may
             # append is the same every cell, so it is said once per kernel. A partial
@@ -362,7 +274,6 @@ class NotebookSession:
                     print(m, flush=True) if job.capture_level == "partial" else self.say(m)
         for w in warnings:
             self.say(f"roar: {getattr(w, 'once', w)}")
-        self._git.refresh(draft.cwd)
 
     # -- commands ---------------------------------------------------------------------
     def jobs(self):

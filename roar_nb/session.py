@@ -19,6 +19,8 @@ except ImportError:  # pragma: no cover - non-CPython
 
 from roar_nb import config as cfg_mod
 from roar_nb.capture import events as ev_mod
+from roar_nb.capture.result import CaptureResult
+from roar_nb.capture.result import fold as fold_capture
 from roar_nb.errors import NotInitialized, ProxyError, RoarError, StoreError, UsageError
 from roar_nb.model import CAPTURE_COMPLETE, CAPTURE_PARTIAL, Edge, Job, Session, asdict, factory, new_id, record, replace
 
@@ -196,22 +198,28 @@ class _CacheRows:
         self.rows.extend(rows)
 
 
-def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced,
+def record_job(project: Project, draft: JobDraft, capture: CaptureResult,
                store_problem: str | None = None, wait: float | None = None,
-               s3: tuple | None = None) -> tuple[Job, list[str]]:
+               s3: CaptureResult | None = None) -> tuple[Job, list[str]]:
     """Hash what the job touched and store it. Returns (job, warnings). Never loses the job:
     if the database cannot take it, the job is kept in .roar/pending/ (then `job.seq` is 0
     and the last warning is a PendingNote) and stored by the next roar command.
 
+    `capture` is what the tracer (or the kernel's capture) saw; `s3` what the S3 proxy saw
+    (its edges already hashed by the proxy, `roar_nb.proxy.to_edges`). Their backend, levels
+    and notes are folded into the job here and nowhere else (`capture.result.fold`).
     `store_problem`: why the caller already knows the store cannot be used. `wait`: the
     longest this call may wait for another writer's lock (default: the busy timeout);
     a notebook cell passes a short one, so a held lock sends the job to pending at once.
-    `s3` is (input edges, output edges, digests) of S3 objects, already hashed by the proxy
-    (`roar_nb.proxy.to_edges`).
     """
     from roar_nb import environment
     from roar_nb.hashing import hash_paths
 
+    results = [capture] if s3 is None else [capture, s3]
+    for r in results:
+        fold_capture(draft, r)
+    reduced = capture.events if capture.events is not None else ev_mod.reduce([])
+    s3_edges = next((r.s3 for r in results if r.s3 is not None), None)
     warnings: list[str] = list(project.config.warnings)
     ev_mod.settle_updates(reduced)
     ignore = project.read_filter()
@@ -264,10 +272,10 @@ def record_job(project: Project, draft: JobDraft, reduced: ev_mod.Reduced,
             continue  # e.g. a FIFO or a directory created with O_CREAT semantics
         outs.append(Edge("out", p, h.hash, h.size, h.changed, h.error, reduced.created.get(p)))
     digests = {h.hash: h.digests for h in hashed.values() if h.hash and h.digests}
-    if s3 is not None:
-        ins += s3[0]
-        outs += s3[1]
-        for h, d in s3[2].items():
+    if s3_edges is not None:
+        ins += s3_edges[0]
+        outs += s3_edges[1]
+        for h, d in s3_edges[2].items():
             digests.setdefault(h, {}).update(d)
     # The kernel refuses a name longer than PATH_MAX, so such a file cannot be opened (or
     # hashed) by its absolute path: its edge stays, without a hash, and the job says so.
@@ -597,19 +605,14 @@ def _finish_run(project, draft, sel, select_mod, trace_dir, rc, store_problem, w
     draft.ended_at = time.time()
     draft.exit_code = rc
     draft.status = "ok" if rc == 0 else "failed"
-    events, problems = ([], [])
+    capture = CaptureResult()
     if sel.trace_dir is not None:
         events, problems = ev_mod.read_trace_dir(trace_dir)
-        draft.backend, notes, partial = select_mod.finish(sel)
-        draft.capture_notes.extend(n for n in notes if n not in draft.capture_notes)
-        if partial:
-            draft.capture_level = CAPTURE_PARTIAL
-    s3 = _finish_job_proxy(project, running_proxy, trace_dir, problems) if running_proxy is not None else None
-    if problems:
-        draft.capture_level = CAPTURE_PARTIAL
-        draft.capture_notes.extend(problems)
-    reduced = ev_mod.reduce(events)
-    job, more = record_job(project, draft, reduced, store_problem=store_problem, s3=s3)
+        backend, notes, partial = select_mod.finish(sel)
+        capture = CaptureResult(events=ev_mod.reduce(events), backend=backend, notes=[*notes, *problems],
+                                capture_level=CAPTURE_PARTIAL if partial or problems else CAPTURE_COMPLETE)
+    s3 = _finish_job_proxy(project, running_proxy, trace_dir) if running_proxy is not None else None
+    job, more = record_job(project, draft, capture, store_problem=store_problem, s3=s3)
     warnings.extend(more)
     return job
 
@@ -671,10 +674,12 @@ def _start_job_proxy(project: Project, trace_dir: str, env: dict, draft: JobDraf
     return running
 
 
-def _finish_job_proxy(project: Project, running, trace_dir: str, problems: list) -> tuple:
-    """Stops the job's proxy and turns its events into S3 edges (problems gain any note)."""
+def _finish_job_proxy(project: Project, running, trace_dir: str) -> CaptureResult:
+    """Stops the job's proxy; what it saw as a capture result (S3 edges; partial with a note
+    when it stopped badly or its events could not all be read)."""
     from roar_nb import proxy as proxy_mod
 
+    problems = []
     note = running.stop()
     if note:
         problems.append(note)
@@ -685,7 +690,8 @@ def _finish_job_proxy(project: Project, running, trace_dir: str, problems: list)
         lookup = lambda etag: store.hash_by_digest("s3.etag", etag)  # noqa: E731
     except RoarError:
         lookup = None
-    return proxy_mod.to_edges(events, lookup)
+    return CaptureResult(s3=proxy_mod.to_edges(events, lookup), notes=problems,
+                         capture_level=CAPTURE_PARTIAL if problems else CAPTURE_COMPLETE)
 
 
 def remove_trace_dir(path: str) -> None:
