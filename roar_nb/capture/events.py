@@ -200,8 +200,11 @@ def read_trace_file(path: str) -> tuple[list[Event], bool]:
     return events, True
 
 
-def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
-    """All events of a job's trace directory in time order, and problems worth telling the user."""
+def read_trace_dir(trace_dir: str, exempt: Iterable = ()) -> tuple[list[Event], list[str]]:
+    """All events of a job's trace directory in time order, and problems worth telling the user.
+
+    `exempt`: pids (text) of processes meant to outlive the job (a kernel's pool workers,
+    which follow its control block), never reported as still running."""
     events: list[Event] = []
     problems: list[str] = []
     try:
@@ -260,6 +263,8 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
     # created yet: a pid still running with this trace directory in its environment is alive.
     marker = b"ROAR_TRACE_DIR=" + os.fsencode(trace_dir) + b"\0"
     alive += [p for p in pids - set(alive) if os.path.exists(f"/proc/{p}") and _runs_with(p, marker)]
+    exempt = set(exempt)
+    alive = [a for a in alive if a not in exempt and a.rpartition(" ")[2] not in exempt]
     if alive:
         who = sorted(set(alive), key=lambda p: (not p.isdigit(), int(p) if p.isdigit() else 0, p))
         problems.append(f"{len(who)} process(es) were still running when the job ended (pid "
@@ -339,9 +344,7 @@ def _runs_with(pid: str, marker: bytes) -> bool:
             env = b"\0" + f.read()
     except OSError:
         return False
-    # A follower of a host's control block (a pool worker started in a notebook cell) ignores
-    # ROAR_TRACE_DIR and outlives jobs by design: the host retargets it, nothing is pending.
-    return marker in env and b"\0ROAR_CONTROL=/" not in env
+    return marker in env
 
 
 def _lost_text(name: str) -> str:

@@ -301,7 +301,6 @@ pub fn after_fork_child(st: &mut State) {
         SEEN.store(if s & 1 == 0 { s } else { u64::MAX }, Ordering::Relaxed);
         WATCH.store(b, Ordering::Relaxed);
         st.follower = true;
-        st.unlock_for_follower();
     }
 }
 

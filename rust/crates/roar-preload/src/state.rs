@@ -355,9 +355,7 @@ impl State {
     /// instant. Claiming in the child alone leaves a window in which a
     /// daemon forked just before the command exits has no file yet.
     fn before_fork(&mut self) {
-        // A follower's children follow the block too and hold no liveness lock
-        // (`unlock_for_follower`): nothing to claim ahead of them.
-        if !self.active || self.dir.is_empty() || self.follower {
+        if !self.active || self.dir.is_empty() {
             return;
         }
         let mut name = std::mem::take(&mut self.fork_name);
@@ -401,20 +399,6 @@ impl State {
     fn claim(&mut self) {
         if !self.write_out() {
             self.mark_lost();
-        }
-    }
-
-    /// A process that follows a host's control block (a pool worker, a
-    /// forkserver) is meant to outlive the job it started in: the host's
-    /// begin/end retarget it, and it writes every record through, so nothing
-    /// is pending when a job ends. Its trace file must not read as "a process
-    /// still running when the job ended" (the daemon check), so a fork child
-    /// that became a follower drops the lock it inherited from `before_fork`.
-    pub fn unlock_for_follower(&mut self) {
-        let fd = self.out.get(self.pid);
-        if fd >= 0 {
-            // SAFETY: flock on our own descriptor (LOCK_UN releases our shared lock).
-            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_UN) };
         }
     }
 
@@ -838,13 +822,9 @@ impl State {
                 match self.out.adopt(fd, self.pid) {
                     Some((high, size)) => {
                         fd = high;
-                        // Held while this image lives (see `claim`); not by a follower
-                        // of a control block, which outlives jobs by design and writes
-                        // every record through (see `unlock_for_follower`).
-                        if !self.follower {
-                            // SAFETY: flock on our own descriptor.
-                            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
-                        }
+                        // Held while this image lives (see `claim`).
+                        // SAFETY: flock on our own descriptor.
+                        unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
                         // A new (or emptied) file needs its header.
                         if size == 0 {
                             self.header_written = false;
