@@ -124,6 +124,8 @@ def reap_stale(parent: str, prefix: str) -> None:
         try:  # one failed open for the common case, a directory without an owner file
             fd = os.open(os.path.join(d, OWNER), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
+            if n.startswith("roar-kernel-"):
+                _reap_unowned_host(d, uid)
             continue
         try:
             if os.fstat(fd).st_uid != uid:
@@ -144,6 +146,46 @@ def reap_stale(parent: str, prefix: str) -> None:
 
         if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:  # a real directory of ours, not a link
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _reap_unowned_host(d: str, uid: int) -> None:
+    """A kernel's private directory made by the preload library itself (`ROAR_CONTROL=host`,
+    before any `%load_ext roar` wrote an owner file) holds only its control block, whose
+    header names the host's pid (rust/EVENTS.md). The host keeps the block mapped while it
+    lives, so a directory whose block no live process of that pid maps was left by a kernel
+    that was killed: removed. Anything unexpected leaves the directory alone."""
+    import struct
+
+    block = os.path.join(d, "control")
+    try:
+        fd = os.open(block, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        if os.fstat(fd).st_uid != uid:
+            return
+        head = os.read(fd, 36)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    if len(head) < 36 or head[:8] != b"ROARCTL1":
+        return  # being made right now, or not ours
+    pid = struct.unpack_from("<I", head, 32)[0]
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            if os.fsencode(block) in f.read():
+                return  # its host still runs
+    except OSError:
+        pass  # no such process
+    try:
+        if sorted(os.listdir(d)) != ["control"]:
+            return
+    except OSError:
+        return
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def encode_header(pid: int, ppid: int) -> bytes:
