@@ -155,7 +155,7 @@ def encode_event(e: Event) -> bytes:
     """One record of an event file, as `read_trace_file` reads it."""
     p = os.fsencode(e.path)
     out = _RECORD.pack(e.op.encode(), e.t_ns, max(e.size, 0), e.mtime_ns, len(p)) + p
-    if e.op in (OP_MOVE, OP_LINK):
+    if e.op.encode() in _TWO_PATHS:
         p2 = os.fsencode(e.path2 or "")
         out += _LEN.pack(len(p2)) + p2
     return out
