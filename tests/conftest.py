@@ -30,6 +30,14 @@ def native_lib() -> Path:
     return ensure_native()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that starts real Jupyter kernels is `slow` (the full tier, `make test`);
+    whole slow files (browser, strace corpus, S3) say so with their own `pytestmark`."""
+    for item in items:
+        if "jupyter_kernels" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 def roar_cmd() -> list[str]:
     exe = BIN / "roar"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "roar_nb.cli"]

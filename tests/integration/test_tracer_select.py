@@ -63,7 +63,7 @@ def test_static_binary_under_preload_is_partial_and_said(proj):
     j = job(proj)
     assert (j["backend"], j["capture_level"]) == ("preload", "partial")
     assert any(f"static binary {BUSYBOX} ran under preload" in n for n in j["capture_notes"])
-    line = [l for l in p.stderr.decode().splitlines() if "capture partial" in l]
+    line = [ln for ln in p.stderr.decode().splitlines() if "capture partial" in ln]
     assert len(line) == 1 and "static binary" in line[0]
     assert "partial" in proj.roar("show", "@1").stdout.decode()
 
