@@ -18,7 +18,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use libc::c_int;
-use roar_events::{encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op};
+use roar_events::{
+    encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op,
+};
 
 use crate::lock::RawLock;
 use crate::seen::SeenSet;
@@ -379,7 +381,13 @@ impl State {
         let from = self.fork_name.as_ptr();
         // SAFETY: both names are NUL-terminated.
         let renamed = unsafe {
-            libc::syscall(libc::SYS_renameat, libc::AT_FDCWD, from, libc::AT_FDCWD, name.as_ptr())
+            libc::syscall(
+                libc::SYS_renameat,
+                libc::AT_FDCWD,
+                from,
+                libc::AT_FDCWD,
+                name.as_ptr(),
+            )
         } == 0;
         self.tmp = name;
         if !renamed || self.out.adopt(fd, self.pid).is_none() {
@@ -591,7 +599,8 @@ impl State {
         let mut p = std::mem::take(&mut self.path1);
         if !self.resolve(dirfd, raw, &mut p) {
             // Only what would have been recorded: a regular file (or unknown: truncate).
-            if fd < 0 || fd_stat(fd, false).is_none_or(|st| st.mode & libc::S_IFMT == libc::S_IFREG) {
+            if fd < 0 || fd_stat(fd, false).is_none_or(|st| st.mode & libc::S_IFMT == libc::S_IFREG)
+            {
                 self.unresolved(raw);
             }
         } else if (!is_pseudo_fs(&p) || self.through_link(fd, &mut p))
@@ -620,7 +629,11 @@ impl State {
             if keep {
                 // A read-write open that found an empty file most likely created
                 // it: report a write (an unchanged empty U would read as an input).
-                let op = if op == Op::Update && size == 0 { Op::Write } else { op };
+                let op = if op == Op::Update && size == 0 {
+                    Op::Write
+                } else {
+                    op
+                };
                 self.push(op, size, mtime, &p, None);
             }
         }
@@ -681,7 +694,8 @@ impl State {
             let n = unsafe { libc::strlen(r) };
             self.tmp.clear();
             // SAFETY: n bytes of r are initialised.
-            self.tmp.extend_from_slice(unsafe { std::slice::from_raw_parts(r as *const u8, n) });
+            self.tmp
+                .extend_from_slice(unsafe { std::slice::from_raw_parts(r as *const u8, n) });
             // SAFETY: allocated by realpath with malloc.
             unsafe { libc::free(r.cast()) };
         }
@@ -719,7 +733,10 @@ impl State {
         }
         let mut p1 = std::mem::take(&mut self.path1);
         let mut p2 = std::mem::take(&mut self.path2);
-        let (r1, r2) = (self.resolve(d1, raw1, &mut p1), self.resolve(d2, raw2, &mut p2));
+        let (r1, r2) = (
+            self.resolve(d1, raw1, &mut p1),
+            self.resolve(d2, raw2, &mut p2),
+        );
         for (resolved, raw) in [(r1, raw1), (r2, raw2)] {
             if !resolved {
                 self.unresolved(raw);
@@ -843,7 +860,9 @@ impl State {
                         // every record through (see `unlock_for_follower`).
                         if !self.follower {
                             // SAFETY: flock on our own descriptor.
-                            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
+                            unsafe {
+                                libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB)
+                            };
                         }
                         // A new (or emptied) file needs its header.
                         if size == 0 {
@@ -1114,7 +1133,8 @@ impl TraceFd {
             return None;
         }
         // SAFETY: F_DUPFD_CLOEXEC takes an integer.
-        let high = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) } as c_int;
+        let high =
+            unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) } as c_int;
         if high < 0 {
             return None;
         }
