@@ -345,8 +345,12 @@ def _runs_with(pid: str, marker: bytes) -> bool:
 
 
 def _lost_text(name: str) -> str:
-    """`<pid>-<t0>.<errno>.lost`: records of that process could not be written."""
+    """`<pid>-<t0>.<errno>.lost`: records of that process could not be written;
+    `<pid>-<t0>.panic.lost`: the preload library hit a bug there and switched itself off."""
     pid = name.split("-")[0]
+    if name.endswith(".panic.lost"):
+        return (f"the tracer hit an internal error in process {pid} and stopped tracing it: "
+                "some of its file I/O was not seen")
     try:
         err = int(name.split(".")[-2])
         why = os.strerror(err) if err else "write failed"

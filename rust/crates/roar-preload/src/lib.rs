@@ -32,6 +32,7 @@
 
 pub mod control;
 pub mod exec;
+pub mod fault;
 pub mod fds;
 pub mod hooks;
 pub mod lock;
@@ -119,6 +120,7 @@ extern "C" fn roar_init() {
         std::panic::set_hook(Box::new(|_| {}));
         real::resolve_all();
         state::init_fd_floor();
+        fault::init_from_env();
         // SAFETY: plain function pointers with static lifetime.
         unsafe {
             libc::pthread_atfork(

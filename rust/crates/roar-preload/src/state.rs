@@ -215,6 +215,7 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
         Err(_) => {
             ACTIVE.store(false, Ordering::Relaxed);
             st.active = false;
+            let _ = catch_unwind(AssertUnwindSafe(|| st.mark_panicked()));
             None
         }
     }
@@ -435,15 +436,27 @@ impl State {
     fn mark_lost(&mut self) {
         // SAFETY: reading errno.
         let err = unsafe { *libc::__errno_location() };
+        let mut num = [0u8; 21];
+        num[0] = b'.';
+        let n = 1 + write_u64(&mut num[1..], err.max(0) as u64);
+        self.leave_lost_marker(&num[..n]);
+    }
+
+    /// A panic inside the library switched tracing off in this image (see
+    /// [`with_state`]): leave `<pid>-<t0>.panic.lost`, so the reader marks the
+    /// job partial (the records of this image from then on, and those still
+    /// buffered, are not seen).
+    fn mark_panicked(&mut self) {
+        self.leave_lost_marker(b".panic");
+    }
+
+    fn leave_lost_marker(&mut self, why: &[u8]) {
         if self.lost || self.dir.is_empty() {
             return;
         }
         self.lost = true;
         let mut name = std::mem::take(&mut self.tmp);
-        let mut num = [0u8; 21];
-        num[0] = b'.';
-        let n = 1 + write_u64(&mut num[1..], err.max(0) as u64);
-        self.file_name(&mut name, self.t0_ns, &num[..n]);
+        self.file_name(&mut name, self.t0_ns, why);
         name.extend_from_slice(b".lost\0");
         let fd = create(&name);
         if fd >= 0 {
@@ -597,7 +610,11 @@ impl State {
             self.out.forget();
         }
         let mut p = std::mem::take(&mut self.path1);
-        if !self.resolve(dirfd, raw, &mut p) {
+        let resolved = self.resolve(dirfd, raw, &mut p);
+        if resolved && crate::fault::panics_on(&p) {
+            panic!("injected fault (ROAR_TEST_PANIC_ON_OPEN)");
+        }
+        if !resolved {
             // Only what would have been recorded: a regular file (or unknown: truncate).
             if fd < 0 || fd_stat(fd, false).is_none_or(|st| st.mode & libc::S_IFMT == libc::S_IFREG)
             {
