@@ -197,7 +197,7 @@ def encode_event(e: Event) -> bytes:
     """One record of an event file, as `read_trace_file` reads it."""
     p = os.fsencode(e.path)
     out = _RECORD.pack(e.op.encode(), e.t_ns, max(e.size, 0), e.mtime_ns, len(p)) + p
-    if e.op in (OP_MOVE, OP_LINK):
+    if e.op.encode() in _TWO_PATHS:
         p2 = os.fsencode(e.path2 or "")
         out += _LEN.pack(len(p2)) + p2
     return out
@@ -390,8 +390,12 @@ def _runs_with(pid: str, marker: bytes) -> bool:
 
 
 def _lost_text(name: str) -> str:
-    """`<pid>-<t0>.<errno>.lost`: records of that process could not be written."""
+    """`<pid>-<t0>.<errno>.lost`: records of that process could not be written;
+    `<pid>-<t0>.panic.lost`: the preload library hit a bug there and switched itself off."""
     pid = name.split("-")[0]
+    if name.endswith(".panic.lost"):
+        return (f"the tracer hit an internal error in process {pid} and stopped tracing it: "
+                "some of its file I/O was not seen")
     try:
         err = int(name.split(".")[-2])
         why = os.strerror(err) if err else "write failed"

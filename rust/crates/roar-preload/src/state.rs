@@ -18,7 +18,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use libc::c_int;
-use roar_events::{encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op};
+use roar_events::{
+    encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op,
+};
 
 use crate::lock::RawLock;
 use crate::seen::SeenSet;
@@ -213,6 +215,7 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
         Err(_) => {
             ACTIVE.store(false, Ordering::Relaxed);
             st.active = false;
+            let _ = catch_unwind(AssertUnwindSafe(|| st.mark_panicked()));
             None
         }
     }
@@ -377,7 +380,13 @@ impl State {
         let from = self.fork_name.as_ptr();
         // SAFETY: both names are NUL-terminated.
         let renamed = unsafe {
-            libc::syscall(libc::SYS_renameat, libc::AT_FDCWD, from, libc::AT_FDCWD, name.as_ptr())
+            libc::syscall(
+                libc::SYS_renameat,
+                libc::AT_FDCWD,
+                from,
+                libc::AT_FDCWD,
+                name.as_ptr(),
+            )
         } == 0;
         self.tmp = name;
         if !renamed || self.out.adopt(fd, self.pid).is_none() {
@@ -411,15 +420,27 @@ impl State {
     fn mark_lost(&mut self) {
         // SAFETY: reading errno.
         let err = unsafe { *libc::__errno_location() };
+        let mut num = [0u8; 21];
+        num[0] = b'.';
+        let n = 1 + write_u64(&mut num[1..], err.max(0) as u64);
+        self.leave_lost_marker(&num[..n]);
+    }
+
+    /// A panic inside the library switched tracing off in this image (see
+    /// [`with_state`]): leave `<pid>-<t0>.panic.lost`, so the reader marks the
+    /// job partial (the records of this image from then on, and those still
+    /// buffered, are not seen).
+    fn mark_panicked(&mut self) {
+        self.leave_lost_marker(b".panic");
+    }
+
+    fn leave_lost_marker(&mut self, why: &[u8]) {
         if self.lost || self.dir.is_empty() {
             return;
         }
         self.lost = true;
         let mut name = std::mem::take(&mut self.tmp);
-        let mut num = [0u8; 21];
-        num[0] = b'.';
-        let n = 1 + write_u64(&mut num[1..], err.max(0) as u64);
-        self.file_name(&mut name, self.t0_ns, &num[..n]);
+        self.file_name(&mut name, self.t0_ns, why);
         name.extend_from_slice(b".lost\0");
         let fd = create(&name);
         if fd >= 0 {
@@ -573,9 +594,14 @@ impl State {
             self.out.forget();
         }
         let mut p = std::mem::take(&mut self.path1);
-        if !self.resolve(dirfd, raw, &mut p) {
+        let resolved = self.resolve(dirfd, raw, &mut p);
+        if resolved && crate::fault::panics_on(&p) {
+            panic!("injected fault (ROAR_TEST_PANIC_ON_OPEN)");
+        }
+        if !resolved {
             // Only what would have been recorded: a regular file (or unknown: truncate).
-            if fd < 0 || fd_stat(fd, false).is_none_or(|st| st.mode & libc::S_IFMT == libc::S_IFREG) {
+            if fd < 0 || fd_stat(fd, false).is_none_or(|st| st.mode & libc::S_IFMT == libc::S_IFREG)
+            {
                 self.unresolved(raw);
             }
         } else if (!is_pseudo_fs(&p) || self.through_link(fd, &mut p))
@@ -604,7 +630,11 @@ impl State {
             if keep {
                 // A read-write open that found an empty file most likely created
                 // it: report a write (an unchanged empty U would read as an input).
-                let op = if op == Op::Update && size == 0 { Op::Write } else { op };
+                let op = if op == Op::Update && size == 0 {
+                    Op::Write
+                } else {
+                    op
+                };
                 self.push(op, size, mtime, &p, None);
             }
         }
@@ -665,7 +695,8 @@ impl State {
             let n = unsafe { libc::strlen(r) };
             self.tmp.clear();
             // SAFETY: n bytes of r are initialised.
-            self.tmp.extend_from_slice(unsafe { std::slice::from_raw_parts(r as *const u8, n) });
+            self.tmp
+                .extend_from_slice(unsafe { std::slice::from_raw_parts(r as *const u8, n) });
             // SAFETY: allocated by realpath with malloc.
             unsafe { libc::free(r.cast()) };
         }
@@ -703,7 +734,10 @@ impl State {
         }
         let mut p1 = std::mem::take(&mut self.path1);
         let mut p2 = std::mem::take(&mut self.path2);
-        let (r1, r2) = (self.resolve(d1, raw1, &mut p1), self.resolve(d2, raw2, &mut p2));
+        let (r1, r2) = (
+            self.resolve(d1, raw1, &mut p1),
+            self.resolve(d2, raw2, &mut p2),
+        );
         for (resolved, raw) in [(r1, raw1), (r2, raw2)] {
             if !resolved {
                 self.unresolved(raw);
@@ -1094,7 +1128,8 @@ impl TraceFd {
             return None;
         }
         // SAFETY: F_DUPFD_CLOEXEC takes an integer.
-        let high = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) } as c_int;
+        let high =
+            unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) } as c_int;
         if high < 0 {
             return None;
         }
