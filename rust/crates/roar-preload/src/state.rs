@@ -858,7 +858,9 @@ impl State {
                         fd = high;
                         // Held while this image lives (see `claim`).
                         // SAFETY: flock on our own descriptor.
-                        unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
+                        unsafe {
+                            libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB)
+                        };
                         // A new (or emptied) file needs its header.
                         if size == 0 {
                             self.header_written = false;
