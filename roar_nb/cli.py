@@ -340,7 +340,9 @@ def cmd_reproduce(a) -> int:
     project = _project()
     plan = reproduce.make_plan(project, a.target)
     if a.script:
-        sys.stdout.write(reproduce.script(plan))
+        from roar_nb import export
+
+        sys.stdout.write(export.script(plan))
         return 0
     if a.list_requirements:
         print("\n".join(reproduce.requirements(plan)))
