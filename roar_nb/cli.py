@@ -348,6 +348,7 @@ def cmd_reproduce(a) -> int:
         print("\n".join(reproduce.requirements(plan)))
         return 0
     err = _style(sys.stderr)
+    plan = reproduce.check(project, plan)
     if not a.run:
         print(report.plan_text(plan, _style()))
         print(f"\nRun it with: roar reproduce {text(a.target)} --run")

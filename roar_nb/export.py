@@ -17,7 +17,16 @@ import os
 import time
 
 from roar_nb.reproduce.plan import Plan
-from roar_nb.sanitise import cell_as_python, drop_roar_magics, heredoc, md, py_literal, sh_quote, text
+from roar_nb.sanitise import (
+    cell_as_python,
+    drop_roar_magics,
+    heredoc,
+    md,
+    py_literal,
+    sh_quote,
+    text,
+)
+
 
 def script(plan: Plan) -> str:
     """A bash script that replays the plan and checks the targets' blake3.

@@ -562,7 +562,7 @@ class RoarMagics(Magics):
         """Preview (default) or run a reproduction; the same use case as `roar reproduce`."""
         from roar_nb import report, reproduce
 
-        plan = reproduce.make_plan(nb.project, target)
+        plan = reproduce.check(nb.project, reproduce.make_plan(nb.project, target))
         print(report.plan_text(plan))
         if not run:
             print(f"(run it with %roar reproduce {target} --run)")

@@ -16,7 +16,7 @@ import shlex
 
 from roar_nb.present import text
 
-__all__ = ["text", "md", "sh_quote", "heredoc", "py_literal", "drop_roar_magics", "cell_as_python"]
+__all__ = ["cell_as_python", "drop_roar_magics", "heredoc", "md", "py_literal", "sh_quote", "text"]
 
 _MD_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 

@@ -1,7 +1,8 @@
 """Reproducing an artifact, split by concern.
 
 * `plan`: the minimal sub-DAG that produced it, its sources and recorded environment
-  (reads the store and checks sources on disk; runs and writes nothing);
+  (`make_plan` reads only the store; `check` looks for the sources on disk and at this
+  interpreter's packages; neither runs or writes anything);
 * `execute`: re-run the plan under tracing, hash the outputs, verdicts, the stored record;
 * `provision`: `--in DIR`, a fresh clone and a venv holding exactly the recorded packages.
 
@@ -11,6 +12,21 @@ use case the front ends call.
 """
 
 from roar_nb.reproduce.execute import (  # noqa: F401
-    DIFFERS, IDENTICAL, MISSING, NONDETERMINISTIC, Outcome, RunOptions, Verdict, run,
+    DIFFERS,
+    IDENTICAL,
+    MISSING,
+    NONDETERMINISTIC,
+    Outcome,
+    RunOptions,
+    Verdict,
+    run,
 )
-from roar_nb.reproduce.plan import UNKNOWN, Plan, Source, make_plan, requirements, updated_in_place  # noqa: F401
+from roar_nb.reproduce.plan import (  # noqa: F401
+    UNKNOWN,
+    Plan,
+    Source,
+    check,
+    make_plan,
+    requirements,
+    updated_in_place,
+)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from roar_nb.errors import RoarError
 from roar_nb.model import Job, factory, new_id, record
-from roar_nb.reproduce.plan import UNKNOWN, Plan, updated_in_place
+from roar_nb.reproduce.plan import UNKNOWN, Plan, check, updated_in_place
 from roar_nb.reproduce.provision import PathMap, Workspace
 from roar_nb.session import GONE
 
@@ -29,7 +29,7 @@ IDENTICAL, DIFFERS, MISSING, NONDETERMINISTIC = "identical", "differs", "missing
 class Verdict:
     path: str
     expected: str
-    actual: Optional[str]
+    actual: str | None
     verdict: str
     job: str  # original job id
     target: bool = False  # one of the requested targets
@@ -40,8 +40,8 @@ class Outcome:
     id: str
     plan: Plan
     verdicts: list
-    failed_step: Optional[str] = None  # e.g. "@2 python train.py exited 1"
-    directory: Optional[str] = None
+    failed_step: str | None = None  # e.g. "@2 python train.py exited 1"
+    directory: str | None = None
     # --in DIR: recorded packages the fresh venv could not get ("name==version: why").
     not_installed: list = factory(list)
 
@@ -55,15 +55,16 @@ class Outcome:
 
 @record
 class RunOptions:
-    directory: Optional[str] = None  # --in DIR: fresh clone + venv there (provision)
-    timeout: Optional[float] = None  # per step
+    directory: str | None = None  # --in DIR: fresh clone + venv there (provision)
+    timeout: float | None = None  # per step
     check_determinism: bool = False
     progress: Callable[[str], None] = lambda line: None
-    tracer: Optional[str] = None
+    tracer: str | None = None
 
 
 def run(project, plan: Plan, opts: RunOptions) -> Outcome:
     """Re-execute the plan, verify outputs, store the reproduction record."""
+    plan = check(project, plan)  # sources must be found (or refused) before anything runs
     if plan.missing_sources:
         s = plan.missing_sources[0]
         more = f" (and {len(plan.missing_sources) - 1} more)" if len(plan.missing_sources) > 1 else ""
@@ -80,7 +81,7 @@ def run(project, plan: Plan, opts: RunOptions) -> Outcome:
     mapper = ws.mapper
     passes = []
 
-    def one_pass() -> tuple[dict, Optional[str], list]:
+    def one_pass() -> tuple[dict, str | None, list]:
         passes.append(len(passes) + 1)
         if not opts.directory:  # (a fresh clone holds no outputs to set aside)
             _set_aside(project, plan, os.path.join(project.roar_dir, "reproduce", rid), passes[-1], opts)
@@ -202,7 +203,7 @@ def _execute(project, plan: Plan, opts: RunOptions, ws: Workspace) -> tuple:
 
 
 
-def _run_cells(cells: list[Job], ws: Workspace, opts: RunOptions) -> Optional[str]:
+def _run_cells(cells: list[Job], ws: Workspace, opts: RunOptions) -> str | None:
     """Execute recorded cell sources, in order, in one fresh kernel traced by roar.
 
     The kernel gets its environment (and, with --in, the fresh venv's interpreter)
@@ -250,7 +251,7 @@ def _kernel_name() -> str:
         from jupyter_client.kernelspec import KernelSpecManager
 
         names = KernelSpecManager().find_kernel_specs()
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to list specs means: use the default kernel
         return "python3"
     return "roar" if "roar" in names else "python3"
 

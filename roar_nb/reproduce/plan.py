@@ -3,23 +3,23 @@
 The plan walks producers back from the target to artifacts with no recorded
 producer (sources) and orders the jobs by time; re-runs of a step collapse to the
 run that produced the version needed, because producers are chosen by the path
-and version (hash) each consumer read, never by bytes alone. Planning reads the
-store, checks whether each source is still on disk (its hash) and compares the
-recorded packages with this interpreter's (drift); it never runs, moves or writes
-anything: executing is `execute`, building a clone and venv is `provision`,
+and version (hash) each consumer read, never by bytes alone. `make_plan` reads
+only the store; `check` then looks for each source on disk (its hash) and compares
+the recorded packages with this interpreter's (drift). Neither runs, moves or
+writes anything: executing is `execute`, building a clone and venv is `provision`,
 rendering as a script or notebook is `roar_nb.export`.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 from roar_nb.errors import UsageError
 from roar_nb.model import Job, factory, record
 from roar_nb.session import UNKNOWN_VERSION
 
 UNKNOWN = "unknown"  # a source status: updated in place from a version roar never recorded
+UNCHECKED = "unchecked"  # a source status until `check` has looked for it on disk
 
 
 @record
@@ -28,8 +28,8 @@ class Source:
 
     path: str
     hash: str
-    status: str  # "ok" | "elsewhere" | "missing" | "differs" | "unknown" (no hash: see UNKNOWN)
-    found_at: Optional[str] = None
+    status: str  # "ok" | "elsewhere" | "missing" | "differs" | "unknown" (no hash: see UNKNOWN) | "unchecked"
+    found_at: str | None = None
 
 
 @record
@@ -39,7 +39,7 @@ class Plan:
     steps: list  # Job, in execution order
     sources: list  # Source
     environment: dict  # python, packages, git_commit, git_root, git_branch, git_dirty
-    drift: list = factory(list)  # one line per package/python difference
+    drift: list = factory(list)  # one line per package/python difference (filled by `check`)
     # What actually runs, in order: [cli job] or [cell jobs] units. A cell unit replays the
     # notebook session's successful cells up to the last one needed (each after its
     # untraced preamble): cells that only import or define things build the kernel state
@@ -48,6 +48,7 @@ class Plan:
     # The recorded paths asked for (a path or a job's outputs); empty for a bare hash, which
     # names the bytes wherever they were written.
     target_paths: list = factory(list)
+    checked: bool = False  # sources located and drift computed (`check`)
 
     @property
     def missing_sources(self) -> list:
@@ -59,7 +60,7 @@ class Plan:
 
 # --- planning ---------------------------------------------------------------------
 
-def resolve_target(project, ref: str) -> tuple[list[str], Optional[Job]]:
+def resolve_target(project, ref: str) -> tuple[list[str], Job | None]:
     """Hashes named by `ref`: an artifact (path, prefix) or all outputs of a job (@N, id)."""
     from roar_nb.resolve import resolve_any
 
@@ -73,6 +74,8 @@ def resolve_target(project, ref: str) -> tuple[list[str], Optional[Job]]:
 
 
 def make_plan(project, ref: str) -> Plan:
+    """The plan for `ref`, from the store alone: steps, replay units, sources (status
+    `unchecked`) and the recorded environment. `check` adds what needs the disk."""
     store = project.store
     target_hashes, target_job = resolve_target(project, ref)
     all_jobs = store.jobs()  # oldest first
@@ -84,12 +87,12 @@ def make_plan(project, ref: str) -> Plan:
                 at_path.setdefault((e.path, e.hash), []).append(j)
                 by_hash.setdefault(e.hash, []).append(j)
 
-    def latest(cands: list, before: Optional[float]) -> Optional[Job]:
+    def latest(cands: list, before: float | None) -> Job | None:
         timely = [j for j in cands if before is None or j.ended_at <= before]
         ok = [j for j in timely if j.status == "ok"]
         return (ok or timely or [None])[-1]
 
-    def producer(path: Optional[str], h: str, before: Optional[float]) -> Optional[Job]:
+    def producer(path: str | None, h: str, before: float | None) -> Job | None:
         # The job that wrote this version at the path it was read from; only when none did,
         # one that wrote the same bytes elsewhere (a copy made outside roar). Producers end
         # before their consumer starts, so byte-identical content never forms a cycle.
@@ -126,18 +129,30 @@ def make_plan(project, ref: str) -> Plan:
     if not steps:
         raise UsageError(f"{ref}: no recorded job produced it (it is a source artifact)")
     produced = {e.hash for j in steps for e in j.outputs if e.hash}
-    src = [s if s is not None else _locate_source(project, h, p)
+    src = [s if s is not None else Source(p, h, UNCHECKED)
            for (p, h), s in sources.items() if s is not None or h not in produced]
-    env = _environment(project, steps)
-    plan = Plan(ref, target_hashes, steps, src, env, _drift(env), _replay_units(store, steps),
+    return Plan(ref, target_hashes, steps, src, _environment(project, steps), [], _replay_units(store, steps),
                 [p for p, _, _ in seeds if p is not None])
+
+
+def check(project, plan: Plan) -> Plan:
+    """The plan with what make_plan leaves out: each source looked up on disk (by hash, at
+    its path or another recorded one) and drift against this interpreter's packages.
+    Reads files and sys.path, writes nothing; a plan already checked is returned as is."""
+    if plan.checked:
+        return plan
     in_place = set(updated_in_place(plan))
-    for k, s in enumerate(plan.sources):
+    sources = []
+    for s in plan.sources:
+        if s.status == UNCHECKED:
+            s = _locate_source(project, s.hash, s.path)
         if s.status == "differs" and s.path in in_place:
             # A step updates this file from the recorded version, which is no longer anywhere:
             # running it on today's bytes would only update them further.
-            plan.sources[k] = Source(s.path, s.hash, "missing")
-    return plan
+            s = Source(s.path, s.hash, "missing")
+        sources.append(s)
+    return Plan(plan.target, plan.target_hashes, plan.steps, sources, plan.environment,
+                _drift(plan.environment), plan.replay, plan.target_paths, checked=True)
 
 
 def _unknown_version(e) -> bool:

@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from roar_nb.errors import RoarError, UsageError
 from roar_nb.model import record
@@ -27,7 +27,7 @@ from roar_nb.model import record
 class PathMap:
     """Maps recorded paths under the original git root to the fresh clone (identity in place)."""
 
-    def __init__(self, old_root: Optional[str], new_root: Optional[str]):
+    def __init__(self, old_root: str | None, new_root: str | None):
         self.old, self.new = old_root, new_root
 
     def to_new(self, path: str) -> str:
@@ -44,7 +44,7 @@ class Workspace:
 
     mapper: PathMap
     env: dict  # laid over os.environ for each step and kernel (a copy, never os.environ itself)
-    python: Optional[str]  # the venv's interpreter, replacing a recorded `python...` argv[0]
+    python: str | None  # the venv's interpreter, replacing a recorded `python...` argv[0]
     not_installed: list  # "name==version: reason" for recorded packages the venv lacks
 
 
@@ -88,7 +88,7 @@ def prepare_directory(plan, directory: str, progress: Callable[[str], None]) -> 
 
 
 def _git(args: list[str]) -> None:
-    p = subprocess.run(["git", *args], capture_output=True, text=True)
+    p = subprocess.run(["git", *args], check=False, capture_output=True, text=True)
     if p.returncode != 0:
         raise RoarError(f"git {' '.join(args[:2])} failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
 
@@ -123,7 +123,7 @@ def build_venv(venv: str, packages: dict, progress: Callable[[str], None]) -> li
     for name, version in to_install:  # one by one: one that cannot be had must not block the rest
         p = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                             "--target", purelib, "--no-deps", f"{name}=={version}"],
-                           capture_output=True, text=True)
+                           check=False, capture_output=True, text=True)
         if p.returncode != 0:
             why = next((ln.strip() for ln in reversed(p.stderr.splitlines()) if ln.strip().startswith("ERROR")),
                        (p.stderr.strip().splitlines() or [f"pip exited {p.returncode}"])[-1].strip())
