@@ -290,3 +290,20 @@ def test_in_dir_venv_holds_exactly_the_recorded_packages(proj, tmp_path):
     assert "step failed" in out and "use_unrec.py" in out and "NOT reproduced" in out, out
     assert "No module named 'roarunrec'" in err, err
     assert not (tmp_path / "two" / "b.txt").exists()
+
+
+def test_plan_reads_only_the_store_and_check_looks_on_disk(proj):
+    from roar_nb import reproduce
+    from roar_nb.session import Project
+
+    (proj.root / "in.txt").write_text("x")
+    (proj.root / "cp.py").write_text("open('out.txt', 'w').write(open('in.txt').read().upper())\n")
+    proj.roar("run", PY, "cp.py")
+    (proj.root / "in.txt").unlink()
+    project = Project.find(str(proj.root))
+    plan = reproduce.make_plan(project, str(proj.root / "out.txt"))
+    assert {s.status for s in plan.sources} == {"unchecked"} and plan.drift == [] and not plan.checked
+    checked = reproduce.check(project, plan)
+    status = {s.path: s.status for s in checked.sources}
+    assert status == {str(proj.root / "in.txt"): "missing", str(proj.root / "cp.py"): "ok"}, status
+    assert checked.missing_sources and reproduce.check(project, checked) is checked
