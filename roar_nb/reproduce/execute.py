@@ -187,11 +187,11 @@ def _execute(project, plan: Plan, opts: RunOptions, ws: Workspace) -> tuple:
             cwd = mapper.to_new(job.cwd)
             if not os.path.isdir(cwd):
                 return f"{job.ref}: working directory {cwd} does not exist", pairs
-            argv = list(job.argv)
+            argv = [mapper.to_new(a) if os.path.isabs(a) else a for a in job.argv]
             if ws.python and argv and os.path.basename(argv[0]).startswith("python"):
-                # The recorded interpreter belongs to the original environment: use the fresh venv's.
+                # The recorded interpreter belongs to the original environment: use the fresh venv's
+                # (after mapping: the venv may itself lie under the recorded root, DIR inside the repo).
                 argv[0] = ws.python
-            argv = [mapper.to_new(a) if os.path.isabs(a) else a for a in argv]
             res = run_command(project, argv, kind=job.kind, session=session,
                               tracer=opts.tracer, step=job.step, cwd=cwd, timeout=opts.timeout,
                               extra_env=extra_env)

@@ -276,12 +276,13 @@ def test_in_dir_venv_holds_exactly_the_recorded_packages(proj, tmp_path):
     # Offline: pip may look only at (empty) find-links, so roargone cannot be had anywhere.
     offline = {**host, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path / "no-wheels")}
 
-    ok = proj.roar("reproduce", "a.txt", "--run", "--in", tmp_path / "one", env=offline, check=False)
+    one = root / "inside"  # DIR inside the recorded repository: its venv's python must not be re-mapped
+    ok = proj.roar("reproduce", "a.txt", "--run", "--in", one, env=offline, check=False)
     out = ok.stdout.decode()
     assert ok.returncode == 0, out + ok.stderr.decode()
-    assert (tmp_path / "one" / "a.txt").read_text() == "from roarrec"
+    assert (one / "a.txt").read_text() == "from roarrec"
     assert "recorded package not installed in the venv: roargone==0.1" in out, out
-    venv_site = next((tmp_path / "one" / ".venv" / "lib").glob("python*/site-packages"))
+    venv_site = next((one / ".venv" / "lib").glob("python*/site-packages"))
     assert (venv_site / "roarrec" / "__init__.py").is_file() and not (venv_site / "roarunrec.py").exists()
 
     bad = proj.roar("reproduce", "b.txt", "--run", "--in", tmp_path / "two", env=offline, check=False)
