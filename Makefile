@@ -1,6 +1,7 @@
 # roar-nb: one command to set up and run the demo, one to set up and run the tests.
 #   make demo   -> Python env in .venv/, Rust tracer built, kernel installed, demo notebook run headless, lineage printed
-#   make test   -> the same set-up, then the whole test suite
+#   make test   -> the same set-up, the lints (cargo fmt/clippy, ruff, tsc), then every test (what CI runs)
+#   make test-fast -> the set-up, then the fast tier: no Jupyter kernels, browser, strace corpus or S3
 # Every step is idempotent; stamps keep re-runs fast.
 
 PY      ?= python3
@@ -10,7 +11,7 @@ NATIVE  := roar_nb/_native/libroar_preload.so
 DEMO    := build/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup build demo test test-rust bench system-deps clean bytecode
+.PHONY: setup build demo test test-fast lint bench system-deps clean bytecode
 
 setup: system-deps $(VENV)/.installed $(NATIVE) $(VENV)/.kernel bytecode
 
@@ -75,9 +76,27 @@ demo: setup
 	@cd $(DEMO) && ../../$(BIN)/roar dag --all --show-artifacts
 	@echo; echo "Explore it: cd $(DEMO) && ../../$(BIN)/roar show features.parquet; ../../$(BIN)/roar reproduce metrics.json"
 
-test: setup
+# House rules as checks: Rust formatting and clippy (warnings are errors, workspace lints in
+# rust/Cargo.toml), ruff (pyproject.toml; installed by the `test` extra), and the lab extension's
+# types (node_modules and the generated worker source come from the install's npm build).
+lint: setup
+	@cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || \
+	  { command -v rustup >/dev/null 2>&1 && rustup component add rustfmt clippy; } || \
+	  { echo "cargo fmt / cargo clippy not found: install the rustfmt and clippy components" >&2; exit 1; }
+	cd rust && cargo fmt --check
+	cd rust && cargo clippy --release --all-targets --quiet -- -D warnings
+	$(BIN)/ruff check .
+	cd labextension && node_modules/.bin/tsc --noEmit --composite false --incremental false -p .
+
+test: lint
 	cd rust && cargo test --release --quiet
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The fast tier: unit and integration tests without real kernels, the browser, the strace
+# corpus or S3 (the `slow` marker, see tests/conftest.py).
+test-fast: setup
+	cd rust && cargo test --release --quiet
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python tests/benchmarks/bench_run.py

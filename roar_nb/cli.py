@@ -273,12 +273,15 @@ def cmd_reproduce(a) -> int:
     project = _project()
     plan = reproduce.make_plan(project, a.target)
     if a.script:
-        sys.stdout.write(reproduce.script(plan))
+        from roar_nb import export
+
+        sys.stdout.write(export.script(plan))
         return 0
     if a.list_requirements:
         print("\n".join(reproduce.requirements(plan)))
         return 0
     err = _style(sys.stderr)
+    plan = reproduce.check(project, plan)
     if not a.run:
         print(report.plan_text(plan, _style()))
         print(f"\nRun it with: roar reproduce {text(a.target)} --run")

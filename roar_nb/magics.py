@@ -29,7 +29,7 @@ from roar_nb.cells import is_own_cell
 from roar_nb.model import CAPTURE_COMPLETE, CAPTURE_PARTIAL
 
 USAGE = ("usage: %roar on | off | status | log | show REF | dag [--widget|--text|--expanded]"
-         " | reproduce TARGET [--run] [--check-determinism] | export TARGET FILE.ipynb | proxy on|off"
+         " | reproduce TARGET [--run [--in DIR]] [--check-determinism] | export TARGET FILE.ipynb | proxy on|off"
          "   (%%roar: trace this cell)")
 
 def _strip_roar_cell_magic(lines: list[str]) -> list[str]:
@@ -441,12 +441,18 @@ class RoarMagics(Magics):
             kind, what = resolve.resolve_any(nb.project, rest[0], nb.session)
             print(report.job_text(nb.project, what) if kind == "job" else report.artifact_text(nb.project, what))
         elif cmd == "reproduce":
+            in_dir, has_in = None, "--in" in rest
+            if has_in:  # --in DIR: as `roar reproduce --run --in DIR`
+                k = rest.index("--in")
+                in_dir = rest[k + 1] if k + 1 < len(rest) else None
+                rest = rest[:k] + rest[k + 2:]
             flags = {a for a in rest if a.startswith("--")}
             targets = [a for a in rest if not a.startswith("--")]
-            if len(targets) != 1 or not flags <= {"--run", "--check-determinism"}:
+            if len(targets) != 1 or not flags <= {"--run", "--check-determinism"} or (
+                    has_in and (not in_dir or "--run" not in flags)):
                 print(USAGE)
                 return
-            self._reproduce(nb, targets[0], "--run" in flags, "--check-determinism" in flags)
+            self._reproduce(nb, targets[0], "--run" in flags, "--check-determinism" in flags, in_dir)
         elif cmd == "export":
             if len(rest) != 2 or not rest[1].endswith(".ipynb"):
                 print(USAGE)
@@ -463,16 +469,17 @@ class RoarMagics(Magics):
                 return
             self._dag(nb, widget="--widget" in flags, text="--text" in flags, expanded="--expanded" in flags)
 
-    def _reproduce(self, nb: NotebookSession, target: str, run: bool, check: bool) -> None:
+    def _reproduce(self, nb: NotebookSession, target: str, run: bool, check: bool, in_dir: str | None = None) -> None:
         """Preview (default) or run a reproduction; the same use case as `roar reproduce`."""
         from roar_nb import report, reproduce
 
-        plan = reproduce.make_plan(nb.project, target)
+        plan = reproduce.check(nb.project, reproduce.make_plan(nb.project, target))
         print(report.plan_text(plan))
         if not run:
             print(f"(run it with %roar reproduce {target} --run)")
             return
-        opts = reproduce.RunOptions(check_determinism=check, progress=lambda line: print(f"roar: {line}"))
+        opts = reproduce.RunOptions(directory=in_dir, check_determinism=check,
+                                    progress=lambda line: print(f"roar: {line}"))
         print(report.outcome_text(reproduce.run(nb.project, plan, opts)))
 
     def _dag(self, nb: NotebookSession, widget: bool, text: bool, expanded: bool) -> None:

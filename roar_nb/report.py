@@ -259,6 +259,8 @@ def outcome_text(outcome, style: Style = Style()) -> str:
     lines = []
     if outcome.failed_step:
         lines.append(style.bad(f"step failed: {text(outcome.failed_step)}"))
+    for p in outcome.not_installed:  # --in: the venv holds only what it could get
+        lines.append(style.warn(f"recorded package not installed in the venv: {text(p)}"))
     for v in outcome.verdicts:
         mark = "*" if v.target else " "
         detail = ""

@@ -16,18 +16,29 @@ BIN = Path(sys.executable).parent
 
 
 def ensure_native() -> Path:
-    """Build the preload library if it is not there; a build failure fails the tests."""
-    built = REPO / "rust" / "target" / "release" / "libroar_preload.so"
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "roar-preload"], cwd=REPO / "rust", check=True)
+    """Build the tracers `roar run` uses (the preload library, and roar-ptrace, which auto picks
+    for static programs) and keep the packaged copies fresh; a build failure fails the tests."""
+    release = REPO / "rust" / "target" / "release"
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "roar-preload", "-p", "roar-ptrace"],
+                   cwd=REPO / "rust", check=True)
     NATIVE.parent.mkdir(exist_ok=True)
-    if not NATIVE.exists() or NATIVE.read_bytes() != built.read_bytes():
-        shutil.copy(built, NATIVE)
+    for built, dest in ((release / NATIVE.name, NATIVE), (release / "roar-ptrace", NATIVE.parent / "roar-ptrace")):
+        if not dest.exists() or dest.read_bytes() != built.read_bytes():
+            shutil.copy2(built, dest)
     return NATIVE
 
 
 @pytest.fixture(scope="session")
 def native_lib() -> Path:
     return ensure_native()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that starts real Jupyter kernels is `slow` (the full tier, `make test`);
+    whole slow files (browser, strace corpus, S3) say so with their own `pytestmark`."""
+    for item in items:
+        if "jupyter_kernels" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 def roar_cmd() -> list[str]:

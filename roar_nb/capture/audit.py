@@ -208,8 +208,12 @@ def _hook(name: str, args: tuple) -> None:
                 if isinstance(env, dict) and "ROAR_TRACE_DIR" not in env and b"ROAR_TRACE_DIR" not in env:
                     _notes.append(f"{name}({prog!s:.60}) with its own environment: its file I/O "
                                   "was not seen")
-    except Exception:  # noqa: BLE001 - a tracing bug must never break the traced program
-        pass
+    except Exception as e:  # noqa: BLE001 - a tracing bug must never break the traced program
+        try:  # ... but what it kept the hook from seeing is said, never silently dropped
+            _notes.append(f"python-level capture failed on a {name} event ({type(e).__name__}): "
+                          "that operation's file I/O was not seen")
+        except Exception:  # noqa: BLE001
+            pass
 
 
 class _WriteThrough(list):

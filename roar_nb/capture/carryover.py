@@ -184,6 +184,32 @@ def pool_machinery(t: threading.Thread) -> bool:
     return any(f"{c.__module__}.{c.__qualname__}" in _POOL_THREAD_CLASSES for c in cls.__mro__)
 
 
+def pool_process_pids() -> set:
+    """Pids (as text) of the processes multiprocessing and joblib/loky keep for this process:
+    pool workers of any start method, the forkserver, the resource trackers. They live on
+    between cells by design and follow the kernel's control block; any other process a
+    cell left running is a daemon or background job the cell's note must name.
+
+    Reads module state only (never `active_children()`, which reaps children)."""
+    import sys
+
+    pids: set = set()
+    proc = sys.modules.get("multiprocessing.process")
+    for p in list(getattr(proc, "_children", ()) or ()):
+        popen = getattr(p, "_popen", None)
+        if getattr(popen, "pid", None):
+            pids.add(str(popen.pid))
+    fs = getattr(sys.modules.get("multiprocessing.forkserver"), "_forkserver", None)
+    for mod, attr in (("multiprocessing.resource_tracker", "_resource_tracker"),
+                      ("joblib.externals.loky.backend.resource_tracker", "_resource_tracker")):
+        rt = getattr(sys.modules.get(mod), attr, None)
+        if getattr(rt, "_pid", None):
+            pids.add(str(rt._pid))
+    if getattr(fs, "_forkserver_pid", None):
+        pids.add(str(fs._forkserver_pid))
+    return pids
+
+
 class ThreadWatch:
     """Threads that outlive the traced cell that started them.
 

@@ -124,6 +124,8 @@ def reap_stale(parent: str, prefix: str) -> None:
         try:  # one failed open for the common case, a directory without an owner file
             fd = os.open(os.path.join(d, OWNER), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
+            if n.startswith("roar-kernel-"):
+                _reap_unowned_host(d, uid)
             continue
         try:
             if os.fstat(fd).st_uid != uid:
@@ -146,6 +148,46 @@ def reap_stale(parent: str, prefix: str) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _reap_unowned_host(d: str, uid: int) -> None:
+    """A kernel's private directory made by the preload library itself (`ROAR_CONTROL=host`,
+    before any `%load_ext roar` wrote an owner file) holds only its control block, whose
+    header names the host's pid (rust/EVENTS.md). The host keeps the block mapped while it
+    lives, so a directory whose block no live process of that pid maps was left by a kernel
+    that was killed: removed. Anything unexpected leaves the directory alone."""
+    import struct
+
+    block = os.path.join(d, "control")
+    try:
+        fd = os.open(block, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        if os.fstat(fd).st_uid != uid:
+            return
+        head = os.read(fd, 36)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    if len(head) < 36 or head[:8] != b"ROARCTL1":
+        return  # being made right now, or not ours
+    pid = struct.unpack_from("<I", head, 32)[0]
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            if os.fsencode(block) in f.read():
+                return  # its host still runs
+    except OSError:
+        pass  # no such process
+    try:
+        if sorted(os.listdir(d)) != ["control"]:
+            return
+    except OSError:
+        return
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def encode_header(pid: int, ppid: int) -> bytes:
     """The header of an event file (for writers in Python: the audit hook's forked children)."""
     return _HEADER.pack(MAGIC, pid, ppid)
@@ -155,7 +197,7 @@ def encode_event(e: Event) -> bytes:
     """One record of an event file, as `read_trace_file` reads it."""
     p = os.fsencode(e.path)
     out = _RECORD.pack(e.op.encode(), e.t_ns, max(e.size, 0), e.mtime_ns, len(p)) + p
-    if e.op in (OP_MOVE, OP_LINK):
+    if e.op.encode() in _TWO_PATHS:
         p2 = os.fsencode(e.path2 or "")
         out += _LEN.pack(len(p2)) + p2
     return out
@@ -200,8 +242,11 @@ def read_trace_file(path: str) -> tuple[list[Event], bool]:
     return events, True
 
 
-def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
-    """All events of a job's trace directory in time order, and problems worth telling the user."""
+def read_trace_dir(trace_dir: str, exempt: Iterable = ()) -> tuple[list[Event], list[str]]:
+    """All events of a job's trace directory in time order, and problems worth telling the user.
+
+    `exempt`: pids (text) of processes meant to outlive the job (a kernel's pool workers,
+    which follow its control block), never reported as still running."""
     events: list[Event] = []
     problems: list[str] = []
     try:
@@ -260,6 +305,8 @@ def read_trace_dir(trace_dir: str) -> tuple[list[Event], list[str]]:
     # created yet: a pid still running with this trace directory in its environment is alive.
     marker = b"ROAR_TRACE_DIR=" + os.fsencode(trace_dir) + b"\0"
     alive += [p for p in pids - set(alive) if os.path.exists(f"/proc/{p}") and _runs_with(p, marker)]
+    exempt = set(exempt)
+    alive = [a for a in alive if a not in exempt and a.rpartition(" ")[2] not in exempt]
     if alive:
         who = sorted(set(alive), key=lambda p: (not p.isdigit(), int(p) if p.isdigit() else 0, p))
         problems.append(f"{len(who)} process(es) were still running when the job ended (pid "
@@ -339,14 +386,16 @@ def _runs_with(pid: str, marker: bytes) -> bool:
             env = b"\0" + f.read()
     except OSError:
         return False
-    # A follower of a host's control block (a pool worker started in a notebook cell) ignores
-    # ROAR_TRACE_DIR and outlives jobs by design: the host retargets it, nothing is pending.
-    return marker in env and b"\0ROAR_CONTROL=/" not in env
+    return marker in env
 
 
 def _lost_text(name: str) -> str:
-    """`<pid>-<t0>.<errno>.lost`: records of that process could not be written."""
+    """`<pid>-<t0>.<errno>.lost`: records of that process could not be written;
+    `<pid>-<t0>.panic.lost`: the preload library hit a bug there and switched itself off."""
     pid = name.split("-")[0]
+    if name.endswith(".panic.lost"):
+        return (f"the tracer hit an internal error in process {pid} and stopped tracing it: "
+                "some of its file I/O was not seen")
     try:
         err = int(name.split(".")[-2])
         why = os.strerror(err) if err else "write failed"

@@ -239,7 +239,10 @@ class CellCapture:
         else:
             return CellTrace([], self.backend, CAPTURE_PARTIAL, ["capture was not running"])
         self._restore_env()
-        native_events, problems = ev_mod.read_trace_dir(trace_dir) if trace_dir else ([], [])
+        # Pool workers, a forkserver and resource trackers outlive cells by design (they follow
+        # the control block): not "processes still running when the job ended".
+        native_events, problems = (ev_mod.read_trace_dir(trace_dir, exempt=carryover.pool_process_pids())
+                                   if trace_dir else ([], []))
         if problems:
             notes.extend(problems)
             if level == CAPTURE_COMPLETE:

@@ -40,6 +40,55 @@ def _json_strings(items) -> str:
     return "[" + ", ".join(enc(s) for s in items) + "]"
 
 
+def _json_string_list(text: str) -> list:
+    """json.loads of a JSON array of strings (job argv and capture notes), without importing
+    json on `roar status`; anything else goes to json."""
+    try:
+        from _json import scanstring  # CPython's C string decoder
+    except ImportError:  # pragma: no cover - other interpreters
+        return _json().loads(text)
+    out, i, n = [], 1, len(text)
+    ws = " \t\n\r"
+    try:
+        if text[:1] != "[":
+            raise ValueError(text)
+        while i < n and text[i] in ws:
+            i += 1
+        if text[i] == "]":
+            i += 1
+        else:
+            while True:
+                if text[i] != '"':
+                    raise ValueError(text)
+                item, i = scanstring(text, i + 1, True)
+                out.append(item)
+                while text[i] in ws:
+                    i += 1
+                if text[i] == "]":
+                    i += 1
+                    break
+                if text[i] != ",":
+                    raise ValueError(text)
+                i += 1
+                while text[i] in ws:
+                    i += 1
+        if text[i:].strip(ws):
+            raise ValueError(text)
+    except (ValueError, IndexError):
+        return _json().loads(text)  # not a plain list of strings: the real parser decides
+    return out
+
+
+def _json_string_map(d: dict) -> str:
+    """json.dumps(d, sort_keys=True) for a dict of strings to strings, without importing json:
+    a project's first `roar run` stores its environment's package map."""
+    try:
+        from _json import encode_basestring_ascii as enc
+    except ImportError:  # pragma: no cover - other interpreters
+        return _json().dumps(d, sort_keys=True)
+    return "{" + ", ".join(f"{enc(k)}: {enc(v)}" for k, v in sorted(d.items())) + "}"
+
+
 def path_to_db(path: str) -> tuple[str, bytes | None]:
     """(text, raw): text is the path as every view shows it (present.text: non-UTF-8 bytes and
     control characters as `\\xNN`); raw keeps the exact bytes when the text differs."""
@@ -414,7 +463,7 @@ class Store:
                 env_id, python, platform, packages = environment
                 c.execute(
                     "INSERT OR IGNORE INTO environments(id, python, platform, packages) VALUES (?,?,?,?)",
-                    (env_id, python, platform, _json().dumps(packages, sort_keys=True)),
+                    (env_id, python, platform, _json_string_map(packages)),
                 )
                 self._known_envs.add(env_id)
             seq = c.execute(
@@ -480,8 +529,8 @@ class Store:
                 command=r["command"], cwd=r["cwd"], started_at=r["started_at"], ended_at=r["ended_at"],
                 exit_code=r["exit_code"], status=r["status"], backend=r["backend"],
                 capture_level=r["capture_level"],
-                capture_notes=tuple(_json().loads(r["capture_notes"] or "[]")),
-                argv=tuple(_json().loads(r["argv"] or "[]")), source=r["source"], notebook=r["notebook"],
+                capture_notes=tuple(_json_string_list(r["capture_notes"] or "[]")),
+                argv=tuple(_json_string_list(r["argv"] or "[]")), source=r["source"], notebook=r["notebook"],
                 preamble=r.get("preamble"),
                 cell_id=r["cell_id"], execution_count=r["execution_count"], kernel_id=r["kernel_id"],
                 git_commit=r["git_commit"], git_branch=r["git_branch"],

@@ -25,6 +25,9 @@ from pathlib import Path
 
 import pytest
 
+# A browser and a JupyterLab server: the full tier only (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 OUT = REPO / "test-output" / "e2e"

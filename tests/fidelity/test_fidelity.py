@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# The C/strace corpus: the full tier only (`make test`), not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fidelity_corpus as fc  # noqa: E402

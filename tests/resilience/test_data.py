@@ -55,8 +55,10 @@ def test_pop_after_git_commit_keeps_the_repository(proj):
     git = shutil.which("git")
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(proj.root)}
-    run = lambda *a: subprocess.run([git, *a], cwd=proj.root, env={**os.environ, **env}, check=True,
-                                    capture_output=True)
+
+    def run(*a):
+        return subprocess.run([git, *a], cwd=proj.root, env={**os.environ, **env}, check=True, capture_output=True)
+
     run("init", "-q", "-b", "main")
     (proj.root / "a.txt").write_text("a\n")
     run("add", "a.txt")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from _faults import LockHolder, db_jobs, env, pending, roar, roar_lines

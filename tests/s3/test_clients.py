@@ -12,7 +12,7 @@ import pytest
 
 from .s3util import AK, SK, client, s3_env
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # slow: the full tier only (make test)
 
 
 def test_pyarrow_s3filesystem_write_and_read(proxy, seaweed, bucket):

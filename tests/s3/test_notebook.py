@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 
 from .s3util import client, s3_env
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # slow: the full tier only (make test)
 
 
 def test_cells_s3_requests_are_attributed_to_the_cell_that_made_them(jupyter_kernels, proxy_bin, seaweed, bucket,

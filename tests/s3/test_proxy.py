@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 
 import blake3
 import pytest
@@ -12,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from .s3util import AK, SK, Proxy, client
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # slow: the full tier only (make test)
 
 KEYS = ["a b+c=d.bin", "données/été ☃.bin"]
 

@@ -11,7 +11,7 @@ import pytest
 
 from .s3util import client, s3_env
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # slow: the full tier only (make test)
 
 SCRIPT = textwrap.dedent("""
     import io, sys

@@ -11,7 +11,7 @@ import pytest
 
 from .s3util import client
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # slow: the full tier only (make test)
 
 
 def test_64_concurrent_clients(proxy, bucket):

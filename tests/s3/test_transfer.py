@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from .s3util import client, s3_env
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # slow: the full tier only (make test)
 
 
 def _env(seaweed, **extra):

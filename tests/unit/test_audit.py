@@ -172,17 +172,32 @@ def test_subprocess_with_own_environment_is_a_note(cwd):
 
 
 def test_hook_errors_never_reach_the_program(cwd):
-    class Weird(os.PathLike):
+    # sqlite3.connect hands the hook the caller's own path object: one that fails only when
+    # the hook looks at it makes the hook itself fail, while the program's connect succeeds.
+    hook_looks = []
+
+    class Flaky(os.PathLike):
         def __fspath__(self):
-            raise RuntimeError("no path")
+            if sys._getframe(1).f_code.co_filename == audit.__file__:
+                hook_looks.append(1)
+                raise RuntimeError("not for the hook")
+            return str(cwd / "data.db")
+
+    got = []
 
     def work():
-        with pytest.raises(RuntimeError):
-            open(Weird())
-        open(3.5) if False else None
+        con = sqlite3.connect(Flaky())
+        con.execute("CREATE TABLE t(x)")
+        con.execute("INSERT INTO t VALUES (42)")
+        con.commit()
+        got.extend(con.execute("SELECT x FROM t").fetchall())
+        con.close()
 
-    events, _ = capture(work)
+    events, notes = capture(work)
+    assert got == [(42,)] and hook_looks  # the program's result, and the hook did fail
     assert ops(events, cwd) == []
+    assert notes == ["python-level capture failed on a sqlite3.connect event (RuntimeError): "
+                     "that operation's file I/O was not seen"]
 
 
 # --- through a real IPython shell ------------------------------------------------------------

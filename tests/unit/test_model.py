@@ -9,7 +9,7 @@ import pytest
 from roar_nb.gitinfo import read_git
 from roar_nb.model import Edge, Job, asdict, factory, record, replace
 from roar_nb.session import join_argv
-from roar_nb.store import _json_strings
+from roar_nb.store import _json_string_list, _json_string_map, _json_strings
 
 AWKWARD = ["", "plain", "with space", "it's", 'say "hi"', "a\nb", "tab\t", "ünï", "\udcff-bad", "$HOME", "*.py",
            "--epochs=3", "a;b", "back\\slash"]
@@ -49,6 +49,21 @@ def test_json_strings_is_json_dumps():
     assert _json_strings(AWKWARD) == json.dumps(AWKWARD)
     assert _json_strings(()) == "[]"
     assert json.loads(_json_strings(AWKWARD)) == AWKWARD
+
+
+def test_json_string_map_is_sorted_json_dumps():
+    d = {w: AWKWARD[-1 - i] for i, w in enumerate(AWKWARD)}
+    assert _json_string_map(d) == json.dumps(d, sort_keys=True)
+    assert _json_string_map({}) == "{}"
+
+
+def test_json_string_list_is_json_loads():
+    for doc in (_json_strings(AWKWARD), json.dumps(AWKWARD, indent=1), json.dumps(AWKWARD, ensure_ascii=False),
+                "[]", " [ ] ", '["a"]', '[1, "a"]', '["a", null]', '{"a": "b"}'):
+        assert _json_string_list(doc) == json.loads(doc), doc
+    for bad in ("", "[", '["a"', '["a",]', '["a"] x', "[1,]"):
+        with pytest.raises(ValueError):
+            _json_string_list(bad)
 
 
 def test_git_dirty_flag(tmp_path):

@@ -21,16 +21,20 @@ pub const DIE_WITH_VAR: &CStr = c"ROAR_DIE_WITH";
 /// # Safety
 /// Reads and changes `environ`: call before other threads exist.
 pub unsafe fn take_die_with() -> Option<libc::pid_t> {
-    let v = libc::getenv(DIE_WITH_VAR.as_ptr());
-    if v.is_null() {
-        return None;
+    // SAFETY: the caller guarantees no other thread touches `environ`; the key is a
+    // NUL-terminated literal and getenv returns NULL or a NUL-terminated string.
+    unsafe {
+        let v = libc::getenv(DIE_WITH_VAR.as_ptr());
+        if v.is_null() {
+            return None;
+        }
+        let pid = CStr::from_ptr(v)
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<libc::pid_t>().ok());
+        libc::unsetenv(DIE_WITH_VAR.as_ptr());
+        pid.filter(|&p| p > 0)
     }
-    let pid = CStr::from_ptr(v)
-        .to_str()
-        .ok()
-        .and_then(|s| s.parse::<libc::pid_t>().ok());
-    libc::unsetenv(DIE_WITH_VAR.as_ptr());
-    pid.filter(|&p| p > 0)
 }
 
 /// Ask for `sig` when our parent dies (`PR_SET_PDEATHSIG`, kept across exec);
@@ -39,9 +43,12 @@ pub unsafe fn take_die_with() -> Option<libc::pid_t> {
 /// # Safety
 /// Changes process-wide state; `sig` must be a valid signal number.
 pub unsafe fn die_with(parent: libc::pid_t, sig: libc::c_int) {
-    libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0);
-    if libc::getppid() != parent {
-        libc::raise(sig);
+    // SAFETY: plain system calls; the caller vouches for `sig`.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0);
+        if libc::getppid() != parent {
+            libc::raise(sig);
+        }
     }
 }
 
@@ -59,11 +66,15 @@ pub unsafe fn default_glibc_internal_signals() {
     for sig in [32i64, 33] {
         let mut old = [0u64; 4];
         let none = std::ptr::null::<u64>();
-        if libc::syscall(libc::SYS_rt_sigaction, sig, none, old.as_mut_ptr(), 8usize) == 0
-            && old[0] == libc::SIG_IGN as u64
-        {
-            let dfl = [0u64; 4];
-            libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), none, 8usize);
+        // SAFETY: `old` and `dfl` are 32-byte buffers, large enough for the kernel's
+        // sigaction on every architecture; a null new action only reads the old one.
+        unsafe {
+            if libc::syscall(libc::SYS_rt_sigaction, sig, none, old.as_mut_ptr(), 8usize) == 0
+                && old[0] == libc::SIG_IGN as u64
+            {
+                let dfl = [0u64; 4];
+                libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), none, 8usize);
+            }
         }
     }
 }

@@ -350,7 +350,10 @@ pub fn read_trace_dir(dir: &Path) -> io::Result<Vec<TraceFile>> {
     for file in files {
         let bytes = std::fs::read(&file)?;
         let trace = decode(&bytes).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", file.display()))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", file.display()),
+            )
         })?;
         out.push(TraceFile { file, trace });
     }
@@ -484,10 +487,22 @@ mod tests {
 
     #[test]
     fn pseudo_fs_keeps_dev_shm() {
-        for p in [&b"/proc/self/maps"[..], b"/sys/kernel", b"/dev/null", b"/dev", b"/dev/pts/0"] {
+        for p in [
+            &b"/proc/self/maps"[..],
+            b"/sys/kernel",
+            b"/dev/null",
+            b"/dev",
+            b"/dev/pts/0",
+        ] {
             assert!(is_pseudo_fs(p), "{:?}", display_path(p));
         }
-        for p in [&b"/dev/shm/data.bin"[..], b"/dev/shm", b"/devices/x", b"/procfoo", b"/home/u/a"] {
+        for p in [
+            &b"/dev/shm/data.bin"[..],
+            b"/dev/shm",
+            b"/devices/x",
+            b"/procfoo",
+            b"/home/u/a",
+        ] {
             assert!(!is_pseudo_fs(p), "{:?}", display_path(p));
         }
     }
@@ -497,7 +512,11 @@ mod tests {
             op,
             t_ns: 123_456_789_012,
             size: if op.has_stat() { 42 } else { 0 },
-            mtime_ns: if op.has_stat() { 1_700_000_000_123_456_789 } else { -1 },
+            mtime_ns: if op.has_stat() {
+                1_700_000_000_123_456_789
+            } else {
+                -1
+            },
             path: path.to_vec(),
             path2: path2.map(|p| p.to_vec()),
         }
@@ -573,12 +592,16 @@ mod tests {
             })
         );
         assert_eq!(decode(b"ROAREV0"), Err(DecodeError::ShortHeader));
-        assert_eq!(decode(b"XXXXXXXX\0\0\0\0\0\0\0\0"), Err(DecodeError::BadMagic));
+        assert_eq!(
+            decode(b"XXXXXXXX\0\0\0\0\0\0\0\0"),
+            Err(DecodeError::BadMagic)
+        );
     }
 
     #[test]
     fn normalisation() {
-        let n = |b: &str, p: &str| String::from_utf8(normalize(b.as_bytes(), p.as_bytes())).unwrap();
+        let n =
+            |b: &str, p: &str| String::from_utf8(normalize(b.as_bytes(), p.as_bytes())).unwrap();
         assert_eq!(n("/home/u", "a.txt"), "/home/u/a.txt");
         assert_eq!(n("/home/u", "./a/../b//c/."), "/home/u/b/c");
         assert_eq!(n("/home/u", "/etc//passwd"), "/etc/passwd");

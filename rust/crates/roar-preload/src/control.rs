@@ -74,19 +74,22 @@ static SEEN: AtomicU64 = AtomicU64::new(0);
 /// # Safety
 /// `base` must point to a mapped block of [`SIZE`] bytes.
 unsafe fn seq(base: *mut u8) -> &'static AtomicU64 {
-    &*(base.add(OFF_SEQ) as *const AtomicU64)
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe { &*(base.add(OFF_SEQ) as *const AtomicU64) }
 }
 
 /// # Safety
 /// As [`seq`]; `off` 4-aligned and inside the header.
 unsafe fn u32_at(base: *mut u8, off: usize) -> &'static AtomicU32 {
-    &*(base.add(off) as *const AtomicU32)
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe { &*(base.add(off) as *const AtomicU32) }
 }
 
 /// # Safety
 /// As [`seq`]; `i < MAX_DIR`.
 unsafe fn dir_byte(base: *mut u8, i: usize) -> &'static AtomicU8 {
-    &*(base.add(OFF_DIR + i) as *const AtomicU8)
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe { &*(base.add(OFF_DIR + i) as *const AtomicU8) }
 }
 
 /// Whether this process follows a block whose epoch moved since it last
@@ -119,13 +122,20 @@ fn read(b: *mut u8) -> Option<Snapshot> {
         if s1 & 1 == 0 {
             // SAFETY: header fields inside the mapping.
             let active = unsafe { u32_at(b, OFF_ACTIVE) }.load(Ordering::Relaxed) == 1;
-            let len = (unsafe { u32_at(b, OFF_DIR_LEN) }.load(Ordering::Relaxed) as usize).min(MAX_DIR);
+            let len =
+                (unsafe { u32_at(b, OFF_DIR_LEN) }.load(Ordering::Relaxed) as usize).min(MAX_DIR);
             // SAFETY: i < len <= MAX_DIR.
-            let dir: Vec<u8> = (0..len).map(|i| unsafe { dir_byte(b, i) }.load(Ordering::Relaxed)).collect();
+            let dir: Vec<u8> = (0..len)
+                .map(|i| unsafe { dir_byte(b, i) }.load(Ordering::Relaxed))
+                .collect();
             fence(Ordering::Acquire);
             // SAFETY: as above.
             if unsafe { seq(b) }.load(Ordering::Relaxed) == s1 {
-                return Some(Snapshot { seq: s1, active, dir });
+                return Some(Snapshot {
+                    seq: s1,
+                    active,
+                    dir,
+                });
             }
         }
         if attempt < 100 {
@@ -189,22 +199,25 @@ static OWNED_PATH: std::sync::Mutex<Option<std::ffi::CString>> = std::sync::Mute
 /// # Safety
 /// Single-threaded init, with a [`HookGuard`] held.
 pub unsafe fn attach_from_env() -> bool {
-    let p = libc::getenv(c"ROAR_CONTROL".as_ptr());
-    if p.is_null() || *p == 0 {
-        return false;
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let p = libc::getenv(c"ROAR_CONTROL".as_ptr());
+        if p.is_null() || *p == 0 {
+            return false;
+        }
+        if CStr::from_ptr(p).to_bytes() == HOST {
+            become_host();
+            return false;
+        }
+        let Some(b) = map(p, false) else { return false };
+        WATCH.store(b, Ordering::Relaxed);
+        SEEN.store(u64::MAX, Ordering::Relaxed); // never a real (even) epoch: sync now
+        with_state(|st| {
+            st.follower = true;
+            sync(st);
+        });
+        true
     }
-    if CStr::from_ptr(p).to_bytes() == HOST {
-        become_host();
-        return false;
-    }
-    let Some(b) = map(p, false) else { return false };
-    WATCH.store(b, Ordering::Relaxed);
-    SEEN.store(u64::MAX, Ordering::Relaxed); // never a real (even) epoch: sync now
-    with_state(|st| {
-        st.follower = true;
-        sync(st);
-    });
-    true
 }
 
 /// Open and map `path`. `create`: a new file (O_EXCL, 0600), sized and
@@ -214,48 +227,61 @@ pub unsafe fn attach_from_env() -> bool {
 /// # Safety
 /// `path` must be a NUL-terminated string.
 unsafe fn map(path: *const c_char, create: bool) -> Option<*mut u8> {
-    let flags = if create {
-        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC
-    } else {
-        libc::O_RDONLY | libc::O_CLOEXEC
-    };
-    // Raw syscalls: our own hooks must not see the block as the program's I/O.
-    let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path, flags, 0o600 as libc::c_uint) as c_int;
-    if fd < 0 {
-        return None;
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let flags = if create {
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC
+        } else {
+            libc::O_RDONLY | libc::O_CLOEXEC
+        };
+        // Raw syscalls: our own hooks must not see the block as the program's I/O.
+        let fd = libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path,
+            flags,
+            0o600 as libc::c_uint,
+        ) as c_int;
+        if fd < 0 {
+            return None;
+        }
+        let mut ok = true;
+        if create {
+            ok = libc::syscall(libc::SYS_ftruncate, fd, SIZE as libc::off_t) == 0;
+        } else {
+            let mut st: libc::stat = std::mem::zeroed();
+            ok &= libc::syscall(libc::SYS_fstat, fd, &mut st) == 0 && st.st_size as usize >= SIZE;
+        }
+        let prot = if create {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        let m = if ok {
+            libc::mmap(std::ptr::null_mut(), SIZE, prot, libc::MAP_SHARED, fd, 0)
+        } else {
+            libc::MAP_FAILED
+        };
+        libc::syscall(libc::SYS_close, fd);
+        if m == libc::MAP_FAILED {
+            return None;
+        }
+        let b = m as *mut u8;
+        if create {
+            std::ptr::copy_nonoverlapping(MAGIC.as_ptr(), b, 8);
+            u32_at(b, OFF_VERSION).store(VERSION, Ordering::Relaxed);
+            u32_at(b, OFF_SIZE).store(SIZE as u32, Ordering::Relaxed);
+            u32_at(b, OFF_OWNER).store(libc::getpid() as u32, Ordering::Relaxed);
+            seq(b).store(0, Ordering::Release);
+        } else if std::slice::from_raw_parts(b, 8) != MAGIC
+            || u32_at(b, OFF_VERSION).load(Ordering::Relaxed) != VERSION
+            || (u32_at(b, OFF_SIZE).load(Ordering::Relaxed) as usize) < SIZE
+        {
+            libc::munmap(m, SIZE);
+            return None;
+        }
+        Some(b)
     }
-    let mut ok = true;
-    if create {
-        ok = libc::syscall(libc::SYS_ftruncate, fd, SIZE as libc::off_t) == 0;
-    } else {
-        let mut st: libc::stat = std::mem::zeroed();
-        ok &= libc::syscall(libc::SYS_fstat, fd, &mut st) == 0 && st.st_size as usize >= SIZE;
-    }
-    let prot = if create { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
-    let m = if ok {
-        libc::mmap(std::ptr::null_mut(), SIZE, prot, libc::MAP_SHARED, fd, 0)
-    } else {
-        libc::MAP_FAILED
-    };
-    libc::syscall(libc::SYS_close, fd);
-    if m == libc::MAP_FAILED {
-        return None;
-    }
-    let b = m as *mut u8;
-    if create {
-        std::ptr::copy_nonoverlapping(MAGIC.as_ptr(), b, 8);
-        u32_at(b, OFF_VERSION).store(VERSION, Ordering::Relaxed);
-        u32_at(b, OFF_SIZE).store(SIZE as u32, Ordering::Relaxed);
-        u32_at(b, OFF_OWNER).store(libc::getpid() as u32, Ordering::Relaxed);
-        seq(b).store(0, Ordering::Release);
-    } else if std::slice::from_raw_parts(b, 8) != MAGIC
-        || u32_at(b, OFF_VERSION).load(Ordering::Relaxed) != VERSION
-        || (u32_at(b, OFF_SIZE).load(Ordering::Relaxed) as usize) < SIZE
-    {
-        libc::munmap(m, SIZE);
-        return None;
-    }
-    Some(b)
 }
 
 /// Publish the host's state (called by `roar_begin` / `roar_end` with the
@@ -301,7 +327,6 @@ pub fn after_fork_child(st: &mut State) {
         SEEN.store(if s & 1 == 0 { s } else { u64::MAX }, Ordering::Relaxed);
         WATCH.store(b, Ordering::Relaxed);
         st.follower = true;
-        st.unlock_for_follower();
     }
 }
 
@@ -316,34 +341,42 @@ pub fn after_fork_child(st: &mut State) {
 /// # Safety
 /// Single-threaded init (calls setenv).
 unsafe fn become_host() {
-    let mut made = None;
-    let tmp = libc::getenv(c"TMPDIR".as_ptr());
-    let tmp = if tmp.is_null() || *tmp != b'/' as c_char { c"/tmp" } else { CStr::from_ptr(tmp) };
-    for base in [c"/dev/shm", tmp] {
-        let mut t = base.to_bytes().to_vec();
-        t.extend_from_slice(b"/roar-kernel-XXXXXX\0");
-        if libc::mkdtemp(t.as_mut_ptr().cast()).is_null() {
-            continue;
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let mut made = None;
+        let tmp = libc::getenv(c"TMPDIR".as_ptr());
+        let tmp = if tmp.is_null() || *tmp != b'/' as c_char {
+            c"/tmp"
+        } else {
+            CStr::from_ptr(tmp)
+        };
+        for base in [c"/dev/shm", tmp] {
+            let mut t = base.to_bytes().to_vec();
+            t.extend_from_slice(b"/roar-kernel-XXXXXX\0");
+            if libc::mkdtemp(t.as_mut_ptr().cast()).is_null() {
+                continue;
+            }
+            t.pop();
+            let dir = t.clone();
+            t.extend_from_slice(b"/control\0");
+            if create(t.as_ptr().cast()) == 0 {
+                made = Some(t);
+                break;
+            }
+            let mut d = dir;
+            d.push(0);
+            libc::rmdir(d.as_ptr().cast());
         }
-        t.pop();
-        let dir = t.clone();
-        t.extend_from_slice(b"/control\0");
-        if create(t.as_ptr().cast()) == 0 {
-            made = Some(t);
-            break;
-        }
-        let mut d = dir;
-        d.push(0);
-        libc::rmdir(d.as_ptr().cast());
+        match made {
+            Some(path) => {
+                let dir = path[..path.len() - b"/control\0".len()].to_vec();
+                *HOST_DIR.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((dir, libc::getpid() as u32));
+                libc::setenv(c"ROAR_CONTROL".as_ptr(), path.as_ptr().cast(), 1)
+            }
+            None => libc::unsetenv(c"ROAR_CONTROL".as_ptr()),
+        };
     }
-    match made {
-        Some(path) => {
-            let dir = path[..path.len() - b"/control\0".len()].to_vec();
-            *HOST_DIR.lock().unwrap_or_else(|e| e.into_inner()) = Some((dir, libc::getpid() as u32));
-            libc::setenv(c"ROAR_CONTROL".as_ptr(), path.as_ptr().cast(), 1)
-        }
-        None => libc::unsetenv(c"ROAR_CONTROL".as_ptr()),
-    };
 }
 
 /// Library destructor (normal exit): a host made at start removes the block
@@ -379,8 +412,13 @@ pub fn at_exit() {
 /// `path` must be NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn roar_control_create(path: *const c_char) -> c_int {
-    let Some(_g) = HookGuard::enter() else { return -1 };
-    create(path)
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(_g) = HookGuard::enter() else {
+            return -1;
+        };
+        create(path)
+    }
 }
 
 /// Path of the control block this process hosts (created at start for
@@ -400,25 +438,29 @@ pub unsafe extern "C" fn roar_control_path() -> *const c_char {
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string.
 unsafe fn create(path: *const c_char) -> c_int {
-    if path.is_null() || CStr::from_ptr(path).to_bytes().is_empty() {
-        return -1;
-    }
-    let Some(b) = map(path, true) else { return -1 };
-    *OWNED_PATH.lock().unwrap_or_else(|e| e.into_inner()) = Some(CStr::from_ptr(path).to_owned());
-    let _errno = ErrnoGuard::save();
-    with_state(|st| {
-        // A previous block of ours: tell its followers there is no job, for good.
-        publish(false, b"");
-        let old = OWNED.swap(b, Ordering::Relaxed);
-        if !old.is_null() {
-            libc::munmap(old.cast(), SIZE);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        if path.is_null() || CStr::from_ptr(path).to_bytes().is_empty() {
+            return -1;
         }
-        // A host follows nobody: it decides.
-        WATCH.store(std::ptr::null_mut(), Ordering::Relaxed);
-        st.follower = false;
-        publish(st.active, &st.dir);
-    });
-    0
+        let Some(b) = map(path, true) else { return -1 };
+        *OWNED_PATH.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(CStr::from_ptr(path).to_owned());
+        let _errno = ErrnoGuard::save();
+        with_state(|st| {
+            // A previous block of ours: tell its followers there is no job, for good.
+            publish(false, b"");
+            let old = OWNED.swap(b, Ordering::Relaxed);
+            if !old.is_null() {
+                libc::munmap(old.cast(), SIZE);
+            }
+            // A host follows nobody: it decides.
+            WATCH.store(std::ptr::null_mut(), Ordering::Relaxed);
+            st.follower = false;
+            publish(st.active, &st.dir);
+        });
+        0
+    }
 }
 
 #[cfg(test)]
@@ -432,7 +474,10 @@ mod tests {
         let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         // SAFETY: NUL-terminated path; the mappings live until the end of the test.
         let host = unsafe { map(c.as_ptr(), true) }.expect("create");
-        assert!(unsafe { map(c.as_ptr(), true) }.is_none(), "O_EXCL: never over an existing file");
+        assert!(
+            unsafe { map(c.as_ptr(), true) }.is_none(),
+            "O_EXCL: never over an existing file"
+        );
         let reader = unsafe { map(c.as_ptr(), false) }.expect("attach");
         OWNED.store(host, Ordering::Relaxed);
 
@@ -440,7 +485,10 @@ mod tests {
         assert_eq!((s.seq, s.active, s.dir.len()), (0, false, 0));
         assert!(publish(true, b"/dev/shm/roar-kernel-x/1"));
         let s = read(reader).unwrap();
-        assert_eq!((s.seq, s.active, &s.dir[..]), (2, true, &b"/dev/shm/roar-kernel-x/1"[..]));
+        assert_eq!(
+            (s.seq, s.active, &s.dir[..]),
+            (2, true, &b"/dev/shm/roar-kernel-x/1"[..])
+        );
         assert!(publish(false, b""));
         let s = read(reader).unwrap();
         assert_eq!((s.seq, s.active, s.dir.len()), (4, false, 0));

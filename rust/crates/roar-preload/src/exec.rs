@@ -65,68 +65,71 @@ fn preload_has(value: &[u8], lib: &[u8]) -> bool {
 /// # Safety
 /// `envp` must be NULL or a NULL-terminated array of NUL-terminated strings.
 pub unsafe fn fix_env(envp: *const *const c_char, dir: &[u8], lib: &[u8]) -> Option<FixedEnv> {
-    let mut ptrs: Vec<*const c_char> = Vec::new();
-    let mut preload_at = None;
-    let mut dir_at = None;
-    let mut preload_ok = false;
-    let mut dir_ok = false;
-    if !envp.is_null() {
-        let mut i = 0;
-        loop {
-            let p = *envp.add(i);
-            if p.is_null() {
-                break;
-            }
-            let e = CStr::from_ptr(p).to_bytes();
-            // First occurrence wins, as with getenv() and ld.so.
-            if preload_at.is_none() && e.starts_with(PRELOAD_KEY) {
-                preload_at = Some(ptrs.len());
-                preload_ok = preload_has(&e[PRELOAD_KEY.len()..], lib);
-            } else if dir_at.is_none() && e.starts_with(DIR_KEY) {
-                dir_at = Some(ptrs.len());
-                dir_ok = &e[DIR_KEY.len()..] == dir;
-            }
-            ptrs.push(p);
-            i += 1;
-        }
-    }
-    if preload_ok && dir_ok {
-        return None;
-    }
-    let mut owned = Vec::with_capacity(2);
-    if !preload_ok {
-        let mut v = PRELOAD_KEY.to_vec();
-        v.extend_from_slice(lib);
-        if let Some(i) = preload_at {
-            // Keep the program's own preloads, after ours.
-            let old = &CStr::from_ptr(ptrs[i]).to_bytes()[PRELOAD_KEY.len()..];
-            if !old.is_empty() {
-                v.push(b':');
-                v.extend_from_slice(old);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let mut ptrs: Vec<*const c_char> = Vec::new();
+        let mut preload_at = None;
+        let mut dir_at = None;
+        let mut preload_ok = false;
+        let mut dir_ok = false;
+        if !envp.is_null() {
+            let mut i = 0;
+            loop {
+                let p = *envp.add(i);
+                if p.is_null() {
+                    break;
+                }
+                let e = CStr::from_ptr(p).to_bytes();
+                // First occurrence wins, as with getenv() and ld.so.
+                if preload_at.is_none() && e.starts_with(PRELOAD_KEY) {
+                    preload_at = Some(ptrs.len());
+                    preload_ok = preload_has(&e[PRELOAD_KEY.len()..], lib);
+                } else if dir_at.is_none() && e.starts_with(DIR_KEY) {
+                    dir_at = Some(ptrs.len());
+                    dir_ok = &e[DIR_KEY.len()..] == dir;
+                }
+                ptrs.push(p);
+                i += 1;
             }
         }
-        let c = CString::new(v).ok()?;
-        match preload_at {
-            Some(i) => ptrs[i] = c.as_ptr(),
-            None => ptrs.push(c.as_ptr()),
+        if preload_ok && dir_ok {
+            return None;
         }
-        owned.push(c);
-    }
-    if !dir_ok {
-        let mut v = DIR_KEY.to_vec();
-        v.extend_from_slice(dir);
-        let c = CString::new(v).ok()?;
-        match dir_at {
-            Some(i) => ptrs[i] = c.as_ptr(),
-            None => ptrs.push(c.as_ptr()),
+        let mut owned = Vec::with_capacity(2);
+        if !preload_ok {
+            let mut v = PRELOAD_KEY.to_vec();
+            v.extend_from_slice(lib);
+            if let Some(i) = preload_at {
+                // Keep the program's own preloads, after ours.
+                let old = &CStr::from_ptr(ptrs[i]).to_bytes()[PRELOAD_KEY.len()..];
+                if !old.is_empty() {
+                    v.push(b':');
+                    v.extend_from_slice(old);
+                }
+            }
+            let c = CString::new(v).ok()?;
+            match preload_at {
+                Some(i) => ptrs[i] = c.as_ptr(),
+                None => ptrs.push(c.as_ptr()),
+            }
+            owned.push(c);
         }
-        owned.push(c);
+        if !dir_ok {
+            let mut v = DIR_KEY.to_vec();
+            v.extend_from_slice(dir);
+            let c = CString::new(v).ok()?;
+            match dir_at {
+                Some(i) => ptrs[i] = c.as_ptr(),
+                None => ptrs.push(c.as_ptr()),
+            }
+            owned.push(c);
+        }
+        ptrs.push(std::ptr::null());
+        Some(FixedEnv {
+            _owned: owned,
+            ptrs,
+        })
     }
-    ptrs.push(std::ptr::null());
-    Some(FixedEnv {
-        _owned: owned,
-        ptrs,
-    })
 }
 
 /// Whether `p` names an executable regular file (what execve would accept).
@@ -208,7 +211,12 @@ fn elf_is_static(head: &[u8]) -> Option<bool> {
 fn read_head(path: &CStr) -> Option<(Vec<u8>, libc::stat)> {
     // SAFETY: NUL-terminated path; flags without O_CREAT need no mode.
     let fd = unsafe {
-        libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
     } as c_int;
     if fd < 0 {
         return None;
@@ -263,7 +271,13 @@ fn untraced_note(target: &[u8]) -> Option<Vec<u8>> {
     let mut what = kind.to_vec();
     let mut exe = [0u8; 4096];
     // SAFETY: NUL-terminated link name; buffer of exe.len() bytes.
-    let n = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), exe.as_mut_ptr().cast(), exe.len()) };
+    let n = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            exe.as_mut_ptr().cast(),
+            exe.len(),
+        )
+    };
     if n > 0 {
         what.push(b' ');
         what.extend_from_slice(&exe[..n as usize]);
@@ -284,39 +298,46 @@ unsafe fn prepare(
     flush: bool,
     envp: *const *const c_char,
 ) -> Option<FixedEnv> {
-    let _errno = ErrnoGuard::save();
-    // No panic may cross the C boundary (with_state catches its own).
-    let note = if record_now {
-        resolved.and_then(|p| std::panic::catch_unwind(|| untraced_note(p)).ok().flatten())
-    } else {
-        None
-    };
-    let dir = with_state(|st| {
-        if !st.active {
-            return None;
-        }
-        if record_now {
-            if let Some(p) = resolved {
-                st.on_exec(p);
-                if let Some(what) = &note {
-                    st.on_note(p, true, what);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let _errno = ErrnoGuard::save();
+        // No panic may cross the C boundary (with_state catches its own).
+        let note = if record_now {
+            resolved.and_then(|p| std::panic::catch_unwind(|| untraced_note(p)).ok().flatten())
+        } else {
+            None
+        };
+        let dir = with_state(|st| {
+            if !st.active {
+                return None;
+            }
+            if record_now {
+                if let Some(p) = resolved {
+                    st.on_exec(p);
+                    if let Some(what) = &note {
+                        st.on_note(p, true, what);
+                    }
                 }
             }
-        }
-        if flush {
-            st.flush();
-        }
-        Some(st.dir.clone())
-    })
-    .flatten()?;
-    let lib = crate::library_path()?;
-    std::panic::catch_unwind(|| fix_env(envp, &dir, lib)).ok().flatten()
+            if flush {
+                st.flush();
+            }
+            Some(st.dir.clone())
+        })
+        .flatten()?;
+        let lib = crate::library_path()?;
+        std::panic::catch_unwind(|| fix_env(envp, &dir, lib))
+            .ok()
+            .flatten()
+    }
 }
 
 /// Record X after a successful spawn (posix_spawn does not replace us).
 fn record_spawned(resolved: &[u8]) {
     let _errno = ErrnoGuard::save();
-    let note = std::panic::catch_unwind(|| untraced_note(resolved)).ok().flatten();
+    let note = std::panic::catch_unwind(|| untraced_note(resolved))
+        .ok()
+        .flatten();
     with_state(|st| {
         st.on_exec(resolved);
         if let Some(what) = &note {
@@ -325,19 +346,21 @@ fn record_spawned(resolved: &[u8]) {
     });
 }
 
-
 /// Resolve the program of an execve-style call (path used as is).
 ///
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string.
 unsafe fn exec_target(path: *const c_char) -> Option<Vec<u8>> {
-    if path.is_null() {
-        return None;
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        if path.is_null() {
+            return None;
+        }
+        let c = CStr::from_ptr(path);
+        // Only record programs that exist and are executable: shells try every
+        // PATH entry with execve and most attempts fail.
+        executable(c).then(|| c.to_bytes().to_vec())
     }
-    let c = CStr::from_ptr(path);
-    // Only record programs that exist and are executable: shells try every
-    // PATH entry with execve and most attempts fail.
-    executable(c).then(|| c.to_bytes().to_vec())
 }
 
 /// Body of the `execve` hook, also used by the C shim for execl/execle.
@@ -350,15 +373,18 @@ pub unsafe extern "C" fn roar_internal_execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let Some(real) = real::real_execve() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(path, argv, envp);
-    };
-    let target = exec_target(path);
-    let fixed = prepare(target.as_deref(), true, true, envp);
-    real(path, argv, fixed.as_ref().map_or(envp, |f| f.as_ptr()))
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_execve() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(path, argv, envp);
+        };
+        let target = exec_target(path);
+        let fixed = prepare(target.as_deref(), true, true, envp);
+        real(path, argv, fixed.as_ref().map_or(envp, |f| f.as_ptr()))
+    }
 }
 
 /// Body of the `execvpe` hook, also used by the C shim for execlp.
@@ -371,15 +397,18 @@ pub unsafe extern "C" fn roar_internal_execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let Some(real) = real::real_execvpe() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(file, argv, envp);
-    };
-    let target = search_path(cbytes(file));
-    let fixed = prepare(target.as_deref(), true, true, envp);
-    real(file, argv, fixed.as_ref().map_or(envp, |f| f.as_ptr()))
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_execvpe() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(file, argv, envp);
+        };
+        let target = search_path(cbytes(file));
+        let fixed = prepare(target.as_deref(), true, true, envp);
+        real(file, argv, fixed.as_ref().map_or(envp, |f| f.as_ptr()))
+    }
 }
 
 /// Hook: `execve(2)`.
@@ -392,7 +421,8 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    roar_internal_execve(path, argv, envp)
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe { roar_internal_execve(path, argv, envp) }
 }
 
 /// Hook: `execv(3)` (= execve with the current environ).
@@ -401,13 +431,16 @@ pub unsafe extern "C" fn execve(
 /// Same contract as libc `execv`.
 #[no_mangle]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
-    let Some(real) = real::real_execv() else {
-        return enosys();
-    };
-    if tracing().is_none() {
-        return real(path, argv);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_execv() else {
+            return enosys();
+        };
+        if tracing().is_none() {
+            return real(path, argv);
+        }
+        roar_internal_execve(path, argv, environ)
     }
-    roar_internal_execve(path, argv, environ)
 }
 
 /// Hook: `execvp(3)` (= execvpe with the current environ).
@@ -416,13 +449,16 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
 /// Same contract as libc `execvp`.
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
-    let Some(real) = real::real_execvp() else {
-        return enosys();
-    };
-    if tracing().is_none() {
-        return real(file, argv);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_execvp() else {
+            return enosys();
+        };
+        if tracing().is_none() {
+            return real(file, argv);
+        }
+        roar_internal_execvpe(file, argv, environ)
     }
-    roar_internal_execvpe(file, argv, environ)
 }
 
 /// Hook: `execvpe(3)`.
@@ -435,7 +471,8 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    roar_internal_execvpe(file, argv, envp)
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe { roar_internal_execvpe(file, argv, envp) }
 }
 
 /// Shared body of posix_spawn/posix_spawnp (`search`: PATH lookup for X).
@@ -453,30 +490,33 @@ unsafe fn spawn_common(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let Some(_g) = tracing() else {
-        return real(pid, path, file_actions, attrp, argv, envp);
-    };
-    let target = if search {
-        search_path(cbytes(path))
-    } else {
-        exec_target(path)
-    };
-    let fixed = prepare(None, false, false, envp);
-    let r = real(
-        pid,
-        path,
-        file_actions,
-        attrp,
-        argv,
-        fixed.as_ref().map_or(envp, |f| f.as_ptr()),
-    );
-    if r == 0 {
-        if let Some(t) = target {
-            record_spawned(&t);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(_g) = tracing() else {
+            return real(pid, path, file_actions, attrp, argv, envp);
+        };
+        let target = if search {
+            search_path(cbytes(path))
+        } else {
+            exec_target(path)
+        };
+        let fixed = prepare(None, false, false, envp);
+        let r = real(
+            pid,
+            path,
+            file_actions,
+            attrp,
+            argv,
+            fixed.as_ref().map_or(envp, |f| f.as_ptr()),
+        );
+        if r == 0 {
+            if let Some(t) = target {
+                record_spawned(&t);
+            }
+            let _ = std::panic::catch_unwind(|| spawn_record_opens(file_actions));
         }
-        let _ = std::panic::catch_unwind(|| spawn_record_opens(file_actions));
+        r
     }
-    r
 }
 
 /// Hook: `posix_spawn(3)`.
@@ -492,10 +532,13 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let Some(real) = real::real_posix_spawn() else {
-        return libc::ENOSYS;
-    };
-    spawn_common(real, false, pid, path, file_actions, attrp, argv, envp)
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_posix_spawn() else {
+            return libc::ENOSYS;
+        };
+        spawn_common(real, false, pid, path, file_actions, attrp, argv, envp)
+    }
 }
 
 /// Hook: `posix_spawnp(3)`.
@@ -511,12 +554,14 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let Some(real) = real::real_posix_spawnp() else {
-        return libc::ENOSYS;
-    };
-    spawn_common(real, true, pid, file, file_actions, attrp, argv, envp)
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_posix_spawnp() else {
+            return libc::ENOSYS;
+        };
+        spawn_common(real, true, pid, file, file_actions, attrp, argv, envp)
+    }
 }
-
 
 // ---- posix_spawn file actions ----------------------------------------------
 //
@@ -584,7 +629,10 @@ fn spawn_record_opens(fa: *const c_void) {
     }
     let _errno = ErrnoGuard::save();
     let found = with_state(|st| {
-        st.spawn_actions.iter().find(|(k, _)| *k == fa as usize).map(|(_, v)| v.clone())
+        st.spawn_actions
+            .iter()
+            .find(|(k, _)| *k == fa as usize)
+            .map(|(_, v)| v.clone())
     });
     let Some(Some(actions)) = found else {
         return;
@@ -602,7 +650,9 @@ fn spawn_record_opens(fa: *const c_void) {
             }
             SpawnAction::Fchdir => dir = Some(None),
             SpawnAction::Open(p, flags) => {
-                let Some(op) = roar_events::classify_open_flags(*flags) else { continue };
+                let Some(op) = roar_events::classify_open_flags(*flags) else {
+                    continue;
+                };
                 let path = match (&dir, p.first() == Some(&b'/')) {
                     (_, true) | (None, false) => p.clone(),
                     (Some(Some(b)), false) => roar_events::normalize(b, p),
@@ -616,7 +666,12 @@ fn spawn_record_opens(fa: *const c_void) {
                 // mtime exactly as for an open of our own.
                 // SAFETY: NUL-terminated path.
                 let fd = unsafe {
-                    libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)
+                    libc::syscall(
+                        libc::SYS_openat,
+                        libc::AT_FDCWD,
+                        c.as_ptr(),
+                        libc::O_PATH | libc::O_CLOEXEC,
+                    )
                 } as c_int;
                 if fd < 0 && op != Op::Write {
                     continue; // gone already: cannot tell what was read
@@ -651,11 +706,14 @@ fn cwd() -> Option<Vec<u8>> {
 /// Same contract as the libc function.
 #[no_mangle]
 pub unsafe extern "C" fn posix_spawn_file_actions_init(fa: *mut c_void) -> c_int {
-    let Some(real) = real::real_spawn_fa_init() else {
-        return libc::ENOSYS;
-    };
-    spawn_forget(fa);
-    real(fa)
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_spawn_fa_init() else {
+            return libc::ENOSYS;
+        };
+        spawn_forget(fa);
+        real(fa)
+    }
 }
 
 /// Hook: `posix_spawn_file_actions_destroy(3)`.
@@ -664,11 +722,14 @@ pub unsafe extern "C" fn posix_spawn_file_actions_init(fa: *mut c_void) -> c_int
 /// Same contract as the libc function.
 #[no_mangle]
 pub unsafe extern "C" fn posix_spawn_file_actions_destroy(fa: *mut c_void) -> c_int {
-    let Some(real) = real::real_spawn_fa_destroy() else {
-        return libc::ENOSYS;
-    };
-    spawn_forget(fa);
-    real(fa)
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_spawn_fa_destroy() else {
+            return libc::ENOSYS;
+        };
+        spawn_forget(fa);
+        real(fa)
+    }
 }
 
 /// Hook: `posix_spawn_file_actions_addopen(3)`: remembered while tracing.
@@ -683,18 +744,21 @@ pub unsafe extern "C" fn posix_spawn_file_actions_addopen(
     oflag: c_int,
     mode: libc::mode_t,
 ) -> c_int {
-    let Some(real) = real::real_spawn_fa_addopen() else {
-        return libc::ENOSYS;
-    };
-    let Some(_g) = tracing() else {
-        return real(fa, fd, path, oflag, mode);
-    };
-    let r = real(fa, fd, path, oflag, mode);
-    if r == 0 && !path.is_null() {
-        let p = cbytes(path).to_vec();
-        let _ = std::panic::catch_unwind(|| spawn_remember(fa, SpawnAction::Open(p, oflag)));
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_spawn_fa_addopen() else {
+            return libc::ENOSYS;
+        };
+        let Some(_g) = tracing() else {
+            return real(fa, fd, path, oflag, mode);
+        };
+        let r = real(fa, fd, path, oflag, mode);
+        if r == 0 && !path.is_null() {
+            let p = cbytes(path).to_vec();
+            let _ = std::panic::catch_unwind(|| spawn_remember(fa, SpawnAction::Open(p, oflag)));
+        }
+        r
     }
-    r
 }
 
 /// Hook: `posix_spawn_file_actions_addchdir_np(3)`.
@@ -702,19 +766,25 @@ pub unsafe extern "C" fn posix_spawn_file_actions_addopen(
 /// # Safety
 /// Same contract as the libc function.
 #[no_mangle]
-pub unsafe extern "C" fn posix_spawn_file_actions_addchdir_np(fa: *mut c_void, path: *const c_char) -> c_int {
-    let Some(real) = real::real_spawn_fa_addchdir() else {
-        return libc::ENOSYS;
-    };
-    let Some(_g) = tracing() else {
-        return real(fa, path);
-    };
-    let r = real(fa, path);
-    if r == 0 && !path.is_null() {
-        let p = cbytes(path).to_vec();
-        let _ = std::panic::catch_unwind(|| spawn_remember(fa, SpawnAction::Chdir(p)));
+pub unsafe extern "C" fn posix_spawn_file_actions_addchdir_np(
+    fa: *mut c_void,
+    path: *const c_char,
+) -> c_int {
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_spawn_fa_addchdir() else {
+            return libc::ENOSYS;
+        };
+        let Some(_g) = tracing() else {
+            return real(fa, path);
+        };
+        let r = real(fa, path);
+        if r == 0 && !path.is_null() {
+            let p = cbytes(path).to_vec();
+            let _ = std::panic::catch_unwind(|| spawn_remember(fa, SpawnAction::Chdir(p)));
+        }
+        r
     }
-    r
 }
 
 /// Hook: `posix_spawn_file_actions_addfchdir_np(3)`.
@@ -722,16 +792,22 @@ pub unsafe extern "C" fn posix_spawn_file_actions_addchdir_np(fa: *mut c_void, p
 /// # Safety
 /// Same contract as the libc function.
 #[no_mangle]
-pub unsafe extern "C" fn posix_spawn_file_actions_addfchdir_np(fa: *mut c_void, fd: c_int) -> c_int {
-    let Some(real) = real::real_spawn_fa_addfchdir() else {
-        return libc::ENOSYS;
-    };
-    let Some(_g) = tracing() else {
-        return real(fa, fd);
-    };
-    let r = real(fa, fd);
-    if r == 0 {
-        let _ = std::panic::catch_unwind(|| spawn_remember(fa, SpawnAction::Fchdir));
+pub unsafe extern "C" fn posix_spawn_file_actions_addfchdir_np(
+    fa: *mut c_void,
+    fd: c_int,
+) -> c_int {
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_spawn_fa_addfchdir() else {
+            return libc::ENOSYS;
+        };
+        let Some(_g) = tracing() else {
+            return real(fa, fd);
+        };
+        let r = real(fa, fd);
+        if r == 0 {
+            let _ = std::panic::catch_unwind(|| spawn_remember(fa, SpawnAction::Fchdir));
+        }
+        r
     }
-    r
 }

@@ -35,13 +35,16 @@ fn floor() -> c_int {
 /// Same contract as libc `close`.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    let Some(real) = real::real_close() else {
-        return enosys();
-    };
-    if fd < floor() {
-        return real(fd);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_close() else {
+            return enosys();
+        };
+        if fd < floor() {
+            return real(fd);
+        }
+        touching_trace_fd(|h| h == fd, || real(fd))
     }
-    touching_trace_fd(|h| h == fd, || real(fd))
 }
 
 /// Hook: `__close` (glibc's exported alias of `close`).
@@ -50,13 +53,16 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// Same contract as libc `close`.
 #[no_mangle]
 pub unsafe extern "C" fn __close(fd: c_int) -> c_int {
-    let Some(real) = real::real_close_alias() else {
-        return enosys();
-    };
-    if fd < floor() {
-        return real(fd);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_close_alias() else {
+            return enosys();
+        };
+        if fd < floor() {
+            return real(fd);
+        }
+        touching_trace_fd(|h| h == fd, || real(fd))
     }
-    touching_trace_fd(|h| h == fd, || real(fd))
 }
 
 /// Hook: `dup2(2)`.
@@ -65,13 +71,16 @@ pub unsafe extern "C" fn __close(fd: c_int) -> c_int {
 /// Same contract as libc `dup2`.
 #[no_mangle]
 pub unsafe extern "C" fn dup2(oldfd: c_int, newfd: c_int) -> c_int {
-    let Some(real) = real::real_dup2() else {
-        return enosys();
-    };
-    if newfd < floor() {
-        return real(oldfd, newfd);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_dup2() else {
+            return enosys();
+        };
+        if newfd < floor() {
+            return real(oldfd, newfd);
+        }
+        touching_trace_fd(|h| h == newfd, || real(oldfd, newfd))
     }
-    touching_trace_fd(|h| h == newfd, || real(oldfd, newfd))
 }
 
 /// Hook: `__dup2` (glibc's exported alias of `dup2`).
@@ -80,13 +89,16 @@ pub unsafe extern "C" fn dup2(oldfd: c_int, newfd: c_int) -> c_int {
 /// Same contract as libc `dup2`.
 #[no_mangle]
 pub unsafe extern "C" fn __dup2(oldfd: c_int, newfd: c_int) -> c_int {
-    let Some(real) = real::real_dup2_alias() else {
-        return enosys();
-    };
-    if newfd < floor() {
-        return real(oldfd, newfd);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_dup2_alias() else {
+            return enosys();
+        };
+        if newfd < floor() {
+            return real(oldfd, newfd);
+        }
+        touching_trace_fd(|h| h == newfd, || real(oldfd, newfd))
     }
-    touching_trace_fd(|h| h == newfd, || real(oldfd, newfd))
 }
 
 /// Hook: `dup3(2)`.
@@ -95,13 +107,16 @@ pub unsafe extern "C" fn __dup2(oldfd: c_int, newfd: c_int) -> c_int {
 /// Same contract as libc `dup3`.
 #[no_mangle]
 pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int {
-    let Some(real) = real::real_dup3() else {
-        return enosys();
-    };
-    if newfd < floor() {
-        return real(oldfd, newfd, flags);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_dup3() else {
+            return enosys();
+        };
+        if newfd < floor() {
+            return real(oldfd, newfd, flags);
+        }
+        touching_trace_fd(|h| h == newfd, || real(oldfd, newfd, flags))
     }
-    touching_trace_fd(|h| h == newfd, || real(oldfd, newfd, flags))
 }
 
 /// Hook: `close_range(2)`. With `CLOSE_RANGE_CLOEXEC` nothing is closed (our
@@ -113,14 +128,17 @@ pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int
 /// Same contract as libc `close_range`.
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
-    let call = || match real::real_close_range() {
-        Some(real) => real(first, last, flags),
-        None => libc::syscall(libc::SYS_close_range, first, last, flags) as c_int,
-    };
-    if (last as u64) < floor() as u64 || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 {
-        return call();
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let call = || match real::real_close_range() {
+            Some(real) => real(first, last, flags),
+            None => libc::syscall(libc::SYS_close_range, first, last, flags) as c_int,
+        };
+        if (last as u64) < floor() as u64 || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 {
+            return call();
+        }
+        touching_trace_fd(|h| first <= h as c_uint && h as c_uint <= last, call)
     }
-    touching_trace_fd(|h| first <= h as c_uint && h as c_uint <= last, call)
 }
 
 /// Hook: `closefrom(3)`. If libc lacks the function, the equivalent
@@ -130,20 +148,23 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 /// Same contract as libc `closefrom`.
 #[no_mangle]
 pub unsafe extern "C" fn closefrom(lowfd: c_int) {
-    let call = || match real::real_closefrom() {
-        Some(real) => real(lowfd),
-        None => {
-            libc::syscall(
-                libc::SYS_close_range,
-                lowfd.max(0) as c_uint,
-                c_uint::MAX,
-                0,
-            );
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let call = || match real::real_closefrom() {
+            Some(real) => real(lowfd),
+            None => {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    lowfd.max(0) as c_uint,
+                    c_uint::MAX,
+                    0,
+                );
+            }
+        };
+        if floor() == i32::MAX {
+            return call();
         }
-    };
-    if floor() == i32::MAX {
-        return call();
+        // Closes everything from lowfd up: reaches our range.
+        touching_trace_fd(|h| h >= lowfd, call)
     }
-    // Closes everything from lowfd up: reaches our range.
-    touching_trace_fd(|h| h >= lowfd, call)
 }

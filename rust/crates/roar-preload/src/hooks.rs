@@ -44,10 +44,13 @@ pub(crate) fn enosys() -> c_int {
 /// # Safety
 /// `p` must be NULL or a NUL-terminated string outliving `'a`.
 pub(crate) unsafe fn cbytes<'a>(p: *const c_char) -> &'a [u8] {
-    if p.is_null() {
-        b""
-    } else {
-        CStr::from_ptr(p).to_bytes()
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        if p.is_null() {
+            b""
+        } else {
+            CStr::from_ptr(p).to_bytes()
+        }
     }
 }
 
@@ -73,13 +76,16 @@ fn classify_mode(mode: &[u8]) -> Option<Op> {
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string.
 pub(crate) unsafe fn note_open(op: Option<Op>, dirfd: c_int, path: *const c_char, fd: c_int) {
-    let Some(op) = op else { return };
-    if path.is_null() {
-        return;
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(op) = op else { return };
+        if path.is_null() {
+            return;
+        }
+        let _errno = ErrnoGuard::save();
+        let raw = cbytes(path);
+        with_state(|st| st.on_open(op, dirfd, raw, fd));
     }
-    let _errno = ErrnoGuard::save();
-    let raw = cbytes(path);
-    with_state(|st| st.on_open(op, dirfd, raw, fd));
 }
 
 macro_rules! open_hook {
@@ -89,7 +95,7 @@ macro_rules! open_hook {
         /// # Safety
         /// Same contract as the libc function of the same name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: mode_t) -> c_int { unsafe {
             let Some(real) = real::$getter() else { return enosys() };
             let Some(_g) = tracing() else { return real(path, flags, mode) };
             let fd = real(path, flags, mode);
@@ -97,7 +103,7 @@ macro_rules! open_hook {
                 note_open(classify_flags(flags), libc::AT_FDCWD, path, fd);
             }
             fd
-        }
+        }}
     };
 }
 
@@ -113,7 +119,7 @@ macro_rules! openat_hook {
             path: *const c_char,
             flags: c_int,
             mode: mode_t,
-        ) -> c_int {
+        ) -> c_int { unsafe {
             let Some(real) = real::$getter() else { return enosys() };
             let Some(_g) = tracing() else { return real(dirfd, path, flags, mode) };
             let fd = real(dirfd, path, flags, mode);
@@ -121,7 +127,7 @@ macro_rules! openat_hook {
                 note_open(classify_flags(flags), dirfd, path, fd);
             }
             fd
-        }
+        }}
     };
 }
 
@@ -149,7 +155,7 @@ macro_rules! open2_hook {
         /// # Safety
         /// Same contract as the libc function of the same name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int {
+        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int { unsafe {
             let Some(real) = real::$getter() else { return enosys() };
             let Some(_g) = tracing() else { return real(path, flags) };
             let fd = real(path, flags);
@@ -157,7 +163,7 @@ macro_rules! open2_hook {
                 note_open(classify_flags(flags), libc::AT_FDCWD, path, fd);
             }
             fd
-        }
+        }}
     };
 }
 
@@ -168,7 +174,7 @@ macro_rules! openat2_hook {
         /// # Safety
         /// Same contract as the libc function of the same name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+        pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int { unsafe {
             let Some(real) = real::$getter() else { return enosys() };
             let Some(_g) = tracing() else { return real(dirfd, path, flags) };
             let fd = real(dirfd, path, flags);
@@ -176,7 +182,7 @@ macro_rules! openat2_hook {
                 note_open(classify_flags(flags), dirfd, path, fd);
             }
             fd
-        }
+        }}
     };
 }
 
@@ -204,7 +210,7 @@ macro_rules! creat_hook {
         /// # Safety
         /// Same contract as the libc function of the same name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name(path: *const c_char, mode: mode_t) -> c_int {
+        pub unsafe extern "C" fn $name(path: *const c_char, mode: mode_t) -> c_int { unsafe {
             let Some(real) = real::$getter() else { return enosys() };
             let Some(_g) = tracing() else { return real(path, mode) };
             let fd = real(path, mode);
@@ -212,7 +218,7 @@ macro_rules! creat_hook {
                 note_open(Some(Op::Write), libc::AT_FDCWD, path, fd);
             }
             fd
-        }
+        }}
     };
 }
 
@@ -232,7 +238,7 @@ macro_rules! fopen_hook {
         /// # Safety
         /// Same contract as the libc function of the same name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut FILE {
+        pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut FILE { unsafe {
             let Some(real) = real::$getter() else {
                 enosys();
                 return std::ptr::null_mut();
@@ -245,7 +251,7 @@ macro_rules! fopen_hook {
                 note_open(classify_mode(cbytes(mode)), libc::AT_FDCWD, path, libc::fileno(fp));
             }
             fp
-        }
+        }}
     };
 }
 
@@ -269,7 +275,7 @@ macro_rules! freopen_hook {
             path: *const c_char,
             mode: *const c_char,
             stream: *mut FILE,
-        ) -> *mut FILE {
+        ) -> *mut FILE { unsafe {
             let Some(real) = real::$getter() else {
                 enosys();
                 return std::ptr::null_mut();
@@ -281,7 +287,7 @@ macro_rules! freopen_hook {
                 note_open(classify_mode(cbytes(mode)), libc::AT_FDCWD, path, libc::fileno(fp));
             }
             fp
-        }
+        }}
     };
 }
 
@@ -304,7 +310,7 @@ macro_rules! mkstemp_hook {
         /// # Safety
         /// Same contract as the libc function of the same name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name(template: *mut c_char) -> c_int {
+        pub unsafe extern "C" fn $name(template: *mut c_char) -> c_int { unsafe {
             let Some(real) = real::$getter() else { return enosys() };
             let Some(_g) = tracing() else { return real(template) };
             let fd = real(template);
@@ -312,7 +318,7 @@ macro_rules! mkstemp_hook {
                 note_open(Some(Op::Write), libc::AT_FDCWD, template, fd);
             }
             fd
-        }
+        }}
     };
 }
 
@@ -323,7 +329,7 @@ macro_rules! mkstemp2_hook {
         /// # Safety
         /// Same contract as the libc function of the same name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name(template: *mut c_char, arg: c_int) -> c_int {
+        pub unsafe extern "C" fn $name(template: *mut c_char, arg: c_int) -> c_int { unsafe {
             let Some(real) = real::$getter() else { return enosys() };
             let Some(_g) = tracing() else { return real(template, arg) };
             let fd = real(template, arg);
@@ -331,7 +337,7 @@ macro_rules! mkstemp2_hook {
                 note_open(Some(Op::Write), libc::AT_FDCWD, template, fd);
             }
             fd
-        }
+        }}
     };
 }
 
@@ -342,7 +348,7 @@ macro_rules! mkostemps_hook {
         /// # Safety
         /// Same contract as the libc function of the same name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int {
+        pub unsafe extern "C" fn $name(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int { unsafe {
             let Some(real) = real::$getter() else { return enosys() };
             let Some(_g) = tracing() else { return real(template, suffixlen, flags) };
             let fd = real(template, suffixlen, flags);
@@ -350,7 +356,7 @@ macro_rules! mkostemps_hook {
                 note_open(Some(Op::Write), libc::AT_FDCWD, template, fd);
             }
             fd
-        }
+        }}
     };
 }
 
@@ -393,17 +399,20 @@ mkostemps_hook!(
 /// Same contract as libc `truncate`.
 #[no_mangle]
 pub unsafe extern "C" fn truncate(path: *const c_char, len: off_t) -> c_int {
-    let Some(real) = real::real_truncate() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(path, len);
-    };
-    let r = real(path, len);
-    if r == 0 {
-        note_open(Some(Op::Write), libc::AT_FDCWD, path, -1);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_truncate() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(path, len);
+        };
+        let r = real(path, len);
+        if r == 0 {
+            note_open(Some(Op::Write), libc::AT_FDCWD, path, -1);
+        }
+        r
     }
-    r
 }
 
 /// Hook: `truncate64(2)`.
@@ -412,17 +421,20 @@ pub unsafe extern "C" fn truncate(path: *const c_char, len: off_t) -> c_int {
 /// Same contract as libc `truncate64`.
 #[no_mangle]
 pub unsafe extern "C" fn truncate64(path: *const c_char, len: off64_t) -> c_int {
-    let Some(real) = real::real_truncate64() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(path, len);
-    };
-    let r = real(path, len);
-    if r == 0 {
-        note_open(Some(Op::Write), libc::AT_FDCWD, path, -1);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_truncate64() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(path, len);
+        };
+        let r = real(path, len);
+        if r == 0 {
+            note_open(Some(Op::Write), libc::AT_FDCWD, path, -1);
+        }
+        r
     }
-    r
 }
 
 /// Record a successful rename/link.
@@ -430,12 +442,15 @@ pub unsafe extern "C" fn truncate64(path: *const c_char, len: off64_t) -> c_int 
 /// # Safety
 /// `p1`, `p2` must be NULL or NUL-terminated strings.
 pub(crate) unsafe fn note_pair(op: Op, d1: c_int, p1: *const c_char, d2: c_int, p2: *const c_char) {
-    if p1.is_null() || p2.is_null() {
-        return;
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        if p1.is_null() || p2.is_null() {
+            return;
+        }
+        let _errno = ErrnoGuard::save();
+        let (a, b) = (cbytes(p1), cbytes(p2));
+        with_state(|st| st.on_pair(op, d1, a, d2, b));
     }
-    let _errno = ErrnoGuard::save();
-    let (a, b) = (cbytes(p1), cbytes(p2));
-    with_state(|st| st.on_pair(op, d1, a, d2, b));
 }
 
 /// Hook: `rename(2)` (M old -> new).
@@ -444,17 +459,20 @@ pub(crate) unsafe fn note_pair(op: Op, d1: c_int, p1: *const c_char, d2: c_int, 
 /// Same contract as libc `rename`.
 #[no_mangle]
 pub unsafe extern "C" fn rename(old: *const c_char, new: *const c_char) -> c_int {
-    let Some(real) = real::real_rename() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(old, new);
-    };
-    let r = real(old, new);
-    if r == 0 {
-        note_pair(Op::Move, libc::AT_FDCWD, old, libc::AT_FDCWD, new);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_rename() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(old, new);
+        };
+        let r = real(old, new);
+        if r == 0 {
+            note_pair(Op::Move, libc::AT_FDCWD, old, libc::AT_FDCWD, new);
+        }
+        r
     }
-    r
 }
 
 /// Hook: `renameat(2)`.
@@ -468,17 +486,20 @@ pub unsafe extern "C" fn renameat(
     newdirfd: c_int,
     new: *const c_char,
 ) -> c_int {
-    let Some(real) = real::real_renameat() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(olddirfd, old, newdirfd, new);
-    };
-    let r = real(olddirfd, old, newdirfd, new);
-    if r == 0 {
-        note_pair(Op::Move, olddirfd, old, newdirfd, new);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_renameat() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(olddirfd, old, newdirfd, new);
+        };
+        let r = real(olddirfd, old, newdirfd, new);
+        if r == 0 {
+            note_pair(Op::Move, olddirfd, old, newdirfd, new);
+        }
+        r
     }
-    r
 }
 
 /// Hook: `renameat2(2)` (coreutils `mv` uses it). RENAME_EXCHANGE swaps two
@@ -494,25 +515,28 @@ pub unsafe extern "C" fn renameat2(
     new: *const c_char,
     flags: c_uint,
 ) -> c_int {
-    let Some(real) = real::real_renameat2() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(olddirfd, old, newdirfd, new, flags);
-    };
-    let r = real(olddirfd, old, newdirfd, new, flags);
-    if r == 0 {
-        if flags & libc::RENAME_EXCHANGE != 0 {
-            if !old.is_null() && !new.is_null() {
-                let _errno = ErrnoGuard::save();
-                let (a, b) = (cbytes(old), cbytes(new));
-                with_state(|st| st.on_exchange(olddirfd, a, newdirfd, b));
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_renameat2() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(olddirfd, old, newdirfd, new, flags);
+        };
+        let r = real(olddirfd, old, newdirfd, new, flags);
+        if r == 0 {
+            if flags & libc::RENAME_EXCHANGE != 0 {
+                if !old.is_null() && !new.is_null() {
+                    let _errno = ErrnoGuard::save();
+                    let (a, b) = (cbytes(old), cbytes(new));
+                    with_state(|st| st.on_exchange(olddirfd, a, newdirfd, b));
+                }
+            } else {
+                note_pair(Op::Move, olddirfd, old, newdirfd, new);
             }
-        } else {
-            note_pair(Op::Move, olddirfd, old, newdirfd, new);
         }
+        r
     }
-    r
 }
 
 /// Hook: `link(2)` (L old -> new).
@@ -521,17 +545,20 @@ pub unsafe extern "C" fn renameat2(
 /// Same contract as libc `link`.
 #[no_mangle]
 pub unsafe extern "C" fn link(old: *const c_char, new: *const c_char) -> c_int {
-    let Some(real) = real::real_link() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(old, new);
-    };
-    let r = real(old, new);
-    if r == 0 {
-        note_pair(Op::Link, libc::AT_FDCWD, old, libc::AT_FDCWD, new);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_link() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(old, new);
+        };
+        let r = real(old, new);
+        if r == 0 {
+            note_pair(Op::Link, libc::AT_FDCWD, old, libc::AT_FDCWD, new);
+        }
+        r
     }
-    r
 }
 
 /// Hook: `linkat(2)`. `AT_EMPTY_PATH` with an empty old path links the file
@@ -548,21 +575,24 @@ pub unsafe extern "C" fn linkat(
     new: *const c_char,
     flags: c_int,
 ) -> c_int {
-    let Some(real) = real::real_linkat() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(olddirfd, old, newdirfd, new, flags);
-    };
-    let r = real(olddirfd, old, newdirfd, new, flags);
-    if r == 0 {
-        if flags & libc::AT_EMPTY_PATH != 0 && cbytes(old).is_empty() {
-            note_open(Some(Op::Write), newdirfd, new, -1);
-        } else {
-            note_pair(Op::Link, olddirfd, old, newdirfd, new);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_linkat() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(olddirfd, old, newdirfd, new, flags);
+        };
+        let r = real(olddirfd, old, newdirfd, new, flags);
+        if r == 0 {
+            if flags & libc::AT_EMPTY_PATH != 0 && cbytes(old).is_empty() {
+                note_open(Some(Op::Write), newdirfd, new, -1);
+            } else {
+                note_pair(Op::Link, olddirfd, old, newdirfd, new);
+            }
         }
+        r
     }
-    r
 }
 
 /// Record a successful unlink.
@@ -570,12 +600,15 @@ pub unsafe extern "C" fn linkat(
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string.
 pub(crate) unsafe fn note_delete(dirfd: c_int, path: *const c_char) {
-    if path.is_null() {
-        return;
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        if path.is_null() {
+            return;
+        }
+        let _errno = ErrnoGuard::save();
+        let raw = cbytes(path);
+        with_state(|st| st.on_delete(dirfd, raw));
     }
-    let _errno = ErrnoGuard::save();
-    let raw = cbytes(path);
-    with_state(|st| st.on_delete(dirfd, raw));
 }
 
 /// Hook: `unlink(2)` (D).
@@ -584,17 +617,20 @@ pub(crate) unsafe fn note_delete(dirfd: c_int, path: *const c_char) {
 /// Same contract as libc `unlink`.
 #[no_mangle]
 pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
-    let Some(real) = real::real_unlink() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(path);
-    };
-    let r = real(path);
-    if r == 0 {
-        note_delete(libc::AT_FDCWD, path);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_unlink() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(path);
+        };
+        let r = real(path);
+        if r == 0 {
+            note_delete(libc::AT_FDCWD, path);
+        }
+        r
     }
-    r
 }
 
 /// Hook: `unlinkat(2)` (D unless AT_REMOVEDIR, which removes a directory).
@@ -603,17 +639,20 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
 /// Same contract as libc `unlinkat`.
 #[no_mangle]
 pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-    let Some(real) = real::real_unlinkat() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(dirfd, path, flags);
-    };
-    let r = real(dirfd, path, flags);
-    if r == 0 && flags & libc::AT_REMOVEDIR == 0 {
-        note_delete(dirfd, path);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_unlinkat() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(dirfd, path, flags);
+        };
+        let r = real(dirfd, path, flags);
+        if r == 0 && flags & libc::AT_REMOVEDIR == 0 {
+            note_delete(dirfd, path);
+        }
+        r
     }
-    r
 }
 
 /// Hook: `remove(3)`: glibc implements it with internal unlink/rmdir calls,
@@ -624,24 +663,27 @@ pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_in
 /// Same contract as libc `remove`.
 #[no_mangle]
 pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
-    let Some(real) = real::real_remove() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(path);
-    };
-    let is_dir = {
-        let _errno = ErrnoGuard::save();
-        let mut st: libc::stat = std::mem::zeroed();
-        !path.is_null()
-            && libc::lstat(path, &mut st) == 0
-            && st.st_mode & libc::S_IFMT == libc::S_IFDIR
-    };
-    let r = real(path);
-    if r == 0 && !is_dir {
-        note_delete(libc::AT_FDCWD, path);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_remove() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(path);
+        };
+        let is_dir = {
+            let _errno = ErrnoGuard::save();
+            let mut st: libc::stat = std::mem::zeroed();
+            !path.is_null()
+                && libc::lstat(path, &mut st) == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+        };
+        let r = real(path);
+        if r == 0 && !is_dir {
+            note_delete(libc::AT_FDCWD, path);
+        }
+        r
     }
-    r
 }
 
 /// Hook: `chdir(2)`: invalidates the cached cwd used to resolve relative
@@ -652,17 +694,20 @@ pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
 /// Same contract as libc `chdir`.
 #[no_mangle]
 pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
-    let Some(real) = real::real_chdir() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(path);
-    };
-    let r = real(path);
-    if r == 0 {
-        with_state(|st| st.invalidate_cwd());
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_chdir() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(path);
+        };
+        let r = real(path);
+        if r == 0 {
+            with_state(|st| st.invalidate_cwd());
+        }
+        r
     }
-    r
 }
 
 /// Hook: `fchdir(2)`: invalidates the cached cwd.
@@ -671,17 +716,20 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
 /// Same contract as libc `fchdir`.
 #[no_mangle]
 pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
-    let Some(real) = real::real_fchdir() else {
-        return enosys();
-    };
-    let Some(_g) = tracing() else {
-        return real(fd);
-    };
-    let r = real(fd);
-    if r == 0 {
-        with_state(|st| st.invalidate_cwd());
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_fchdir() else {
+            return enosys();
+        };
+        let Some(_g) = tracing() else {
+            return real(fd);
+        };
+        let r = real(fd);
+        if r == 0 {
+            with_state(|st| st.invalidate_cwd());
+        }
+        r
     }
-    r
 }
 
 /// Hook: `vfork(2)`, implemented as the real `fork()`.
@@ -700,9 +748,12 @@ pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
 /// Same contract as libc `fork`.
 #[no_mangle]
 pub unsafe extern "C" fn vfork() -> pid_t {
-    match real::real_fork() {
-        Some(f) => f(),
-        None => enosys(),
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        match real::real_fork() {
+            Some(f) => f(),
+            None => enosys(),
+        }
     }
 }
 
@@ -720,13 +771,16 @@ fn flush_before_exit() {
 /// Same contract as libc `_exit`.
 #[no_mangle]
 pub unsafe extern "C" fn _exit(status: c_int) -> ! {
-    flush_before_exit();
-    match real::real_exit() {
-        Some(f) => f(status),
-        None => {
-            libc::syscall(libc::SYS_exit_group, status);
-            loop {
-                std::hint::spin_loop();
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        flush_before_exit();
+        match real::real_exit() {
+            Some(f) => f(status),
+            None => {
+                libc::syscall(libc::SYS_exit_group, status);
+                loop {
+                    std::hint::spin_loop();
+                }
             }
         }
     }
@@ -738,13 +792,16 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
 /// Same contract as libc `_Exit`.
 #[no_mangle]
 pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
-    flush_before_exit();
-    match real::real_exit2() {
-        Some(f) => f(status),
-        None => {
-            libc::syscall(libc::SYS_exit_group, status);
-            loop {
-                std::hint::spin_loop();
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        flush_before_exit();
+        match real::real_exit2() {
+            Some(f) => f(status),
+            None => {
+                libc::syscall(libc::SYS_exit_group, status);
+                loop {
+                    std::hint::spin_loop();
+                }
             }
         }
     }

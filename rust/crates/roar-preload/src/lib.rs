@@ -32,6 +32,7 @@
 
 pub mod control;
 pub mod exec;
+pub mod fault;
 pub mod fds;
 pub mod hooks;
 pub mod lock;
@@ -119,6 +120,7 @@ extern "C" fn roar_init() {
         std::panic::set_hook(Box::new(|_| {}));
         real::resolve_all();
         state::init_fd_floor();
+        fault::init_from_env();
         // SAFETY: plain function pointers with static lifetime.
         unsafe {
             libc::pthread_atfork(
@@ -177,8 +179,11 @@ static SAVED_ENV: std::sync::Mutex<Option<SavedEnv>> = std::sync::Mutex::new(Non
 /// # Safety
 /// Reads `environ`; must not race with setenv in other threads.
 unsafe fn getenv_owned(key: &CStr) -> Option<CString> {
-    let v = libc::getenv(key.as_ptr());
-    (!v.is_null()).then(|| CStr::from_ptr(v).to_owned())
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let v = libc::getenv(key.as_ptr());
+        (!v.is_null()).then(|| CStr::from_ptr(v).to_owned())
+    }
 }
 
 /// Point this process's own environment at the trace: children started
@@ -189,31 +194,34 @@ unsafe fn getenv_owned(key: &CStr) -> Option<CString> {
 /// Calls setenv; must not race with getenv in other threads (same caveat
 /// as `os.environ` assignments in Python).
 unsafe fn export_env(dir: &[u8]) {
-    let mut saved = SAVED_ENV.lock().unwrap_or_else(|e| e.into_inner());
-    if saved.is_none() {
-        *saved = Some(SavedEnv {
-            trace_dir: getenv_owned(c"ROAR_TRACE_DIR"),
-            preload: getenv_owned(c"LD_PRELOAD"),
-        });
-    }
-    if let Ok(d) = CString::new(dir) {
-        libc::setenv(c"ROAR_TRACE_DIR".as_ptr(), d.as_ptr(), 1);
-    }
-    if let Some(lib) = library_path() {
-        let cur = getenv_owned(c"LD_PRELOAD");
-        let has = cur.as_ref().is_some_and(|c| {
-            c.to_bytes()
-                .split(|&b| b == b':' || b == b' ')
-                .any(|e| e == lib || e.ends_with(b"/libroar_preload.so"))
-        });
-        if !has {
-            let mut v = lib.to_vec();
-            if let Some(c) = cur.as_ref().filter(|c| !c.is_empty()) {
-                v.push(b':');
-                v.extend_from_slice(c.to_bytes());
-            }
-            if let Ok(v) = CString::new(v) {
-                libc::setenv(c"LD_PRELOAD".as_ptr(), v.as_ptr(), 1);
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let mut saved = SAVED_ENV.lock().unwrap_or_else(|e| e.into_inner());
+        if saved.is_none() {
+            *saved = Some(SavedEnv {
+                trace_dir: getenv_owned(c"ROAR_TRACE_DIR"),
+                preload: getenv_owned(c"LD_PRELOAD"),
+            });
+        }
+        if let Ok(d) = CString::new(dir) {
+            libc::setenv(c"ROAR_TRACE_DIR".as_ptr(), d.as_ptr(), 1);
+        }
+        if let Some(lib) = library_path() {
+            let cur = getenv_owned(c"LD_PRELOAD");
+            let has = cur.as_ref().is_some_and(|c| {
+                c.to_bytes()
+                    .split(|&b| b == b':' || b == b' ')
+                    .any(|e| e == lib || e.ends_with(b"/libroar_preload.so"))
+            });
+            if !has {
+                let mut v = lib.to_vec();
+                if let Some(c) = cur.as_ref().filter(|c| !c.is_empty()) {
+                    v.push(b':');
+                    v.extend_from_slice(c.to_bytes());
+                }
+                if let Ok(v) = CString::new(v) {
+                    libc::setenv(c"LD_PRELOAD".as_ptr(), v.as_ptr(), 1);
+                }
             }
         }
     }
@@ -225,16 +233,16 @@ unsafe fn export_env(dir: &[u8]) {
 /// Calls setenv/unsetenv; must not race with getenv in other threads
 /// (same caveat as `os.environ` assignments in Python).
 unsafe fn restore_env() {
-    let mut saved = SAVED_ENV.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = saved.take() {
-        for (key, val) in [
-            (c"ROAR_TRACE_DIR", s.trace_dir),
-            (c"LD_PRELOAD", s.preload),
-        ] {
-            match val {
-                Some(v) => libc::setenv(key.as_ptr(), v.as_ptr(), 1),
-                None => libc::unsetenv(key.as_ptr()),
-            };
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let mut saved = SAVED_ENV.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = saved.take() {
+            for (key, val) in [(c"ROAR_TRACE_DIR", s.trace_dir), (c"LD_PRELOAD", s.preload)] {
+                match val {
+                    Some(v) => libc::setenv(key.as_ptr(), v.as_ptr(), 1),
+                    None => libc::unsetenv(key.as_ptr()),
+                };
+            }
         }
     }
 }
@@ -252,38 +260,41 @@ unsafe fn restore_env() {
 /// `trace_dir` must be NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn roar_begin(trace_dir: *const c_char) -> c_int {
-    let _g = HookGuard::enter();
-    let _errno = state::ErrnoGuard::save();
-    if trace_dir.is_null() {
-        return -1;
-    }
-    let dir = CStr::from_ptr(trace_dir);
-    if dir.to_bytes().is_empty() {
-        return -1;
-    }
-    let mut st: libc::stat = std::mem::zeroed();
-    if libc::stat(dir.as_ptr(), &mut st) != 0 || st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        return -1;
-    }
-    let started = with_state(|s| {
-        if !s.start(dir.to_bytes()) {
-            return None;
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let _g = HookGuard::enter();
+        let _errno = state::ErrnoGuard::save();
+        if trace_dir.is_null() {
+            return -1;
         }
-        // Followers of our control block must be able to go where we go.
-        if !control::publish(true, &s.dir) {
-            s.stop();
-            return None;
+        let dir = CStr::from_ptr(trace_dir);
+        if dir.to_bytes().is_empty() {
+            return -1;
         }
-        Some(s.dir.clone())
-    })
-    .flatten();
-    match started {
-        Some(abs) => {
-            ACTIVE.store(true, Ordering::Relaxed);
-            let _ = std::panic::catch_unwind(|| export_env(&abs));
-            0
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::stat(dir.as_ptr(), &mut st) != 0 || st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return -1;
         }
-        None => -1,
+        let started = with_state(|s| {
+            if !s.start(dir.to_bytes()) {
+                return None;
+            }
+            // Followers of our control block must be able to go where we go.
+            if !control::publish(true, &s.dir) {
+                s.stop();
+                return None;
+            }
+            Some(s.dir.clone())
+        })
+        .flatten();
+        match started {
+            Some(abs) => {
+                ACTIVE.store(true, Ordering::Relaxed);
+                let _ = std::panic::catch_unwind(|| export_env(&abs));
+                0
+            }
+            None => -1,
+        }
     }
 }
 
@@ -294,15 +305,18 @@ pub unsafe extern "C" fn roar_begin(trace_dir: *const c_char) -> c_int {
 /// Always safe to call; `unsafe` only because it is an FFI entry point.
 #[no_mangle]
 pub unsafe extern "C" fn roar_end() -> c_int {
-    let _g = HookGuard::enter();
-    let _errno = state::ErrnoGuard::save();
-    ACTIVE.store(false, Ordering::Relaxed);
-    with_state(|st| {
-        st.stop();
-        control::publish(false, b"");
-    });
-    let _ = std::panic::catch_unwind(|| restore_env());
-    0
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let _g = HookGuard::enter();
+        let _errno = state::ErrnoGuard::save();
+        ACTIVE.store(false, Ordering::Relaxed);
+        with_state(|st| {
+            st.stop();
+            control::publish(false, b"");
+        });
+        let _ = std::panic::catch_unwind(|| restore_env());
+        0
+    }
 }
 
 /// Write pending records to the trace file now. Returns 0 on success (or

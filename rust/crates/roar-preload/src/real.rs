@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// # Safety
 /// `name` must be a NUL-terminated byte string.
 unsafe fn lookup(name: &[u8]) -> usize {
-    libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) as usize
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) as usize }
 }
 
 macro_rules! real_fns {
@@ -82,7 +83,8 @@ pub type RenameatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, *const c
 pub type Renameat2Fn =
     unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, c_uint) -> c_int;
 /// `int (*)(int, const char *, int, const char *, int)`
-pub type LinkatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, c_int) -> c_int;
+pub type LinkatFn =
+    unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, c_int) -> c_int;
 /// `int (*)(const char *)`
 pub type PathFn = unsafe extern "C" fn(*const c_char) -> c_int;
 /// `int (*)(int, const char *, int)`
@@ -114,7 +116,8 @@ pub type PosixSpawnFn = unsafe extern "C" fn(
 /// `int (*)(posix_spawn_file_actions_t *)`
 pub type SpawnFaFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 /// `int (*)(posix_spawn_file_actions_t *, int, const char *, int, mode_t)`
-pub type SpawnFaOpenFn = unsafe extern "C" fn(*mut c_void, c_int, *const c_char, c_int, mode_t) -> c_int;
+pub type SpawnFaOpenFn =
+    unsafe extern "C" fn(*mut c_void, c_int, *const c_char, c_int, mode_t) -> c_int;
 /// `int (*)(posix_spawn_file_actions_t *, const char *)`
 pub type SpawnFaChdirFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 /// `int (*)(posix_spawn_file_actions_t *, int)`

@@ -18,7 +18,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use libc::c_int;
-use roar_events::{encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op};
+use roar_events::{
+    encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op,
+};
 
 use crate::lock::RawLock;
 use crate::seen::SeenSet;
@@ -213,6 +215,7 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
         Err(_) => {
             ACTIVE.store(false, Ordering::Relaxed);
             st.active = false;
+            let _ = catch_unwind(AssertUnwindSafe(|| st.mark_panicked()));
             None
         }
     }
@@ -355,9 +358,7 @@ impl State {
     /// instant. Claiming in the child alone leaves a window in which a
     /// daemon forked just before the command exits has no file yet.
     fn before_fork(&mut self) {
-        // A follower's children follow the block too and hold no liveness lock
-        // (`unlock_for_follower`): nothing to claim ahead of them.
-        if !self.active || self.dir.is_empty() || self.follower {
+        if !self.active || self.dir.is_empty() {
             return;
         }
         let mut name = std::mem::take(&mut self.fork_name);
@@ -379,7 +380,13 @@ impl State {
         let from = self.fork_name.as_ptr();
         // SAFETY: both names are NUL-terminated.
         let renamed = unsafe {
-            libc::syscall(libc::SYS_renameat, libc::AT_FDCWD, from, libc::AT_FDCWD, name.as_ptr())
+            libc::syscall(
+                libc::SYS_renameat,
+                libc::AT_FDCWD,
+                from,
+                libc::AT_FDCWD,
+                name.as_ptr(),
+            )
         } == 0;
         self.tmp = name;
         if !renamed || self.out.adopt(fd, self.pid).is_none() {
@@ -404,20 +411,6 @@ impl State {
         }
     }
 
-    /// A process that follows a host's control block (a pool worker, a
-    /// forkserver) is meant to outlive the job it started in: the host's
-    /// begin/end retarget it, and it writes every record through, so nothing
-    /// is pending when a job ends. Its trace file must not read as "a process
-    /// still running when the job ended" (the daemon check), so a fork child
-    /// that became a follower drops the lock it inherited from `before_fork`.
-    pub fn unlock_for_follower(&mut self) {
-        let fd = self.out.get(self.pid);
-        if fd >= 0 {
-            // SAFETY: flock on our own descriptor (LOCK_UN releases our shared lock).
-            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_UN) };
-        }
-    }
-
     /// Records could not be written (the trace directory's filesystem is
     /// full, or gone): leave an empty `<pid>-<t0>.<errno>.lost` marker next
     /// to where the file should be, once per image, so the reader marks the
@@ -427,15 +420,27 @@ impl State {
     fn mark_lost(&mut self) {
         // SAFETY: reading errno.
         let err = unsafe { *libc::__errno_location() };
+        let mut num = [0u8; 21];
+        num[0] = b'.';
+        let n = 1 + write_u64(&mut num[1..], err.max(0) as u64);
+        self.leave_lost_marker(&num[..n]);
+    }
+
+    /// A panic inside the library switched tracing off in this image (see
+    /// [`with_state`]): leave `<pid>-<t0>.panic.lost`, so the reader marks the
+    /// job partial (the records of this image from then on, and those still
+    /// buffered, are not seen).
+    fn mark_panicked(&mut self) {
+        self.leave_lost_marker(b".panic");
+    }
+
+    fn leave_lost_marker(&mut self, why: &[u8]) {
         if self.lost || self.dir.is_empty() {
             return;
         }
         self.lost = true;
         let mut name = std::mem::take(&mut self.tmp);
-        let mut num = [0u8; 21];
-        num[0] = b'.';
-        let n = 1 + write_u64(&mut num[1..], err.max(0) as u64);
-        self.file_name(&mut name, self.t0_ns, &num[..n]);
+        self.file_name(&mut name, self.t0_ns, why);
         name.extend_from_slice(b".lost\0");
         let fd = create(&name);
         if fd >= 0 {
@@ -589,9 +594,14 @@ impl State {
             self.out.forget();
         }
         let mut p = std::mem::take(&mut self.path1);
-        if !self.resolve(dirfd, raw, &mut p) {
+        let resolved = self.resolve(dirfd, raw, &mut p);
+        if resolved && crate::fault::panics_on(&p) {
+            panic!("injected fault (ROAR_TEST_PANIC_ON_OPEN)");
+        }
+        if !resolved {
             // Only what would have been recorded: a regular file (or unknown: truncate).
-            if fd < 0 || fd_stat(fd, false).is_none_or(|st| st.mode & libc::S_IFMT == libc::S_IFREG) {
+            if fd < 0 || fd_stat(fd, false).is_none_or(|st| st.mode & libc::S_IFMT == libc::S_IFREG)
+            {
                 self.unresolved(raw);
             }
         } else if (!is_pseudo_fs(&p) || self.through_link(fd, &mut p))
@@ -620,7 +630,11 @@ impl State {
             if keep {
                 // A read-write open that found an empty file most likely created
                 // it: report a write (an unchanged empty U would read as an input).
-                let op = if op == Op::Update && size == 0 { Op::Write } else { op };
+                let op = if op == Op::Update && size == 0 {
+                    Op::Write
+                } else {
+                    op
+                };
                 self.push(op, size, mtime, &p, None);
             }
         }
@@ -681,7 +695,8 @@ impl State {
             let n = unsafe { libc::strlen(r) };
             self.tmp.clear();
             // SAFETY: n bytes of r are initialised.
-            self.tmp.extend_from_slice(unsafe { std::slice::from_raw_parts(r as *const u8, n) });
+            self.tmp
+                .extend_from_slice(unsafe { std::slice::from_raw_parts(r as *const u8, n) });
             // SAFETY: allocated by realpath with malloc.
             unsafe { libc::free(r.cast()) };
         }
@@ -719,7 +734,10 @@ impl State {
         }
         let mut p1 = std::mem::take(&mut self.path1);
         let mut p2 = std::mem::take(&mut self.path2);
-        let (r1, r2) = (self.resolve(d1, raw1, &mut p1), self.resolve(d2, raw2, &mut p2));
+        let (r1, r2) = (
+            self.resolve(d1, raw1, &mut p1),
+            self.resolve(d2, raw2, &mut p2),
+        );
         for (resolved, raw) in [(r1, raw1), (r2, raw2)] {
             if !resolved {
                 self.unresolved(raw);
@@ -838,13 +856,11 @@ impl State {
                 match self.out.adopt(fd, self.pid) {
                     Some((high, size)) => {
                         fd = high;
-                        // Held while this image lives (see `claim`); not by a follower
-                        // of a control block, which outlives jobs by design and writes
-                        // every record through (see `unlock_for_follower`).
-                        if !self.follower {
-                            // SAFETY: flock on our own descriptor.
-                            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
-                        }
+                        // Held while this image lives (see `claim`).
+                        // SAFETY: flock on our own descriptor.
+                        unsafe {
+                            libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB)
+                        };
                         // A new (or emptied) file needs its header.
                         if size == 0 {
                             self.header_written = false;
@@ -1114,7 +1130,8 @@ impl TraceFd {
             return None;
         }
         // SAFETY: F_DUPFD_CLOEXEC takes an integer.
-        let high = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) } as c_int;
+        let high =
+            unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) } as c_int;
         if high < 0 {
             return None;
         }

@@ -57,92 +57,113 @@ pub unsafe extern "C" fn roar_internal_syscall(
     a5: c_long,
     a6: c_long,
 ) -> c_long {
-    let Some(real) = real::real_syscall() else {
-        // SAFETY: setting errno.
-        *libc::__errno_location() = libc::ENOSYS;
-        return -1;
-    };
-    let Some(_g) = tracing() else {
-        return real(n, a1, a2, a3, a4, a5, a6);
-    };
-    if n == libc::SYS_execve {
-        drop(_g); // roar_internal_execve takes its own guard
-        return roar_internal_execve(a1 as _, a2 as _, a3 as _) as c_long;
-    }
-    let r = real(n, a1, a2, a3, a4, a5, a6);
-    if r < 0 {
-        // Failed calls are never recorded; an io_uring_setup that failed
-        // set up nothing.
-        return r;
-    }
-    let p = |a: c_long| a as *const c_char;
-    let fd = |a: c_long| a as c_int;
-    match n {
-        libc::SYS_openat => note_open(roar_events::classify_open_flags(a3 as c_int), fd(a1), p(a2), r as c_int),
-        libc::SYS_openat2 => {
-            let how = a3 as *const libc::open_how;
-            if !how.is_null() && (a4 as usize) >= std::mem::size_of::<u64>() * 3 {
-                // SAFETY: the kernel just read this struct successfully.
-                let how = std::ptr::read_unaligned(how);
-                if how.resolve & libc::RESOLVE_IN_ROOT != 0 {
-                    // The path is resolved with dirfd as "/": recording it
-                    // as we resolve paths would name the wrong file.
-                    note(b"openat2", b"syscall RESOLVE_IN_ROOT");
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let Some(real) = real::real_syscall() else {
+            // SAFETY: setting errno.
+            *libc::__errno_location() = libc::ENOSYS;
+            return -1;
+        };
+        let Some(_g) = tracing() else {
+            return real(n, a1, a2, a3, a4, a5, a6);
+        };
+        if n == libc::SYS_execve {
+            drop(_g); // roar_internal_execve takes its own guard
+            return roar_internal_execve(a1 as _, a2 as _, a3 as _) as c_long;
+        }
+        let r = real(n, a1, a2, a3, a4, a5, a6);
+        if r < 0 {
+            // Failed calls are never recorded; an io_uring_setup that failed
+            // set up nothing.
+            return r;
+        }
+        let p = |a: c_long| a as *const c_char;
+        let fd = |a: c_long| a as c_int;
+        match n {
+            libc::SYS_openat => note_open(
+                roar_events::classify_open_flags(a3 as c_int),
+                fd(a1),
+                p(a2),
+                r as c_int,
+            ),
+            libc::SYS_openat2 => {
+                let how = a3 as *const libc::open_how;
+                if !how.is_null() && (a4 as usize) >= std::mem::size_of::<u64>() * 3 {
+                    // SAFETY: the kernel just read this struct successfully.
+                    let how = std::ptr::read_unaligned(how);
+                    if how.resolve & libc::RESOLVE_IN_ROOT != 0 {
+                        // The path is resolved with dirfd as "/": recording it
+                        // as we resolve paths would name the wrong file.
+                        note(b"openat2", b"syscall RESOLVE_IN_ROOT");
+                    } else {
+                        note_open(
+                            roar_events::classify_open_flags(how.flags as c_int),
+                            fd(a1),
+                            p(a2),
+                            r as c_int,
+                        );
+                    }
+                }
+            }
+            libc::SYS_truncate => note_open(Some(Op::Write), libc::AT_FDCWD, p(a1), -1),
+            libc::SYS_renameat => note_pair(Op::Move, fd(a1), p(a2), fd(a3), p(a4)),
+            libc::SYS_renameat2 => {
+                if a5 as c_uint & libc::RENAME_EXCHANGE != 0 {
+                    if a2 != 0 && a4 != 0 {
+                        let _errno = ErrnoGuard::save();
+                        let (x, y) = (crate::hooks::cbytes(p(a2)), crate::hooks::cbytes(p(a4)));
+                        with_state(|st| st.on_exchange(fd(a1), x, fd(a3), y));
+                    }
                 } else {
-                    note_open(roar_events::classify_open_flags(how.flags as c_int), fd(a1), p(a2), r as c_int);
+                    note_pair(Op::Move, fd(a1), p(a2), fd(a3), p(a4));
                 }
             }
-        }
-        libc::SYS_truncate => note_open(Some(Op::Write), libc::AT_FDCWD, p(a1), -1),
-        libc::SYS_renameat => note_pair(Op::Move, fd(a1), p(a2), fd(a3), p(a4)),
-        libc::SYS_renameat2 => {
-            if a5 as c_uint & libc::RENAME_EXCHANGE != 0 {
-                if a2 != 0 && a4 != 0 {
-                    let _errno = ErrnoGuard::save();
-                    let (x, y) = (crate::hooks::cbytes(p(a2)), crate::hooks::cbytes(p(a4)));
-                    with_state(|st| st.on_exchange(fd(a1), x, fd(a3), y));
+            libc::SYS_linkat => {
+                if a5 as c_int & libc::AT_EMPTY_PATH != 0 {
+                    note(b"linkat", b"syscall AT_EMPTY_PATH");
+                } else {
+                    note_pair(Op::Link, fd(a1), p(a2), fd(a3), p(a4));
                 }
-            } else {
-                note_pair(Op::Move, fd(a1), p(a2), fd(a3), p(a4));
             }
-        }
-        libc::SYS_linkat => {
-            if a5 as c_int & libc::AT_EMPTY_PATH != 0 {
-                note(b"linkat", b"syscall AT_EMPTY_PATH");
-            } else {
-                note_pair(Op::Link, fd(a1), p(a2), fd(a3), p(a4));
+            libc::SYS_unlinkat => {
+                if a3 as c_int & libc::AT_REMOVEDIR == 0 {
+                    note_delete(fd(a1), p(a2));
+                }
             }
-        }
-        libc::SYS_unlinkat => {
-            if a3 as c_int & libc::AT_REMOVEDIR == 0 {
-                note_delete(fd(a1), p(a2));
+            libc::SYS_chdir | libc::SYS_fchdir => {
+                with_state(|st| st.invalidate_cwd());
             }
+            libc::SYS_io_uring_setup => note(b"io_uring_setup", b"io_uring"),
+            libc::SYS_execveat => note(b"execveat", b"syscall"),
+            libc::SYS_open_by_handle_at => note(b"open_by_handle_at", b"syscall"),
+            _ => legacy(n, a1, a2, a3, r),
         }
-        libc::SYS_chdir | libc::SYS_fchdir => {
-            with_state(|st| st.invalidate_cwd());
-        }
-        libc::SYS_io_uring_setup => note(b"io_uring_setup", b"io_uring"),
-        libc::SYS_execveat => note(b"execveat", b"syscall"),
-        libc::SYS_open_by_handle_at => note(b"open_by_handle_at", b"syscall"),
-        _ => legacy(n, a1, a2, a3, r),
+        r
     }
-    r
 }
 
 /// The path-based calls x86_64 still has (aarch64 only has the *at forms).
 #[cfg(target_arch = "x86_64")]
 unsafe fn legacy(n: c_long, a1: c_long, a2: c_long, a3: c_long, r: c_long) {
-    let p = |a: c_long| a as *const c_char;
-    let at = libc::AT_FDCWD;
-    match n {
-        libc::SYS_open => note_open(roar_events::classify_open_flags(a2 as c_int), at, p(a1), r as c_int),
-        libc::SYS_creat => note_open(Some(Op::Write), at, p(a1), r as c_int),
-        libc::SYS_rename => note_pair(Op::Move, at, p(a1), at, p(a2)),
-        libc::SYS_link => note_pair(Op::Link, at, p(a1), at, p(a2)),
-        libc::SYS_unlink => note_delete(at, p(a1)),
-        _ => {}
+    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+    unsafe {
+        let p = |a: c_long| a as *const c_char;
+        let at = libc::AT_FDCWD;
+        match n {
+            libc::SYS_open => note_open(
+                roar_events::classify_open_flags(a2 as c_int),
+                at,
+                p(a1),
+                r as c_int,
+            ),
+            libc::SYS_creat => note_open(Some(Op::Write), at, p(a1), r as c_int),
+            libc::SYS_rename => note_pair(Op::Move, at, p(a1), at, p(a2)),
+            libc::SYS_link => note_pair(Op::Link, at, p(a1), at, p(a2)),
+            libc::SYS_unlink => note_delete(at, p(a1)),
+            _ => {}
+        }
+        let _ = a3;
     }
-    let _ = a3;
 }
 
 #[cfg(not(target_arch = "x86_64"))]

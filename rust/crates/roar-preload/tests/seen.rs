@@ -54,7 +54,11 @@ fn behaves_like_a_hash_set_of_op_path_pairs() {
                 assert_eq!(set.insert(bit, &p), new, "insert at step {step}");
             }
             6..=7 => {
-                assert_eq!(set.contains(bit, &p), model.contains(&(bit, p.clone())), "contains at step {step}");
+                assert_eq!(
+                    set.contains(bit, &p),
+                    model.contains(&(bit, p.clone())),
+                    "contains at step {step}"
+                );
             }
             _ => {
                 set.remove(&p);

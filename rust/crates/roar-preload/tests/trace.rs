@@ -248,8 +248,7 @@ fn shell_write_tmp_then_mv() {
 fn python_atomic_save_and_links() {
     let sb = Sandbox::new("pysave");
     sb.write("u", b"0123456789");
-    let out = sb.py(
-        "import os\n\
+    let out = sb.py("import os\n\
          with open('ckpt.tmp', 'w') as f: f.write('weights')\n\
          os.replace('ckpt.tmp', 'ckpt')\n\
          for _ in range(100): open('ckpt').read()\n\
@@ -260,8 +259,7 @@ fn python_atomic_save_and_links() {
          with open(b'caf\\xe9', 'wb') as f: f.write(b'x')\n\
          with open('ckpt.tmp', 'w') as f: f.write('again')\n\
          os.replace('ckpt.tmp', 'ckpt')\n\
-         os.chdir('..'); open('work/ckpt').read()\n",
-    );
+         os.chdir('..'); open('work/ckpt').read()\n");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         sb.mine(),
@@ -354,8 +352,7 @@ fn exit_via_underscore_exit_is_flushed() {
 #[test]
 fn fork_child_gets_its_own_file() {
     let sb = Sandbox::new("fork");
-    let out = sb.py(
-        "import os\n\
+    let out = sb.py("import os\n\
          open('before', 'w').write('x')\n\
          pid = os.fork()\n\
          if pid == 0:\n\
@@ -364,10 +361,13 @@ fn fork_child_gets_its_own_file() {
          \x20   os._exit(0)\n\
          os.waitpid(pid, 0)\n\
          open('parent', 'w').write('p')\n\
-         print(pid)\n",
-    );
+         print(pid)\n");
     assert!(out.status.success(), "{out:?}");
-    let child: u32 = String::from_utf8(out.stdout).unwrap().trim().parse().unwrap();
+    let child: u32 = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let by_pid: BTreeMap<String, (u32, u32)> = sb
         .all()
         .into_iter()
@@ -414,7 +414,8 @@ fn output_and_exit_status_unchanged() {
     let sb = Sandbox::new("transparent");
     let blob: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
     sb.write("blob", &blob);
-    let script = "printf 'out\\000\\377'; cat blob; printf err >&2; cat missing 2>/dev/null; exit 7";
+    let script =
+        "printf 'out\\000\\377'; cat blob; printf err >&2; cat missing 2>/dev/null; exit 7";
     let plain = Command::new("sh")
         .args(["-c", script])
         .current_dir(&sb.work)
@@ -447,16 +448,14 @@ fn libc_sigterm() -> i32 {
 fn thirty_two_threads() {
     let sb = Sandbox::new("threads");
     sb.write("shared", b"s");
-    let out = sb.py(
-        "import threading\n\
+    let out = sb.py("import threading\n\
          def work(i):\n\
          \x20   for _ in range(50):\n\
          \x20       with open(f't{i:02d}', 'w') as f: f.write('x' * 100)\n\
          \x20       open('shared').read()\n\
          ts = [threading.Thread(target=work, args=(i,)) for i in range(32)]\n\
          [t.start() for t in ts]\n\
-         [t.join() for t in ts]\n",
-    );
+         [t.join() for t in ts]\n");
     assert!(out.status.success(), "{out:?}");
     let mut want: Vec<String> = (0..32).map(|i| format!("W t{i:02}")).collect();
     want.push("R shared".into());
@@ -507,7 +506,10 @@ subprocess.run(['sh', '-c', 'cat a > after_child'], check=True)
     assert!(mine.contains(&"W during".to_string()), "{mine:?}");
     assert!(mine.contains(&"W sys_out".to_string()), "{mine:?}");
     for absent in ["before", "after", "after_child"] {
-        assert!(!mine.iter().any(|m| m.ends_with(&format!(" {absent}"))), "{mine:?}");
+        assert!(
+            !mine.iter().any(|m| m.ends_with(&format!(" {absent}"))),
+            "{mine:?}"
+        );
     }
 }
 
@@ -547,8 +549,7 @@ fn variadic_execl_family() {
 fn posix_spawn_and_mkstemp() {
     let sb = Sandbox::new("spawn");
     sb.write("a", b"1");
-    let out = sb.py(
-        "import os, ctypes\n\
+    let out = sb.py("import os, ctypes\n\
          pid = os.posix_spawn('/bin/sh', ['sh', '-c', 'cat a > s1'], {'PATH': '/usr/bin:/bin'})\n\
          os.waitpid(pid, 0)\n\
          pid = os.posix_spawnp('sh', ['sh', '-c', 'cat a > s2'], dict(os.environ))\n\
@@ -557,8 +558,7 @@ fn posix_spawn_and_mkstemp() {
          t = ctypes.create_string_buffer(b'tmpXXXXXX')\n\
          fd = libc.mkstemp(t)\n\
          assert fd >= 0\n\
-         print(t.value.decode())\n",
-    );
+         print(t.value.decode())\n");
     assert!(out.status.success(), "{out:?}");
     let tmp = String::from_utf8(out.stdout).unwrap().trim().to_string();
     // Two spawned shells, two cats, each reading a once.

@@ -52,7 +52,8 @@ impl Observed {
 
     /// The blake3 hex of the bytes seen, if the body was complete.
     pub fn blake3(&self) -> Option<String> {
-        self.complete.then(|| self.hasher.finalize().to_hex().to_string())
+        self.complete
+            .then(|| self.hasher.finalize().to_hex().to_string())
     }
 }
 
@@ -191,7 +192,11 @@ impl<B> Tap<B> {
         let off = self.offload.as_mut().expect("offload mode");
         // Blocks only while the hashing thread is OFFLOAD_QUEUE frames behind: back-pressure
         // at hashing speed, as inline hashing would be.
-        if off.tx.as_ref().is_none_or(|tx| tx.send(data.clone()).is_err()) {
+        if off
+            .tx
+            .as_ref()
+            .is_none_or(|tx| tx.send(data.clone()).is_err())
+        {
             return Err("hashing thread gone".into());
         }
         if last {
@@ -201,7 +206,10 @@ impl<B> Tap<B> {
     }
 
     /// Offloaded mode, last frame held: waits for the hashes, checks, then releases it.
-    fn poll_offload_done(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_offload_done(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let off = self.offload.as_mut().expect("offload mode");
         let res = ready!(Pin::new(&mut off.rx).poll(cx));
         let frame = off.held.take();
@@ -215,7 +223,9 @@ impl<B> Tap<B> {
             if let Mode::Sha256 { expected, .. } = &self.mode {
                 if sha.as_deref() != Some(expected.as_str()) {
                     o.sha_mismatch = true;
-                    return Poll::Ready(Some(Err("x-amz-content-sha256 does not match the body".into())));
+                    return Poll::Ready(Some(Err(
+                        "x-amz-content-sha256 does not match the body".into()
+                    )));
                 }
             }
         }
@@ -229,7 +239,8 @@ impl<B> Tap<B> {
             Mode::Chunked(dec) => dec.is_done(),
             _ => {
                 self.expect.is_some()
-                    && self.expect == Some(self.shared.lock().unwrap_or_else(|p| p.into_inner()).bytes)
+                    && self.expect
+                        == Some(self.shared.lock().unwrap_or_else(|p| p.into_inner()).bytes)
             }
         };
         if done {
@@ -245,7 +256,11 @@ impl<B> Tap<B> {
                 o.hasher.update(data);
                 o.bytes += data.len() as u64;
             }
-            Mode::Sha256 { len, expected, hasher } => {
+            Mode::Sha256 {
+                len,
+                expected,
+                hasher,
+            } => {
                 o.hasher.update(data);
                 hasher.update(data);
                 o.bytes += data.len() as u64;
@@ -303,7 +318,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if this.offload.as_ref().is_some_and(|o| o.held.is_some()) {
             return this.poll_offload_done(cx);
@@ -399,9 +417,15 @@ impl Checksum {
     pub fn for_trailer(name: &str) -> Option<Checksum> {
         use crc_fast::CrcAlgorithm::*;
         Some(match name {
-            "x-amz-checksum-crc32" => Checksum::Crc(Box::new(crc_fast::Digest::new(Crc32IsoHdlc)), 4),
-            "x-amz-checksum-crc32c" => Checksum::Crc(Box::new(crc_fast::Digest::new(Crc32Iscsi)), 4),
-            "x-amz-checksum-crc64nvme" => Checksum::Crc(Box::new(crc_fast::Digest::new(Crc64Nvme)), 8),
+            "x-amz-checksum-crc32" => {
+                Checksum::Crc(Box::new(crc_fast::Digest::new(Crc32IsoHdlc)), 4)
+            }
+            "x-amz-checksum-crc32c" => {
+                Checksum::Crc(Box::new(crc_fast::Digest::new(Crc32Iscsi)), 4)
+            }
+            "x-amz-checksum-crc64nvme" => {
+                Checksum::Crc(Box::new(crc_fast::Digest::new(Crc64Nvme)), 8)
+            }
             "x-amz-checksum-sha1" => Checksum::Sha1(sha1::Sha1::new()),
             "x-amz-checksum-sha256" => Checksum::Sha256(Box::default()),
             _ => return None,
@@ -432,7 +456,9 @@ pub fn base64(b: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
     for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -494,12 +520,19 @@ impl ChunkDecoder {
             Some(_) => Err(ChunkError::BadDigest(format!(
                 "The {name} you specified did not match the calculated checksum."
             ))),
-            None => Err(ChunkError::Framing(format!("trailer {name} announced but not sent"))),
+            None => Err(ChunkError::Framing(format!(
+                "trailer {name} announced but not sent"
+            ))),
         }
     }
 
     /// Feeds raw bytes; decoded object bytes go to `hasher` and are counted in `bytes`.
-    pub fn feed(&mut self, mut data: &[u8], hasher: &mut blake3::Hasher, bytes: &mut u64) -> Result<(), ChunkError> {
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        hasher: &mut blake3::Hasher,
+        bytes: &mut u64,
+    ) -> Result<(), ChunkError> {
         while !data.is_empty() {
             match &mut self.state {
                 ChunkState::Size(line) => {
@@ -511,11 +544,12 @@ impl ChunkDecoder {
                         return Err("aws-chunked size line too long".into());
                     }
                     if nl.is_some() {
-                        let s = std::str::from_utf8(line).map_err(|_| "aws-chunked size line not ASCII")?;
+                        let s = std::str::from_utf8(line)
+                            .map_err(|_| "aws-chunked size line not ASCII")?;
                         let s = s.trim_end_matches(['\r', '\n']);
                         let hexpart = s.split(';').next().unwrap_or("").trim();
-                        let n =
-                            u64::from_str_radix(hexpart, 16).map_err(|_| format!("bad aws-chunked size line {s:?}"))?;
+                        let n = u64::from_str_radix(hexpart, 16)
+                            .map_err(|_| format!("bad aws-chunked size line {s:?}"))?;
                         self.state = if n == 0 {
                             ChunkState::Trailers(Vec::new())
                         } else {
@@ -590,7 +624,11 @@ const MAX_SIGNED_CHUNK: u64 = 16 * 1024 * 1024;
 #[derive(Debug)]
 enum SignedState {
     Header(Vec<u8>),
-    Data { size: u64, sig: String, buf: Vec<u8> },
+    Data {
+        size: u64,
+        sig: String,
+        buf: Vec<u8>,
+    },
     DataEnd(u8),
     FinalCrlf(u8),
     Trailers(Vec<u8>),
@@ -617,7 +655,11 @@ pub struct SignedChunks<B> {
 
 impl<B> SignedChunks<B> {
     /// Wraps `inner`; `trailer` names the announced checksum trailer.
-    pub fn new(inner: B, signer: crate::sigv4::ChunkSigner, trailer: Option<&str>) -> (Self, Shared) {
+    pub fn new(
+        inner: B,
+        signer: crate::sigv4::ChunkSigner,
+        trailer: Option<&str>,
+    ) -> (Self, Shared) {
         let shared = Arc::new(Mutex::new(Observed::new()));
         let checksum = trailer
             .map(|t| t.trim().to_ascii_lowercase())
@@ -647,7 +689,10 @@ impl<B> SignedChunks<B> {
     }
 
     fn bad_signature(&self) -> BoxError {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner()).bad_signature = true;
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bad_signature = true;
         "aws-chunk signature does not match".into()
     }
 
@@ -665,7 +710,9 @@ impl<B> SignedChunks<B> {
                     if nl.is_none() {
                         continue;
                     }
-                    let text = String::from_utf8_lossy(line).trim_end_matches(['\r', '\n']).to_owned();
+                    let text = String::from_utf8_lossy(line)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned();
                     let (size, sig) = text.split_once(";chunk-signature=").unwrap_or((&text, ""));
                     let size = u64::from_str_radix(size.trim(), 16);
                     let sig = sig.trim().to_ascii_lowercase();
@@ -673,7 +720,9 @@ impl<B> SignedChunks<B> {
                         return Err(self.fail(format!("bad aws-chunk header {text:?}").into()));
                     };
                     if size > MAX_SIGNED_CHUNK {
-                        return Err(self.fail(format!("aws-chunk of {size} bytes is over the 16 MiB limit").into()));
+                        return Err(self.fail(
+                            format!("aws-chunk of {size} bytes is over the 16 MiB limit").into(),
+                        ));
                     }
                     if size == 0 {
                         if !self.signer.chunk_ok(&self.prev, b"", &sig) {
@@ -712,7 +761,8 @@ impl<B> SignedChunks<B> {
                             c.update(&buf);
                         }
                         if self.signer.trailer {
-                            self.out.push_back(Bytes::from(format!("{:x}\r\n", buf.len())));
+                            self.out
+                                .push_back(Bytes::from(format!("{:x}\r\n", buf.len())));
                             self.out.push_back(Bytes::from(buf));
                             self.out.push_back(Bytes::from_static(b"\r\n"));
                         } else {
@@ -755,7 +805,9 @@ impl<B> SignedChunks<B> {
                         self.end_trailers(&text)?;
                     }
                 }
-                SignedState::Done => return Err(self.fail("bytes after the end of an aws-chunked body".into())),
+                SignedState::Done => {
+                    return Err(self.fail("bytes after the end of an aws-chunked body".into()))
+                }
             }
         }
         Ok(())
@@ -787,10 +839,13 @@ impl<B> SignedChunks<B> {
             match lines.iter().find(|(k, _)| k == name) {
                 Some((_, v)) if *v == c.base64() => {}
                 Some(_) => {
-                    let m = format!("The {name} you specified did not match the calculated checksum.");
+                    let m =
+                        format!("The {name} you specified did not match the calculated checksum.");
                     return Err(self.fail(ChunkError::BadDigest(m)));
                 }
-                None => return Err(self.fail(format!("trailer {name} announced but not sent").into())),
+                None => {
+                    return Err(self.fail(format!("trailer {name} announced but not sent").into()))
+                }
             }
         }
         let mut end = String::from("0\r\n");
@@ -812,20 +867,30 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if let Some(b) = this.out.pop_front() {
-                if this.out.is_empty() && matches!(this.state, SignedState::Done) && !this.finished {
+                if this.out.is_empty() && matches!(this.state, SignedState::Done) && !this.finished
+                {
                     this.finished = true;
-                    this.shared.lock().unwrap_or_else(|p| p.into_inner()).complete = true;
+                    this.shared
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .complete = true;
                 }
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
             if matches!(this.state, SignedState::Done) {
                 if !this.finished {
                     this.finished = true;
-                    this.shared.lock().unwrap_or_else(|p| p.into_inner()).complete = true;
+                    this.shared
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .complete = true;
                 }
                 return Poll::Ready(None);
             }
@@ -836,7 +901,11 @@ where
                     }
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-                None => return Poll::Ready(Some(Err(this.fail("signed aws-chunked body cut short".into())))),
+                None => {
+                    return Poll::Ready(Some(Err(
+                        this.fail("signed aws-chunked body cut short".into())
+                    )))
+                }
             }
         }
     }
@@ -911,7 +980,10 @@ mod tests {
         for (name, want) in [
             ("x-amz-checksum-crc32", "NSRBwg=="),
             ("x-amz-checksum-sha1", "qZk+NkcGgWq6PiVxeFDCbJzQ2J0="),
-            ("x-amz-checksum-sha256", "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="),
+            (
+                "x-amz-checksum-sha256",
+                "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=",
+            ),
         ] {
             let mut c = Checksum::for_trailer(name).unwrap();
             c.update(b"abc");

@@ -35,7 +35,10 @@ pub struct S3Event {
 
 /// CLOCK_MONOTONIC in ns: the clock the tracers stamp their events with.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -99,8 +102,16 @@ impl EventLog {
         let Some(dir) = dir else {
             return Ok(EventLog { file: None });
         };
-        let path = format!("{dir}/proxy-{}-{}.s3.jsonl", std::process::id(), monotonic_ns());
-        let f = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        let path = format!(
+            "{dir}/proxy-{}-{}.s3.jsonl",
+            std::process::id(),
+            monotonic_ns()
+        );
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
         Ok(EventLog {
             file: Some(Mutex::new(f)),
         })

@@ -33,7 +33,9 @@ struct Args {
 }
 
 fn usage() -> ! {
-    crate::events::stderr_line("usage: roar-proxy [--port P] [--upstream URL] [--region R] [--events-dir DIR]");
+    crate::events::stderr_line(
+        "usage: roar-proxy [--port P] [--upstream URL] [--region R] [--events-dir DIR]",
+    );
     std::process::exit(2)
 }
 
@@ -111,8 +113,12 @@ fn load_creds() -> Option<Creds> {
             session_token: env("AWS_SESSION_TOKEN"),
         });
     }
-    let path = env("AWS_SHARED_CREDENTIALS_FILE").or_else(|| env("HOME").map(|h| format!("{h}/.aws/credentials")))?;
-    creds_from_file(&path, &env("AWS_PROFILE").unwrap_or_else(|| "default".into()))
+    let path = env("AWS_SHARED_CREDENTIALS_FILE")
+        .or_else(|| env("HOME").map(|h| format!("{h}/.aws/credentials")))?;
+    creds_from_file(
+        &path,
+        &env("AWS_PROFILE").unwrap_or_else(|| "default".into()),
+    )
 }
 
 /// TLS for https upstreams: the Mozilla roots (webpki-roots), plus the certificates of
@@ -122,12 +128,18 @@ fn tls_config() -> Result<rustls::ClientConfig, String> {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(bundle) = std::env::var("AWS_CA_BUNDLE").ok().filter(|v| !v.is_empty()) {
-        let certs = CertificateDer::pem_file_iter(&bundle).map_err(|e| format!("AWS_CA_BUNDLE {bundle}: {e}"))?;
+    if let Some(bundle) = std::env::var("AWS_CA_BUNDLE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let certs = CertificateDer::pem_file_iter(&bundle)
+            .map_err(|e| format!("AWS_CA_BUNDLE {bundle}: {e}"))?;
         let mut n = 0;
         for c in certs {
             let c = c.map_err(|e| format!("AWS_CA_BUNDLE {bundle}: {e}"))?;
-            roots.add(c).map_err(|e| format!("AWS_CA_BUNDLE {bundle}: {e}"))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("AWS_CA_BUNDLE {bundle}: {e}"))?;
             n += 1;
         }
         if n == 0 {
@@ -163,8 +175,12 @@ fn main() {
         ));
     }
     let tls = tls_config().unwrap_or_else(|e| fail(&e));
-    let log = events::EventLog::open(args.events_dir.as_deref())
-        .unwrap_or_else(|e| fail(&format!("cannot open the event file in {:?}: {e}", args.events_dir)));
+    let log = events::EventLog::open(args.events_dir.as_deref()).unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot open the event file in {:?}: {e}",
+            args.events_dir
+        ))
+    });
     // Two workers: the machine budget is small and the work is I/O plus hashing.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -46,7 +46,13 @@ pub struct State {
 impl State {
     /// Builds the shared state; `creds` serve both client verification and upstream signing.
     /// `tls` is the client configuration for an https upstream.
-    pub fn new(creds: Creds, upstream: http::Uri, region: String, log: EventLog, tls: rustls::ClientConfig) -> Self {
+    pub fn new(
+        creds: Creds,
+        upstream: http::Uri,
+        region: String,
+        log: EventLog,
+        tls: rustls::ClientConfig,
+    ) -> Self {
         let identity = aws_credential_types::Credentials::new(
             creds.access_key.clone(),
             creds.secret_key.clone(),
@@ -96,11 +102,15 @@ pub fn s3_error(status: u16, code: &str, message: &str, resource: &str) -> Respo
 }
 
 fn full(b: Bytes) -> PBody {
-    Full::new(b).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(b)
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 fn empty() -> PBody {
-    Empty::new().map_err(|never: Infallible| match never {}).boxed()
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 /// The lineage meaning of a request.
@@ -139,7 +149,13 @@ const SUBRESOURCES: &[&[u8]] = &[
     b"location",
 ];
 
-fn classify(method: &Method, bucket: &str, key: &str, query: &[(Vec<u8>, Vec<u8>)], headers: &HeaderMap) -> Op {
+fn classify(
+    method: &Method,
+    bucket: &str,
+    key: &str,
+    query: &[(Vec<u8>, Vec<u8>)],
+    headers: &HeaderMap,
+) -> Op {
     let has = |n: &[u8]| query.iter().any(|(k, _)| k == n);
     if *method == Method::POST && !bucket.is_empty() && key.is_empty() && has(b"delete") {
         return Op::DeleteMany;
@@ -147,13 +163,19 @@ fn classify(method: &Method, bucket: &str, key: &str, query: &[(Vec<u8>, Vec<u8>
     if bucket.is_empty() || key.is_empty() {
         return Op::Other;
     }
-    let sub = query.iter().any(|(k, _)| SUBRESOURCES.contains(&k.as_slice()));
+    let sub = query
+        .iter()
+        .any(|(k, _)| SUBRESOURCES.contains(&k.as_slice()));
     match *method {
         Method::GET if !sub || (has(b"partNumber") && !has(b"uploadId")) => Op::Get,
-        Method::PUT if !sub => match headers.get("x-amz-copy-source").and_then(|v| v.to_str().ok()) {
+        Method::PUT if !sub => match headers
+            .get("x-amz-copy-source")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(src) => {
                 let (path, q) = src.split_once('?').unwrap_or((src, ""));
-                let decoded = sigv4::percent_decode(path).unwrap_or_else(|| path.as_bytes().to_vec());
+                let decoded =
+                    sigv4::percent_decode(path).unwrap_or_else(|| path.as_bytes().to_vec());
                 let decoded = String::from_utf8_lossy(&decoded).into_owned();
                 let decoded = decoded.trim_start_matches('/');
                 let (b, k) = decoded.split_once('/').unwrap_or((decoded, ""));
@@ -205,13 +227,23 @@ fn dropped_request_header(name: &str) -> bool {
 fn dropped_response_header(name: &str) -> bool {
     matches!(
         name,
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade" | "transfer-encoding"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "transfer-encoding"
     )
 }
 
 impl State {
     /// Signs `req` for the upstream (header auth, S3 canonicalisation settings).
-    fn sign_upstream(&self, req: &mut Request<PBody>, body: SignableBody<'_>) -> Result<(), String> {
+    fn sign_upstream(
+        &self,
+        req: &mut Request<PBody>,
+        body: SignableBody<'_>,
+    ) -> Result<(), String> {
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
@@ -228,11 +260,16 @@ impl State {
         let uri = req.uri().to_string();
         let mut hdrs = Vec::with_capacity(req.headers().len());
         for (k, v) in req.headers() {
-            hdrs.push((k.as_str(), v.to_str().map_err(|_| format!("header {k} is not ASCII"))?));
+            hdrs.push((
+                k.as_str(),
+                v.to_str().map_err(|_| format!("header {k} is not ASCII"))?,
+            ));
         }
-        let signable =
-            SignableRequest::new(req.method().as_str(), uri, hdrs.into_iter(), body).map_err(|e| e.to_string())?;
-        let (instr, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
+        let signable = SignableRequest::new(req.method().as_str(), uri, hdrs.into_iter(), body)
+            .map_err(|e| e.to_string())?;
+        let (instr, _) = sign(signable, &params)
+            .map_err(|e| e.to_string())?
+            .into_parts();
         let (headers, _) = instr.into_parts();
         for h in headers {
             let mut v = HeaderValue::from_str(h.value()).map_err(|e| e.to_string())?;
@@ -336,7 +373,11 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
     let resource = parts.uri.path().to_owned();
     let verified = match sigv4::verify(&parts, &st.creds, SystemTime::now()) {
         Ok(v) => v,
-        Err(AuthError { status, code, message }) => return Ok(s3_error(status, code, &message, &resource)),
+        Err(AuthError {
+            status,
+            code,
+            message,
+        }) => return Ok(s3_error(status, code, &message, &resource)),
     };
     let query = sigv4::query_pairs(parts.uri.query());
     let (bucket, key) = split_path(parts.uri.path());
@@ -348,7 +389,8 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
     // replaced by the proxy's header auth.
     let up_query = sigv4::canonical_query(query.iter().filter(|(k, _)| {
         !(verified.presigned
-            && (k.starts_with(b"X-Amz-") || matches!(k.as_slice(), b"AWSAccessKeyId" | b"Expires" | b"Signature")))
+            && (k.starts_with(b"X-Amz-")
+                || matches!(k.as_slice(), b"AWSAccessKeyId" | b"Expires" | b"Signature")))
     }));
     let up_path = sigv4::canonical_path(parts.uri.path());
     let mut up = match Request::builder()
@@ -371,7 +413,8 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
     const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    let (observed, chunked, signable) = if let Payload::StreamingSigned(signer) = &verified.payload {
+    let (observed, chunked, signable) = if let Payload::StreamingSigned(signer) = &verified.payload
+    {
         // Signed chunks are verified and stripped here; upstream gets the object's bytes
         // (plain) or unsigned aws-chunks with the trailers (trailer mode).
         let decoded = parts
@@ -410,7 +453,10 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             }
             SignableBody::UnsignedPayload
         };
-        let trailer = parts.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok());
+        let trailer = parts
+            .headers
+            .get("x-amz-trailer")
+            .and_then(|v| v.to_str().ok());
         let (b, observed) = SignedChunks::new(body, signer.clone(), trailer);
         *up.body_mut() = b.boxed();
         (observed, true, signable)
@@ -442,15 +488,22 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             }
             Payload::StreamingUnsignedTrailer => (
                 Mode::Chunked(Box::new(ChunkDecoder::with_trailer(
-                    parts.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()),
+                    parts
+                        .headers
+                        .get("x-amz-trailer")
+                        .and_then(|v| v.to_str().ok()),
                 ))),
                 SignableBody::StreamingUnsignedPayloadTrailer,
             ),
-            Payload::StreamingSigned(_) => return Ok(s3_error(500, "InternalError", "payload mode", &resource)),
+            Payload::StreamingSigned(_) => {
+                return Ok(s3_error(500, "InternalError", "payload mode", &resource))
+            }
         };
         let chunked = matches!(mode, Mode::Chunked(_));
         let (tap, observed) = Tap::new(body, mode, None);
-        *up.body_mut() = tap.with_length(if chunked { None } else { content_length }).boxed();
+        *up.body_mut() = tap
+            .with_length(if chunked { None } else { content_length })
+            .boxed();
         (observed, chunked, signable)
     };
 
@@ -533,14 +586,21 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                 .get("content-length")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.parse().ok());
-            Tap::new(rbody, Mode::Plain, Some(on_end)).0.with_length(len).boxed()
+            Tap::new(rbody, Mode::Plain, Some(on_end))
+                .0
+                .with_length(len)
+                .boxed()
         }
         Op::Put if status == StatusCode::OK => {
             let (blake, size) = {
                 let o = observed.lock().unwrap_or_else(|p| p.into_inner());
                 // An empty body is never polled, so it never "ends": its count says it is whole.
-                let whole = o.complete || (!chunked && content_length == Some(o.bytes) && !o.sha_mismatch);
-                (whole.then(|| o.hasher.finalize().to_hex().to_string()), o.bytes)
+                let whole =
+                    o.complete || (!chunked && content_length == Some(o.bytes) && !o.sha_mismatch);
+                (
+                    whole.then(|| o.hasher.finalize().to_hex().to_string()),
+                    o.bytes,
+                )
             };
             log.write(&S3Event {
                 op: "put",
@@ -584,7 +644,11 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                             });
                         }
                         log.write(&S3Event {
-                            op: if op == Op::Complete { "complete" } else { "copy" },
+                            op: if op == Op::Complete {
+                                "complete"
+                            } else {
+                                "copy"
+                            },
                             dir: "out",
                             bucket,
                             key,
@@ -597,7 +661,11 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                     }
                     Err(e) => {
                         log.write(&S3Event {
-                            op: if op == Op::Complete { "complete" } else { "copy" },
+                            op: if op == Op::Complete {
+                                "complete"
+                            } else {
+                                "copy"
+                            },
                             dir: "out",
                             bucket,
                             key,
@@ -607,11 +675,15 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                             blake3: None,
                             range: None,
                         });
-                        crate::events::stderr_line(&format!("roar-proxy: could not hash the finished object: {e}"));
+                        crate::events::stderr_line(&format!(
+                            "roar-proxy: could not hash the finished object: {e}"
+                        ));
                     }
                 }
             }
-            rparts.headers.insert("content-length", HeaderValue::from(bytes.len()));
+            rparts
+                .headers
+                .insert("content-length", HeaderValue::from(bytes.len()));
             full(bytes)
         }
         Op::Delete if status.is_success() => {
@@ -644,7 +716,9 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                     ..Default::default()
                 });
             }
-            rparts.headers.insert("content-length", HeaderValue::from(bytes.len()));
+            rparts
+                .headers
+                .insert("content-length", HeaderValue::from(bytes.len()));
             full(bytes)
         }
         _ => rbody.map_err(BoxError::from).boxed(),
@@ -676,7 +750,9 @@ fn xml_unescape(s: &str) -> String {
             "amp" => Some('&'),
             "quot" => Some('"'),
             "apos" => Some('\''),
-            _ if ent.starts_with("#x") => u32::from_str_radix(&ent[2..], 16).ok().and_then(char::from_u32),
+            _ if ent.starts_with("#x") => u32::from_str_radix(&ent[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
             _ if ent.starts_with('#') => ent[1..].parse().ok().and_then(char::from_u32),
             _ => None,
         };
@@ -807,19 +883,37 @@ mod tests {
     fn operations_are_classified() {
         let h = HeaderMap::new();
         assert_eq!(classify(&Method::GET, "b", "k", &q(""), &h), Op::Get);
-        assert_eq!(classify(&Method::GET, "b", "k", &q("versionId=3"), &h), Op::Get);
+        assert_eq!(
+            classify(&Method::GET, "b", "k", &q("versionId=3"), &h),
+            Op::Get
+        );
         assert_eq!(classify(&Method::GET, "b", "k", &q("acl"), &h), Op::Other);
-        assert_eq!(classify(&Method::GET, "b", "", &q("list-type=2"), &h), Op::Other);
+        assert_eq!(
+            classify(&Method::GET, "b", "", &q("list-type=2"), &h),
+            Op::Other
+        );
         assert_eq!(classify(&Method::PUT, "b", "k", &q(""), &h), Op::Put);
         assert_eq!(
             classify(&Method::PUT, "b", "k", &q("partNumber=1&uploadId=x"), &h),
             Op::Other
         );
-        assert_eq!(classify(&Method::PUT, "b", "k", &q("tagging"), &h), Op::Other);
-        assert_eq!(classify(&Method::POST, "b", "k", &q("uploadId=x"), &h), Op::Complete);
-        assert_eq!(classify(&Method::POST, "b", "k", &q("uploads"), &h), Op::Other);
+        assert_eq!(
+            classify(&Method::PUT, "b", "k", &q("tagging"), &h),
+            Op::Other
+        );
+        assert_eq!(
+            classify(&Method::POST, "b", "k", &q("uploadId=x"), &h),
+            Op::Complete
+        );
+        assert_eq!(
+            classify(&Method::POST, "b", "k", &q("uploads"), &h),
+            Op::Other
+        );
         assert_eq!(classify(&Method::DELETE, "b", "k", &q(""), &h), Op::Delete);
-        assert_eq!(classify(&Method::DELETE, "b", "k", &q("uploadId=x"), &h), Op::Other);
+        assert_eq!(
+            classify(&Method::DELETE, "b", "k", &q("uploadId=x"), &h),
+            Op::Other
+        );
         let mut h = HeaderMap::new();
         h.insert(
             "x-amz-copy-source",
@@ -855,8 +949,14 @@ mod tests {
 
     #[test]
     fn paths_split_into_bucket_and_key() {
-        assert_eq!(split_path("/b/a%20b%2Bc%3Dd.bin"), ("b".into(), "a b+c=d.bin".into()));
-        assert_eq!(split_path("/b/dir/%C3%A9.txt"), ("b".into(), "dir/\u{e9}.txt".into()));
+        assert_eq!(
+            split_path("/b/a%20b%2Bc%3Dd.bin"),
+            ("b".into(), "a b+c=d.bin".into())
+        );
+        assert_eq!(
+            split_path("/b/dir/%C3%A9.txt"),
+            ("b".into(), "dir/\u{e9}.txt".into())
+        );
         assert_eq!(split_path("/b"), ("b".into(), String::new()));
     }
 }

@@ -304,7 +304,11 @@ struct Scope<'a> {
 fn parse_scope(cred: &str) -> Result<Scope<'_>, AuthError> {
     let p: Vec<&str> = cred.split('/').collect();
     if p.len() != 5 || p[4] != "aws4_request" {
-        return Err(err(400, "AuthorizationHeaderMalformed", "malformed credential scope"));
+        return Err(err(
+            400,
+            "AuthorizationHeaderMalformed",
+            "malformed credential scope",
+        ));
     }
     if p[3] != "s3" {
         return Err(err(
@@ -331,7 +335,9 @@ struct Claim<'a> {
 }
 
 fn now_secs(now: SystemTime) -> i64 {
-    now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Verifies the request's SigV4 signature (header or presigned) against `creds`.
@@ -351,7 +357,11 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
     let auth_value;
     let claim = if let Some(h) = auth_header {
         if presigned {
-            return Err(err(400, "InvalidArgument", "only one auth mechanism allowed"));
+            return Err(err(
+                400,
+                "InvalidArgument",
+                "only one auth mechanism allowed",
+            ));
         }
         auth_value = h
             .to_str()
@@ -418,7 +428,9 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
             ));
         }
         let amz_date = get("X-Amz-Date").ok_or_else(missing)?;
-        let expires: i64 = get("X-Amz-Expires").and_then(|e| e.parse().ok()).ok_or_else(missing)?;
+        let expires: i64 = get("X-Amz-Expires")
+            .and_then(|e| e.parse().ok())
+            .ok_or_else(missing)?;
         if !(1..=MAX_PRESIGN_SECS).contains(&expires) {
             return Err(err(
                 400,
@@ -451,10 +463,14 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
             signature: get("X-Amz-Signature").ok_or_else(missing)?,
             payload_line: get("X-Amz-Content-Sha256").unwrap_or_else(|| "UNSIGNED-PAYLOAD".into()),
         }
-    } else if query.iter().any(|(k, _)| k == b"AWSAccessKeyId") && query.iter().any(|(k, _)| k == b"Signature") {
+    } else if query.iter().any(|(k, _)| k == b"AWSAccessKeyId")
+        && query.iter().any(|(k, _)| k == b"Signature")
+    {
         return verify_v2_query(parts, &query, creds, now);
     } else {
-        return Err(access_denied("Anonymous requests are not accepted by roar-proxy"));
+        return Err(access_denied(
+            "Anonymous requests are not accepted by roar-proxy",
+        ));
     };
 
     // Scope and time.
@@ -521,7 +537,11 @@ pub fn verify(parts: &Parts, creds: &Creds, now: SystemTime) -> Result<Verified,
         headers_block.push_str(&canonical_header_value(parts, h).unwrap_or_default());
         headers_block.push('\n');
     }
-    let cq = canonical_query(query.iter().filter(|(k, _)| !(presigned && k == b"X-Amz-Signature")));
+    let cq = canonical_query(
+        query
+            .iter()
+            .filter(|(k, _)| !(presigned && k == b"X-Amz-Signature")),
+    );
     let raw_path = parts.uri.path();
     let mut paths = vec![canonical_path(raw_path)];
     if paths[0] != raw_path {
@@ -664,7 +684,9 @@ fn verify_v2_query(
     let ak = get("AWSAccessKeyId").ok_or_else(missing)?;
     let expires = get("Expires").ok_or_else(missing)?;
     let signature = get("Signature").ok_or_else(missing)?;
-    let exp: i64 = expires.parse().map_err(|_| access_denied("malformed Expires"))?;
+    let exp: i64 = expires
+        .parse()
+        .map_err(|_| access_denied("malformed Expires"))?;
     if now_secs(now) > exp {
         return Err(access_denied("Request has expired"));
     }
@@ -697,7 +719,10 @@ fn verify_v2_query(
             };
             V2_SUBRESOURCES.contains(&k).then(|| {
                 let v = v.map(|v| {
-                    String::from_utf8_lossy(&percent_decode(v).unwrap_or_else(|| v.as_bytes().to_vec())).into_owned()
+                    String::from_utf8_lossy(
+                        &percent_decode(v).unwrap_or_else(|| v.as_bytes().to_vec()),
+                    )
+                    .into_owned()
                 });
                 (k.to_owned(), v)
             })
@@ -731,7 +756,8 @@ fn verify_v2_query(
             sts.push('?');
             sts.push_str(&subs);
         }
-        let mut m = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(creds.secret_key.as_bytes()).expect("any key length");
+        let mut m = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(creds.secret_key.as_bytes())
+            .expect("any key length");
         m.update(sts.as_bytes());
         let expected = crate::body::base64(&m.finalize().into_bytes());
         ok |= bool::from(expected.as_bytes().ct_eq(signature.as_bytes()));
@@ -739,8 +765,14 @@ fn verify_v2_query(
     if !ok {
         return Err(mismatch());
     }
-    let payload = match parts.headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
-        Some(s) if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) => Payload::Hex(s.to_ascii_lowercase()),
+    let payload = match parts
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(s) if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) => {
+            Payload::Hex(s.to_ascii_lowercase())
+        }
         _ => Payload::Unsigned,
     };
     Ok(Verified {
@@ -828,7 +860,8 @@ mod tests {
     #[test]
     fn unsigned_amz_header_is_refused() {
         let mut p = aws_get_example(GOOD);
-        p.headers.insert("x-amz-copy-source", "other/key".parse().unwrap());
+        p.headers
+            .insert("x-amz-copy-source", "other/key".parse().unwrap());
         let e = verify(&p, &creds(), at("20130524T000500Z")).unwrap_err();
         assert_eq!(e.code, "AccessDenied");
     }
@@ -845,7 +878,9 @@ mod tests {
         let v = verify(&p, &creds(), at("20130524T100000Z")).unwrap();
         assert!(v.presigned);
         assert_eq!(
-            verify(&p, &creds(), at("20130525T000001Z")).unwrap_err().message,
+            verify(&p, &creds(), at("20130525T000001Z"))
+                .unwrap_err()
+                .message,
             "Request has expired"
         );
     }
@@ -868,12 +903,18 @@ mod tests {
         assert!(signer.chunk_ok(s1, &[b'a'; 1024], s2));
         assert!(signer.chunk_ok(s2, b"", s3));
         assert!(!signer.chunk_ok(s1, &[b'a'; 1023], s2));
-        assert!(!signer.chunk_ok(&signer.seed, &[b'a'; 1024], s2), "chain order matters");
+        assert!(
+            !signer.chunk_ok(&signer.seed, &[b'a'; 1024], s2),
+            "chain order matters"
+        );
     }
 
     #[test]
     fn encoding_round_trips() {
-        assert_eq!(canonical_path("/b/a%20b%2Bc%3Dd.bin"), "/b/a%20b%2Bc%3Dd.bin");
+        assert_eq!(
+            canonical_path("/b/a%20b%2Bc%3Dd.bin"),
+            "/b/a%20b%2Bc%3Dd.bin"
+        );
         assert_eq!(canonical_path("/b/a b+c=d.bin"), "/b/a%20b%2Bc%3Dd.bin");
         assert_eq!(canonical_path("/b/%C3%A9t%C3%A9"), "/b/%C3%A9t%C3%A9");
         let q = query_pairs(Some("uploads&b=2&a=%2B1"));

@@ -421,14 +421,7 @@ pub fn has_file_caps(path: &[u8], scratch: &mut Vec<u8>) -> bool {
     };
     // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 only
     // asks for the value's size.
-    unsafe {
-        libc::getxattr(
-            c,
-            c"security.capability".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        ) >= 0
-    }
+    unsafe { libc::getxattr(c, c"security.capability".as_ptr(), std::ptr::null_mut(), 0) >= 0 }
 }
 
 /// `PTRACE_DETACH` a ptrace-stopped thread: it resumes, untraced, with no

@@ -12,7 +12,11 @@ use roar_events::{decode, display_path, read_trace_dir, TraceFile};
 
 fn main() -> ExitCode {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    if args.is_empty() || args.iter().any(|a| a == Path::new("-h") || a == Path::new("--help")) {
+    if args.is_empty()
+        || args
+            .iter()
+            .any(|a| a == Path::new("-h") || a == Path::new("--help"))
+    {
         eprintln!("usage: roar-events-dump DIR|FILE.ev ...");
         return ExitCode::from(2);
     }
