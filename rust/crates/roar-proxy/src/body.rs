@@ -109,33 +109,26 @@ const OFFLOAD_MIN: u64 = 512 * 1024;
 /// Frames queued to the hashing thread before the sender waits (bounds the memory in flight).
 const OFFLOAD_QUEUE: usize = 32;
 
-/// What the hashing thread hands back: blake3 state and the sha256 hex if asked for.
-type HashOut = (blake3::Hasher, Option<String>);
-
-/// A helper thread hashing the frames of one body.
+/// A helper thread computing the sha256 of one body (blake3 stays inline: see `with_length`).
 struct Offload {
     tx: Option<std::sync::mpsc::SyncSender<Bytes>>,
-    rx: tokio::sync::oneshot::Receiver<HashOut>,
-    /// The frame that completes the body, released only once the hashes are in.
+    rx: tokio::sync::oneshot::Receiver<String>,
+    /// The frame that completes the body, released only once the sha256 is in.
     held: Option<Frame<Bytes>>,
 }
 
 impl Offload {
-    fn spawn(want_sha: bool) -> Option<Offload> {
+    fn spawn() -> Option<Offload> {
         let (tx, frames) = std::sync::mpsc::sync_channel::<Bytes>(OFFLOAD_QUEUE);
         let (done, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("roar-hash".into())
             .spawn(move || {
-                let mut b = blake3::Hasher::new();
-                let mut s = want_sha.then(Sha256::new);
+                let mut s = Sha256::new();
                 for d in frames {
-                    b.update(&d);
-                    if let Some(s) = &mut s {
-                        s.update(&d);
-                    }
+                    s.update(&d);
                 }
-                let _ = done.send((b, s.map(|s| hex::encode(s.finalize()))));
+                let _ = done.send(hex::encode(s.finalize()));
             })
             .ok()?;
         Some(Offload {
@@ -164,21 +157,25 @@ impl<B> Tap<B> {
     }
 
     /// Declares the body's length, so its end is seen when the count reaches it; a long
-    /// body (not aws-chunked) is then hashed on a helper thread.
+    /// body with a hex sha256 then has its sha256 computed on a helper thread.
+    ///
+    /// Only the sha256 moves: blake3 runs at several GB/s and stays inline, so the two hashes
+    /// run in parallel and the held-back last frame waits for the sha256 alone (with both on
+    /// the helper thread, its backlog at the last frame was blake3 + sha256 of what was queued).
     pub fn with_length(mut self, n: Option<u64>) -> Self {
         self.expect = n;
         if n.unwrap_or(0) >= OFFLOAD_MIN {
             match self.mode {
                 // blake3 alone runs at several GB/s: handing frames to a thread costs more than it saves.
                 Mode::Plain => {}
-                Mode::Sha256 { .. } => self.offload = Offload::spawn(true),
+                Mode::Sha256 { .. } => self.offload = Offload::spawn(),
                 Mode::Chunked(_) => {}
             }
         }
         self
     }
 
-    /// Offloaded mode: counts and queues a frame; true when it completes the body.
+    /// Offloaded mode: counts, blake3-hashes and queues a frame; true when it completes the body.
     fn feed_offload(&mut self, data: &Bytes) -> Result<bool, BoxError> {
         let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         o.bytes += data.len() as u64;
@@ -189,6 +186,7 @@ impl<B> Tap<B> {
         let last = Some(o.bytes) == self.expect;
         drop(o);
         let off = self.offload.as_mut().expect("offload mode");
+        // Queued first, so the helper thread hashes this frame while blake3 does here.
         // Blocks only while the hashing thread is OFFLOAD_QUEUE frames behind: back-pressure
         // at hashing speed, as inline hashing would be.
         if off.tx.as_ref().is_none_or(|tx| tx.send(data.clone()).is_err()) {
@@ -197,6 +195,7 @@ impl<B> Tap<B> {
         if last {
             off.tx = None; // closes the queue: the thread finishes
         }
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).hasher.update(data);
         Ok(last)
     }
 
@@ -206,14 +205,13 @@ impl<B> Tap<B> {
         let res = ready!(Pin::new(&mut off.rx).poll(cx));
         let frame = off.held.take();
         self.offload = None;
-        let Ok((b3, sha)) = res else {
+        let Ok(sha) = res else {
             return Poll::Ready(Some(Err("hashing thread gone".into())));
         };
         {
             let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-            o.hasher = b3;
             if let Mode::Sha256 { expected, .. } = &self.mode {
-                if sha.as_deref() != Some(expected.as_str()) {
+                if sha != *expected {
                     o.sha_mismatch = true;
                     return Poll::Ready(Some(Err("x-amz-content-sha256 does not match the body".into())));
                 }
