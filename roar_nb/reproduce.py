@@ -129,7 +129,7 @@ def make_plan(project, ref: str) -> Plan:
     if target_job is not None:
         seeds = [(e.path, e.hash, None) for e in target_job.outputs if e.hash]
     else:
-        path = os.path.abspath(ref)
+        path = ref if ref.startswith("s3://") else os.path.abspath(ref)
         seeds = [(path if (path, h) in at_path else None, h, None) for h in target_hashes]
     chosen: dict[str, Job] = {}
     sources: dict[tuple, Source] = {}  # (path, hash) -> an input nobody recorded writing
@@ -204,6 +204,11 @@ def _replay_units(store, steps: list[Job]) -> list[list[Job]]:
 def _locate_source(project, h: str, path: str) -> Source:
     from roar_nb.hashing import hash_paths
 
+    if path.startswith("s3://"):  # present when the object upstream has the recorded bytes
+        from roar_nb.proxy import object_hashes
+
+        got = object_hashes(project, [path])[path]
+        return Source(path, h, "missing" if got is None else "ok" if got == h else "differs")
     store = project.store
     candidates = [path] + [e["path"] for e in store.edges_of_artifact(h) if e["path"] != path]
     existing = [p for p in dict.fromkeys(candidates) if os.path.isfile(p)]
@@ -294,7 +299,7 @@ def run(project, plan: Plan, opts: RunOptions) -> Outcome:
                 if s.status == "elsewhere":
                     shutil.copy2(s.found_at, s.path)
         failed, pairs = _execute(project, plan, opts, mapper, extra_env)
-        actual = _hash_outputs(plan, mapper)
+        actual = _hash_outputs(project, plan, mapper)
         return actual, failed, pairs
 
     actual, failed, pairs = one_pass()
@@ -376,12 +381,20 @@ class _PathMap:
         return path
 
 
-def _hash_outputs(plan: Plan, mapper: _PathMap) -> dict:
+def _hash_outputs(project, plan: Plan, mapper: _PathMap) -> dict:
     from roar_nb.hashing import hash_paths
 
     paths = {e.path: mapper.to_new(e.path) for j in plan.steps for e in j.outputs if e.hash}
+    s3 = [p for p in paths if p.startswith("s3://")]
+    if s3:  # S3 outputs: verified by the bytes now upstream
+        from roar_nb.proxy import object_hashes
+
+        got = {p: h for p, h in object_hashes(project, s3).items() if h}
+        paths = {old: new for old, new in paths.items() if old not in s3}
+    else:
+        got = {}
     hashed = hash_paths(list(paths.values()), progress_after=-1)
-    return {old: hashed[new].hash for old, new in paths.items() if hashed[new].hash}
+    return {**got, **{old: hashed[new].hash for old, new in paths.items() if hashed[new].hash}}
 
 
 def _execute(project, plan: Plan, opts: RunOptions, mapper: _PathMap, extra_env: dict) -> tuple:
