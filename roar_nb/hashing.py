@@ -184,6 +184,7 @@ class _Progress:
         if self.shown:
             sys.stderr.write("\r" + " " * 78 + "\r")
             sys.stderr.flush()
+            self.shown = False  # cleared: a second close writes nothing
 
 
 def hash_paths(paths: Iterable[str], store=None, extra: Iterable[str] = (),

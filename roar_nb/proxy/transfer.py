@@ -129,8 +129,9 @@ def _check_bucket(s3, bucket: str) -> None:
 
 
 def _progress(label: str, total_files: int, total_bytes: int):
-    """hashing.py's stderr bar (tty only, shown once a transfer has taken a second); boto3
-    calls `add_bytes` from its transfer threads. ROAR_PROGRESS_AFTER overrides the second."""
+    """hashing.py's stderr bar (tty only, shown once a transfer has taken ROAR_PROGRESS_AFTER
+    seconds: `roar get`/`put` pass `hash.progress_after`; default 1); boto3 calls `add_bytes`
+    from its transfer threads."""
     from roar_nb.hashing import _Progress
 
     try:
