@@ -320,6 +320,23 @@ def test_multipart_blake3_equals_single_put(proxy, bucket, part_mib):
     assert complete[0]["size"] == len(data)
     n_parts = -(-21 // part_mib)
     assert complete[0]["etag"].endswith(f"-{n_parts}")
+    # From the parts' subtrees, without reading the object back.
+    assert "reading the object back" not in proxy.stop()
+
+
+def test_multipart_with_odd_part_sizes_falls_back_to_reading_back(proxy, bucket):
+    from boto3.s3.transfer import TransferConfig
+    import io
+
+    data = os.urandom(11 * 1024 * 1024 + 5)
+    part = 5 * 1024 * 1024 + 1  # not a whole number of 1 KiB chunks: no subtrees to merge
+    c = client(proxy.url)
+    c.upload_fileobj(io.BytesIO(data), bucket, "odd.bin",
+                     Config=TransferConfig(multipart_threshold=part, multipart_chunksize=part))
+    complete = [e for e in proxy.events() if e["op"] == "complete"]
+    assert [(e["blake3"], e["size"]) for e in complete] == [(b3(data), len(data))]
+    assert complete[0]["etag"].endswith("-3")
+    assert "parts do not merge" in proxy.stop()
 
 
 def test_copy_and_delete(proxy, seaweed, bucket):

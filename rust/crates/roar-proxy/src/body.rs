@@ -35,6 +35,10 @@ pub struct Observed {
     pub bad_digest: Option<String>,
     /// A signed aws-chunk's signature did not match (the request gets 403).
     pub bad_signature: bool,
+    /// An UploadPart body (plain or hex) hashed as subtrees at its offset (see `parts.rs`).
+    pub part: Option<crate::parts::PartHasher>,
+    /// The body's bytes, kept for a CompleteMultipartUpload (its part list); dropped past 1 MiB.
+    pub keep: Option<Vec<u8>>,
 }
 
 impl Observed {
@@ -47,6 +51,26 @@ impl Observed {
             framing_error: None,
             bad_digest: None,
             bad_signature: false,
+            part: None,
+            keep: None,
+        }
+    }
+
+    /// Hashes object bytes of a plain or hex body: blake3 (for an UploadPart, whose own
+    /// blake3 nobody needs, only its subtrees), and the kept copy when asked for.
+    fn update(&mut self, data: &[u8]) {
+        match &mut self.part {
+            Some(p) => p.update(data),
+            None => {
+                self.hasher.update(data);
+            }
+        }
+        if let Some(k) = &mut self.keep {
+            if k.len() + data.len() > KEEP_MAX {
+                self.keep = None;
+            } else {
+                k.extend_from_slice(data);
+            }
         }
     }
 
@@ -55,6 +79,9 @@ impl Observed {
         self.complete.then(|| self.hasher.finalize().to_hex().to_string())
     }
 }
+
+/// Longest body kept whole (`Observed::keep`): CompleteMultipartUpload lists at most 10,000 parts.
+const KEEP_MAX: usize = 1 << 20;
 
 /// Handle the request handler keeps to read what its body saw.
 pub type Shared = Arc<Mutex<Observed>>;
@@ -195,7 +222,7 @@ impl<B> Tap<B> {
         if last {
             off.tx = None; // closes the queue: the thread finishes
         }
-        self.shared.lock().unwrap_or_else(|p| p.into_inner()).hasher.update(data);
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).update(data);
         Ok(last)
     }
 
@@ -240,11 +267,11 @@ impl<B> Tap<B> {
         let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         match &mut self.mode {
             Mode::Plain => {
-                o.hasher.update(data);
+                o.update(data);
                 o.bytes += data.len() as u64;
             }
             Mode::Sha256 { len, expected, hasher } => {
-                o.hasher.update(data);
+                o.update(data);
                 hasher.update(data);
                 o.bytes += data.len() as u64;
                 if o.bytes > *len {

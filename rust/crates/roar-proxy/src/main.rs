@@ -12,6 +12,7 @@
 
 mod body;
 mod events;
+mod parts;
 mod proxy;
 mod sigv4;
 

@@ -41,6 +41,8 @@ pub struct State {
     region: String,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, PBody>,
     log: Arc<EventLog>,
+    /// Hashed parts of multipart uploads in progress.
+    uploads: crate::parts::Uploads,
 }
 
 impl State {
@@ -71,6 +73,7 @@ impl State {
             region,
             client,
             log: Arc::new(log),
+            uploads: Default::default(),
         }
     }
 }
@@ -103,6 +106,9 @@ fn empty() -> PBody {
     Empty::new().map_err(|never: Infallible| match never {}).boxed()
 }
 
+/// How long a later part waits for part 1 of its upload to begin (see `parts.rs`).
+const PART1_WAIT_MS: u64 = 100;
+
 /// The lineage meaning of a request.
 #[derive(Debug, PartialEq, Eq)]
 enum Op {
@@ -120,6 +126,11 @@ enum Op {
         src_key: String,
         src_version: Option<String>,
         range: Option<String>,
+    },
+    /// UploadPart: nothing recorded, but its bytes are hashed for the Complete.
+    UploadPart {
+        upload: String,
+        part: u32,
     },
     Complete,
     Delete,
@@ -165,7 +176,22 @@ fn classify(method: &Method, bucket: &str, key: &str, query: &[(Vec<u8>, Vec<u8>
                 src_version,
                 range: header_str(headers, "x-amz-copy-source-range"),
             },
-            None => Op::Other,
+            None => {
+                let val = |n: &[u8]| query.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                match (
+                    val(b"uploadId"),
+                    val(b"partNumber").and_then(|v| String::from_utf8(v).ok()),
+                ) {
+                    (Some(u), Some(n)) => match n.parse() {
+                        Ok(part) => Op::UploadPart {
+                            upload: String::from_utf8_lossy(&u).into_owned(),
+                            part,
+                        },
+                        Err(_) => Op::Other,
+                    },
+                    _ => Op::Other,
+                }
+            }
         },
         Method::PUT if !sub => match copy_source(headers) {
             Some((src_bucket, src_key, src_version)) => Op::Copy {
@@ -497,7 +523,28 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             Payload::StreamingSigned(_) => return Ok(s3_error(500, "InternalError", "payload mode", &resource)),
         };
         let chunked = matches!(mode, Mode::Chunked(_));
+        if let Op::UploadPart { upload, part } = &op {
+            // Clients send parts concurrently: a later part (the short last one above all)
+            // placed before part 1 began would be hashed at the wrong offset. Wait briefly for
+            // part 1 (bounded; a client that sends it much later only gets the read-back).
+            let mut waited = 0;
+            while *part > 1 && !chunked && !st.uploads.has_first(upload) && waited < PART1_WAIT_MS {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                waited += 5;
+            }
+        }
         let (tap, observed) = Tap::new(body, mode, None);
+        {
+            let mut o = observed.lock().unwrap_or_else(|p| p.into_inner());
+            match &op {
+                // Plain and hex part bodies are the part's bytes: hashed as subtrees for the Complete.
+                Op::UploadPart { upload, part } if !chunked => {
+                    o.part = content_length.and_then(|n| st.uploads.begin(upload, *part, n));
+                }
+                Op::Complete if !chunked => o.keep = Some(Vec::new()),
+                _ => {}
+            }
+        }
         *up.body_mut() = tap.with_length(if chunked { None } else { content_length }).boxed();
         (observed, chunked, signable)
     };
@@ -603,12 +650,68 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             });
             rbody.map_err(BoxError::from).boxed()
         }
+        Op::UploadPart { upload, part } if status == StatusCode::OK => {
+            let hashed = {
+                let mut o = observed.lock().unwrap_or_else(|p| p.into_inner());
+                let whole = o.complete || (content_length == Some(o.bytes) && !o.sha_mismatch);
+                o.part.take().filter(|_| whole)
+            };
+            if let (Some(h), Some(etag)) = (hashed, etag.as_deref()) {
+                st.uploads.finish(&upload, part, etag, h);
+            }
+            rbody.map_err(BoxError::from).boxed()
+        }
         Op::Complete | Op::Copy { .. } if status == StatusCode::OK => {
             let (bytes, is_error) = match read_xml(rbody, &resource).await {
                 Ok(x) => x,
                 Err(r) => return Ok(r),
             };
-            if !is_error {
+            let upload = query
+                .iter()
+                .find(|(k, _)| k == b"uploadId")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+            // Multipart: merge the parts' subtrees (no second read of the object) when they
+            // fit together; otherwise the read-back below.
+            let merged = match (&op, &upload, is_error) {
+                (Op::Complete, Some(u), false) => {
+                    let listed = observed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .keep
+                        .take()
+                        .and_then(|k| crate::parts::listed_parts(&String::from_utf8_lossy(&k)));
+                    let m = listed.and_then(|l| st.uploads.merge(u, &l));
+                    if m.is_none() {
+                        crate::events::stderr_line(
+                            "roar-proxy: multipart blake3: the parts do not merge (shape or body mode); reading the object back",
+                        );
+                    }
+                    m
+                }
+                _ => None,
+            };
+            if let (Op::Complete, Some(u)) = (&op, &upload) {
+                if !is_error {
+                    st.uploads.forget(u);
+                }
+            }
+            if let Some((blake, size)) = merged {
+                let text = String::from_utf8_lossy(&bytes);
+                let etag = xml_element(&text, "ETag", 0)
+                    .map(|(e, _)| xml_unescape(e).trim_matches('"').to_owned())
+                    .or(etag);
+                log.write(&S3Event {
+                    op: "complete",
+                    dir: "out",
+                    bucket,
+                    key,
+                    version_id,
+                    size: Some(size),
+                    etag,
+                    blake3: Some(blake),
+                    range: None,
+                });
+            } else if !is_error {
                 // The simple correct way to a whole-object blake3 whatever the part sizes:
                 // read the finished object back (see README: hazmat merging is the next step).
                 match st.rehash(&bucket, &key, version_id.as_deref()).await {
@@ -679,8 +782,14 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                 // its blake3), as a Range GET's does; a HEAD gets that ETag.
                 let sv = src_version.as_deref();
                 let got = match &range {
-                    None => st.rehash(&src_bucket, &src_key, sv).await.map(|(b, n, e, v)| (Some(b), Some(n), e, v)),
-                    Some(_) => st.head(&src_bucket, &src_key, sv).await.map(|(n, e, v)| (None, n, e, v)),
+                    None => st
+                        .rehash(&src_bucket, &src_key, sv)
+                        .await
+                        .map(|(b, n, e, v)| (Some(b), Some(n), e, v)),
+                    Some(_) => st
+                        .head(&src_bucket, &src_key, sv)
+                        .await
+                        .map(|(n, e, v)| (None, n, e, v)),
                 };
                 let (blake, size, etag, vid) = got.unwrap_or_else(|e| {
                     crate::events::stderr_line(&format!("roar-proxy: could not read the copied part's source: {e}"));
@@ -900,6 +1009,13 @@ mod tests {
         assert_eq!(classify(&Method::PUT, "b", "k", &q(""), &h), Op::Put);
         assert_eq!(
             classify(&Method::PUT, "b", "k", &q("partNumber=1&uploadId=x"), &h),
+            Op::UploadPart {
+                upload: "x".into(),
+                part: 1
+            }
+        );
+        assert_eq!(
+            classify(&Method::PUT, "b", "k", &q("partNumber=z&uploadId=x"), &h),
             Op::Other
         );
         assert_eq!(classify(&Method::PUT, "b", "k", &q("tagging"), &h), Op::Other);
