@@ -29,7 +29,7 @@ const MAX_UPLOADS: usize = 1024;
 /// The piece size for parts of `size` bytes: the largest power-of-two number of chunks
 /// (≤ 64) dividing it. None when `size` is not a whole number of chunks.
 pub fn piece_len(size: u64) -> Option<u64> {
-    if size == 0 || size % CHUNK != 0 {
+    if size == 0 || !size.is_multiple_of(CHUNK) {
         return None;
     }
     Some(CHUNK << (size / CHUNK).trailing_zeros().min(MAX_PIECE_CHUNKS))
@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn merged_parts_equal_the_single_hash() {
         let data: Vec<u8> = (0..(21u64 << 20) + 12345)
-            .map(|i| (i * 2654435761 >> 13) as u8)
+            .map(|i| ((i * 2654435761) >> 13) as u8)
             .collect();
         let want = blake3::hash(&data).to_hex().to_string();
         for mib in [5usize, 8] {
