@@ -94,7 +94,8 @@ def merge(project, draft, spool: str, events: list) -> tuple[list, list]:
         return events, []
     from roar_nb import environment
 
-    env_id = environment.snapshot()[0]
+    env_row = environment.snapshot()
+    env_id = env_row[0]
     ignore = project.read_filter()
     sid = draft.session_id or store.active_session().id
     ids = []
@@ -115,5 +116,9 @@ def merge(project, draft, spool: str, events: list) -> tuple[list, list]:
             backend="preload", capture_level=t.get("capture_level") or CAPTURE_PARTIAL,
             capture_notes=tuple(notes), env_id=env_id, parent_job_id=draft.id, inputs=ins, outputs=outs,
         )
-        ids.append(store.insert_job(job).id)
+        try:
+            ids.append(store.insert_job(job, environment=env_row).id)
+        except RoarError as e:
+            draft.capture_notes.append(f"Ray task {job.step} not recorded: {e}")
+            draft.capture_level = CAPTURE_PARTIAL
     return events, ids

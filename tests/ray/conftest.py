@@ -26,7 +26,13 @@ def ray_tmp():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def ray_init_line(temp_dir: str, extra: str = "") -> str:
+@pytest.fixture
+def ray_init_line():
+    """The `ray.init(...)` line of a test script (a local cluster of its own)."""
+    return _init_line
+
+
+def _init_line(temp_dir: str, extra: str = "") -> str:
     return (f"ray.init(address='local', num_cpus=2, object_store_memory=128 * 1024 * 1024, "
             f"include_dashboard=False, _temp_dir={temp_dir!r}{extra})")
 
