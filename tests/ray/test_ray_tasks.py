@@ -151,6 +151,14 @@ def test_tasks_become_child_jobs(proj, ray_env, ray_tmp, ray_init_line):
     assert sorted(d["outs"]) == [], d["outs"]
     assert sorted(d["ins"]) == ["pipeline.py"], d["ins"]
     assert not [p for p in {**d["ins"], **d["outs"]} if p.startswith((ray_tmp, "/tmp/ray", "/dev/shm"))]
+    # `roar dag` keeps both runs of prep (one function, different outputs: not re-runs), with
+    # combine depending on both; reproducing a task's output refuses in one line.
+    dag = proj.dag()
+    shown = {j["id"] for j in dag["jobs"]}
+    assert {t["id"] for t in preps} | {combine["id"]} <= shown
+    r = proj.roar("reproduce", "data/c.txt", check=False)
+    assert r.returncode != 0 and b"reproducing Ray tasks is not supported yet" in r.stderr
+    assert len(r.stderr.decode().strip().splitlines()) == 1
 
 
 MANY = '''
