@@ -45,6 +45,17 @@ def combine(a, b, dst):
     with open(a) as f, open(b) as g, open(dst, "w") as h:
         h.write(f.read() + g.read())
 
+@ray.remote
+def helpers():
+    import threading
+    def w():
+        with open("data/thread.txt", "w") as f:
+            f.write("t")
+    th = threading.Thread(target=w)
+    th.start()
+    th.join()
+    subprocess.run(["sh", "-c", "cat data/in.txt > data/sub.txt"], check=True, env={{"PATH": os.environ["PATH"]}})
+
 @ray.remote(max_retries=0)
 def boom():
     with open("data/half.txt", "w") as f:
@@ -58,6 +69,7 @@ def die():
 a = prep.remote("data/in.txt", "data/a.txt")
 b = prep.remote("data/in2.txt", "data/b.txt")
 ray.get(combine.remote(a, b, "data/c.txt"))
+ray.get(helpers.remote())
 try:
     ray.get(boom.remote())
 except ray.exceptions.RayTaskError:
@@ -128,7 +140,7 @@ def test_tasks_become_child_jobs(proj, ray_env, ray_tmp, ray_init_line):
     assert all(t["parent_job_id"] == d["id"] for t in tasks)
     got = sorted((t["step"], t["status"]) for t in tasks)
     assert got == [("__main__.boom", "failed"), ("__main__.combine", "ok"), ("__main__.die", "lost"),
-                   ("__main__.prep", "ok"), ("__main__.prep", "ok")]
+                   ("__main__.helpers", "ok"), ("__main__.prep", "ok"), ("__main__.prep", "ok")]
     by = {}
     for t in tasks:
         by.setdefault(t["step"], []).append(t)
@@ -142,6 +154,10 @@ def test_tasks_become_child_jobs(proj, ray_env, ray_tmp, ray_init_line):
     assert combine["ins"]["data/b.txt"] == preps[1]["outs"]["data/b.txt"] is not None
     from roar_nb.hashing import hash_bytes
     assert combine["outs"]["data/c.txt"] == hash_bytes(b"HELLO\nWORLD\n")
+    # A thread and a subprocess (given a scrubbed environment) of a task are the task's.
+    (helpers,) = by["__main__.helpers"]
+    assert sorted(helpers["outs"]) == ["data/sub.txt", "data/thread.txt"], helpers["outs"]
+    assert "data/in.txt" in helpers["ins"]
     (boom,) = by["__main__.boom"]
     assert sorted(boom["outs"]) == ["data/half.txt"] and "ValueError" in boom["capture_notes"]
     (die,) = by["__main__.die"]
