@@ -9,8 +9,6 @@ import tempfile
 
 import pytest
 
-pytest.importorskip("ray", reason="the `ray` extra is not installed (pip install -e '.[ray]')")
-
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # then Ray's node ip is 127.0.0.1 (its servers bind it)
     "RAY_AUTH_MODE": "disabled",  # else ray.init writes ~/.ray/auth_token

@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 
+pytest.importorskip("ray", reason="the `ray` extra is not installed (pip install -e '.[test]')")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
