@@ -109,7 +109,7 @@ def merge(project, draft, spool: str, events: list) -> tuple[list, list]:
             notes.append(f"raised {t['exception']}")
         job = Job(
             id=new_id(), session_id=sid, seq=0, kind="ray_task", step=t.get("function") or "?",
-            command=f"ray task {t.get('function')} (task {str(t.get('task_id'))[:16]}, attempt {t.get('attempt', 0)})",
+            command=f"ray task {t.get('function')} (task {t.get('task_id')}, attempt {t.get('attempt', 0)})",
             cwd=draft.cwd, started_at=t.get("started_at") or draft.started_at,
             ended_at=t.get("ended_at") or t.get("started_at") or draft.started_at,
             exit_code=0 if status == "ok" else None if status == "lost" else 1, status=status,

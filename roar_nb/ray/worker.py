@@ -100,6 +100,10 @@ def _begin(name: str) -> dict:
         t["node_id"] = ctx.get_node_id()
         t["worker_id"] = ctx.get_worker_id()
         t["job_id"] = ctx.get_job_id()
+        try:  # qualified: `__main__.prep`, `__main__.Writer.put` (the execution info has `put`)
+            t["function"] = ctx.get_task_function_name() or name
+        except Exception:  # noqa: BLE001
+            pass
         try:  # private: the attempt number is not in the public context
             t["attempt"] = ray._private.worker.global_worker.core_worker.get_current_task_attempt_number()
         except Exception:  # noqa: BLE001
@@ -149,6 +153,11 @@ def _end(t: dict, status: str, exc_type) -> None:
             t["notes"].extend(problems)
             t["partial"] = True
         t["capture_level"] = "partial" if t["partial"] else "complete"
+        if t["function"].endswith("__init__") and status == "ok" and not (inputs or outputs or problems):
+            # An actor's constructor that touched no file: not a job of its own.
+            shutil.rmtree(d, ignore_errors=True)
+            os.unlink(d + ".json")
+            return
         line = json.dumps(t) + "\n"
         # One write per line: a worker killed in the middle leaves at most a truncated last line.
         fd = os.open(os.path.join(_state["spool"], f"frag-{os.getpid()}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

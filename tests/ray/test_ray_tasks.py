@@ -140,15 +140,15 @@ def test_tasks_become_child_jobs(proj, ray_env, ray_tmp, ray_init_line):
     tasks = [j for j in js if j["kind"] == "ray_task"]
     assert all(t["parent_job_id"] == d["id"] for t in tasks)
     got = sorted((t["step"], t["status"]) for t in tasks)
-    assert got == [("__main__.boom", "failed"), ("__main__.combine", "ok"), ("__main__.die", "lost"),
-                   ("__main__.helpers", "ok"), ("__main__.prep", "ok"), ("__main__.prep", "ok")]
+    assert got == [("pipeline.boom", "failed"), ("pipeline.combine", "ok"), ("pipeline.die", "lost"),
+                   ("pipeline.helpers", "ok"), ("pipeline.prep", "ok"), ("pipeline.prep", "ok")]
     by = {}
     for t in tasks:
         by.setdefault(t["step"], []).append(t)
-    preps = sorted(by["__main__.prep"], key=lambda t: sorted(t["outs"]))
+    preps = sorted(by["pipeline.prep"], key=lambda t: sorted(t["outs"]))
     assert [sorted(t["ins"]) for t in preps] == [["data/in.txt"], ["data/in2.txt"]]
     assert [sorted(t["outs"]) for t in preps] == [["data/a.txt"], ["data/b.txt"]]
-    (combine,) = by["__main__.combine"]
+    (combine,) = by["pipeline.combine"]
     assert sorted(combine["ins"]) == ["data/a.txt", "data/b.txt"] and sorted(combine["outs"]) == ["data/c.txt"]
     # Edges from artifacts: combine read exactly what the two preps wrote (hashed on the workers).
     assert combine["ins"]["data/a.txt"] == preps[0]["outs"]["data/a.txt"] is not None
@@ -156,12 +156,12 @@ def test_tasks_become_child_jobs(proj, ray_env, ray_tmp, ray_init_line):
     from roar_nb.hashing import hash_bytes
     assert combine["outs"]["data/c.txt"] == hash_bytes(b"HELLO\nWORLD\n")
     # A thread and a subprocess (given a scrubbed environment) of a task are the task's.
-    (helpers,) = by["__main__.helpers"]
+    (helpers,) = by["pipeline.helpers"]
     assert sorted(helpers["outs"]) == ["data/sub.txt", "data/thread.txt"], helpers["outs"]
     assert "data/in.txt" in helpers["ins"]
-    (boom,) = by["__main__.boom"]
+    (boom,) = by["pipeline.boom"]
     assert sorted(boom["outs"]) == ["data/half.txt"] and "ValueError" in boom["capture_notes"]
-    (die,) = by["__main__.die"]
+    (die,) = by["pipeline.die"]
     assert die["capture_level"] == "partial" and "died" in die["capture_notes"]
     # The driver: partial (a task was lost), and none of Ray's own files.
     assert d["capture_level"] == "partial" and "lost" in d["capture_notes"]
@@ -194,8 +194,20 @@ def tiny(i):
     with open(f"out/{{i}}.txt", "w") as f:
         f.write(str(i))
 
+@ray.remote
+class Writer:
+    def __init__(self, prefix):
+        self.prefix = prefix
+
+    def put(self, i):
+        with open(f"out/{{self.prefix}}{{i}}.txt", "w") as f:
+            f.write(str(i))
+
 os.makedirs("out", exist_ok=True)
 ray.get([tiny.remote(i) for i in range(24)])
+w = Writer.remote("actor-")
+for i in range(3):
+    ray.get(w.put.remote(i))
 ray.shutdown()
 print("done")
 '''
@@ -210,8 +222,10 @@ def test_many_tiny_tasks_nothing_lost_and_callable_hook(proj, ray_env, ray_tmp, 
     assert [p.name for p in (root / "hooks").iterdir() if p.name.startswith("callable-")]
     js = jobs(root)
     tasks = [j for j in js if j["kind"] == "ray_task"]
-    assert len(tasks) == 24
-    assert sorted(p for t in tasks for p in t["outs"]) == sorted(f"out/{i}.txt" for i in range(24))
+    # 24 tasks and the actor's 3 calls, each a job; its constructor touched no file: no job.
+    assert sorted(t["step"] for t in tasks) == ["many.Writer.put"] * 3 + ["many.tiny"] * 24
+    assert sorted(p for t in tasks for p in t["outs"]) == sorted(
+        [f"out/{i}.txt" for i in range(24)] + [f"out/actor-{i}.txt" for i in range(3)])
     assert all(t["status"] == "ok" and t["capture_level"] == "complete" and len(t["outs"]) == 1 for t in tasks)
     (d,) = [j for j in js if j["kind"] == "run"]
     assert d["capture_level"] == "complete", d["capture_notes"]
