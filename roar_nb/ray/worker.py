@@ -9,9 +9,9 @@ later task can overwrite them, and one JSON line per task is appended to
 written, so a directory left behind means the worker died mid-task (the merge records
 that task as `lost`).
 
-Limits (said in each fragment's notes where they apply): begin/end is process-wide, so
-calls that overlap in one worker (async or threaded actors) are not told apart; a
-generator or coroutine is captured only until it is returned. It must never raise into
+Limits (said in each fragment's notes, and the task is `partial`, where they apply):
+begin/end is process-wide, so calls that overlap in one worker (a threaded actor) are not
+told apart; a generator or coroutine (async actors) is captured only until it is returned. It must never raise into
 Ray (a failure becomes a note), never touch the store and never print.
 """
 
@@ -22,6 +22,7 @@ import inspect
 import json
 import os
 import shutil
+import threading
 import time
 
 from roar_nb.capture import events as ev_mod
@@ -29,6 +30,10 @@ from roar_nb.capture import inkernel
 from roar_nb.hashing import hash_paths
 
 _state: dict = {}
+_active: list = []  # the calls running now in this worker (more than one: a threaded actor)
+_lock = threading.Lock()
+OVERLAP = ("ran at the same time as another call in this Ray worker (a threaded actor): file I/O of "
+           "overlapping calls may be missing or attributed to the other call")
 
 
 def setup() -> None:
@@ -114,7 +119,15 @@ def _begin(name: str) -> dict:
             json.dump(t, f)
         t["dir"] = d
         native = _state.get("native")
-        if native is None:
+        with _lock:
+            others = list(_active)
+            _active.append(t)
+        if others:  # begin/end is process-wide: say so on every call involved
+            for o in [t, *others]:
+                if OVERLAP not in o["notes"]:
+                    o["notes"].append(OVERLAP)
+                o["partial"] = True
+        elif native is None:
             t["notes"].append("the preload library is not loaded in this Ray worker; file I/O not captured")
             t["partial"] = True
         elif not native.begin(d):
@@ -130,6 +143,8 @@ def _begin(name: str) -> dict:
 
 def _end(t: dict, status: str, exc_type) -> None:
     try:
+        with _lock:
+            _active[:] = [o for o in _active if o is not t]
         if t.pop("on", False):
             _state["native"].end()
         t["ended_at"] = time.time()

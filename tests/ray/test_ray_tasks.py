@@ -57,6 +57,14 @@ def helpers():
     th.join()
     subprocess.run(["sh", "-c", "cat data/in.txt > data/sub.txt"], check=True, env={{"PATH": os.environ["PATH"]}})
 
+@ray.remote(max_concurrency=2)
+class Both:
+    def slow(self, i):
+        import time
+        time.sleep(1.5)
+        with open(f"data/both{{i}}.txt", "w") as f:
+            f.write(str(i))
+
 @ray.remote(max_retries=0)
 def boom():
     with open("data/half.txt", "w") as f:
@@ -71,6 +79,8 @@ a = prep.remote("data/in.txt", "data/a.txt")
 b = prep.remote("data/in2.txt", "data/b.txt")
 ray.get(combine.remote(a, b, "data/c.txt"))
 ray.get(helpers.remote())
+both = Both.remote()
+ray.get([both.slow.remote(0), both.slow.remote(1)])
 try:
     ray.get(boom.remote())
 except ray.exceptions.RayTaskError:
@@ -140,7 +150,8 @@ def test_tasks_become_child_jobs(proj, ray_env, ray_tmp, ray_init_line):
     tasks = [j for j in js if j["kind"] == "ray_task"]
     assert all(t["parent_job_id"] == d["id"] for t in tasks)
     got = sorted((t["step"], t["status"]) for t in tasks)
-    assert got == [("pipeline.boom", "failed"), ("pipeline.combine", "ok"), ("pipeline.die", "lost"),
+    assert got == [("pipeline.Both.slow", "ok"), ("pipeline.Both.slow", "ok"),
+                   ("pipeline.boom", "failed"), ("pipeline.combine", "ok"), ("pipeline.die", "lost"),
                    ("pipeline.helpers", "ok"), ("pipeline.prep", "ok"), ("pipeline.prep", "ok")]
     by = {}
     for t in tasks:
@@ -159,6 +170,9 @@ def test_tasks_become_child_jobs(proj, ray_env, ray_tmp, ray_init_line):
     (helpers,) = by["pipeline.helpers"]
     assert sorted(helpers["outs"]) == ["data/sub.txt", "data/thread.txt"], helpers["outs"]
     assert "data/in.txt" in helpers["ins"]
+    # Two overlapping calls of a threaded actor: not told apart, and each says so.
+    assert all(t["capture_level"] == "partial" and "same time as another call" in t["capture_notes"]
+               for t in by["pipeline.Both.slow"])
     (boom,) = by["pipeline.boom"]
     assert sorted(boom["outs"]) == ["data/half.txt"] and "ValueError" in boom["capture_notes"]
     (die,) = by["pipeline.die"]
