@@ -43,6 +43,8 @@ def chain_user_hook(runtime_env):
         return runtime_env
     runtime_env = dict(runtime_env)
     user = runtime_env["worker_process_setup_hook"]
+    if user == SETUP_HOOK:  # ours already (a runtime_env passed on): chaining it to itself would recurse
+        return runtime_env
     if isinstance(user, str):
         env_vars = dict(runtime_env.get("env_vars") or {})
         env_vars["ROAR_RAY_USER_SETUP_HOOK"] = user
