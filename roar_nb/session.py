@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - non-CPython
 
 from roar_nb import config as cfg_mod
 from roar_nb.capture import events as ev_mod
+from roar_nb import ray as ray_mod
 from roar_nb.errors import NotInitialized, ProxyError, RoarError, StoreError, UsageError
 from roar_nb.model import CAPTURE_COMPLETE, CAPTURE_PARTIAL, Edge, Job, Session, asdict, factory, new_id, record, replace
 
@@ -570,6 +571,7 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     try:
         draft.git = read_git(cwd)
         trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
+        ray_mod.prepare(project, base_env, str(trace_dir))
         if proxy or (proxy is None and _proxy_wanted(project)):
             # Before `select`, which builds the child's environment: it gains the endpoint.
             running_proxy = _start_job_proxy(project, str(trace_dir), base_env, draft, required=bool(proxy))
@@ -628,7 +630,9 @@ def _finish_run(project, draft, sel, select_mod, trace_dir, rc, store_problem, w
     if problems:
         draft.capture_level = CAPTURE_PARTIAL
         draft.capture_notes.extend(problems)
+    events, ray_tasks = ray_mod.merge(project, draft, trace_dir, events)  # Ray tasks: child jobs
     reduced = ev_mod.reduce(events)
+    reduced.nested_jobs.extend(ray_tasks)
     job, more = record_job(project, draft, reduced, store_problem=store_problem, s3=s3)
     warnings.extend(more)
     return job

@@ -119,6 +119,9 @@ def make_plan(project, ref: str) -> Plan:
             continue
         if job.id in chosen:
             continue
+        if job.kind == "ray_task":  # its command is a description, not something to run
+            raise UsageError(f"{ref}: produced by the Ray task {job.ref} ({job.step}); reproducing Ray tasks is "
+                             "not supported yet: re-run the command that started Ray")
         chosen[job.id] = job
         for e in job.inputs:
             if e.hash:
