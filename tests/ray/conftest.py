@@ -3,7 +3,6 @@ temp dir (AF_UNIX socket paths are limited to 107 bytes), 2 CPUs, a small object
 usage stats and token auth off. Scripts call `ray.init(**RAY_INIT)` themselves, under
 `roar run`, so each test starts and stops its own cluster."""
 
-import os
 import shutil
 import tempfile
 

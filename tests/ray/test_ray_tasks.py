@@ -7,7 +7,6 @@ on 127.0.0.1, and no Ray files in the driver job."""
 import os
 import sqlite3
 import sys
-import textwrap
 
 import pytest
 
@@ -137,7 +136,7 @@ def test_tasks_become_child_jobs(proj, ray_env, ray_tmp, ray_init_line):
     assert "boom failed" in out and "die crashed" in out and "done" in out
     # Every Ray listener on loopback.
     n = int(out.split("LISTEN ")[1].split()[0])
-    addrs = [l.split()[1] for l in out.splitlines() if l.startswith("ADDR ")]
+    addrs = [ln.split()[1] for ln in out.splitlines() if ln.startswith("ADDR ")]
     assert n >= 2 and len(addrs) == n
     assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "[::1]", "[::ffff:127.0.0.1]") for a in addrs), addrs
     # The user's setup hook ran in the workers (outside any task window: not an output).
