@@ -466,7 +466,9 @@ def _transfer(a, op: str, args: list[str]) -> int:
         argv.append("--force")
     if getattr(a, "hash", None):
         argv += ["--hash", a.hash]
-    res = run_command(project, argv, proxy=True)
+    # Its progress bar (tty only) appears after `hash.progress_after` seconds, like hashing's.
+    res = run_command(project, argv, proxy=True,
+                      extra_env={"ROAR_PROGRESS_AFTER": str(project.config.get("hash.progress_after"))})
     if res.job is not None and getattr(a, "message", None):
         project.store.label_patch("job", res.job.id, {"message": a.message})
     return _finish_cli_run(project, res, a.quiet)

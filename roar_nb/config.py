@@ -61,6 +61,7 @@ KEYS = {k.name: k for k in [
     Key("proxy.port", 9090, "Port of the standalone proxy daemon (roar proxy start); roar run picks a free one"),
     Key("proxy.upstream", "", "S3 endpoint the proxy forwards to (default: $ROAR_UPSTREAM_S3_ENDPOINT, "
         "else https://s3.<region>.amazonaws.com)"),
+    Key("ray.enabled", True, "Capture Ray tasks started by a traced command (each task becomes a job)"),
     Key("proxy.region", "", "Region the proxy signs upstream requests for (default: $AWS_REGION, else us-east-1)"),
 ]}
 

@@ -96,8 +96,8 @@ def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None
     else:
         kept = [j for j in jobs if j.id not in superseded]
         # Re-point dependencies on superseded runs to the latest run of that step.
-        step_latest = {j.step: j.id for j in kept}
-        id_step = {j.id: j.step for j in jobs}
+        step_latest = {_run_of(j): j.id for j in kept}
+        id_step = {j.id: _run_of(j) for j in jobs}
 
         def latest_deps(jid: str) -> set:
             # A dependency on an earlier run of the job's own step (a file it updates in
@@ -118,6 +118,14 @@ def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None
                if k in {j.id for j in kept}}, superseded if expanded else set(), session_id)
 
 
+def _run_of(j: Job):
+    """What makes a later job a re-run of `j`: the same step, except that the Ray tasks of one
+    function are different work when they write different files (step = function name)."""
+    if j.kind == "ray_task":
+        return (j.step, tuple(sorted(e.path for e in j.outputs)))
+    return j.step
+
+
 def _link(jobs: list[Job]) -> tuple[dict, set, dict]:
     """(dependencies, superseded ids, stale reasons) of jobs, oldest first."""
     last_writer_of_hash: dict[str, str] = {}
@@ -132,10 +140,10 @@ def _link(jobs: list[Job]) -> tuple[dict, set, dict]:
                 last_writer_of_hash[e.hash] = j.id
                 last_writer_at[(e.path, e.hash)] = j.id
 
-    latest_of_step: dict[str, Job] = {}
+    latest_of_step: dict = {}
     for j in jobs:
-        latest_of_step[j.step] = j
-    superseded = {j.id for j in jobs if latest_of_step[j.step].id != j.id}
+        latest_of_step[_run_of(j)] = j
+    superseded = {j.id for j in jobs if latest_of_step[_run_of(j)].id != j.id}
 
     # Stale: an input path was later written with different bytes by another job, or a
     # job it depends on is stale. A job that wrote the path itself is not made stale by

@@ -142,14 +142,14 @@ def hash_file(path: str) -> str:
 
 
 class _Progress:
-    """A one-line stderr progress bar that appears only once hashing has taken `after` seconds.
+    """A one-line stderr progress bar that appears only once the work has taken `after` seconds.
 
     It advances per buffer, not per file, so one huge file shows progress too; it redraws at
-    most ten times a second. Hashing threads call it; a lost update under a race only delays
-    a redraw."""
+    most ten times a second. Hashing (or transfer) threads call it; a lost update under a race
+    only delays a redraw. `label` names the work (`roar get`/`roar put` reuse it)."""
 
-    def __init__(self, total_files: int, total_bytes: int, after: float):
-        self.total_files, self.total_bytes, self.after = total_files, total_bytes, after
+    def __init__(self, total_files: int, total_bytes: int, after: float, label: str = "hashing"):
+        self.total_files, self.total_bytes, self.after, self.label = total_files, total_bytes, after, label
         self.files = self.bytes = 0
         self.start = time.monotonic()
         self.drawn_at = 0.0
@@ -174,7 +174,7 @@ class _Progress:
         frac = min(1.0, self.bytes / self.total_bytes if self.total_bytes else self.files / max(1, self.total_files))
         bar = "#" * int(frac * 30)
         sys.stderr.write(
-            f"\rroar: hashing [{bar:<30}] {self.files}/{self.total_files} files"
+            f"\rroar: {self.label} [{bar:<30}] {self.files}/{self.total_files} files"
             f" {self.bytes / 2**20:.0f}/{self.total_bytes / 2**20:.0f} MiB"
         )
         sys.stderr.flush()
@@ -184,6 +184,7 @@ class _Progress:
         if self.shown:
             sys.stderr.write("\r" + " " * 78 + "\r")
             sys.stderr.flush()
+            self.shown = False  # cleared: a second close writes nothing
 
 
 def hash_paths(paths: Iterable[str], store=None, extra: Iterable[str] = (),

@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - non-CPython
 
 from roar_nb import config as cfg_mod
 from roar_nb.capture import events as ev_mod
+from roar_nb import ray as ray_mod
 from roar_nb.capture.result import CaptureResult
 from roar_nb.capture.result import fold as fold_capture
 from roar_nb.errors import NotInitialized, ProxyError, RoarError, StoreError, UsageError
@@ -558,6 +559,7 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     try:
         draft.git = read_git(cwd)
         trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
+        ray_mod.prepare(project, base_env, str(trace_dir))
         if proxy or (proxy is None and _proxy_wanted(project)):
             # Before `select`, which builds the child's environment: it gains the endpoint.
             running_proxy = _start_job_proxy(project, str(trace_dir), base_env, draft, required=bool(proxy))
@@ -609,9 +611,14 @@ def _finish_run(project, draft, sel, select_mod, trace_dir, rc, store_problem, w
     if sel.trace_dir is not None:
         events, problems = ev_mod.read_trace_dir(trace_dir)
         backend, notes, partial = select_mod.finish(sel)
-        capture = CaptureResult(events=ev_mod.reduce(events), backend=backend, notes=[*notes, *problems],
+        capture = CaptureResult(backend=backend, notes=[*notes, *problems],
                                 capture_level=CAPTURE_PARTIAL if partial or problems else CAPTURE_COMPLETE)
+    else:
+        events = []
     s3 = _finish_job_proxy(project, running_proxy, trace_dir) if running_proxy is not None else None
+    events, ray_tasks = ray_mod.merge(project, draft, trace_dir, events)  # Ray tasks: child jobs
+    capture.events = ev_mod.reduce(events)
+    capture.events.nested_jobs.extend(ray_tasks)
     job, more = record_job(project, draft, capture, store_problem=store_problem, s3=s3)
     warnings.extend(more)
     return job

@@ -227,6 +227,20 @@ def to_edges(events: list[dict], etag_lookup=None) -> tuple[list, list, dict]:
     return list(ins.values()), list(outs.values()), {h: d for h, d in digests.items() if h in used}
 
 
+def object_hashes(project, urls: list[str]) -> dict[str, str | None]:
+    """The blake3 of each S3 object now upstream (None: it does not exist), for `roar reproduce`:
+    an S3 source is present when its bytes are, an S3 output is verified by its bytes after the
+    re-run. Read from the proxy's upstream (`[proxy] upstream`, else the environment's).
+    Raises ProxyError (one line) when S3 cannot be asked."""
+    from roar_nb.proxy import transfer
+
+    endpoint = upstream_for(project.config.get("proxy.upstream"), os.environ) or None
+    try:
+        return {u: transfer.object_blake3(u, endpoint) for u in urls}
+    except transfer.TransferError as e:
+        raise ProxyError(str(e)) from None
+
+
 # --- the standalone daemon (`roar proxy start|stop|status`) -------------------------
 
 DAEMON_FILE = "proxy.json"  # in .roar/: {"pid", "port", "url"}

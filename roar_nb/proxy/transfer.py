@@ -61,13 +61,37 @@ def put_plan(sources: list[str], dest: str) -> list[tuple[str, str, str]]:
     return plan
 
 
-def _client():
+def _client(endpoint: str | None = None):
     try:
         import boto3
         from botocore.config import Config
     except ImportError:
         raise TransferError("roar get/put need boto3 (pip install boto3)") from None
-    return boto3.client("s3", config=Config(retries={"max_attempts": 2}, s3={"addressing_style": "path"}))
+    return boto3.client("s3", endpoint_url=endpoint or None,
+                        config=Config(retries={"max_attempts": 2}, s3={"addressing_style": "path"}))
+
+
+def object_blake3(url: str, endpoint: str | None = None) -> str | None:
+    """blake3 of the object `url` (s3://bucket/key) as it is now, read straight from `endpoint`
+    (the proxy's upstream; not through a proxy: roar checking an object is not lineage);
+    None when the object does not exist. Other failures raise TransferError."""
+    import blake3
+
+    bucket, key = split_s3(url)
+    s3 = _client(endpoint)
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    except Exception as e:
+        if getattr(e, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+            return None
+        raise _explain(e, url) from None
+    h = blake3.blake3()
+    try:
+        while chunk := body.read(1 << 20):
+            h.update(chunk)
+    except Exception as e:
+        raise _explain(e, url) from None
+    return h.hexdigest()
 
 
 def _explain(e: Exception, what: str) -> TransferError:
@@ -104,6 +128,19 @@ def _check_bucket(s3, bucket: str) -> None:
         raise _explain(e, f"s3://{bucket}") from None
 
 
+def _progress(label: str, total_files: int, total_bytes: int):
+    """hashing.py's stderr bar (tty only, shown once a transfer has taken ROAR_PROGRESS_AFTER
+    seconds: `roar get`/`put` pass `hash.progress_after`; default 1); boto3 calls `add_bytes`
+    from its transfer threads."""
+    from roar_nb.hashing import _Progress
+
+    try:
+        after = float(os.environ.get("ROAR_PROGRESS_AFTER", "1"))
+    except ValueError:
+        after = 1.0
+    return _Progress(total_files, total_bytes, after, label=label)
+
+
 def put(sources: list[str], dest: str, force: bool) -> int:
     plan = put_plan(sources, dest)
     s3 = _client()
@@ -112,12 +149,18 @@ def put(sources: list[str], dest: str, force: bool) -> int:
     for path, bucket, key in plan:
         if not force and _exists(s3, bucket, key):
             raise TransferError(f"s3://{bucket}/{key} exists (use --force to overwrite)")
-    for path, bucket, key in plan:
-        try:
-            s3.upload_file(path, bucket, key)
-        except Exception as e:
-            raise _explain(e, f"s3://{bucket}/{key}") from None
-        print(f"{path} -> s3://{bucket}/{key}")
+    progress = _progress("uploading", len(plan), sum(os.path.getsize(p) for p, _, _ in plan))
+    try:
+        for path, bucket, key in plan:
+            try:
+                s3.upload_file(path, bucket, key, Callback=progress.add_bytes)
+            except Exception as e:
+                raise _explain(e, f"s3://{bucket}/{key}") from None
+            progress.file_done()
+            progress.close()  # the line below replaces the bar; it comes back on the next redraw
+            print(f"{path} -> s3://{bucket}/{key}")
+    finally:
+        progress.close()
     return 0
 
 
@@ -149,30 +192,52 @@ def get(src: str, dest: str, force: bool, want_hash: str | None) -> int:
     for _bucket, _key, path in plan:
         if os.path.exists(path) and not force:
             raise TransferError(f"{path} exists (use --force to overwrite)")
-    for bucket, key, path in plan:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.roar-part")
-        try:
-            try:
-                s3.download_file(bucket, key, tmp)
-            except Exception as e:
-                raise _explain(e, f"s3://{bucket}/{key}") from None
-            if want_hash:
-                import blake3
-
-                h = blake3.blake3()
-                with open(tmp, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        h.update(chunk)
-                got = h.hexdigest()
-                if not got.startswith(want_hash.lower()):
-                    raise TransferError(f"s3://{bucket}/{key}: blake3 {got[:16]} does not match --hash {want_hash}")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        print(f"s3://{bucket}/{key} -> {path}")
+    progress = _progress("downloading", len(plan), _sizes(s3, plan) if sys.stderr.isatty() else 0)
+    try:
+        for bucket, key, path in plan:
+            _get_one(s3, bucket, key, path, want_hash, progress)
+            progress.close()  # the line below replaces the bar; it comes back on the next redraw
+            print(f"s3://{bucket}/{key} -> {path}")
+    finally:
+        progress.close()
     return 0
+
+
+def _sizes(s3, plan) -> int:
+    """Total bytes to download (for the bar; 0 when unknown: the bar then counts files)."""
+    total = 0
+    for bucket, key, _ in plan:
+        try:
+            total += s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        except Exception:
+            return 0
+    return total
+
+
+def _get_one(s3, bucket: str, key: str, path: str, want_hash: str | None, progress) -> None:
+    """Downloads one object to `path` through a temporary file (none left behind on failure)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.roar-part")
+    try:
+        try:
+            s3.download_file(bucket, key, tmp, Callback=progress.add_bytes)
+        except Exception as e:
+            raise _explain(e, f"s3://{bucket}/{key}") from None
+        if want_hash:
+            import blake3
+
+            h = blake3.blake3()
+            with open(tmp, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            got = h.hexdigest()
+            if not got.startswith(want_hash.lower()):
+                raise TransferError(f"s3://{bucket}/{key}: blake3 {got[:16]} does not match --hash {want_hash}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    progress.file_done()
 
 
 def main(argv: list[str]) -> int:

@@ -102,7 +102,7 @@ def make_plan(project, ref: str) -> Plan:
     if target_job is not None:
         seeds = [(e.path, e.hash, None) for e in target_job.outputs if e.hash]
     else:
-        path = os.path.abspath(ref)
+        path = ref if ref.startswith("s3://") else os.path.abspath(ref)
         seeds = [(path if (path, h) in at_path else None, h, None) for h in target_hashes]
     chosen: dict[str, Job] = {}
     sources: dict[tuple, Source] = {}  # (path, hash) -> an input nobody recorded writing
@@ -119,6 +119,9 @@ def make_plan(project, ref: str) -> Plan:
             continue
         if job.id in chosen:
             continue
+        if job.kind == "ray_task":  # its command is a description, not something to run
+            raise UsageError(f"{ref}: produced by the Ray task {job.ref} ({job.step}); reproducing Ray tasks is "
+                             "not supported yet: re-run the command that started Ray")
         chosen[job.id] = job
         for e in job.inputs:
             if e.hash:
@@ -189,6 +192,11 @@ def _replay_units(store, steps: list[Job]) -> list[list[Job]]:
 def _locate_source(project, h: str, path: str) -> Source:
     from roar_nb.hashing import hash_paths
 
+    if path.startswith("s3://"):  # present when the object upstream has the recorded bytes
+        from roar_nb.proxy import object_hashes
+
+        got = object_hashes(project, [path])[path]
+        return Source(path, h, "missing" if got is None else "ok" if got == h else "differs")
     store = project.store
     candidates = [path] + [e["path"] for e in store.edges_of_artifact(h) if e["path"] != path]
     existing = [p for p in dict.fromkeys(candidates) if os.path.isfile(p)]

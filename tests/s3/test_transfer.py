@@ -104,3 +104,45 @@ def test_unknown_bucket_dry_run_and_missing_proxy_are_one_line(proj, seaweed, bu
     assert r.returncode != 0 and err.startswith("roar: error: roar-proxy binary not found") and "\n" not in err
     with pytest.raises(ClientError):
         client(seaweed).head_object(Bucket=bucket, Key="np/f.txt")
+
+
+def _transfer_on_a_tty(args, env, cwd):
+    """Runs the transfer program with stderr on a pseudo-terminal; returns (rc, stderr text)."""
+    import subprocess
+    import sys
+
+    master, slave = os.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "roar_nb.proxy.transfer", *args], stderr=slave,
+                         stdout=subprocess.DEVNULL, env=env, cwd=cwd)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return p.wait(timeout=300), out.decode(errors="replace")
+
+
+def test_get_and_put_show_a_progress_bar_on_a_tty_only(seaweed, bucket, tmp_path):
+    import subprocess
+    import sys
+
+    data = os.urandom(12 * 1024 * 1024)
+    (tmp_path / "big.bin").write_bytes(data)
+    env = {**s3_env(seaweed), "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[2]), "ROAR_PROGRESS_AFTER": "0"}
+    rc, err = _transfer_on_a_tty(["put", "big.bin", f"s3://{bucket}/big.bin"], env, tmp_path)
+    assert rc == 0, err
+    assert "roar: uploading [" in err and "1/1 files" in err and "/12 MiB" in err
+    rc, err = _transfer_on_a_tty(["get", f"s3://{bucket}/big.bin", "copy.bin"], env, tmp_path)
+    assert rc == 0, err
+    assert "roar: downloading [" in err and "/12 MiB" in err
+    assert (tmp_path / "copy.bin").read_bytes() == data
+    # Not a terminal: no bar at all.
+    r = subprocess.run([sys.executable, "-m", "roar_nb.proxy.transfer", "get", f"s3://{bucket}/big.bin", "c2.bin"],
+                       env=env, cwd=tmp_path, capture_output=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr

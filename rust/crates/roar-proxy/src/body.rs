@@ -35,6 +35,10 @@ pub struct Observed {
     pub bad_digest: Option<String>,
     /// A signed aws-chunk's signature did not match (the request gets 403).
     pub bad_signature: bool,
+    /// An UploadPart body (plain or hex) hashed as subtrees at its offset (see `parts.rs`).
+    pub part: Option<crate::parts::PartHasher>,
+    /// The body's bytes, kept for a CompleteMultipartUpload (its part list); dropped past 1 MiB.
+    pub keep: Option<Vec<u8>>,
 }
 
 impl Observed {
@@ -47,6 +51,26 @@ impl Observed {
             framing_error: None,
             bad_digest: None,
             bad_signature: false,
+            part: None,
+            keep: None,
+        }
+    }
+
+    /// Hashes object bytes of a plain or hex body: blake3 (for an UploadPart, whose own
+    /// blake3 nobody needs, only its subtrees), and the kept copy when asked for.
+    fn update(&mut self, data: &[u8]) {
+        match &mut self.part {
+            Some(p) => p.update(data),
+            None => {
+                self.hasher.update(data);
+            }
+        }
+        if let Some(k) = &mut self.keep {
+            if k.len() + data.len() > KEEP_MAX {
+                self.keep = None;
+            } else {
+                k.extend_from_slice(data);
+            }
         }
     }
 
@@ -56,6 +80,9 @@ impl Observed {
             .then(|| self.hasher.finalize().to_hex().to_string())
     }
 }
+
+/// Longest body kept whole (`Observed::keep`): CompleteMultipartUpload lists at most 10,000 parts.
+const KEEP_MAX: usize = 1 << 20;
 
 /// Handle the request handler keeps to read what its body saw.
 pub type Shared = Arc<Mutex<Observed>>;
@@ -110,33 +137,26 @@ const OFFLOAD_MIN: u64 = 512 * 1024;
 /// Frames queued to the hashing thread before the sender waits (bounds the memory in flight).
 const OFFLOAD_QUEUE: usize = 32;
 
-/// What the hashing thread hands back: blake3 state and the sha256 hex if asked for.
-type HashOut = (blake3::Hasher, Option<String>);
-
-/// A helper thread hashing the frames of one body.
+/// A helper thread computing the sha256 of one body (blake3 stays inline: see `with_length`).
 struct Offload {
     tx: Option<std::sync::mpsc::SyncSender<Bytes>>,
-    rx: tokio::sync::oneshot::Receiver<HashOut>,
-    /// The frame that completes the body, released only once the hashes are in.
+    rx: tokio::sync::oneshot::Receiver<String>,
+    /// The frame that completes the body, released only once the sha256 is in.
     held: Option<Frame<Bytes>>,
 }
 
 impl Offload {
-    fn spawn(want_sha: bool) -> Option<Offload> {
+    fn spawn() -> Option<Offload> {
         let (tx, frames) = std::sync::mpsc::sync_channel::<Bytes>(OFFLOAD_QUEUE);
         let (done, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("roar-hash".into())
             .spawn(move || {
-                let mut b = blake3::Hasher::new();
-                let mut s = want_sha.then(Sha256::new);
+                let mut s = Sha256::new();
                 for d in frames {
-                    b.update(&d);
-                    if let Some(s) = &mut s {
-                        s.update(&d);
-                    }
+                    s.update(&d);
                 }
-                let _ = done.send((b, s.map(|s| hex::encode(s.finalize()))));
+                let _ = done.send(hex::encode(s.finalize()));
             })
             .ok()?;
         Some(Offload {
@@ -165,21 +185,25 @@ impl<B> Tap<B> {
     }
 
     /// Declares the body's length, so its end is seen when the count reaches it; a long
-    /// body (not aws-chunked) is then hashed on a helper thread.
+    /// body with a hex sha256 then has its sha256 computed on a helper thread.
+    ///
+    /// Only the sha256 moves: blake3 runs at several GB/s and stays inline, so the two hashes
+    /// run in parallel and the held-back last frame waits for the sha256 alone (with both on
+    /// the helper thread, its backlog at the last frame was blake3 + sha256 of what was queued).
     pub fn with_length(mut self, n: Option<u64>) -> Self {
         self.expect = n;
         if n.unwrap_or(0) >= OFFLOAD_MIN {
             match self.mode {
                 // blake3 alone runs at several GB/s: handing frames to a thread costs more than it saves.
                 Mode::Plain => {}
-                Mode::Sha256 { .. } => self.offload = Offload::spawn(true),
+                Mode::Sha256 { .. } => self.offload = Offload::spawn(),
                 Mode::Chunked(_) => {}
             }
         }
         self
     }
 
-    /// Offloaded mode: counts and queues a frame; true when it completes the body.
+    /// Offloaded mode: counts, blake3-hashes and queues a frame; true when it completes the body.
     fn feed_offload(&mut self, data: &Bytes) -> Result<bool, BoxError> {
         let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         o.bytes += data.len() as u64;
@@ -190,6 +214,7 @@ impl<B> Tap<B> {
         let last = Some(o.bytes) == self.expect;
         drop(o);
         let off = self.offload.as_mut().expect("offload mode");
+        // Queued first, so the helper thread hashes this frame while blake3 does here.
         // Blocks only while the hashing thread is OFFLOAD_QUEUE frames behind: back-pressure
         // at hashing speed, as inline hashing would be.
         if off
@@ -202,6 +227,10 @@ impl<B> Tap<B> {
         if last {
             off.tx = None; // closes the queue: the thread finishes
         }
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(data);
         Ok(last)
     }
 
@@ -214,14 +243,13 @@ impl<B> Tap<B> {
         let res = ready!(Pin::new(&mut off.rx).poll(cx));
         let frame = off.held.take();
         self.offload = None;
-        let Ok((b3, sha)) = res else {
+        let Ok(sha) = res else {
             return Poll::Ready(Some(Err("hashing thread gone".into())));
         };
         {
             let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-            o.hasher = b3;
             if let Mode::Sha256 { expected, .. } = &self.mode {
-                if sha.as_deref() != Some(expected.as_str()) {
+                if sha != *expected {
                     o.sha_mismatch = true;
                     return Poll::Ready(Some(Err(
                         "x-amz-content-sha256 does not match the body".into()
@@ -253,7 +281,7 @@ impl<B> Tap<B> {
         let mut o = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         match &mut self.mode {
             Mode::Plain => {
-                o.hasher.update(data);
+                o.update(data);
                 o.bytes += data.len() as u64;
             }
             Mode::Sha256 {
@@ -261,7 +289,7 @@ impl<B> Tap<B> {
                 expected,
                 hasher,
             } => {
-                o.hasher.update(data);
+                o.update(data);
                 hasher.update(data);
                 o.bytes += data.len() as u64;
                 if o.bytes > *len {

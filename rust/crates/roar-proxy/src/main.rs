@@ -12,6 +12,7 @@
 
 mod body;
 mod events;
+mod parts;
 mod proxy;
 mod sigv4;
 
@@ -159,7 +160,25 @@ fn fail(msg: &str) -> ! {
     std::process::exit(2)
 }
 
+/// Keeps freed body buffers in the heap instead of handing them back to the kernel.
+///
+/// Frames are allocated and freed at the rate bodies stream. With glibc's defaults the
+/// tokio workers' arenas were trimmed (`madvise(MADV_DONTNEED)`) after each body and the
+/// next one page-faulted its buffers in again: about 8% of the proxy's CPU in an 8 MiB PUT
+/// profile (`perf record`), on top of the hashing. A fixed 8 MiB trim threshold (which also
+/// fixes the mmap threshold, so the up-to-400 KiB read buffers come from the heap) bounds
+/// what is kept per arena; the proxy's peak RSS stays far under its 100 MB budget.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+    }
+}
+
 fn main() {
+    tune_malloc();
     let args = parse_args();
     let creds = load_creds().unwrap_or_else(|| {
         fail("no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a shared credentials file)")

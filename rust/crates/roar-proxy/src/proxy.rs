@@ -41,6 +41,8 @@ pub struct State {
     region: String,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, PBody>,
     log: Arc<EventLog>,
+    /// Hashed parts of multipart uploads in progress.
+    uploads: crate::parts::Uploads,
 }
 
 impl State {
@@ -77,6 +79,7 @@ impl State {
             region,
             client,
             log: Arc::new(log),
+            uploads: Default::default(),
         }
     }
 }
@@ -113,6 +116,9 @@ fn empty() -> PBody {
         .boxed()
 }
 
+/// How long a later part waits for part 1 of its upload to begin (see `parts.rs`).
+const PART1_WAIT_MS: u64 = 100;
+
 /// The lineage meaning of a request.
 #[derive(Debug, PartialEq, Eq)]
 enum Op {
@@ -122,6 +128,19 @@ enum Op {
         src_bucket: String,
         src_key: String,
         src_version: Option<String>,
+    },
+    /// UploadPartCopy (`PUT ?partNumber&uploadId` with `x-amz-copy-source`): its source is
+    /// read (wholly, or the `x-amz-copy-source-range` bytes).
+    PartCopy {
+        src_bucket: String,
+        src_key: String,
+        src_version: Option<String>,
+        range: Option<String>,
+    },
+    /// UploadPart: nothing recorded, but its bytes are hashed for the Complete.
+    UploadPart {
+        upload: String,
+        part: u32,
     },
     Complete,
     Delete,
@@ -168,33 +187,59 @@ fn classify(
         .any(|(k, _)| SUBRESOURCES.contains(&k.as_slice()));
     match *method {
         Method::GET if !sub || (has(b"partNumber") && !has(b"uploadId")) => Op::Get,
-        Method::PUT if !sub => match headers
-            .get("x-amz-copy-source")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(src) => {
-                let (path, q) = src.split_once('?').unwrap_or((src, ""));
-                let decoded =
-                    sigv4::percent_decode(path).unwrap_or_else(|| path.as_bytes().to_vec());
-                let decoded = String::from_utf8_lossy(&decoded).into_owned();
-                let decoded = decoded.trim_start_matches('/');
-                let (b, k) = decoded.split_once('/').unwrap_or((decoded, ""));
-                let src_version = sigv4::query_pairs(Some(q))
-                    .into_iter()
-                    .find(|(k, _)| k == b"versionId")
-                    .map(|(_, v)| String::from_utf8_lossy(&v).into_owned());
-                Op::Copy {
-                    src_bucket: b.to_owned(),
-                    src_key: k.to_owned(),
-                    src_version,
+        Method::PUT if has(b"uploadId") && has(b"partNumber") => match copy_source(headers) {
+            Some((src_bucket, src_key, src_version)) => Op::PartCopy {
+                src_bucket,
+                src_key,
+                src_version,
+                range: header_str(headers, "x-amz-copy-source-range"),
+            },
+            None => {
+                let val = |n: &[u8]| query.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                match (
+                    val(b"uploadId"),
+                    val(b"partNumber").and_then(|v| String::from_utf8(v).ok()),
+                ) {
+                    (Some(u), Some(n)) => match n.parse() {
+                        Ok(part) => Op::UploadPart {
+                            upload: String::from_utf8_lossy(&u).into_owned(),
+                            part,
+                        },
+                        Err(_) => Op::Other,
+                    },
+                    _ => Op::Other,
                 }
             }
+        },
+        Method::PUT if !sub => match copy_source(headers) {
+            Some((src_bucket, src_key, src_version)) => Op::Copy {
+                src_bucket,
+                src_key,
+                src_version,
+            },
             None => Op::Put,
         },
         Method::POST if has(b"uploadId") && !has(b"partNumber") => Op::Complete,
         Method::DELETE if !sub || (has(b"versionId") && !has(b"uploadId")) => Op::Delete,
         _ => Op::Other,
     }
+}
+
+/// `x-amz-copy-source` (`/bucket/key?versionId=v`, percent-encoded) as (bucket, key, version).
+fn copy_source(headers: &HeaderMap) -> Option<(String, String, Option<String>)> {
+    let src = headers
+        .get("x-amz-copy-source")
+        .and_then(|v| v.to_str().ok())?;
+    let (path, q) = src.split_once('?').unwrap_or((src, ""));
+    let decoded = sigv4::percent_decode(path).unwrap_or_else(|| path.as_bytes().to_vec());
+    let decoded = String::from_utf8_lossy(&decoded).into_owned();
+    let decoded = decoded.trim_start_matches('/');
+    let (b, k) = decoded.split_once('/').unwrap_or((decoded, ""));
+    let version = sigv4::query_pairs(Some(q))
+        .into_iter()
+        .find(|(k, _)| k == b"versionId")
+        .map(|(_, v)| String::from_utf8_lossy(&v).into_owned());
+    Some((b.to_owned(), k.to_owned(), version))
 }
 
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
@@ -297,33 +342,17 @@ impl State {
             .unwrap_or(HeaderValue::from_static(""))
     }
 
-    /// Reads an object back from upstream to hash it (multipart and copy results).
-    /// Returns (blake3, size, etag, version id).
+    /// Reads an object back from upstream to hash it (multipart and copy results, a whole
+    /// UploadPartCopy source). Returns (blake3, size, etag, version id).
     async fn rehash(
         &self,
         bucket: &str,
         key: &str,
         version: Option<&str>,
     ) -> Result<(String, u64, Option<String>, Option<String>), String> {
-        let path = format!(
-            "/{}/{}",
-            sigv4::uri_encode(bucket.as_bytes(), false),
-            sigv4::uri_encode(key.as_bytes(), true)
-        );
-        let query = version
-            .map(|v| format!("versionId={}", sigv4::uri_encode(v.as_bytes(), false)))
-            .unwrap_or_default();
-        let mut req = Request::get(self.upstream_uri(&path, &query))
-            .body(empty())
-            .map_err(|e| e.to_string())?;
-        req.headers_mut().insert("host", self.host());
-        self.sign_upstream(&mut req, SignableBody::Bytes(b""))?;
-        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-        if resp.status() != StatusCode::OK {
-            return Err(format!("re-reading the object answered {}", resp.status()));
-        }
-        let etag = header_str(resp.headers(), "etag");
-        let vid = header_str(resp.headers(), "x-amz-version-id");
+        let (resp, etag, vid) = self
+            .object_request(Method::GET, bucket, key, version)
+            .await?;
         let mut body = resp.into_body();
         let mut h = blake3::Hasher::new();
         let mut n = 0u64;
@@ -335,6 +364,53 @@ impl State {
             }
         }
         Ok((h.finalize().to_hex().to_string(), n, etag, vid))
+    }
+
+    /// HEAD of an object (the source of a ranged UploadPartCopy): (size, etag, version id).
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<(Option<u64>, Option<String>, Option<String>), String> {
+        let (resp, etag, vid) = self
+            .object_request(Method::HEAD, bucket, key, version)
+            .await?;
+        let size = header_str(resp.headers(), "content-length").and_then(|s| s.parse().ok());
+        Ok((size, etag, vid))
+    }
+
+    /// A GET or HEAD of one object, signed by the proxy; an answer other than 200 is an error.
+    /// Returns the response, its ETag and version id.
+    async fn object_request(
+        &self,
+        method: Method,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<(Response<Incoming>, Option<String>, Option<String>), String> {
+        let path = format!(
+            "/{}/{}",
+            sigv4::uri_encode(bucket.as_bytes(), false),
+            sigv4::uri_encode(key.as_bytes(), true)
+        );
+        let query = version
+            .map(|v| format!("versionId={}", sigv4::uri_encode(v.as_bytes(), false)))
+            .unwrap_or_default();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(self.upstream_uri(&path, &query))
+            .body(empty())
+            .map_err(|e| e.to_string())?;
+        req.headers_mut().insert("host", self.host());
+        self.sign_upstream(&mut req, SignableBody::Bytes(b""))?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        if resp.status() != StatusCode::OK {
+            return Err(format!("reading the object answered {}", resp.status()));
+        }
+        let etag = header_str(resp.headers(), "etag");
+        let vid = header_str(resp.headers(), "x-amz-version-id");
+        Ok((resp, etag, vid))
     }
 }
 
@@ -500,7 +576,28 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             }
         };
         let chunked = matches!(mode, Mode::Chunked(_));
+        if let Op::UploadPart { upload, part } = &op {
+            // Clients send parts concurrently: a later part (the short last one above all)
+            // placed before part 1 began would be hashed at the wrong offset. Wait briefly for
+            // part 1 (bounded; a client that sends it much later only gets the read-back).
+            let mut waited = 0;
+            while *part > 1 && !chunked && !st.uploads.has_first(upload) && waited < PART1_WAIT_MS {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                waited += 5;
+            }
+        }
         let (tap, observed) = Tap::new(body, mode, None);
+        {
+            let mut o = observed.lock().unwrap_or_else(|p| p.into_inner());
+            match &op {
+                // Plain and hex part bodies are the part's bytes: hashed as subtrees for the Complete.
+                Op::UploadPart { upload, part } if !chunked => {
+                    o.part = content_length.and_then(|n| st.uploads.begin(upload, *part, n));
+                }
+                Op::Complete if !chunked => o.keep = Some(Vec::new()),
+                _ => {}
+            }
+        }
         *up.body_mut() = tap
             .with_length(if chunked { None } else { content_length })
             .boxed();
@@ -615,12 +712,68 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
             });
             rbody.map_err(BoxError::from).boxed()
         }
+        Op::UploadPart { upload, part } if status == StatusCode::OK => {
+            let hashed = {
+                let mut o = observed.lock().unwrap_or_else(|p| p.into_inner());
+                let whole = o.complete || (content_length == Some(o.bytes) && !o.sha_mismatch);
+                o.part.take().filter(|_| whole)
+            };
+            if let (Some(h), Some(etag)) = (hashed, etag.as_deref()) {
+                st.uploads.finish(&upload, part, etag, h);
+            }
+            rbody.map_err(BoxError::from).boxed()
+        }
         Op::Complete | Op::Copy { .. } if status == StatusCode::OK => {
             let (bytes, is_error) = match read_xml(rbody, &resource).await {
                 Ok(x) => x,
                 Err(r) => return Ok(r),
             };
-            if !is_error {
+            let upload = query
+                .iter()
+                .find(|(k, _)| k == b"uploadId")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+            // Multipart: merge the parts' subtrees (no second read of the object) when they
+            // fit together; otherwise the read-back below.
+            let merged = match (&op, &upload, is_error) {
+                (Op::Complete, Some(u), false) => {
+                    let listed = observed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .keep
+                        .take()
+                        .and_then(|k| crate::parts::listed_parts(&String::from_utf8_lossy(&k)));
+                    let m = listed.and_then(|l| st.uploads.merge(u, &l));
+                    if m.is_none() {
+                        crate::events::stderr_line(
+                            "roar-proxy: multipart blake3: the parts do not merge (shape or body mode); reading the object back",
+                        );
+                    }
+                    m
+                }
+                _ => None,
+            };
+            if let (Op::Complete, Some(u)) = (&op, &upload) {
+                if !is_error {
+                    st.uploads.forget(u);
+                }
+            }
+            if let Some((blake, size)) = merged {
+                let text = String::from_utf8_lossy(&bytes);
+                let etag = xml_element(&text, "ETag", 0)
+                    .map(|(e, _)| xml_unescape(e).trim_matches('"').to_owned())
+                    .or(etag);
+                log.write(&S3Event {
+                    op: "complete",
+                    dir: "out",
+                    bucket,
+                    key,
+                    version_id,
+                    size: Some(size),
+                    etag,
+                    blake3: Some(blake),
+                    range: None,
+                });
+            } else if !is_error {
                 // The simple correct way to a whole-object blake3 whatever the part sizes:
                 // read the finished object back (see README: hazmat merging is the next step).
                 match st.rehash(&bucket, &key, version_id.as_deref()).await {
@@ -680,6 +833,55 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                         ));
                     }
                 }
+            }
+            rparts
+                .headers
+                .insert("content-length", HeaderValue::from(bytes.len()));
+            full(bytes)
+        }
+        Op::PartCopy {
+            src_bucket,
+            src_key,
+            src_version,
+            range,
+        } if status == StatusCode::OK => {
+            let (bytes, is_error) = match read_xml(rbody, &resource).await {
+                Ok(x) => x,
+                Err(r) => return Ok(r),
+            };
+            if !is_error {
+                // A whole-object part copy reads the whole source: its blake3 is that of the
+                // object, read back like a CopyObject's. A ranged one read only some bytes: its
+                // edge carries the range and the source's ETag (the intake maps a known ETag to
+                // its blake3), as a Range GET's does; a HEAD gets that ETag.
+                let sv = src_version.as_deref();
+                let got = match &range {
+                    None => st
+                        .rehash(&src_bucket, &src_key, sv)
+                        .await
+                        .map(|(b, n, e, v)| (Some(b), Some(n), e, v)),
+                    Some(_) => st
+                        .head(&src_bucket, &src_key, sv)
+                        .await
+                        .map(|(n, e, v)| (None, n, e, v)),
+                };
+                let (blake, size, etag, vid) = got.unwrap_or_else(|e| {
+                    crate::events::stderr_line(&format!(
+                        "roar-proxy: could not read the copied part's source: {e}"
+                    ));
+                    (None, None, None, None)
+                });
+                log.write(&S3Event {
+                    op: "copy",
+                    dir: "in",
+                    bucket: src_bucket,
+                    key: src_key,
+                    version_id: vid.or(src_version),
+                    size,
+                    etag,
+                    blake3: blake,
+                    range,
+                });
             }
             rparts
                 .headers
@@ -895,6 +1097,13 @@ mod tests {
         assert_eq!(classify(&Method::PUT, "b", "k", &q(""), &h), Op::Put);
         assert_eq!(
             classify(&Method::PUT, "b", "k", &q("partNumber=1&uploadId=x"), &h),
+            Op::UploadPart {
+                upload: "x".into(),
+                part: 1
+            }
+        );
+        assert_eq!(
+            classify(&Method::PUT, "b", "k", &q("partNumber=z&uploadId=x"), &h),
             Op::Other
         );
         assert_eq!(
@@ -925,6 +1134,19 @@ mod tests {
                 src_bucket: "src".into(),
                 src_key: "a b.bin".into(),
                 src_version: Some("v1".into())
+            }
+        );
+        h.insert(
+            "x-amz-copy-source-range",
+            HeaderValue::from_static("bytes=0-9"),
+        );
+        assert_eq!(
+            classify(&Method::PUT, "b", "k", &q("partNumber=2&uploadId=x"), &h),
+            Op::PartCopy {
+                src_bucket: "src".into(),
+                src_key: "a b.bin".into(),
+                src_version: Some("v1".into()),
+                range: Some("bytes=0-9".into()),
             }
         );
     }

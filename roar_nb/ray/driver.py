@@ -1,0 +1,109 @@
+"""The Ray driver side, inside the traced Python that calls `ray.init()` (run from
+$RAY_RUNTIME_ENV_HOOK by boot/roar_ray_hook.py, before Ray starts any daemon).
+
+It owns two things: Ray's daemons start untraced (the driver job must not fill with
+Ray's own log and socket files, and worker writes must not be counted twice), and the
+raylet's environment carries what every worker needs (the dormant preload library is
+already in LD_PRELOAD; our setup hook and the spool directory are added), so that no
+non-empty runtime_env is forced on the user (that would cost fresh workers per job).
+The user's own `worker_process_setup_hook`, a string or a callable, is chained, not
+replaced. It must not import Ray before Ray imports it, must not change the user's
+runtime_env beyond that chaining, and must never raise into `ray.init()`.
+"""
+
+from __future__ import annotations
+
+import os
+
+SETUP_HOOK = "roar_ray_hook.setup"
+HOOK_VAR = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"  # ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR
+_patched = False
+
+
+def _note(kind: str, text: str) -> None:
+    """One line into the spool's driver file (read by the merge); the spool is never a job's I/O."""
+    spool = os.environ.get("ROAR_RAY_SPOOL")
+    if not spool:
+        return
+    os.makedirs(spool, exist_ok=True)
+    with open(os.path.join(spool, f"driver-{os.getpid()}.txt"), "a") as f:
+        f.write(f"{kind} {text}\n")
+
+
+def env_hook(runtime_env):
+    _note("hook", "ran")
+    runtime_env = chain_user_hook(runtime_env)
+    _patch_daemon_start()
+    return runtime_env
+
+
+def chain_user_hook(runtime_env):
+    """Put roar's worker setup hook in front of the user's, which still runs after it."""
+    if not runtime_env or not runtime_env.get("worker_process_setup_hook"):
+        return runtime_env
+    runtime_env = dict(runtime_env)
+    user = runtime_env["worker_process_setup_hook"]
+    if user == SETUP_HOOK:  # ours already (a runtime_env passed on): chaining it to itself would recurse
+        return runtime_env
+    if isinstance(user, str):
+        env_vars = dict(runtime_env.get("env_vars") or {})
+        env_vars["ROAR_RAY_USER_SETUP_HOOK"] = user
+        runtime_env["env_vars"] = env_vars
+        runtime_env["worker_process_setup_hook"] = SETUP_HOOK
+    elif callable(user):
+        def roar_then_user(_user=user):
+            import roar_ray_hook
+
+            roar_ray_hook.setup()
+            return _user()
+
+        runtime_env["worker_process_setup_hook"] = roar_then_user
+    return runtime_env
+
+
+def _trace_dir_now() -> str:
+    # roar_begin sets ROAR_TRACE_DIR with C setenv, which os.environ never sees.
+    import ctypes
+
+    v = ctypes.CDLL(None).getenv
+    v.restype = ctypes.c_char_p
+    got = v(b"ROAR_TRACE_DIR")
+    return os.fsdecode(got) if got else ""
+
+
+def _patch_daemon_start() -> None:
+    global _patched
+    if _patched:
+        return
+    from ray._private import services  # Ray is being imported by ray.init already
+
+    from roar_nb.capture import inkernel
+
+    lib = inkernel.loaded_library()
+    if lib is None:
+        _note("problem", "the preload library is not loaded in the driver (another tracer?); Ray tasks were not captured")
+        return
+    native = inkernel.Native(lib)
+    original = services.start_ray_process
+
+    def start_ray_process(command, process_type, fate_share, env_updates=None, *a, **k):
+        env_updates = dict(env_updates or {})
+        env_updates["ROAR_TRACE_DIR"] = ""  # the daemon (and what it starts) loads the library dormant
+        for arg in command:
+            if isinstance(arg, str) and arg.startswith(("--temp-dir=", "--temp_dir=")):
+                _note("temp", arg.split("=", 1)[1])
+        if process_type == "raylet":
+            env_updates[HOOK_VAR] = SETUP_HOOK
+            _note("raylet", "local")
+        trace_dir = _trace_dir_now()
+        # Dormant while spawning: an active library would hand the child this job's directory.
+        if trace_dir:
+            native.end()
+        try:
+            return original(command, process_type, fate_share, env_updates, *a, **k)
+        finally:
+            if trace_dir:
+                native.begin(trace_dir)
+
+    services.start_ray_process = start_ray_process
+    _patched = True
