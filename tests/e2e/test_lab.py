@@ -67,6 +67,21 @@ def get(url: str, token: str | None = None) -> tuple[int, dict]:
         return e.code, json.loads(body) if body.startswith(b"{") else {"raw": body.decode(errors="replace")}
 
 
+def wait_ready(proc, url: str, token: str, seconds: float, what: str, log) -> None:
+    """Poll `url`/api/status until the server answers 200; fail if it exits or takes longer
+    than `seconds` (`log()` says where its output is)."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if get(f"{url}/api/status", token)[0] == 200:
+                return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        assert proc.poll() is None, f"{what} exited; {log()}"
+        assert time.time() < deadline, f"{what} did not start in {seconds:g} s"
+        time.sleep(0.3)
+
+
 class Lab:
     def __init__(self, url: str, token: str, root: Path, proc: subprocess.Popen):
         self.url, self.token, self.root, self.proc = url, token, root, proc
@@ -100,16 +115,7 @@ def lab(tmp_path_factory, jupyter_kernels):
     log = open(OUT / "jupyter-lab.log", "wb")
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if get(f"{url}/api/status", token)[0] == 200:
-                break
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        assert proc.poll() is None, f"jupyter lab exited; see {OUT / 'jupyter-lab.log'}"
-        assert time.time() < deadline, "jupyter lab did not start in 90 s"
-        time.sleep(0.3)
+    wait_ready(proc, url, token, 90, "jupyter lab", lambda: f"see {OUT / 'jupyter-lab.log'}")
     yield Lab(url, token, root, proc)
     proc.terminate()
     try:

@@ -10,14 +10,12 @@ import json
 import os
 import secrets
 import subprocess
-import time
-import urllib.error
 from pathlib import Path
 
 import pytest
 
 from conftest import BIN, Proj
-from e2e.test_lab import free_port, get
+from e2e.test_lab import free_port, get, wait_ready
 
 HUGE = "@99999999999999999999999"
 
@@ -47,16 +45,7 @@ def serve(root: Path, home: Path, **env_extra):
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if get(f"{url}/api/status", token)[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            assert proc.poll() is None, (home / "server.log").read_text()
-            assert time.time() < deadline, "jupyter server did not start in 120 s"
-            time.sleep(0.3)
+        wait_ready(proc, url, token, 120, "jupyter server", lambda: (home / "server.log").read_text())
         yield Server(url, token)
     finally:
         proc.terminate()

@@ -774,8 +774,13 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                     range: None,
                 });
             } else if !is_error {
-                // The simple correct way to a whole-object blake3 whatever the part sizes:
-                // read the finished object back (see README: hazmat merging is the next step).
+                // The parts could not be merged (or this is a copy): the simple correct way
+                // to a whole-object blake3 whatever the part sizes is to read the object back.
+                let out_op = if op == Op::Complete {
+                    "complete"
+                } else {
+                    "copy"
+                };
                 match st.rehash(&bucket, &key, version_id.as_deref()).await {
                     Ok((blake, size, etag2, vid)) => {
                         if let Op::Copy {
@@ -797,11 +802,7 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                             });
                         }
                         log.write(&S3Event {
-                            op: if op == Op::Complete {
-                                "complete"
-                            } else {
-                                "copy"
-                            },
+                            op: out_op,
                             dir: "out",
                             bucket,
                             key,
@@ -814,11 +815,7 @@ pub async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<P
                     }
                     Err(e) => {
                         log.write(&S3Event {
-                            op: if op == Op::Complete {
-                                "complete"
-                            } else {
-                                "copy"
-                            },
+                            op: out_op,
                             dir: "out",
                             bucket,
                             key,
