@@ -11,7 +11,7 @@ import os
 import sys
 from types import SimpleNamespace
 
-from roar_nb import __version__
+from roar_nb import __version__, present
 from roar_nb.errors import RoarError, UsageError
 
 TRACERS = ("auto", "preload", "ptrace", "none")
@@ -203,14 +203,14 @@ def _session_jobs(project, a):
 def cmd_log(a) -> int:
     import json
 
-    from roar_nb import dag as dag_mod
+    from roar_nb import shapes
     from roar_nb.report import log_text
 
     project = _project()
     _, jobs = _session_jobs(project, a)
     jobs = jobs[-a.n:] if a.n else jobs
     if a.json:
-        print(json.dumps([dag_mod.job_json(j) for j in jobs], indent=2))
+        print(json.dumps([shapes.job_json(j) for j in jobs], indent=2))
     else:
         print(log_text(jobs, _style()))
     return 0
@@ -238,8 +238,7 @@ def cmd_dag(a) -> int:
 def cmd_show(a) -> int:
     import json
 
-    from roar_nb import dag as dag_mod
-    from roar_nb import report
+    from roar_nb import report, shapes
     from roar_nb.resolve import resolve_any
     from roar_nb.views import artifact_json
 
@@ -252,14 +251,16 @@ def cmd_show(a) -> int:
     if what == "job":
         repro = store.reproductions(job_id=obj.id)
         if a.json:
-            print(json.dumps({**dag_mod.job_json(obj), "reproductions": repro}, indent=2))
+            print(json.dumps({**shapes.job_json(obj), "reproductions": [shapes.reproduction_json(r) for r in repro]},
+                             indent=2))
         else:
             print("\n".join(filter(None, [report.job_text(project, obj, _style()),
                                           report.reproductions_text(repro, _style())])))
     else:
         repro = store.reproductions(hash_=obj)
         if a.json:
-            print(json.dumps({**artifact_json(project, obj), "reproductions": repro}, indent=2))
+            print(json.dumps({**artifact_json(project, obj),
+                              "reproductions": [shapes.reproduction_json(r) for r in repro]}, indent=2))
         else:
             print("\n".join(filter(None, [report.artifact_text(project, obj, _style()),
                                           report.reproductions_text(repro, _style())])))
@@ -308,7 +309,7 @@ def cmd_export(a) -> int:
 def cmd_pop(a) -> int:
     from roar_nb import pop
     from roar_nb.present import text
-    from roar_nb.report import display_path
+    from roar_nb.present import path as display_path
 
     project = _project()
     plan = pop.plan(project)
@@ -336,7 +337,7 @@ def cmd_reset(a) -> int:
         print("aborted")
         return 1
     s = project.store.new_session("cli", make_active=True)
-    print(f"new session {s.id[:12]}")
+    print(f"new session {present.short_id(s.id)}")
     return 0
 
 
@@ -401,10 +402,10 @@ def cmd_label(a) -> int:
         print(json.dumps(labels.set_labels(project, a.entity, a.target, a.pairs), sort_keys=True))
     elif a.action == "show":
         hist = labels.history(project, a.entity, a.target)
-        print(json.dumps(hist[-1]["doc"] if hist else {}, sort_keys=True, indent=2))
+        print(json.dumps(hist[-1].doc if hist else {}, sort_keys=True, indent=2))
     elif a.action == "history":
         for h in labels.history(project, a.entity, a.target):
-            print(f"v{h['version']}  {json.dumps(h['doc'], sort_keys=True)}")
+            print(f"v{h.version}  {json.dumps(h.doc, sort_keys=True)}")
     return 0
 
 

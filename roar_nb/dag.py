@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from roar_nb import present
 from roar_nb.model import Job, factory, record
-from roar_nb.store import path_to_db
 
 
 @record
@@ -42,41 +41,10 @@ class Dag:
         return hash_bytes("\n".join(parts).encode())
 
     def to_json(self) -> dict:
-        return {
-            "session": self.session_id,
-            "dag_hash": self.hash(),
-            "jobs": [job_json(j, stale=self.stale.get(j.id), superseded=j.id in self.superseded,
-                              depends_on=sorted(self.deps.get(j.id, ())))
-                     for j in self.jobs],
-        }
+        """The DAG as `roar dag --json` prints it (`shapes.dag_json`)."""
+        from roar_nb.shapes import dag_json
 
-
-def job_json(job: Job, stale: str | None = None, superseded: bool = False,
-             depends_on: list | None = None) -> dict:
-    """The JSON shape of one job (the `jobs[]` items of `roar dag --json`, and `roar show --json`)."""
-    def edge(e):
-        # Non-UTF-8 bytes and control characters appear as \xNN escapes, as in job_io.path.
-        return {"path": path_to_db(e.path)[0], "hash": e.hash, "size": e.size, "changed": e.changed,
-                "note": e.note}
-
-    return {
-        "id": job.id, "ref": job.ref, "seq": job.seq, "step": job.step, "kind": job.kind,
-        "command": job.command, "source": job.source, "cwd": job.cwd,
-        "exit_code": job.exit_code, "status": job.status,
-        "started_at": job.started_at, "ended_at": job.ended_at, "duration": round(job.duration, 6),
-        "backend": job.backend, "capture_level": job.capture_level,
-        "capture_notes": list(job.capture_notes),
-        "notebook": job.notebook, "cell_id": job.cell_id, "execution_count": job.execution_count,
-        "git": {"commit": job.git_commit, "branch": job.git_branch, "dirty": job.git_dirty,
-                "root": job.git_root},
-        "session": job.session_id,
-        "parent_job": job.parent_job_id,
-        "inputs": [edge(e) for e in job.inputs],
-        "outputs": [edge(e) for e in job.outputs],
-        "depends_on": depends_on or [],
-        "stale": stale,
-        "superseded": superseded,
-    }
+        return dag_json(self)
 
 
 def build(jobs: list[Job], expanded: bool = False, session_id: str | None = None,

@@ -54,11 +54,11 @@ def copy(project, entity: str, ref: str, dest_entity: str, dest_ref: str) -> dic
         raise UsageError(CP_USAGE)
     dest = target(project, dest_entity, dest_ref)
     hist = project.store.label_history(entity, src)
-    if not hist or not hist[-1]["doc"]:
+    if not hist or not hist[-1].doc:
         raise UsageError(f"no labels on {entity} {ref} to copy")
-    return project.store.label_patch(dest_entity, dest, hist[-1]["doc"])
+    return project.store.label_patch(dest_entity, dest, hist[-1].doc)
 
 
-def history(project, entity: str, ref: str) -> list[dict]:
-    """Every version of the labels of `entity` `ref`, oldest first: [{"version", "doc"}]."""
+def history(project, entity: str, ref: str) -> list:
+    """Every version (`model.LabelVersion`) of the labels of `entity` `ref`, oldest first."""
     return project.store.label_history(entity, target(project, entity, ref))

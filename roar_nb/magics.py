@@ -22,6 +22,7 @@ from typing import Optional
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from roar_nb import present
 from roar_nb import session as session_mod
 from roar_nb.capture.audit import NOTE_PYTHON_ONLY
 from roar_nb.errors import NotInitialized, RefNotFound, RoarError
@@ -508,7 +509,7 @@ def _status_text(nb: NotebookSession) -> str:
     cap = "native (preload)" if nb.capture.native else "python-level (audit hook)"
     lines = [
         f"project    {nb.project.root}",
-        f"session    {nb.session.id[:12]}" + (f"  {nb.notebook}" if nb.notebook else ""),
+        f"session    {present.short_id(nb.session.id)}" + (f"  {nb.notebook}" if nb.notebook else ""),
         f"tracing    {'every cell (%roar off to stop)' if nb.auto else '%%roar cells only (%roar on for all)'}",
         f"capture    {cap}",
         f"jobs       {len(jobs)} ({len(d.jobs)} cells" + (f", {failed} failed" if failed else "") + ")",

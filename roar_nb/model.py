@@ -216,3 +216,70 @@ class Session:
     kind: str  # "cli" | "notebook"
     name: str | None = None
     notebook: str | None = None
+
+
+# -- read models: what the store hands back besides jobs ----------------------------
+
+
+@record(frozen=True)
+class SessionStats:
+    """A session with how many jobs it holds and when its latest job ended (`store.sessions()`)."""
+
+    session: Session
+    jobs: int = 0
+    last_job_at: float | None = None
+
+
+@record(frozen=True)
+class ArtifactUse:
+    """One job that read (`direction == "in"`) or wrote (`"out"`) an artifact, at a path.
+
+    `path` is the real path (its exact bytes): views escape it, reproduce opens it."""
+
+    job_id: str
+    direction: str
+    path: str
+    session_id: str
+    seq: int
+    kind: str
+    command: str
+    ended_at: float | None = None
+
+    @property
+    def ref(self) -> str:
+        """The job's @N (or @BN for a build step), as `Job.ref`."""
+        return f"@B{self.seq}" if self.kind == "build" else f"@{self.seq}"
+
+
+@record(frozen=True)
+class Environment:
+    """A recorded Python environment: interpreter, platform and installed packages (name -> version)."""
+
+    id: str
+    python: str | None
+    platform: str | None
+    packages: dict = factory(dict)
+
+
+@record(frozen=True)
+class Reproduction:
+    """One `roar reproduce` attempt: what was planned and re-run, and the verdict per output."""
+
+    id: str
+    created_at: float
+    target: str
+    mode: str
+    ok: bool
+    directory: str | None = None
+    target_hashes: tuple = ()
+    plan: tuple = ()  # ids of the jobs the plan re-ran, in order
+    verdicts: tuple = ()  # one plain dict per output: path, expected, actual, verdict
+
+
+@record(frozen=True)
+class LabelVersion:
+    """One version of an entity's label document (`roar label`)."""
+
+    version: int
+    doc: dict
+    created_at: float

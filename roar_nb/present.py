@@ -18,11 +18,17 @@ agree), and `path_raw` the exact bytes whenever the text differs from the path.
 The escape is not reversible (a literal backslash is shown as-is): the exact
 bytes live in `path_raw` and the file system, not in a view.
 
-Must not: import anything beyond the stdlib builtins used here (it is on the
-`roar run` path through the store and the summary line), or do I/O.
+It is also the one vocabulary for the other things every view shows: a short
+id (`short_id`) or hash (`short_hash`), a path relative to the working directory
+(`path`), a size and a duration.
+
+Must not: import anything beyond `os` (it is on the `roar run` path through the
+store and the summary line), or do I/O beyond asking for the working directory.
 """
 
 from __future__ import annotations
+
+import os
 
 # Format characters that reorder or break displayed text (Trojan Source, CVE-2021-42574).
 _INVISIBLE = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
@@ -66,3 +72,44 @@ def storable(s: str | None) -> str | None:
 def lines(s: str | None) -> list[str]:
     """A multi-line block (cell source, a command with newlines) as escaped lines; tabs stay."""
     return [text(ln.rstrip("\r"), tabs=True) for ln in (s or "").rstrip("\n").split("\n")]
+
+
+def short_id(ident: str | None) -> str:
+    """A job, session or reproduction id (or a git commit) as views show it: 12 hex digits."""
+    return (ident or "")[:12]
+
+
+def short_hash(h: str | None, n: int = 8) -> str:
+    """An artifact hash in a column of a table; dashes when the file could not be hashed."""
+    return h[:n] if h else "--------"[:n]
+
+
+def path(p: str, base: str | None = None) -> str:
+    """`p` relative to `base` (default: the working directory) when under it, escaped by `text`.
+    S3 object URLs are shown whole."""
+    if p.startswith("s3://"):
+        return text(p)
+    base = base or os.getcwd()
+    try:
+        rel = os.path.relpath(p, base)
+    except ValueError:
+        return text(p)
+    return text(p if rel.startswith("..") else rel)
+
+
+def size(n: int) -> str:
+    """A byte count in B, KiB, MiB or GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def duration(seconds: float) -> str:
+    """A duration in ms below a second, s below two minutes, else min."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"

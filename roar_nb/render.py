@@ -41,15 +41,6 @@ def _esc(*lines: str) -> str:
     return graphviz.nohtml("\\n".join(str(graphviz.escape(_clean(ln))) for ln in lines))
 
 
-def _short(h: Optional[str]) -> str:
-    return h[:8] if h else "--------"
-
-
-def _duration(job: Job) -> str:
-    d = job.duration
-    return f"{d * 1000:.0f} ms" if d < 1 else f"{d:.1f} s"
-
-
 def graph(d: dag_mod.Dag):
     """A graphviz.Digraph of jobs (boxes) and the artifacts between them (notes)."""
     import graphviz
@@ -66,7 +57,7 @@ def graph(d: dag_mod.Dag):
 
     for j in d.jobs:
         attrs = {"shape": "box", "style": "rounded,filled", "fillcolor": "#eef2ff", "color": "#6366f1"}
-        extra = [f"{len(j.inputs)} in · {len(j.outputs)} out · {_duration(j)}"]
+        extra = [f"{len(j.inputs)} in · {len(j.outputs)} out · {present.duration(j.duration)}"]
         tip = [f"{j.ref} ({j.kind}) {j.status}", f"capture: {j.capture_level} ({j.backend})"]
         if j.status != "ok":
             attrs.update(color=_FAILED, fillcolor="#fee2e2")
@@ -92,7 +83,7 @@ def graph(d: dag_mod.Dag):
     base = d.jobs[0].cwd if d.jobs else os.getcwd()
     for name, (path, h) in arts.items():
         shown = os.path.relpath(path, base) if path.startswith(base + "/") else path
-        g.node(name, label=_esc(os.path.basename(path) or path, _short(h)),
+        g.node(name, label=_esc(os.path.basename(path) or path, present.short_hash(h)),
                tooltip=_esc(shown, h or "(unreadable)"),
                shape="note", style="filled", fillcolor="#f9fafb", color="#9ca3af", fontsize="9")
     return g
@@ -122,10 +113,10 @@ def job_html(job: Job, stale: Optional[str] = None) -> str:
     def rows(edges):
         if not edges:
             return "<li><i>none</i></li>"
-        return "".join(f"<li><code>{html.escape(_short(e.hash))}</code> {html.escape(_clean(e.path))}"
+        return "".join(f"<li><code>{html.escape(present.short_hash(e.hash))}</code> {html.escape(_clean(e.path))}"
                        + (f" <i>({html.escape(_clean(e.note))})</i>" if e.note else "") + "</li>" for e in edges)
 
-    head = f"<b>{html.escape(job.ref)}</b> {html.escape(job.status)}, {_duration(job)}, " \
+    head = f"<b>{html.escape(job.ref)}</b> {html.escape(job.status)}, {present.duration(job.duration)}, " \
            f"capture {html.escape(job.capture_level)} ({html.escape(job.backend)})"
     if stale:
         head += f"<br><span style='color:{_STALE}'>stale: {html.escape(stale)}</span>"

@@ -14,8 +14,12 @@ import time
 
 from roar_nb import dag as dag_mod
 from roar_nb.model import CAPTURE_COMPLETE, Job
+from roar_nb.present import duration as fmt_duration
 from roar_nb.present import lines as text_lines
-from roar_nb.present import text
+from roar_nb.present import path as display_path
+from roar_nb.present import short_hash as short
+from roar_nb.present import short_id, text
+from roar_nb.present import size as fmt_size
 
 
 class Style:
@@ -39,38 +43,6 @@ class Style:
 
     def good(self, s):
         return self._c("32", s)
-
-
-def fmt_duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min"
-
-
-def fmt_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def short(h: str | None, n: int = 8) -> str:
-    return h[:n] if h else "--------"[:n]
-
-
-def display_path(path: str, base: str | None = None) -> str:
-    """`path` relative to `base` (default: cwd) when under it, escaped by `present.text`."""
-    if path.startswith("s3://"):  # an S3 object: not a local path to relativise
-        return text(path)
-    base = base or os.getcwd()
-    try:
-        rel = os.path.relpath(path, base)
-    except ValueError:
-        return text(path)
-    return text(path if rel.startswith("..") else rel)
 
 
 def summary_line(job: Job) -> str:
@@ -99,7 +71,7 @@ def job_text(project, job: Job, style: Style = Style()) -> str:
     lines.append(f"  cwd        {text(job.cwd)}")
     if job.git_commit:
         dirty = " (dirty)" if job.git_dirty else ""
-        lines.append(f"  git        {text(job.git_commit[:12])} on {text(job.git_branch or '(detached)')}{dirty}")
+        lines.append(f"  git        {text(short_id(job.git_commit))} on {text(job.git_branch or '(detached)')}{dirty}")
     status = style.good("ok") if job.status == "ok" else style.bad(job.status)
     lines.append(f"  status     {status}, exit {job.exit_code}")
     lines.append(f"  started    {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.started_at))}"
@@ -125,25 +97,21 @@ def job_text(project, job: Job, style: Style = Style()) -> str:
 
 def artifact_text(project, hash_: str, style: Style = Style()) -> str:
     store = project.store
-    art = store.artifact(hash_) or {"hash": hash_, "size": 0, "digests": {}}
-    edges = store.edges_of_artifact(hash_)
-    lines = [f"artifact {hash_}", f"  size       {fmt_size(art['size'] or 0)}"]
-    for algo, value in sorted(art.get("digests", {}).items()):
+    art = store.artifact(hash_)
+    uses = store.uses_of_artifact(hash_)
+    lines = [f"artifact {hash_}", f"  size       {fmt_size(art.size or 0 if art else 0)}"]
+    for algo, value in sorted(art.digests.items() if art else ()):
         lines.append(f"  {algo:<10} {value}")
-    paths = sorted({display_path(e['path']) for e in edges})
+    paths = sorted({display_path(u.path) for u in uses})
     lines.append("  paths      " + (", ".join(paths) if paths else "-"))
-    producers = [e for e in edges if e["direction"] == "out"]
-    consumers = [e for e in edges if e["direction"] == "in"]
-
-    def ref(e):
-        return f"@B{e['seq']}" if e["kind"] == "build" else f"@{e['seq']}"
-
+    producers = [u for u in uses if u.direction == "out"]
+    consumers = [u for u in uses if u.direction == "in"]
     lines.append("  produced by")
-    lines.extend(f"    {style.ref(ref(e))} {e['job_id'][:12]}  {text(e['command'][:60])}" for e in producers)
+    lines.extend(f"    {style.ref(u.ref)} {short_id(u.job_id)}  {text(u.command[:60])}" for u in producers)
     if not producers:
         lines.append("    (no recorded producer: a source artifact)")
     lines.append("  consumed by")
-    lines.extend(f"    {style.ref(ref(e))} {e['job_id'][:12]}  {text(e['command'][:60])}" for e in consumers)
+    lines.extend(f"    {style.ref(u.ref)} {short_id(u.job_id)}  {text(u.command[:60])}" for u in consumers)
     if not consumers:
         lines.append("    (none)")
     return "\n".join(lines)
@@ -207,7 +175,7 @@ def status_text(project, style: Style = Style()) -> str:
     jobs = store.jobs(session.id)
     d = dag_mod.build(jobs, session_id=session.id, project_jobs=store.jobs())
     failed = sum(1 for j in jobs if j.status != "ok")
-    lines.append(f"session    {session.id[:12]}  started {time.strftime('%Y-%m-%d %H:%M', time.localtime(session.created_at))}")
+    lines.append(f"session    {short_id(session.id)}  started {time.strftime('%Y-%m-%d %H:%M', time.localtime(session.created_at))}")
     lines.append(f"jobs       {len(jobs)} ({len(d.jobs)} steps" + (f", {failed} failed" if failed else "") + ")")
     if d.stale:
         lines.append(f"stale      {', '.join(sorted(j.ref for j in d.jobs if j.id in d.stale))}")
@@ -222,7 +190,7 @@ def plan_text(plan, style: Style = Style()) -> str:
     """The preview of `roar reproduce`: environment, sources, ordered steps, drift."""
     env = plan.environment
     lines = [f"Reproduction plan for {text(plan.target)} ({', '.join(short(h, 12) for h in plan.target_hashes)})"]
-    git = f"git {text(env['git_commit'][:12])} on {text(env.get('git_branch') or '-')}" if env.get("git_commit") else "no git commit"
+    git = f"git {text(short_id(env['git_commit']))} on {text(env.get('git_branch') or '-')}" if env.get("git_commit") else "no git commit"
     if env.get("git_dirty"):
         git += style.warn(" (tree was dirty)")
     lines.append(f"  environment  python {env.get('python') or '?'}, {len(env.get('packages') or {})} packages, {git}")
@@ -271,7 +239,7 @@ def outcome_text(outcome, style: Style = Style()) -> str:
         lines.append(f"  {mark} {colors[v.verdict](f'{v.verdict:<16}')} {display_path(v.path)}{detail}")
     verdict = style.good("reproduced") if outcome.ok else style.bad("NOT reproduced")
     lines.append(f"{verdict}: {sum(v.verdict == 'identical' for v in outcome.verdicts)}/{len(outcome.verdicts)}"
-                 f" outputs identical (* = requested target); record {outcome.id[:12]}")
+                 f" outputs identical (* = requested target); record {short_id(outcome.id)}")
     return "\n".join(lines)
 
 
@@ -280,12 +248,12 @@ def reproductions_text(records: list, style: Style = Style()) -> str:
         return ""
     lines = ["  reproductions"]
     for r in records:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"]))
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
         counts: dict = {}
-        for v in r["verdicts"]:
+        for v in r.verdicts:
             if "verdict" in v:
                 counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no outputs"
-        ok = style.good("ok") if r["ok"] else style.bad("failed")
-        lines.append(f"    {r['id'][:12]} {when} {text(r['mode']):<8} {ok}: {text(summary)}")
+        ok = style.good("ok") if r.ok else style.bad("failed")
+        lines.append(f"    {short_id(r.id)} {when} {text(r.mode):<8} {ok}: {text(summary)}")
     return "\n".join(lines)

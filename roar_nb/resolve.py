@@ -39,7 +39,7 @@ def resolve_job(project, ref: str, session: Session | None = None) -> Job:
         if len(jobs) == 1:
             return jobs[0]
         if len(jobs) > 1:
-            raise AmbiguousRef(f"{ref!r} matches {len(jobs)} jobs: " + ", ".join(j.id[:12] for j in jobs[:6]))
+            raise AmbiguousRef(f"{ref!r} matches {len(jobs)} jobs: " + ", ".join(present.short_id(j.id) for j in jobs[:6]))
     raise RefNotFound(f"no job matches {ref!r}")
 
 
@@ -57,16 +57,16 @@ def resolve_artifact(project, ref: str) -> str:
     if recorded:
         return recorded
     if _HEX.match(ref):
-        arts = store.artifacts_by_prefix(ref)
-        if len(arts) == 1:
-            return arts[0]["hash"]
-        if len(arts) > 1:
+        hashes = store.hashes_by_prefix(ref)
+        if len(hashes) == 1:
+            return hashes[0]
+        if len(hashes) > 1:
             lines = []
-            for a in arts[:8]:
-                edges = store.edges_of_artifact(a["hash"])
-                where = present.text(edges[-1]["path"]) if edges else "?"
-                lines.append(f"{a['hash'][:16]} ({where})")
-            raise AmbiguousRef(f"{ref!r} matches {len(arts)} artifacts: " + "; ".join(lines))
+            for h in hashes[:8]:
+                uses = store.uses_of_artifact(h)
+                where = present.text(uses[-1].path) if uses else "?"
+                lines.append(f"{h[:16]} ({where})")
+            raise AmbiguousRef(f"{ref!r} matches {len(hashes)} artifacts: " + "; ".join(lines))
     if os.path.exists(path):
         raise RefNotFound(f"{ref} is not a recorded artifact (no job read or wrote it)")
     raise RefNotFound(f"no artifact matches {ref!r}")
@@ -80,7 +80,7 @@ def resolve_any(project, ref: str, session: Session | None = None):
         return "artifact", resolve_artifact(project, ref)
     # A bare hex string: a unique job-id prefix wins, then an artifact prefix.
     jobs = project.store.jobs_by_id_prefix(ref)
-    arts = project.store.artifacts_by_prefix(ref)
+    arts = project.store.hashes_by_prefix(ref)
     if len(jobs) == 1 and not arts:
         return "job", jobs[0]
     if arts and not jobs:

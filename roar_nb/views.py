@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from roar_nb import present
 from roar_nb.errors import RoarError
 from roar_nb.model import Job, Session, record
 
@@ -42,11 +43,12 @@ def default_session(project) -> tuple[Session | None, str | None]:
     if s is not None and store.count_jobs(s.id):
         return s, None
     since = s.created_at if s is not None else 0.0
-    recent = [r for r in store.sessions() if r["jobs"] and r["kind"] == "notebook" and r["created_at"] >= since]
+    recent = [r for r in store.sessions()
+              if r.jobs and r.session.kind == "notebook" and r.session.created_at >= since]
     if not recent:
         return s, None
-    latest = store.session(max(recent, key=lambda r: r["last_job_at"] or 0)["id"])
-    what = f"notebook {latest.notebook}" if latest.notebook else f"{latest.kind} session {latest.id[:12]}"
+    latest = max(recent, key=lambda r: r.last_job_at or 0).session
+    what = f"notebook {latest.notebook}" if latest.notebook else f"{latest.kind} session {present.short_id(latest.id)}"
     return latest, f"the CLI session has no jobs; using the latest active one ({what})"
 
 
@@ -77,19 +79,7 @@ def project_jobs(project, sc: Scope) -> list[Job] | None:
 
 def artifact_json(project, hash_: str) -> dict:
     """One artifact as `roar show HASH --json` and GET /roar/api/artifact/HASH give it."""
+    from roar_nb.shapes import artifact_json as shape
+
     store = project.store
-    art = store.artifact(hash_) or {"hash": hash_, "size": None, "digests": {}}
-    edges = store.edges_of_artifact(hash_)
-
-    from roar_nb.present import text  # paths as every view shows them (as in job_io.path)
-
-    def ref(e):
-        return {"job": e["job_id"], "ref": f"@B{e['seq']}" if e["kind"] == "build" else f"@{e['seq']}",
-                "session": e["session_id"], "path": text(e["path"]), "command": e["command"]}
-
-    return {
-        "hash": hash_, "size": art["size"], "digests": art.get("digests", {}),
-        "paths": sorted({text(e["path"]) for e in edges}),
-        "producers": [ref(e) for e in edges if e["direction"] == "out"],
-        "consumers": [ref(e) for e in edges if e["direction"] == "in"],
-    }
+    return shape(hash_, store.artifact(hash_), store.uses_of_artifact(hash_))

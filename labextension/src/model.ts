@@ -1,6 +1,11 @@
 /**
  * The JSON shapes served by roar_nb/server (the same contract as `roar dag --json`
  * and `roar show --json`, plus a few display keys). Types only: no behaviour.
+ *
+ * The contract is roar_nb/shapes.schema.json (built by roar_nb/shapes.py):
+ * test/schema.test.mjs checks that each interface here declares exactly the
+ * properties of its schema definition, optional exactly where the schema does not
+ * require them. Change the three together.
  */
 
 export interface IEdgeJson {
@@ -9,6 +14,13 @@ export interface IEdgeJson {
   size: number;
   changed: boolean;
   note: string | null;
+}
+
+export interface IGitJson {
+  commit: string | null;
+  branch: string | null;
+  dirty: boolean | null;
+  root: string | null;
 }
 
 export interface IJobJson {
@@ -31,7 +43,10 @@ export interface IJobJson {
   notebook: string | null;
   cell_id: string | null;
   execution_count: number | null;
+  git: IGitJson;
   session: string;
+  /** The job whose command started this one (a Ray task's driver, a nested `roar run`). */
+  parent_job: string | null;
   inputs: IEdgeJson[];
   outputs: IEdgeJson[];
   depends_on: string[];
@@ -41,6 +56,8 @@ export interface IJobJson {
   label?: string;
   /** The notebook path relative to the server root, when it is inside it. */
   notebook_path?: string | null;
+  /** `roar show @N --json` only. */
+  reproductions?: IReproductionJson[];
 }
 
 export interface ISessionInfo {
@@ -49,6 +66,12 @@ export interface ISessionInfo {
   name: string | null;
   notebook: string | null;
   notebook_path: string | null;
+}
+
+export interface ISessionItem extends ISessionInfo {
+  created_at: number;
+  jobs: number;
+  last_job_at: number | null;
 }
 
 export interface IDagDoc {
@@ -65,9 +88,15 @@ export interface IDagDoc {
 export interface ISessionsDoc {
   project: string | null;
   hint?: string;
-  sessions?: (ISessionInfo & { created_at: number; jobs: number; last_job_at: number | null })[];
+  sessions?: ISessionItem[];
   current?: string | null;
   active?: string | null;
+}
+
+export interface IChangesDoc {
+  project: string | null;
+  hint?: string;
+  token?: string;
 }
 
 export interface IArtifactRef {
@@ -85,4 +114,31 @@ export interface IArtifactDoc {
   paths: string[];
   producers: IArtifactRef[];
   consumers: IArtifactRef[];
+  /** `roar show HASH --json` only. */
+  reproductions?: IReproductionJson[];
+}
+
+export interface IVerdictJson {
+  path: string;
+  expected: string | null;
+  actual: string | null;
+  verdict: string;
+  job: string | null;
+  target: boolean;
+}
+
+export interface IReproductionJson {
+  id: string;
+  created_at: number;
+  target: string;
+  mode: string;
+  ok: boolean;
+  directory: string | null;
+  target_hashes: string[];
+  plan: string[];
+  verdicts: IVerdictJson[];
+}
+
+export interface IErrorJson {
+  error: { message: string; status: number };
 }

@@ -15,7 +15,7 @@ import { Widget } from '@lumino/widgets';
 import { requestAPI } from './api';
 import { basename, buildGraph, graphSignature, shorten, type ILayout, type IPlacedEdge, type IPlacedNode } from './layout';
 import { LayoutClient } from './layoutClient';
-import type { IArtifactDoc, IDagDoc, IJobJson, ISessionsDoc } from './model';
+import type { IArtifactDoc, IChangesDoc, IDagDoc, IJobJson, ISessionsDoc } from './model';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const POLL_MS = 1000;
@@ -204,7 +204,7 @@ export class LineagePanel extends Widget {
       if (this.isVisible || this.forceRefresh) {
         const path = this.opts.currentNotebook() ?? this.notebookPath;
         this.notebookPath = path;
-        const c = await requestAPI<{ project: string | null; token?: string; hint?: string }>('changes', { path });
+        const c = await requestAPI<IChangesDoc>('changes', { path });
         if (!c.project) {
           this.showNoProject(c.hint ?? 'No roar project.');
         } else if (this.forceRefresh || c.token !== this.lastToken) {

@@ -113,8 +113,8 @@ def make_plan(project, ref: str) -> Plan:
         if job is None:
             if (path, h) not in sources:
                 if path is None:
-                    edges = store.edges_of_artifact(h)
-                    path = edges[-1]["path"] if edges else "?"
+                    uses = store.uses_of_artifact(h)
+                    path = uses[-1].path if uses else "?"
                 sources[(path, h)] = None
             continue
         if job.id in chosen:
@@ -198,7 +198,7 @@ def _locate_source(project, h: str, path: str) -> Source:
         got = object_hashes(project, [path])[path]
         return Source(path, h, "missing" if got is None else "ok" if got == h else "differs")
     store = project.store
-    candidates = [path] + [e["path"] for e in store.edges_of_artifact(h) if e["path"] != path]
+    candidates = [path] + [u.path for u in store.uses_of_artifact(h) if u.path != path]
     existing = [p for p in dict.fromkeys(candidates) if os.path.isfile(p)]
     hashed = hash_paths(existing, store=store, progress_after=-1) if existing else {}
     if path in hashed and hashed[path].hash == h:
@@ -216,9 +216,9 @@ def _environment(project, steps: list[Job]) -> dict:
     last = steps[-1]
     commits = {j.git_commit for j in steps if j.git_commit}
     return {
-        "python": env["python"] if env else None,
-        "platform": env["platform"] if env else None,
-        "packages": env["packages"] if env else {},
+        "python": env.python if env else None,
+        "platform": env.platform if env else None,
+        "packages": env.packages if env else {},
         "git_commit": last.git_commit, "git_branch": last.git_branch, "git_root": last.git_root,
         "git_dirty": any(j.git_dirty for j in steps),
         "git_commits": sorted(commits),

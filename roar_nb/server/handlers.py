@@ -34,7 +34,7 @@ from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop
 
 from roar_nb import dag as dag_mod
-from roar_nb import views
+from roar_nb import shapes, views
 from roar_nb.errors import AmbiguousRef, NotInitialized, RefNotFound, RoarError, StoreError, UsageError
 from roar_nb.session import Project
 
@@ -152,12 +152,6 @@ class RoarHandler(APIHandler):
         self.finish(json.dumps(doc))
 
 
-def _session_json(handler: RoarHandler, s: dict) -> dict:
-    return {"id": s["id"], "kind": s["kind"], "name": s["name"], "notebook": s["notebook"],
-            "notebook_path": handler.relpath(s["notebook"]), "created_at": s["created_at"],
-            "jobs": s.get("jobs", 0), "last_job_at": s.get("last_job_at")}
-
-
 class ChangesHandler(RoarHandler):
     """GET /roar/api/changes?path=: {"token"}; the panel polls this and refetches the DAG on change."""
 
@@ -179,7 +173,7 @@ class SessionsHandler(RoarHandler):
         def fn(project: Project) -> dict:
             store = project.store
             with store.snapshot():
-                sessions = [_session_json(self, s) for s in store.sessions()]
+                sessions = [shapes.session_json(s, self.relpath(s.session.notebook)) for s in store.sessions()]
                 current = store.notebook_session(nb) if nb else None
                 active, _ = views.default_session(project)
             return {"project": str(project.root), "sessions": sessions,
@@ -223,9 +217,8 @@ class DagHandler(RoarHandler):
                 jj["notebook_path"] = self.relpath(job.notebook)
             doc.update({
                 "project": str(project.root), "token": token, "scope": "all" if which == "all" else "session",
-                "session_info": None if session is None else {
-                    "id": session.id, "kind": session.kind, "name": session.name, "notebook": session.notebook,
-                    "notebook_path": self.relpath(session.notebook)},
+                "session_info": None if session is None else shapes.session_info_json(
+                    session, self.relpath(session.notebook)),
                 "hint": HINT_NO_SESSION if (nb and not which and session is None) else None,
             })
             return doc
@@ -243,7 +236,7 @@ class JobHandler(RoarHandler):
             from roar_nb.resolve import resolve_job
 
             job = resolve_job(project, job_ref)
-            doc = dag_mod.job_json(job)
+            doc = shapes.job_json(job)
             doc["label"] = dag_mod.label(job)
             doc["notebook_path"] = self.relpath(job.notebook)
             return doc

@@ -17,7 +17,10 @@ from collections.abc import Iterable
 
 from roar_nb import present
 from roar_nb.errors import AmbiguousRef, RefNotFound, StoreError
-from roar_nb.model import Edge, Job, Session, new_id, replace
+from roar_nb.model import (
+    Artifact, ArtifactUse, Edge, Environment, Job, LabelVersion, Reproduction, Session, SessionStats, new_id,
+    replace,
+)
 from roar_nb.store import schema
 
 # How long a writer waits for another's transaction; ROAR_BUSY_TIMEOUT (seconds) overrides it.
@@ -374,11 +377,14 @@ class Store:
             raise RefNotFound(f"no session {session_id}")
         return Session(**rows[0])
 
-    def sessions(self) -> list[dict]:
-        return self._q(
+    def sessions(self) -> list[SessionStats]:
+        """Every session, oldest first, with its job count and latest job's end."""
+        rows = self._q(
             "SELECT s.*, count(j.id) AS jobs, max(j.ended_at) AS last_job_at FROM sessions s "
             "LEFT JOIN jobs j ON j.session_id = s.id GROUP BY s.id ORDER BY s.created_at"
         )
+        return [SessionStats(Session(**{k: r[k] for k in Session.__record_fields__}), r["jobs"], r["last_job_at"])
+                for r in rows]
 
     def find_session(self, prefix: str) -> Session:
         # substr, not LIKE: `%` and `_` in what a user typed are characters, not wildcards.
@@ -418,13 +424,12 @@ class Store:
     def has_environment(self, env_id: str) -> bool:
         return bool(self._q("SELECT 1 FROM environments WHERE id = ?", (env_id,)))
 
-    def environment(self, env_id: str) -> dict | None:
+    def environment(self, env_id: str) -> Environment | None:
         rows = self._q("SELECT * FROM environments WHERE id = ?", (env_id,))
         if not rows:
             return None
-        row = rows[0]
-        row["packages"] = _json().loads(row["packages"] or "{}")
-        return row
+        r = rows[0]
+        return Environment(r["id"], r["python"], r["platform"], _json().loads(r["packages"] or "{}"))
 
     # -- jobs ------------------------------------------------------------------
     def hash_by_digest(self, algo: str, value: str) -> str | None:
@@ -582,18 +587,18 @@ class Store:
             c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     # -- artifacts ---------------------------------------------------------------
-    def artifacts_by_prefix(self, prefix: str) -> list[dict]:
-        return self._q("SELECT * FROM artifacts WHERE substr(hash, 1, ?) = ? LIMIT 20",
-                       (len(prefix), prefix.lower()))
+    def hashes_by_prefix(self, prefix: str) -> list[str]:
+        """The hashes of recorded artifacts that start with `prefix` (at most 20)."""
+        return [r["hash"] for r in self._q("SELECT hash FROM artifacts WHERE substr(hash, 1, ?) = ? LIMIT 20",
+                                           (len(prefix), prefix.lower()))]
 
-    def artifact(self, hash_: str) -> dict | None:
-        rows = self._q("SELECT * FROM artifacts WHERE hash = ?", (hash_,))
+    def artifact(self, hash_: str) -> Artifact | None:
+        rows = self._q("SELECT hash, size FROM artifacts WHERE hash = ?", (hash_,))
         if not rows:
             return None
-        art = rows[0]
-        art["digests"] = {r["algo"]: r["value"] for r in self._q(
+        digests = {r["algo"]: r["value"] for r in self._q(
             "SELECT algo, value FROM artifact_digests WHERE hash = ?", (hash_,))}
-        return art
+        return Artifact(rows[0]["hash"], rows[0]["size"], digests)
 
     def latest_hash_at_path(self, path: str) -> str | None:
         """The hash most recently recorded at `path` (written, else read)."""
@@ -636,7 +641,7 @@ class Store:
         )
         return rows[0]["hash"] if rows else None
 
-    def edges_of_artifact(self, hash_: str) -> list[dict]:
+    def uses_of_artifact(self, hash_: str) -> list[ArtifactUse]:
         """Every (job, direction, path) touching an artifact, oldest first. `path` is the real
         path (its exact bytes, from path_raw when set): views escape it, reproduce opens it."""
         rows = self._q(
@@ -644,9 +649,8 @@ class Store:
             " j.ended_at FROM job_io io JOIN jobs j ON j.id = io.job_id WHERE io.hash = ?"
             " ORDER BY j.started_at, j.rowid", (hash_,),
         )
-        for r in rows:
-            r["path"] = path_from_db(r["path"], r["path_raw"])
-        return rows
+        return [ArtifactUse(r["job_id"], r["direction"], path_from_db(r["path"], r["path_raw"]), r["session_id"],
+                            r["seq"], r["kind"], r["command"], r["ended_at"]) for r in rows]
 
     # -- hash cache ------------------------------------------------------------
     def cache_lookup(self, keys: list[tuple]) -> dict[tuple, str]:
@@ -692,7 +696,7 @@ class Store:
                 " VALUES (?,?,?)", [(rec["id"], o, n or "") for o, n in job_pairs],
             )
 
-    def reproductions(self, job_id: str | None = None, hash_: str | None = None) -> list[dict]:
+    def reproductions(self, job_id: str | None = None, hash_: str | None = None) -> list[Reproduction]:
         """Reproduction records involving a job, or whose verdicts cover an artifact hash."""
         if job_id is not None:
             rows = self._q(
@@ -701,11 +705,10 @@ class Store:
         else:
             rows = self._q("SELECT * FROM reproductions WHERE verdicts LIKE '%' || ? || '%' ORDER BY created_at",
                            (hash_,))
-        for r in rows:
-            for k in ("target_hashes", "plan", "verdicts"):
-                r[k] = _json().loads(r[k] or "[]")
-            r["ok"] = bool(r["ok"])
-        return rows
+        loads = _json().loads
+        return [Reproduction(r["id"], r["created_at"], r["target"], r["mode"], bool(r["ok"]), r["directory"],
+                             tuple(loads(r["target_hashes"] or "[]")), tuple(loads(r["plan"] or "[]")),
+                             tuple(loads(r["verdicts"] or "[]"))) for r in rows]
 
     # -- env vars / labels -------------------------------------------------------
     def env_vars(self) -> dict[str, str]:
@@ -719,14 +722,12 @@ class Store:
         with self._tx() as c:
             return c.execute("DELETE FROM env_vars WHERE name = ?", (name,)).rowcount > 0
 
-    def label_history(self, entity_type: str, entity_id: str) -> list[dict]:
+    def label_history(self, entity_type: str, entity_id: str) -> list[LabelVersion]:
         rows = self._q(
             "SELECT version, doc, created_at FROM labels WHERE entity_type = ? AND entity_id = ?"
             " ORDER BY version", (entity_type, entity_id),
         )
-        for r in rows:
-            r["doc"] = _json().loads(r["doc"])
-        return rows
+        return [LabelVersion(r["version"], _json().loads(r["doc"]), r["created_at"]) for r in rows]
 
     def label_patch(self, entity_type: str, entity_id: str, patch: dict) -> dict:
         """Apply `patch` (value None deletes a key) as a new version; returns the new document."""

@@ -321,14 +321,14 @@ def test_notebook_cells_update_a_database_in_place(proj, jupyter_kernels, kernel
     from roar_nb.session import Project
 
     store = Project(proj.root).store
-    (sess,) = [s for s in store.sessions() if s["kind"] == "notebook"]
-    create, update = store.jobs(sess["id"])
+    (sess,) = [s.session for s in store.sessions() if s.session.kind == "notebook"]
+    create, update = store.jobs(sess.id)
     assert "CREATE TABLE" in create.source and "VALUES (2)" in update.source
     for name in ("app.db", "nb.log"):
         made = [e.hash for e in create.outputs if e.path.endswith(name)]
         seen = [e.hash for e in update.inputs if e.path.endswith(name)]
         assert made and seen == made, name
-    d = dag.build(store.jobs(sess["id"])).to_json()
+    d = dag.build(store.jobs(sess.id)).to_json()
     assert d["jobs"][1]["depends_on"] == [create.id]
 
     run = proj.roar("reproduce", "app.db", "--run")

@@ -288,13 +288,13 @@ def test_each_kernel_start_is_its_own_session(kernels, tmp_path):
     again = cells + [("unload", "%unload_ext roar"), ("reload", "%load_ext roar\n%roar on"),
                      ("w2", "open('p.txt', 'w').write('p')")]
     run(make_nb(again), tmp_path, "roar", env={"ROAR_NOTEBOOK": nbpath}, order=[c for c, _ in again])
-    sessions = notebook_sessions(tmp_path)
-    assert len(sessions) == 2 and all(s["notebook"] == nbpath for s in sessions)
-    first, second = sorted(sessions, key=lambda s: s["created_at"])
-    assert first["jobs"] == 1
+    sessions = [s for s in store(tmp_path).sessions() if s.session.kind == "notebook"]
+    assert len(sessions) == 2 and all(s.session.notebook == nbpath for s in sessions)
+    first, second = sorted(sessions, key=lambda s: s.session.created_at)
+    assert first.jobs == 1
     # %unload_ext / %load_ext in the same kernel keeps that kernel's session.
-    assert second["jobs"] == 2
-    assert [j.cell_id for j in store(tmp_path).jobs(second["id"])] == ["w", "w2"]
+    assert second.jobs == 2
+    assert [j.cell_id for j in store(tmp_path).jobs(second.session.id)] == ["w", "w2"]
 
 
 # --- 7. trace directories do not outlive their owner ---------------------------------------
@@ -389,7 +389,7 @@ def test_cell_made_stale_by_a_later_roar_run_is_stale_in_the_notebook_view(kerne
     out = run(nb, tmp_path, "roar", env={"PATH": f"{BIN}:{os.environ['PATH']}"})
     (s,) = notebook_sessions(tmp_path)
     assert "stale      @1" in text(out["status"]), text(out["status"]) + text(out["rewrite"])
-    view = json.loads(roar(tmp_path, "dag", "--json", "--session", s["id"]).stdout)
+    view = json.loads(roar(tmp_path, "dag", "--json", "--session", s.id).stdout)
     everything = json.loads(roar(tmp_path, "dag", "--json", "--all").stdout)
     (cell,) = view["jobs"]
     assert cell["stale"] and "in.txt" in cell["stale"]

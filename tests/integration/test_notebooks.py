@@ -99,7 +99,7 @@ def store(cwd: Path):
 
 
 def notebook_sessions(cwd: Path) -> list:
-    return [s for s in store(cwd).sessions() if s["kind"] == "notebook"]
+    return [s.session for s in store(cwd).sessions() if s.session.kind == "notebook"]
 
 
 def dag_json(cwd: Path, session_id: str | None = None, expanded: bool = False) -> dict:
@@ -108,7 +108,7 @@ def dag_json(cwd: Path, session_id: str | None = None, expanded: bool = False) -
     st = store(cwd)
     if session_id is None:
         (s,) = notebook_sessions(cwd)
-        session_id = s["id"]
+        session_id = s.id
     return dag.build(st.jobs(session_id), expanded=expanded, session_id=session_id).to_json()
 
 
@@ -399,10 +399,10 @@ def test_two_notebooks_share_one_roar_dir_concurrently(kernels, tmp_path):
     for t in threads:
         t.join()
     assert not errors
-    sessions = notebook_sessions(tmp_path)
-    assert sorted(s["jobs"] for s in sessions) == [n, n]
+    sessions = [s for s in store(tmp_path).sessions() if s.session.kind == "notebook"]
+    assert sorted(s.jobs for s in sessions) == [n, n]
     for s in sessions:
-        jobs = store(tmp_path).jobs(s["id"])
+        jobs = store(tmp_path).jobs(s.session.id)
         assert [j.seq for j in jobs] == list(range(1, n + 1))
         prefix = jobs[0].cell_id[0]
         assert {os.path.basename(e.path) for j in jobs for e in j.outputs} == {f"{prefix}{i}.txt" for i in range(n)}

@@ -53,11 +53,11 @@ def run_cells(cwd: Path, sources: list, kernel: str = "roar", env: dict | None =
 
 
 def all_jobs(cwd: Path) -> list:
-    from roar_nb import dag
+    from roar_nb import shapes
     from roar_nb.session import Project
 
     jobs = Project(cwd).store.jobs()
-    return [dag.job_json(j) for j in jobs]
+    return [shapes.job_json(j) for j in jobs]
 
 
 def base(e) -> str:

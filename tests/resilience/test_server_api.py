@@ -16,6 +16,7 @@ import pytest
 
 from conftest import BIN, Proj
 from e2e.test_lab import free_port, get, wait_ready
+from integration.test_json_contract import conforms
 
 HUGE = "@99999999999999999999999"
 
@@ -129,3 +130,24 @@ def test_every_endpoint_needs_the_token(server):
         for token in (None, "wrong" + server.token):
             code, body = server.api(endpoint, token=token)
             assert code == 403 and "message" in body["error"], (endpoint, code, body)
+
+
+def test_every_document_matches_the_shapes_schema(server, layout):
+    """What the panel reads is what roar_nb/shapes.schema.json (and model.ts) says, error bodies too."""
+    for endpoint, shape in (("dag", "dagView"), ("dag?session=all&expanded=1", "dagView"),
+                            ("dag?path=bare/nb.ipynb", "dagView"), ("sessions", "sessionsView"),
+                            ("sessions?path=bare/nb.ipynb", "sessionsView"), ("changes", "changesView"),
+                            ("job/@1", "job")):
+        code, body = server.api(endpoint)
+        assert code == 200, (endpoint, body)
+        conforms(body, shape)
+    code, dag = server.api("dag")
+    (job,) = dag["jobs"]
+    assert "label" in job and job["outputs"]
+    code, art = server.api(f"artifact/{job['outputs'][0]['hash']}")
+    assert code == 200
+    conforms(art, "artifact")
+    for endpoint in (f"job/{HUGE}", "artifact/zz", "nope", "dag?session=%"):
+        code, body = server.api(endpoint)
+        assert code >= 400
+        conforms(body, "error")

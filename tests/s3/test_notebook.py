@@ -45,8 +45,8 @@ def test_cells_s3_requests_are_attributed_to_the_cell_that_made_them(jupyter_ker
     from roar_nb.session import Project
 
     st = Project(tmp_path).store
-    (sess,) = [s for s in st.sessions() if s["kind"] == "notebook"]
-    jobs = dag.build(st.jobs(sess["id"]), session_id=sess["id"]).to_json()["jobs"]
+    (sess,) = [s.session for s in st.sessions() if s.session.kind == "notebook"]
+    jobs = dag.build(st.jobs(sess.id), session_id=sess.id).to_json()["jobs"]
     b3 = lambda d: blake3.blake3(d).hexdigest()  # noqa: E731
     s3_io = [([(e["path"], e["hash"]) for e in j["inputs"] if e["path"].startswith("s3://")],
               [(e["path"], e["hash"]) for e in j["outputs"] if e["path"].startswith("s3://")]) for j in jobs]
