@@ -42,7 +42,7 @@ def snapshot() -> tuple[str, str, str, dict]:
         py = "%d.%d.%d" % sys.version_info[:3]
         plat = f"{sys.platform}-{os.uname().machine}"
         pkgs = _packages()
-        # A canonical text of the snapshot (not JSON: json imports `re`, see model.py).
+        # A canonical text of the snapshot (not JSON: json imports `re`, see lean.py).
         doc = "\n".join([py, plat, *(f"{k}=={v}" for k, v in sorted(pkgs.items()))])
         _cache = (hash_bytes(doc.encode("utf-8", "surrogateescape"))[:32], py, plat, pkgs)
     return _cache

@@ -4,106 +4,15 @@ Capture produces `Event`s, the session turns them into a `Job` with `Edge`s to
 `Artifact`s, the store persists them and the use cases read them back. Nothing
 here touches the disk, the database or a front end.
 
-`record` is a small stand-in for `dataclasses.dataclass` used by every module
-on the `roar run` path: `import dataclasses` pulls in `inspect` (with ast, dis
-and tokenize), about 15 ms, a quarter of the start-up budget of `roar run`.
-It supports what this code base uses: annotated fields in order, defaults,
-`factory(fn)` for mutable defaults, `frozen=True`, `replace()` and `asdict()`.
+Records are declared with `lean.record` (a dataclass stand-in, see lean.py);
+`record`, `factory`, `replace`, `asdict` and `new_id` are re-exported here, where
+the rest of the code base has always imported them from.
 """
 
 from __future__ import annotations
 
-import os
-
-_MISSING = object()
-
-
-class _Factory:
-    __slots__ = ("fn",)
-
-    def __init__(self, fn):
-        self.fn = fn
-
-
-def factory(fn):
-    """A default produced by calling `fn()` for each instance (like dataclasses' default_factory)."""
-    return _Factory(fn)
-
-
-def record(cls=None, *, frozen: bool = False):
-    """Class decorator: `__init__`, `__repr__` and `__eq__` from the annotated fields.
-
-    With `frozen=True` instances are immutable and hashable."""
-    def wrap(cls):
-        names = list(cls.__dict__.get("__annotations__", {}))
-        env = {"_M": _MISSING, "_set": object.__setattr__}
-        params, body = [], []
-        for n in names:
-            d = cls.__dict__.get(n, _MISSING)
-            if d is _MISSING:
-                params.append(n)
-            elif isinstance(d, _Factory):
-                env[f"_f_{n}"] = d.fn
-                params.append(f"{n}=_M")
-                body.append(f"    if {n} is _M: {n} = _f_{n}()")
-                delattr(cls, n)
-            else:
-                env[f"_d_{n}"] = d
-                params.append(f"{n}=_d_{n}")
-            body.append(f"    _set(self, {n!r}, {n})" if frozen else f"    self.{n} = {n}")
-        src = f"def __init__(self, {', '.join(params)}):\n" + ("\n".join(body) or "    pass")
-        ns: dict = {}
-        exec(src, env, ns)  # noqa: S102 - generated from annotation names, as dataclasses does
-        cls.__init__ = ns["__init__"]
-        cls.__record_fields__ = tuple(names)
-
-        def __repr__(self):
-            return f"{type(self).__name__}(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in names) + ")"
-
-        def __eq__(self, other):
-            if type(other) is not type(self):
-                return NotImplemented
-            return all(getattr(self, n) == getattr(other, n) for n in names)
-
-        cls.__repr__, cls.__eq__ = __repr__, __eq__
-        if frozen:
-            def __setattr__(self, name, value):
-                raise AttributeError(f"{type(self).__name__} is frozen")
-
-            cls.__setattr__ = __setattr__
-            cls.__delattr__ = __setattr__
-            cls.__hash__ = lambda self: hash(tuple(getattr(self, n) for n in names))
-        else:
-            cls.__hash__ = None
-        return cls
-
-    return wrap if cls is None else wrap(cls)
-
-
-def replace(obj, **changes):
-    """A copy of record `obj` with some fields changed."""
-    values = {n: getattr(obj, n) for n in obj.__record_fields__}
-    values.update(changes)
-    return type(obj)(**values)
-
-
-def asdict(obj):
-    """Records (and lists/tuples/dicts of them) as plain dicts, recursively."""
-    if hasattr(obj, "__record_fields__"):
-        return {n: asdict(getattr(obj, n)) for n in obj.__record_fields__}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(asdict(x) for x in obj)
-    if isinstance(obj, dict):
-        return {k: asdict(v) for k, v in obj.items()}
-    return obj
-
-
-def new_id() -> str:
-    """A random 128-bit id as 32 hex digits (jobs, sessions, reproductions).
-
-    Not uuid.uuid4(): importing uuid costs ~20 ms of `roar run`'s start-up."""
-    return os.urandom(16).hex()
-
+# Re-exported: the records' toolkit lives with the other start-up stand-ins in lean.py.
+from roar_nb.lean import asdict, factory, new_id, record, replace  # noqa: F401
 
 # Event operations (see rust/EVENTS.md). Single ASCII letters so the native
 # wire format and the in-process (audit hook) backend share one vocabulary.

@@ -12,12 +12,9 @@ import os
 import time
 from collections.abc import Callable
 
-try:  # the C module behind `signal`: the wrapper imports enum (~5 ms of `roar run`)
-    import _signal as signal
-except ImportError:  # pragma: no cover - non-CPython
-    import signal
 
 from roar_nb import config as cfg_mod
+from roar_nb.lean import join_argv, signal
 from roar_nb.capture import events as ev_mod
 from roar_nb import ray as ray_mod
 from roar_nb.capture.result import CaptureResult
@@ -146,21 +143,6 @@ class JobDraft:
     kernel_id: str | None = None
     git: object = None  # gitinfo.GitInfo
     id: str = factory(new_id)
-
-
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
-
-
-def join_argv(argv) -> str:
-    """A shell-escaped command line, exactly as shlex.join writes it (without importing re)."""
-    def quote(s: str) -> str:
-        if not s:
-            return "''"
-        if all(c in _SAFE for c in s):
-            return s
-        return "'" + s.replace("'", "'\"'\"'") + "'"
-
-    return " ".join(quote(a) for a in argv)
 
 
 def step_identity(command: str, cwd: str) -> str:
@@ -475,18 +457,6 @@ class RunResult:
     returncode: int  # as subprocess reports it: negative for a signal
     warnings: list
     error: str | None = None  # the command could not be started (not found, not executable)
-
-
-def preload_env(trace_dir: str, base: dict | None = None) -> dict:
-    """Environment for a child traced by the preload library (LD_PRELOAD + ROAR_TRACE_DIR)."""
-    from roar_nb.capture import preload
-
-    env = dict(os.environ if base is None else base)
-    lib = preload.injectable_path()
-    old = env.get("LD_PRELOAD", "")
-    env["LD_PRELOAD"] = f"{lib}:{old}" if old else lib
-    env[cfg_mod.ENV_TRACE_DIR] = trace_dir
-    return env
 
 
 def run_command(project: Project, argv: list[str], kind: str = "run",

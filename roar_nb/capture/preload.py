@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from roar_nb.config import ENV_PRELOAD_LIB
+from roar_nb.lean import which  # noqa: F401 - re-exported: capture.select calls preload.which
 
 LIB_NAME = "libroar_preload.so"
 _PKG = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # roar_nb/
@@ -121,12 +122,4 @@ def mapped_library() -> str | None:
         pass
     return None
 
-
-def which(program: str, path: str | None = None) -> str | None:
-    """Like shutil.which, without importing shutil (and bz2, lzma) on `roar run`'s hot path."""
-    for d in (path if path is not None else os.environ.get("PATH", os.defpath)).split(os.pathsep):
-        cand = os.path.join(d or ".", program)
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    return None
 

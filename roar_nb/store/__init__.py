@@ -16,6 +16,10 @@ import time
 from collections.abc import Iterable
 
 from roar_nb import present
+from roar_nb.lean import json as _json
+from roar_nb.lean import json_string_list as _json_string_list
+from roar_nb.lean import json_string_map as _json_string_map
+from roar_nb.lean import json_strings as _json_strings
 from roar_nb.errors import AmbiguousRef, RefNotFound, StoreError
 from roar_nb.model import (
     Artifact, ArtifactUse, Edge, Environment, Job, LabelVersion, Reproduction, Session, SessionStats, new_id,
@@ -25,71 +29,6 @@ from roar_nb.store import schema
 
 # How long a writer waits for another's transaction; ROAR_BUSY_TIMEOUT (seconds) overrides it.
 BUSY_TIMEOUT_S = float(os.environ.get("ROAR_BUSY_TIMEOUT") or 60.0)
-
-
-def _json():
-    """The json module, imported on first use: it imports `re`, which `roar run` avoids."""
-    import json
-
-    return json
-
-
-def _json_strings(items) -> str:
-    """A JSON array of strings, byte-for-byte what json.dumps writes, without importing json."""
-    try:
-        from _json import encode_basestring_ascii as enc  # CPython's C encoder
-    except ImportError:  # pragma: no cover - other interpreters
-        return _json().dumps(list(items))
-    return "[" + ", ".join(enc(s) for s in items) + "]"
-
-
-def _json_string_list(text: str) -> list:
-    """json.loads of a JSON array of strings (job argv and capture notes), without importing
-    json on `roar status`; anything else goes to json."""
-    try:
-        from _json import scanstring  # CPython's C string decoder
-    except ImportError:  # pragma: no cover - other interpreters
-        return _json().loads(text)
-    out, i, n = [], 1, len(text)
-    ws = " \t\n\r"
-    try:
-        if text[:1] != "[":
-            raise ValueError(text)
-        while i < n and text[i] in ws:
-            i += 1
-        if text[i] == "]":
-            i += 1
-        else:
-            while True:
-                if text[i] != '"':
-                    raise ValueError(text)
-                item, i = scanstring(text, i + 1, True)
-                out.append(item)
-                while text[i] in ws:
-                    i += 1
-                if text[i] == "]":
-                    i += 1
-                    break
-                if text[i] != ",":
-                    raise ValueError(text)
-                i += 1
-                while text[i] in ws:
-                    i += 1
-        if text[i:].strip(ws):
-            raise ValueError(text)
-    except (ValueError, IndexError):
-        return _json().loads(text)  # not a plain list of strings: the real parser decides
-    return out
-
-
-def _json_string_map(d: dict) -> str:
-    """json.dumps(d, sort_keys=True) for a dict of strings to strings, without importing json:
-    a project's first `roar run` stores its environment's package map."""
-    try:
-        from _json import encode_basestring_ascii as enc
-    except ImportError:  # pragma: no cover - other interpreters
-        return _json().dumps(d, sort_keys=True)
-    return "{" + ", ".join(f"{enc(k)}: {enc(v)}" for k, v in sorted(d.items())) + "}"
 
 
 def path_to_db(path: str) -> tuple[str, bytes | None]:
@@ -352,13 +291,6 @@ class Store:
         rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0]["value"] if rows else None
 
-    def meta_set(self, key: str, value: str | None) -> None:
-        with self._tx() as c:
-            if value is None:
-                c.execute("DELETE FROM meta WHERE key = ?", (key,))
-            else:
-                c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
-
     def new_session(self, kind: str = "cli", name: str | None = None,
                     notebook: str | None = None, make_active: bool = False) -> Session:
         s = Session(id=new_id(), created_at=time.time(), kind=kind, name=name, notebook=notebook)
@@ -414,13 +346,6 @@ class Store:
         return Session(**rows[0]) if rows else None
 
     # -- environments ----------------------------------------------------------
-    def put_environment(self, env_id: str, python: str, platform: str, packages: dict) -> None:
-        with self._tx() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO environments(id, python, platform, packages) VALUES (?,?,?,?)",
-                (env_id, python, platform, _json().dumps(packages, sort_keys=True)),
-            )
-
     def has_environment(self, env_id: str) -> bool:
         return bool(self._q("SELECT 1 FROM environments WHERE id = ?", (env_id,)))
 

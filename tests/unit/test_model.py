@@ -8,8 +8,10 @@ import pytest
 
 from roar_nb.gitinfo import read_git
 from roar_nb.model import Edge, Job, asdict, factory, record, replace
-from roar_nb.session import join_argv
-from roar_nb.store import _json_string_list, _json_string_map, _json_strings
+from roar_nb.lean import join_argv
+from roar_nb.lean import json_string_list as _json_string_list
+from roar_nb.lean import json_string_map as _json_string_map
+from roar_nb.lean import json_strings as _json_strings
 
 AWKWARD = ["", "plain", "with space", "it's", 'say "hi"', "a\nb", "tab\t", "ünï", "\udcff-bad", "$HOME", "*.py",
            "--epochs=3", "a;b", "back\\slash"]
