@@ -142,10 +142,10 @@ class CellRecorder:
         draft.status = "failed" if failed else "ok"
         draft.exit_code = 1 if failed else 0
         draft.execution_count = execution_count
-        if not finished:
-            draft.capture_notes.append("the cell did not finish normally")
         result = CaptureResult(events=ev_mod.reduce(trace.events), backend=trace.backend,
                                capture_level=trace.capture_level, notes=list(trace.notes))
+        if not finished:
+            result.notes.append("the cell did not finish normally")
         s3 = self.s3_edges(self._t0, t1)
         # Never freeze the kernel behind another process's write lock: after a short wait
         # the job goes to .roar/pending/ (said once per kernel) and is stored later.

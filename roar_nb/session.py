@@ -183,14 +183,16 @@ class _CacheRows:
 
 def record_job(project: Project, draft: JobDraft, capture: CaptureResult,
                store_problem: str | None = None, wait: float | None = None,
-               s3: CaptureResult | None = None) -> tuple[Job, list[str]]:
+               s3: CaptureResult | None = None, setup: CaptureResult | None = None) -> tuple[Job, list[str]]:
     """Hash what the job touched and store it. Returns (job, warnings). Never loses the job:
     if the database cannot take it, the job is kept in .roar/pending/ (then `job.seq` is 0
     and the last warning is a PendingNote) and stored by the next roar command.
 
     `capture` is what the tracer (or the kernel's capture) saw; `s3` what the S3 proxy saw
-    (its edges already hashed by the proxy, `roar_nb.proxy.to_edges`). Their backend, levels
-    and notes are folded into the job here and nowhere else (`capture.result.fold`).
+    (its edges already hashed by the proxy, `roar_nb.proxy.to_edges`); `setup` what the
+    front end knew before and around the run (the tracer chosen and why, a proxy that did
+    not start, a deleted working directory, a step timeout). Their backend, levels and
+    notes are folded into the job here and nowhere else (`capture.result.fold`).
     `store_problem`: why the caller already knows the store cannot be used. `wait`: the
     longest this call may wait for another writer's lock (default: the busy timeout);
     a notebook cell passes a short one, so a held lock sends the job to pending at once.
@@ -198,7 +200,7 @@ def record_job(project: Project, draft: JobDraft, capture: CaptureResult,
     from roar_nb import environment
     from roar_nb.hashing import hash_paths
 
-    results = [capture] if s3 is None else [capture, s3]
+    results = [r for r in (setup, capture, s3) if r is not None]
     for r in results:
         fold_capture(draft, r)
     reduced = capture.events if capture.events is not None else ev_mod.reduce([])
@@ -515,8 +517,10 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
                      started_at=time.time(), session_id=session.id if session else "", step=step)
     if outer_trace is not None:
         ev_mod.announce_nested_job(outer_trace, draft.id)
+    # What is known before the command runs, and while it runs: folded by record_job.
+    setup = CaptureResult()
     if here is None and spawn_dir is None:
-        draft.capture_notes.append("the working directory had been deleted; cwd is $PWD")
+        setup.notes.append("the working directory had been deleted; cwd is $PWD")
     from roar_nb.capture import select as select_mod
 
     tracer = tracer or os.environ.get(cfg_mod.ENV_TRACER)
@@ -532,7 +536,7 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
         ray_mod.prepare(project, base_env, str(trace_dir))
         if proxy or (proxy is None and _proxy_wanted(project)):
             # Before `select`, which builds the child's environment: it gains the endpoint.
-            running_proxy = _start_job_proxy(project, str(trace_dir), base_env, draft, required=bool(proxy))
+            running_proxy = _start_job_proxy(project, str(trace_dir), base_env, setup, required=bool(proxy))
         sel = select_mod.select(tracer, argv, base_env, str(trace_dir), cwd)  # decided before running
     except ProxyError:  # only when the proxy is required (roar get/put): nothing has run yet
         raise
@@ -540,10 +544,10 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
         why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
         sel = select_mod.Selection("none", list(argv), dict(base_env), None,
                                    [f"tracing could not be prepared ({why}); the command ran untraced"], True)
-    draft.backend = sel.backend
-    draft.capture_notes.extend(sel.notes)
+    setup.backend = sel.backend
+    setup.notes.extend(sel.notes)
     if sel.partial:
-        draft.capture_level = CAPTURE_PARTIAL
+        setup.capture_level = CAPTURE_PARTIAL
 
     child_argv, child_env = _die_with_roar(sel)
     error = None
@@ -552,7 +556,7 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
         try:
             if child_argv[0] != argv[0]:  # wrapped by a tracer: fail like Popen(argv) would
                 select_mod.check_runnable(argv, base_env, cwd)
-            rc = waiter.run(child_argv, child_env, spawn_dir, timeout, draft.capture_notes)
+            rc = waiter.run(child_argv, child_env, spawn_dir, timeout, setup.notes)
         except FileNotFoundError:
             rc, error = 127, f"command not found: {argv[0]}"
         except PermissionError:
@@ -561,7 +565,7 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
             rc, error = 126, f"cannot run {argv[0]}: {e.strerror or e}"
         job = None
         try:
-            job = _finish_run(project, draft, sel, select_mod, str(trace_dir), rc, store_problem, warnings,
+            job = _finish_run(project, draft, setup, sel, select_mod, str(trace_dir), rc, store_problem, warnings,
                               running_proxy)
         except Exception as e:  # noqa: BLE001 - the command ran: its status must reach the caller
             warnings.append(f"internal error, job not recorded: {type(e).__name__}: {e}")
@@ -572,7 +576,7 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     return RunResult(job, rc, warnings, error)
 
 
-def _finish_run(project, draft, sel, select_mod, trace_dir, rc, store_problem, warnings,
+def _finish_run(project, draft, setup, sel, select_mod, trace_dir, rc, store_problem, warnings,
                 running_proxy=None) -> Job:
     draft.ended_at = time.time()
     draft.exit_code = rc
@@ -589,7 +593,7 @@ def _finish_run(project, draft, sel, select_mod, trace_dir, rc, store_problem, w
     events, ray_tasks = ray_mod.merge(project, draft, trace_dir, events)  # Ray tasks: child jobs
     capture.events = ev_mod.reduce(events)
     capture.events.nested_jobs.extend(ray_tasks)
-    job, more = record_job(project, draft, capture, store_problem=store_problem, s3=s3)
+    job, more = record_job(project, draft, capture, store_problem=store_problem, s3=s3, setup=setup)
     warnings.extend(more)
     return job
 
@@ -628,11 +632,11 @@ def _proxy_wanted(project: Project) -> bool:
     return bool(project.config.get("proxy.enabled"))
 
 
-def _start_job_proxy(project: Project, trace_dir: str, env: dict, draft: JobDraft, required: bool = False):
+def _start_job_proxy(project: Project, trace_dir: str, env: dict, setup: CaptureResult, required: bool = False):
     """A proxy for this job only, its events in the job's trace dir; `env` gains the endpoint.
 
-    On failure the command still runs (unrouted): the job is partial, with the reason;
-    unless the proxy is `required` (roar get/put), then ProxyError is raised."""
+    On failure the command still runs (unrouted): `setup` makes the job partial, with the
+    reason; unless the proxy is `required` (roar get/put), then ProxyError is raised."""
     from roar_nb import proxy as proxy_mod
     from roar_nb.errors import ProxyError
 
@@ -644,8 +648,8 @@ def _start_job_proxy(project: Project, trace_dir: str, env: dict, draft: JobDraf
         if required:
             remove_trace_dir(trace_dir)
             raise
-        draft.capture_level = CAPTURE_PARTIAL
-        draft.capture_notes.append(f"S3 proxy not started ({e}); S3 I/O not captured")
+        setup.capture_level = CAPTURE_PARTIAL
+        setup.notes.append(f"S3 proxy not started ({e}); S3 I/O not captured")
         return None
     env.update(proxy_mod.child_env(running.url))
     return running
