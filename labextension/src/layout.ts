@@ -14,7 +14,7 @@ import dagre from '@dagrejs/dagre';
 
 import type { IDagDoc, IJobJson } from './model';
 
-export type NodeKind = 'job' | 'artifact';
+export type NodeKind = 'job' | 'artifact' | 'group';
 
 export interface IGraphNode {
   id: string; // job id, or "a:" + blake3 for an artifact node
@@ -27,6 +27,7 @@ export interface IGraphNode {
   stale?: boolean;
   capture?: string;
   external?: boolean; // artifact no job of this DAG produced
+  members?: string[]; // a group: the ids of the jobs it stands for, oldest first
 }
 
 export interface IGraphEdge {
@@ -60,6 +61,22 @@ export interface ILayout {
 
 export interface IGraphOptions {
   artifactsAsNodes: boolean;
+  /** Groups (see `groupKey`) the user unfolded: their jobs are drawn one by one. */
+  expandedGroups?: string[];
+  /** Siblings fold into one group node from this many on (default FOLD_AT). */
+  foldAt?: number;
+}
+
+/** From this many sibling jobs of one step on (e.g. a cell's Ray tasks), they are drawn as one node. */
+export const FOLD_AT = 4;
+
+/**
+ * The group a job folds into: the children of one job (a cell's or a script's Ray
+ * tasks, the `roar run`s of a loop) that share kind and step, e.g. 200 calls of one
+ * Ray function. Null for a job without a parent. The same rule as `roar dag`.
+ */
+export function groupKey(j: IJobJson): string | null {
+  return j.parent_job ? `g:${j.parent_job}:${j.kind}:${j.step}` : null;
 }
 
 const CHAR_W = 6.6; // average width of a 11px UI-font character
@@ -202,6 +219,89 @@ export function buildGraph(doc: IDagDoc, opts: IGraphOptions): IGraph {
       }
     }
   }
+  return fold({ nodes, edges }, jobs, opts);
+}
+
+/** The name a group of jobs shows: the step for Ray tasks (a function name), else a job's label. */
+function groupName(j: IJobJson): string {
+  return j.kind === 'ray_task' ? j.step : jobLabel(j).replace(/^@\S+\s*/, '');
+}
+
+/**
+ * Siblings of one group (`groupKey`), FOLD_AT or more and not unfolded by the user,
+ * become one node; edges to and from them are merged, edges inside the group dropped.
+ */
+function fold(g: IGraph, jobs: IJobJson[], opts: IGraphOptions): IGraph {
+  const groups = new Map<string, IJobJson[]>();
+  for (const j of jobs) {
+    const k = groupKey(j);
+    if (k) {
+      groups.set(k, [...(groups.get(k) ?? []), j]);
+    }
+  }
+  const open = new Set(opts.expandedGroups ?? []);
+  const into = new Map<string, string>(); // job id -> group node id
+  const groupNodes: IGraphNode[] = [];
+  for (const [key, members] of groups) {
+    if (members.length < (opts.foldAt ?? FOLD_AT) || open.has(key)) {
+      continue;
+    }
+    const failed = members.filter(m => m.status !== 'ok').length;
+    const incomplete = members.filter(m => m.capture_level !== 'complete');
+    const label = shorten(`${members.length} \u00d7 ${groupName(members[0])}`);
+    const parts = [members[0].kind, `${members.length - failed} ok`];
+    if (failed) {
+      parts.push(`${failed} failed`);
+    }
+    if (incomplete.length) {
+      parts.push(`${incomplete.length} ${incomplete.some(m => m.capture_level === 'partial') ? 'partial' : incomplete[0].capture_level}`);
+    }
+    if (members.some(m => m.stale)) {
+      parts.push('stale');
+    }
+    const sub = parts.join(' \u00b7 ');
+    groupNodes.push({
+      id: key,
+      kind: 'group',
+      label,
+      sub,
+      width: boxWidth(label, sub),
+      height: 40,
+      status: failed ? 'failed' : 'ok',
+      stale: members.some(m => !!m.stale),
+      capture: incomplete.length ? 'partial' : 'complete',
+      members: members.map(m => m.id)
+    });
+    for (const m of members) {
+      into.set(m.id, key);
+    }
+  }
+  if (!into.size) {
+    return g;
+  }
+  const nodes = [...g.nodes.filter(n => !into.has(n.id)), ...groupNodes];
+  const merged = new Map<string, IGraphEdge & { labels: Set<string> }>();
+  for (const e of g.edges) {
+    const from = into.get(e.from) ?? e.from;
+    const to = into.get(e.to) ?? e.to;
+    if (from === to) {
+      continue; // inside one group
+    }
+    const k = `${from}\n${to}`;
+    const m = merged.get(k);
+    if (!m) {
+      merged.set(k, { from, to, hashes: [...e.hashes], label: e.label, labels: new Set(e.label ? [e.label] : []) });
+    } else {
+      m.hashes = [...new Set([...m.hashes, ...e.hashes])];
+      if (e.label) {
+        m.labels.add(e.label);
+      }
+    }
+  }
+  const edges = [...merged.values()].map(({ labels, ...e }) => ({
+    ...e,
+    label: labels.size > 1 ? `${e.hashes.length} files` : e.label
+  }));
   return { nodes, edges };
 }
 

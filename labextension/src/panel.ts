@@ -13,7 +13,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { requestAPI } from './api';
-import { basename, buildGraph, graphSignature, shorten, type ILayout, type IPlacedEdge, type IPlacedNode } from './layout';
+import { basename, buildGraph, graphSignature, groupKey, shorten, type ILayout, type IPlacedEdge, type IPlacedNode } from './layout';
 import { LayoutClient } from './layoutClient';
 import type { IArtifactDoc, IChangesDoc, IDagDoc, IJobJson, ISessionsDoc } from './model';
 
@@ -93,6 +93,7 @@ export class LineagePanel extends Widget {
   private signature = '';
   private layoutResult: ILayout | null = null;
   private selected: string | null = null;
+  private expanded = new Set<string>(); // groups of sibling jobs the user unfolded (layout.groupKey)
   private view = { k: 1, tx: 0, ty: 0 };
   private fitPending = true;
   private userMoved = false; // panned or zoomed since the last fit: keep the user's view
@@ -332,7 +333,7 @@ export class LineagePanel extends Widget {
     if (!doc) {
       return;
     }
-    const graph = buildGraph(doc, { artifactsAsNodes: this.artToggle.checked });
+    const graph = buildGraph(doc, { artifactsAsNodes: this.artToggle.checked, expandedGroups: [...this.expanded] });
     const sig = graphSignature(graph);
     if (sig === this.signature && this.layoutResult) {
       return; // same drawing: keep positions, pan and zoom
@@ -398,7 +399,7 @@ export class LineagePanel extends Widget {
     if (n.stale) {
       cls.push('roar-stale');
     }
-    if (n.kind === 'job' && n.capture !== 'complete') {
+    if ((n.kind === 'job' || n.kind === 'group') && n.capture !== 'complete') {
       cls.push('roar-capture-incomplete');
     }
     if (n.external) {
@@ -412,22 +413,39 @@ export class LineagePanel extends Widget {
       g.dataset.ref = j?.ref ?? '';
       g.dataset.status = n.status ?? '';
       g.dataset.capture = n.capture ?? '';
+    } else if (n.kind === 'group') {
+      g.dataset.members = String(n.members?.length ?? 0);
+      g.dataset.status = n.status ?? '';
     } else {
       g.dataset.hash = n.id.slice(2);
     }
     const title = svg('title');
     const j = this.jobsById.get(n.id);
-    title.textContent = j ? `${n.label}\n${n.sub}${j.stale ? `\nstale: ${j.stale}` : ''}` : `${n.label}\n${n.id.slice(2)}`;
-    const rect = svg('rect', { width: n.width, height: n.height, rx: n.kind === 'job' ? 5 : 14, class: 'roar-box' });
-    const label = svg('text', { x: 10, y: n.kind === 'job' ? 16 : 14, class: 'roar-label' });
+    title.textContent = j
+      ? `${n.label}\n${n.sub}${j.stale ? `\nstale: ${j.stale}` : ''}`
+      : n.kind === 'group'
+        ? `${n.label}\n${n.sub}\nclick: the jobs of this group`
+        : `${n.label}\n${n.id.slice(2)}`;
+    const boxy = n.kind !== 'artifact';
+    g.appendChild(title);
+    if (n.kind === 'group') {
+      // A stack: the group's box drawn over two offset copies.
+      for (const off of [6, 3]) {
+        g.appendChild(svg('rect', { x: off, y: -off, width: n.width, height: n.height, rx: 5, class: 'roar-box roar-stack' }));
+      }
+    }
+    const rect = svg('rect', { width: n.width, height: n.height, rx: boxy ? 5 : 14, class: 'roar-box' });
+    const label = svg('text', { x: 10, y: boxy ? 16 : 14, class: 'roar-label' });
     label.textContent = n.label;
-    const sub = svg('text', { x: 10, y: n.kind === 'job' ? 31 : 27, class: 'roar-sub' });
+    const sub = svg('text', { x: 10, y: boxy ? 31 : 27, class: 'roar-sub' });
     sub.textContent = n.sub;
-    g.append(title, rect, label, sub);
+    g.append(rect, label, sub);
     g.addEventListener('click', ev => {
       ev.stopPropagation();
       if (n.kind === 'job' && j) {
         this.showJob(j, true);
+      } else if (n.kind === 'group') {
+        this.showGroup(n);
       } else if (n.kind === 'artifact') {
         void this.showArtifact(n.id.slice(2));
       }
@@ -581,10 +599,62 @@ export class LineagePanel extends Widget {
     box.appendChild(src);
     box.appendChild(this.ioList('Inputs', j.inputs, 'roar-inputs'));
     box.appendChild(this.ioList('Outputs', j.outputs, 'roar-outputs'));
+    const key = groupKey(j);
+    if (key && this.expanded.has(key)) {
+      const siblings = [...this.jobsById.values()].filter(x => groupKey(x) === key).length;
+      const act = el('div', 'roar-actions');
+      const fold = el('button', 'roar-fold jp-Button', `Fold the ${siblings} jobs of this group`);
+      fold.addEventListener('click', () => {
+        this.expanded.delete(key);
+        this.selected = key;
+        void this.redraw();
+      });
+      act.appendChild(fold);
+      box.appendChild(act);
+    }
     this.details.replaceChildren(box);
     if (fromClick) {
       this.opts.onJobSelected(j);
     }
+  }
+
+  /** A folded group: what it stands for, its jobs (each one click away), and a way to unfold it. */
+  private showGroup(n: IPlacedNode): void {
+    this.selected = n.id;
+    this.markSelected();
+    const members = (n.members ?? []).map(id => this.jobsById.get(id)).filter((j): j is IJobJson => !!j);
+    const box = el('div', 'roar-group-details');
+    box.dataset.id = n.id;
+    box.appendChild(el('div', 'roar-details-title', n.label));
+    const parent = members.length ? this.jobsById.get(members[0].parent_job ?? '') : undefined;
+    const rows: [string, string, string?][] = [
+      ['jobs', n.sub, n.status === 'failed' ? 'roar-bad' : undefined],
+      ['started by', parent ? parent.label ?? parent.ref : (members[0]?.parent_job ?? '').slice(0, 12)]
+    ];
+    box.appendChild(this.kv(rows));
+    const act = el('div', 'roar-actions');
+    const unfold = el('button', 'roar-unfold jp-Button', `Show the ${members.length} jobs`);
+    unfold.addEventListener('click', () => {
+      this.expanded.add(n.id);
+      this.selected = null;
+      void this.redraw();
+    });
+    act.appendChild(unfold);
+    box.appendChild(act);
+    const s = this.section(`Jobs (${members.length})`);
+    const ul = el('ul', 'roar-refs roar-members');
+    for (const m of members) {
+      const li = el('li');
+      const b = el('button', 'roar-ref', m.ref);
+      b.title = 'show this job';
+      b.addEventListener('click', () => this.showJob(m, true));
+      const why = m.status !== 'ok' ? ` (${m.status})` : m.capture_level !== 'complete' ? ` (${m.capture_level})` : '';
+      li.append(b, document.createTextNode(' '), el('span', 'roar-ref-text', shorten(m.command.split('\n')[0] + why, 60)));
+      ul.appendChild(li);
+    }
+    s.appendChild(ul);
+    box.appendChild(s);
+    this.details.replaceChildren(box);
   }
 
   private async showArtifact(hash: string): Promise<void> {

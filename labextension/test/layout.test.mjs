@@ -144,3 +144,62 @@ test('a 500-job DAG lays out with the fast layout (timing printed, not asserted)
   assert.ok(lay.nodes.every(n => Number.isFinite(n.x) && Number.isFinite(n.y)));
   console.log(`# 500 jobs, ${g.edges.length} edges: layout ${ms.toFixed(0)} ms (in a Web Worker in the panel)`);
 });
+
+// A driver cell (@1) that read shards.txt and started 6 calls of `featurize` (Ray tasks: its
+// children), each writing one part; @8 (a cell) reads every part. Two calls of `score` too.
+function rayDoc() {
+  const task = (i, step, extra = {}) => job(`t${i}`, i + 1, {
+    kind: 'ray_task', parent_job: 'drv', ins: [['/p/shards.txt', 50]], outs: [[`/p/part${i}.bin`, 60 + i]], deps: ['drv'], ...extra,
+    step, command: `ray task ${step}`, label: `@${i + 1} ray task ${step}`
+  });
+  const tasks = [0, 1, 2, 3, 4, 5].map(i => task(i, 'featurize', i === 4 ? { status: 'failed', exit_code: 1 } : {}));
+  const score = [6, 7].map(i => task(i, 'score'));
+  const reader = job('r', 9, { ins: tasks.map((t, i) => [`/p/part${i}.bin`, 60 + i]), deps: tasks.map(t => t.id) });
+  return { project: '/p', jobs: [job('drv', 1, { outs: [['/p/shards.txt', 50]] }), ...tasks, ...score, reader] };
+}
+
+test('the many children of one step fold into one group node; its edges are merged', () => {
+  const g = L.buildGraph(rayDoc(), { artifactsAsNodes: false });
+  const groups = g.nodes.filter(n => n.kind === 'group');
+  assert.equal(groups.length, 1, 'six featurize calls fold; two score calls stay jobs');
+  const [grp] = groups;
+  assert.equal(grp.id, L.groupKey(rayDoc().jobs[1]));
+  assert.equal(grp.label, '6 \u00d7 featurize');
+  assert.match(grp.sub, /ray_task · 5 ok · 1 failed/);
+  assert.equal(grp.status, 'failed');
+  assert.deepEqual(grp.members, ['t0', 't1', 't2', 't3', 't4', 't5']);
+  assert.deepEqual(g.nodes.filter(n => n.kind === 'job').map(n => n.id).sort(), ['drv', 'r', 't6', 't7']);
+  // drv -> group once (six shards.txt edges merged), group -> r once, carrying all six parts.
+  const e = g.edges.map(x => [x.from, x.to]);
+  assert.deepEqual(e.filter(([a, b]) => a === 'drv' && b === grp.id).length, 1);
+  const out = g.edges.find(x => x.from === grp.id && x.to === 'r');
+  assert.equal(out.hashes.length, 6);
+  assert.equal(out.label, '6 files');
+  assert.ok(!g.edges.some(x => x.from === x.to), 'no edge from the group to itself');
+});
+
+test('an unfolded group, and a group smaller than FOLD_AT, show their jobs one by one', () => {
+  const doc = rayDoc();
+  const key = L.groupKey(doc.jobs[1]);
+  const g = L.buildGraph(doc, { artifactsAsNodes: false, expandedGroups: [key] });
+  assert.equal(g.nodes.filter(n => n.kind === 'group').length, 0);
+  assert.equal(g.nodes.length, doc.jobs.length);
+  assert.equal(L.buildGraph(doc, { artifactsAsNodes: false, foldAt: 2 }).nodes.filter(n => n.kind === 'group').length, 2);
+  assert.equal(L.buildGraph(doc, { artifactsAsNodes: false, foldAt: 7 }).nodes.filter(n => n.kind === 'group').length, 0);
+  assert.notEqual(L.graphSignature(g), L.graphSignature(L.buildGraph(doc, { artifactsAsNodes: false })));
+});
+
+test('with artifacts as nodes a group links to each artifact once and lays out', () => {
+  const g = L.buildGraph(rayDoc(), { artifactsAsNodes: true });
+  const grp = g.nodes.find(n => n.kind === 'group');
+  const shards = `a:${h(50)}`;
+  assert.equal(g.edges.filter(x => x.from === shards && x.to === grp.id).length, 1);
+  assert.equal(g.edges.filter(x => x.from === grp.id).length, 6, 'one edge to each part');
+  const placed = L.layoutGraph(g);
+  assert.ok(placed.nodes.find(n => n.id === grp.id).y > placed.nodes.find(n => n.id === shards).y);
+});
+
+test('jobs without a parent never fold, whatever their step', () => {
+  const doc = { project: '/p', jobs: [1, 2, 3, 4, 5].map(i => job(`c${i}`, i, { step: 'same' })) };
+  assert.equal(L.buildGraph(doc, { artifactsAsNodes: false }).nodes.filter(n => n.kind === 'group').length, 0);
+});

@@ -231,6 +231,29 @@ try {
   await panel.locator('.roar-job-details').waitFor();
   writeFileSync(path.join(OUT_DIR, 'big.json'), JSON.stringify({ shownMs, worstFrameMs: worst }, null, 1));
 
+  step = 'a Ray run: the 12 calls of one task fold into one node, unfold and fold again';
+  const ray = execFileSync(process.env.PYTHON, [path.join(here, 'ray_session.py'), PROJECT_DIR]).toString().trim();
+  await page.waitForFunction(id => [...document.querySelectorAll('#roar-lineage-panel select.roar-scope option')].some(o => o.value === id), ray, { timeout: 10000 });
+  await panel.locator('select.roar-scope').selectOption(ray);
+  const group = panel.locator('g.roar-node.roar-group');
+  await group.waitFor({ timeout: 15000 });
+  check((await group.count()) === 1 && (await jobNodes.count()) === 2, 'one group node beside the driver and the collector');
+  check((await group.locator('text.roar-label').textContent()) === '12 \u00d7 featurize', 'the group names the function and the count');
+  check((await group.getAttribute('data-members')) === '12', 'twelve members');
+  check((await panel.locator('path.roar-edge').count()) === 2, 'driver -> group -> collector, edges merged');
+  await group.click();
+  await panel.locator('.roar-group-details').waitFor();
+  check((await panel.locator('.roar-group-details .roar-members li').count()) === 12, 'the details list every call');
+  await panel.locator('.roar-group-details button.roar-unfold').click();
+  await page.waitForFunction(() => document.querySelectorAll('#roar-lineage-panel g.roar-node.roar-job').length === 14, null, { timeout: 15000 });
+  check((await group.count()) === 0, 'unfolded: no group node');
+  await page.screenshot({ path: path.join(OUT_DIR, 'lineage-ray-unfolded.png') });
+  await jobNodes.filter({ hasText: 'featurize' }).first().click();
+  await panel.locator('.roar-job-details button.roar-fold').click();
+  await group.waitFor({ timeout: 15000 });
+  check((await jobNodes.count()) === 2, 'folded again');
+  await page.screenshot({ path: path.join(OUT_DIR, 'lineage-ray-folded.png') });
+
   const bad = consoleErrors.filter(e => /roar|dialog/i.test(e));
   check(bad.length === 0, `no roar errors in the console: ${bad.join(' | ')}`);
   writeFileSync(path.join(OUT_DIR, 'result.json'), JSON.stringify({ ok: true, refs, edges }, null, 1));
