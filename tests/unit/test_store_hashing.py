@@ -60,6 +60,24 @@ def test_seq_numbering_separates_builds_and_is_concurrent(project):
     assert seqs == list(range(1, 43))
 
 
+def test_every_field_of_a_job_round_trips(project):
+    """What insert_job is given is what job() returns: no field is dropped on the way (a job's
+    parent, once, was)."""
+    from roar_nb.model import replace
+
+    store = project.store
+    s = store.active_session()
+    parent = store.insert_job(mkjob(s.id, 1))
+    child = replace(mkjob(s.id, 2, ins=[("/w/a", "a" * 64)], outs=[("/w/b", "b" * 64)], kind="ray_task"),
+                    parent_job_id=parent.id, argv=("python", "x.py"), capture_notes=("a note",),
+                    source="x = 1", preamble="import os", notebook="/w/nb.ipynb", cell_id="c1",
+                    execution_count=3, kernel_id="k", git_commit="c" * 40, git_branch="main", git_dirty=True,
+                    git_root="/w")
+    stored = store.insert_job(child)
+    assert store.job(child.id) == stored
+    assert stored.parent_job_id == parent.id
+
+
 def test_hash_cache_reused_and_invalidated(project, tmp_path):
     f = tmp_path / "data.bin"
     f.write_bytes(b"x" * 5000)
