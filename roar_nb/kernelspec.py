@@ -65,8 +65,7 @@ def launch(args: list) -> None:
             print(f"roar: {e}", file=sys.stderr)
             lib = None
     if lib:
-        old = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p]
-        env["LD_PRELOAD"] = ":".join([lib] + [p for p in old if os.path.basename(p) != "libroar_preload.so"])
+        env["LD_PRELOAD"] = preload.compose(lib, env.get("LD_PRELOAD"))
     os.execve(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *args], env)
 
 

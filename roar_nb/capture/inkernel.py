@@ -205,9 +205,7 @@ class CellCapture:
     def _set_env(self, trace_dir: str) -> None:
         self._saved_env = {k: os.environ.get(k) for k in ("LD_PRELOAD", ENV_TRACE_DIR)}
         if self.child_lib:
-            old = os.environ.get("LD_PRELOAD", "")
-            if self.child_lib not in old.split(":"):
-                os.environ["LD_PRELOAD"] = f"{self.child_lib}:{old}" if old else self.child_lib
+            os.environ["LD_PRELOAD"] = preload.compose(self.child_lib, os.environ.get("LD_PRELOAD"))
             os.environ[ENV_TRACE_DIR] = trace_dir
 
     def _restore_env(self) -> None:

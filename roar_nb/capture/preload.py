@@ -43,6 +43,16 @@ def problem() -> str | None:
 _LD_SEPARATORS = (" ", ":", "\t", "\n")
 
 
+def compose(lib: str, current: str | None) -> str:
+    """The LD_PRELOAD value that loads `lib` (an `injectable_path`) first and keeps the
+    user's own libraries (jemalloc, tcmalloc) after it, in their order; any other copy of
+    roar's library is dropped, so no process loads two. The one rule for every place
+    Python hands the library to a child (`roar run`, the roar kernel, a python-level cell)."""
+    kept = [p for p in (current or "").replace(" ", ":").split(":")
+            if p and os.path.basename(p) != LIB_NAME]
+    return ":".join([lib, *kept])
+
+
 def injectable_path(lib: str | None = None) -> str:
     """A path of the library that LD_PRELOAD can carry: `lib` itself, or, when it contains a
     space or a colon (ld.so would split it, print two errors in every process and load

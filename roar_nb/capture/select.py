@@ -211,8 +211,7 @@ def select(requested: str | None, argv: list, env: dict, trace_dir: str,
         return Selection("ptrace", cmd, dict(env), trace_dir, notes, bool(notes), why)
 
     child_env = dict(env)
-    old = child_env.get("LD_PRELOAD", "")
-    child_env["LD_PRELOAD"] = f"{lib}:{old}" if old else lib
+    child_env["LD_PRELOAD"] = preload.compose(lib, child_env.get("LD_PRELOAD"))
     from roar_nb.config import ENV_TRACE_DIR
 
     child_env[ENV_TRACE_DIR] = trace_dir
