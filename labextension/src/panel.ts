@@ -607,6 +607,7 @@ export class LineagePanel extends Widget {
       fold.addEventListener('click', () => {
         this.expanded.delete(key);
         this.selected = key;
+        this.details.replaceChildren(); // the job is inside the group again: click the group for its jobs
         void this.redraw();
       });
       act.appendChild(fold);
