@@ -329,6 +329,9 @@ export function layoutGraph(g: IGraph): ILayout {
 
 /** dagre (Sugiyama: network-simplex ranks, crossing minimisation, routed edges). */
 export function layoutDagre(g: IGraph): ILayout {
+  if (!g.nodes.length) {
+    return { nodes: [], edges: [], width: 0, height: 0 }; // dagre would say -Infinity
+  }
   const dg = new dagre.graphlib.Graph({ multigraph: true });
   dg.setGraph({ rankdir: 'TB', nodesep: NODESEP, ranksep: RANKSEP, edgesep: 10, marginx: MARGIN, marginy: MARGIN });
   dg.setDefaultEdgeLabel(() => ({}));

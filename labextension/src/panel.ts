@@ -475,7 +475,7 @@ export class LineagePanel extends Widget {
     const L = this.layoutResult;
     const W = this.canvas.clientWidth || 300;
     const H = this.canvas.clientHeight || 300;
-    if (!L || !L.width || !L.height) {
+    if (!L || !(L.width > 0) || !(L.height > 0) || !Number.isFinite(L.width) || !Number.isFinite(L.height)) {
       this.view = { k: 1, tx: 0, ty: 0 };
     } else {
       const k = Math.max(0.05, Math.min(W / L.width, H / L.height, 1.25));

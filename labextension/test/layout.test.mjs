@@ -203,3 +203,11 @@ test('jobs without a parent never fold, whatever their step', () => {
   const doc = { project: '/p', jobs: [1, 2, 3, 4, 5].map(i => job(`c${i}`, i, { step: 'same' })) };
   assert.equal(L.buildGraph(doc, { artifactsAsNodes: false }).nodes.filter(n => n.kind === 'group').length, 0);
 });
+
+test('an empty DAG (a session with no jobs yet) lays out with a finite size', () => {
+  // dagre alone reports -Infinity, which the panel turned into translate(Infinity, Infinity).
+  for (const lay of [L.layoutGraph({ nodes: [], edges: [] }), L.layoutDagre({ nodes: [], edges: [] }), L.layoutFast({ nodes: [], edges: [] })]) {
+    assert.ok(Number.isFinite(lay.width) && Number.isFinite(lay.height) && lay.width >= 0 && lay.height >= 0, `${lay.width} x ${lay.height}`);
+    assert.equal(lay.nodes.length, 0);
+  }
+});

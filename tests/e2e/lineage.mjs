@@ -254,7 +254,7 @@ try {
   check((await jobNodes.count()) === 2, 'folded again');
   await page.screenshot({ path: path.join(OUT_DIR, 'lineage-ray-folded.png') });
 
-  const bad = consoleErrors.filter(e => /roar|dialog/i.test(e));
+  const bad = consoleErrors.filter(e => /roar|dialog|NaN|Infinity/i.test(e));
   check(bad.length === 0, `no roar errors in the console: ${bad.join(' | ')}`);
   writeFileSync(path.join(OUT_DIR, 'result.json'), JSON.stringify({ ok: true, refs, edges }, null, 1));
   log('ok');
