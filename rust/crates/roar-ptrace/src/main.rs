@@ -48,6 +48,12 @@
 //! (set by roar, removed here before CMD starts) ties CMD's life to roar's:
 //! if roar dies, even by SIGKILL, CMD is killed (PR_SET_PDEATHSIG).
 //!
+//! Modes: a seccomp filter sends only file-naming calls to the tracer (root);
+//! an ordinary user gets no filter and a stop at every syscall, because the
+//! filter would need no_new_privs, which changes set-id programs (see
+//! `filter_refusal`). `ROAR_PTRACE_SECCOMP=0` forces the second mode,
+//! `ROAR_PTRACE_NOTIFY=0` opens as ptrace stops in the first.
+//!
 //! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic|die`.
 
 mod image;
@@ -139,12 +145,18 @@ fn parse_args() -> Args {
 fn main() {
     let args = parse_args();
     if args.probe {
-        std::process::exit(match probe() {
+        let no_filter = filter_refusal();
+        std::process::exit(match probe(no_filter.is_none()) {
             Ok(()) => {
-                println!(
-                    "ok: ptrace and seccomp filtering work; opens {}",
-                    probe_notify()
-                );
+                match no_filter {
+                    None => println!(
+                        "ok: ptrace and seccomp filtering work; opens {}",
+                        probe_notify()
+                    ),
+                    Some(why) => println!(
+                        "ok: ptrace works; no seccomp filter ({why}): every syscall stops (slower, same records)"
+                    ),
+                }
                 0
             }
             Err(e) => {
@@ -277,7 +289,10 @@ fn note(dir: &[u8], key: &str, text: &str) {
         .create(true)
         .open(std::ffi::OsStr::from_bytes(&p))
     {
-        let _ = writeln!(f, "{key}\t{}", text.replace('\n', " "));
+        // One write(2) per line: the front and the tracer append to the same
+        // file at the same time, and O_APPEND keeps only whole writes apart.
+        let line = format!("{key}\t{}\n", text.replace('\n', " "));
+        let _ = f.write_all(line.as_bytes());
     }
 }
 
@@ -578,6 +593,46 @@ const SETUP_EXEC: u8 = b'X';
 /// Opens are notified on a seccomp listener, sent over the setup socket.
 const SETUP_NOTIFY: u8 = b'N';
 
+/// Why the command must run without our seccomp filter (then every syscall
+/// is a ptrace stop: slower, same records), or `None` if the filter is safe.
+///
+/// The kernel takes a filter only from a process with CAP_SYS_ADMIN or under
+/// no_new_privs, and no_new_privs makes every set-user-ID, set-group-ID or
+/// file-capability program exec'd later run without its privileges: the
+/// program would behave differently (`su` failing, a setuid helper denied).
+/// Without a filter the tracer can let such a program go (it detaches the
+/// thread before the exec, see `Tracer::setid_exec`); with one it cannot (a
+/// tracee whose filter has no tracer gets ENOSYS). So the filter is used only
+/// where no set-id exec under it can lose anything:
+/// * no_new_privs is already on (inherited: no exec gains privileges, traced
+///   or not), or
+/// * we hold CAP_SYS_ADMIN (no no_new_privs needed) and CAP_SYS_PTRACE (the
+///   kernel grants a traced set-id program its privileges), i.e. root.
+///
+/// `ROAR_PTRACE_SECCOMP=0` forces the filter off (the fidelity corpus and
+/// the benchmarks run this mode as root too).
+fn filter_refusal() -> Option<&'static str> {
+    if std::env::var_os("ROAR_PTRACE_SECCOMP").is_some_and(|v| v == "0") {
+        return Some("ROAR_PTRACE_SECCOMP=0");
+    }
+    if sys::no_new_privs() {
+        return None;
+    }
+    if !sys::have_cap(sys::CAP_SYS_ADMIN) {
+        return Some(
+            "without CAP_SYS_ADMIN a seccomp filter needs no_new_privs, \
+             which would take their privileges from set-id programs",
+        );
+    }
+    if !sys::have_cap_sys_ptrace() {
+        return Some(
+            "without CAP_SYS_PTRACE a set-id program must run untraced to keep its privileges, \
+             which a seccomp filter would not allow",
+        );
+    }
+    None
+}
+
 /// Whether opens should be seccomp notifications rather than ptrace stops:
 /// only where the kernel has same-CPU wake-ups for them (Linux 6.6), which is
 /// what makes them cheaper; `ROAR_PTRACE_NOTIFY=0` turns it off (tests and
@@ -605,7 +660,8 @@ fn read_setup(fd: i32) -> Vec<(u8, i32)> {
 fn tracer_process(args: &Args, wr: i32) -> ! {
     let fault = std::env::var("ROAR_PTRACE_FAULT").unwrap_or_default();
     let prog = seccomp::program(seccomp::OpenAction::Trace);
-    let notify = want_notify(&fault);
+    let no_filter = filter_refusal();
+    let notify = no_filter.is_none() && want_notify(&fault);
     let prog_notify = seccomp::program(seccomp::OpenAction::Notify);
     let mut socks = [-1i32; 2];
     // SAFETY: valid out-array for two fds.
@@ -681,7 +737,7 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
                 Err(_) => {}
             }
         }
-        if installed {
+        if installed || no_filter.is_some() {
         } else if fault == "seccomp" {
             tell(SETUP_SECCOMP, libc::EINVAL);
         } else if let Err(e) = seccomp::install(&prog) {
@@ -739,7 +795,14 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         std::process::exit(0);
     }
     let mut all_syscalls = false;
-    if let Some((_, e)) = setup.iter().find(|(t, _)| *t == SETUP_SECCOMP) {
+    if let Some(why) = no_filter {
+        all_syscalls = true;
+        note(
+            &args.trace_dir,
+            "info",
+            &format!("no seccomp filter ({why}): traced every syscall (slower, same records)"),
+        );
+    } else if let Some((_, e)) = setup.iter().find(|(t, _)| *t == SETUP_SECCOMP) {
         all_syscalls = true;
         note(
             &args.trace_dir,
@@ -983,9 +1046,9 @@ fn probe_notify() -> String {
     msg
 }
 
-/// Check that this host lets us trace with a seccomp filter: fork a child
-/// that installs the filter and makes one traced syscall.
-fn probe() -> Result<(), String> {
+/// Check that this host lets us trace (with a seccomp filter if `filter`):
+/// fork a child that installs the filter and makes one traced syscall.
+fn probe(filter: bool) -> Result<(), String> {
     let prog = seccomp::program(seccomp::OpenAction::Trace);
     let mut sp = [0i32; 2];
     // SAFETY: valid out-array.
@@ -1004,13 +1067,15 @@ fn probe() -> Result<(), String> {
                 );
                 libc::_exit(0);
             }
-            if let Err(e) = seccomp::install(&prog) {
-                let e = e.raw_os_error().unwrap_or(0).to_le_bytes();
-                libc::write(
-                    sp[1],
-                    [SETUP_SECCOMP, e[0], e[1], e[2], e[3]].as_ptr().cast(),
-                    5,
-                );
+            if filter {
+                if let Err(e) = seccomp::install(&prog) {
+                    let e = e.raw_os_error().unwrap_or(0).to_le_bytes();
+                    libc::write(
+                        sp[1],
+                        [SETUP_SECCOMP, e[0], e[1], e[2], e[3]].as_ptr().cast(),
+                        5,
+                    );
+                }
             }
             libc::raise(libc::SIGSTOP);
             libc::syscall(
@@ -1061,10 +1126,20 @@ fn probe() -> Result<(), String> {
         kill();
         return Err(format!("ptrace options refused ({e})"));
     }
-    sys::resume(c, sys::Resume::Cont, 0);
+    let how = if filter {
+        sys::Resume::Cont
+    } else {
+        sys::Resume::Syscall
+    };
+    sys::resume(c, how, 0);
     // SAFETY: waiting for our child.
     unsafe { libc::waitpid(c, &mut st, libc::__WALL) };
-    let ok = libc::WIFSTOPPED(st) && (st >> 16) == libc::PTRACE_EVENT_SECCOMP;
+    let ok = libc::WIFSTOPPED(st)
+        && if filter {
+            (st >> 16) == libc::PTRACE_EVENT_SECCOMP
+        } else {
+            libc::WSTOPSIG(st) == libc::SIGTRAP | 0x80
+        };
     if libc::WIFSTOPPED(st) {
         sys::resume(c, sys::Resume::Cont, 0);
         // SAFETY: as above.
@@ -1072,7 +1147,9 @@ fn probe() -> Result<(), String> {
     }
     if ok {
         Ok(())
-    } else {
+    } else if filter {
         Err("seccomp stops were not delivered to the tracer".into())
+    } else {
+        Err("syscall stops were not delivered to the tracer".into())
     }
 }

@@ -369,9 +369,6 @@ pub struct ProcIds {
     pub egid: u32,
     /// `PR_SET_NO_NEW_PRIVS` is set: an exec can never gain privileges.
     pub no_new_privs: bool,
-    /// A seccomp filter is installed (`Seccomp: 2`): detached from its
-    /// tracer, its traced calls would fail with ENOSYS.
-    pub seccomp_filter: bool,
 }
 
 /// Effective ids and the no_new_privs bit of thread `tid`.
@@ -385,21 +382,36 @@ pub fn proc_ids(tid: i32) -> Option<ProcIds> {
         euid: field("Uid:", 1)?,
         egid: field("Gid:", 1)?,
         no_new_privs: field("NoNewPrivs:", 0) == Some(1),
-        seccomp_filter: field("Seccomp:", 0) == Some(2),
     })
 }
 
-/// Whether we hold CAP_SYS_PTRACE: then the kernel lets a program we trace
-/// gain its set-user-ID / file-capability privileges at exec.
-pub fn have_cap_sys_ptrace() -> bool {
-    const CAP_SYS_PTRACE: u32 = 19;
+/// `CAP_SYS_PTRACE` (linux/capability.h).
+pub const CAP_SYS_PTRACE: u32 = 19;
+/// `CAP_SYS_ADMIN` (linux/capability.h).
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether capability `cap` is in our effective set.
+pub fn have_cap(cap: u32) -> bool {
     let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
         return false;
     };
     s.lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps >> CAP_SYS_PTRACE & 1 == 1)
+        .is_some_and(|caps| caps >> cap & 1 == 1)
+}
+
+/// Whether we hold CAP_SYS_PTRACE: then the kernel lets a program we trace
+/// gain its set-user-ID / file-capability privileges at exec.
+pub fn have_cap_sys_ptrace() -> bool {
+    have_cap(CAP_SYS_PTRACE)
+}
+
+/// Whether this process runs under `PR_SET_NO_NEW_PRIVS` (inherited from
+/// whoever started us: roar-ptrace never sets it).
+pub fn no_new_privs() -> bool {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1 }
 }
 
 /// `path` NUL-terminated in `scratch` (reused; the pointer is valid until

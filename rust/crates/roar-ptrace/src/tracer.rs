@@ -33,8 +33,10 @@
 //! answer "continue". Step 3 then never applies to opens: there is no exit to
 //! wait for, so an undecidable permission is asked of `faccessat` instead.
 //!
-//! When seccomp cannot be installed the same code runs with `PTRACE_SYSCALL`
-//! on every call ("all-syscalls mode"): slower, same records.
+//! Without our seccomp filter (refused, or unsafe because it would need
+//! no_new_privs: see `filter_refusal` in main.rs) the same code runs with
+//! `PTRACE_SYSCALL` on every call ("all-syscalls mode"): slower, same records,
+//! and a set-id program can be detached at its exec (`setid_exec`).
 //!
 //! Robustness: recording runs under `catch_unwind`. A bug in it switches the
 //! tracer to *degraded* mode (a note says from when records are missing), in
@@ -106,7 +108,8 @@ struct Thread {
 pub struct Options {
     /// Normalised absolute trace directory (empty: record nothing).
     pub trace_dir: Vec<u8>,
-    /// Seccomp could not be installed: stop on every syscall.
+    /// No seccomp filter of ours (refused, or not safe: see `filter_refusal`
+    /// in main.rs): stop on every syscall.
     pub all_syscalls: bool,
     /// Fault injection for tests: panic while recording the first open.
     pub fault_panic: bool,
@@ -847,16 +850,16 @@ impl Tracer {
     /// `tid` is about to exec `path`. A set-user-ID, set-group-ID or
     /// file-capability program must run with its privileges, but the kernel
     /// withholds them from a traced process unless its tracer holds
-    /// CAP_SYS_PTRACE, and from every process under no_new_privs (which an
-    /// unprivileged tracer's seccomp filter requires). So:
-    /// * no_new_privs is on: no exec in this tree can gain privileges, traced
-    ///   or not; the job says the program ran without them;
+    /// CAP_SYS_PTRACE, and from every process under no_new_privs. So:
+    /// * no_new_privs is on: it was inherited or set by the program itself
+    ///   (we never set it, see `filter_refusal` in main.rs), so no exec
+    ///   gains privileges, with or without roar; nothing to do;
     /// * we hold CAP_SYS_PTRACE: it gets its privileges while traced;
     ///   nothing to do;
-    /// * a seccomp filter is on (installed without no_new_privs, so by a
-    ///   process with CAP_SYS_ADMIN but not CAP_SYS_PTRACE): it cannot run
-    ///   without us (ENOSYS), so it runs traced, without its privileges, and
-    ///   the job says so;
+    /// * our seccomp filter is on (it never is without CAP_SYS_PTRACE or
+    ///   no_new_privs; kept as a safety net): it cannot run without us
+    ///   (ENOSYS), so it runs traced, without its privileges, and the job
+    ///   says so;
     /// * otherwise (no filter, unprivileged tracer): detach `tid` before the
     ///   exec runs, so it runs untraced with its privileges, and say that its
     ///   (and its children's) I/O was not seen.
@@ -879,7 +882,7 @@ impl Tracer {
             return false;
         };
         let gains = (setuid && st.uid != ids.euid) || (setgid && st.gid != ids.egid) || caps;
-        if !gains {
+        if !gains || ids.no_new_privs {
             return false;
         }
         let what = if caps {
@@ -890,20 +893,13 @@ impl Tracer {
             "setgid"
         };
         let shown = roar_events::display_path(path);
-        if ids.no_new_privs {
-            self.note_partial(format!(
-                "{what} program {shown} ran without its privileges: an unprivileged ptrace tracer needs \
-                 no_new_privs for its seccomp filter (run it with --tracer preload, or as root)"
-            ));
-            return false;
-        }
         let capable = *self
             .cap_sys_ptrace
             .get_or_insert_with(sys::have_cap_sys_ptrace);
         if capable {
             return false;
         }
-        if ids.seccomp_filter {
+        if !self.opts.all_syscalls {
             self.note_partial(format!(
                 "{what} program {shown} ran without its privileges: traced without CAP_SYS_PTRACE, \
                  and its seccomp filter keeps it from running untraced"
