@@ -10,9 +10,9 @@
 //! targets...), and for `mmap` calls that map a file shared and writable;
 //! every other syscall runs at full speed with no tracer involvement.
 //!
-//! The filter is installed in the child between `PTRACE_TRACEME` and `execve`
-//! and is inherited by every descendant, which is exactly the set of processes
-//! the tracer follows.
+//! The filter is installed in the command child before the tracer seizes it
+//! and before its `execve`, and is inherited by every descendant, which is
+//! exactly the set of processes the tracer follows.
 
 use std::io;
 

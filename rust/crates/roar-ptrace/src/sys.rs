@@ -172,24 +172,68 @@ pub fn event_msg(tid: i32) -> Option<u64> {
     (r == 0).then_some(msg as u64)
 }
 
-/// `PTRACE_SETOPTIONS` on the first stop of the root tracee; inherited by
-/// every auto-attached child.
-pub fn set_options(tid: i32) -> io::Result<()> {
-    let opts = libc::PTRACE_O_TRACESYSGOOD
-        | libc::PTRACE_O_TRACEFORK
-        | libc::PTRACE_O_TRACEVFORK
-        | libc::PTRACE_O_TRACECLONE
-        | libc::PTRACE_O_TRACEEXEC
-        | libc::PTRACE_O_TRACESECCOMP
-        | libc::PTRACE_O_EXITKILL;
-    // PTRACE_O_EXITKILL: if the tracer dies (SIGKILL, OOM killer), every
-    // tracee is killed with it. The alternative is not "the program goes on
-    // untraced": the seccomp filter cannot be removed, and without its tracer
-    // (or listener) every open, exec, rename... of the program fails with
-    // ENOSYS, which is a broken program doing who knows what with those
-    // errors. Dying as a whole is the honest outcome; the front reports it.
+/// `PTRACE_SEIZE` the command child with [`OPTIONS`] (inherited by every
+/// auto-attached child). Unlike `PTRACE_TRACEME`, a seized tracee reports a
+/// group-stop (SIGSTOP, ^Z) as `PTRACE_EVENT_STOP`, which the tracer can
+/// leave in place with [`listen`]: the program stops as it would untraced.
+/// Does not stop the tracee.
+pub fn seize(tid: i32) -> io::Result<()> {
     // SAFETY: plain ptrace request; the options travel in the data argument.
-    let r = unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0usize, opts as usize) };
+    let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, OPTIONS as usize) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `PTRACE_INTERRUPT`: make a seized, running tracee stop (it reports
+/// `PTRACE_EVENT_STOP` with SIGTRAP). Errors ignored, as in [`resume`].
+pub fn interrupt(tid: i32) {
+    // SAFETY: plain ptrace request; no memory is passed.
+    unsafe {
+        libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize);
+    }
+}
+
+/// `PTRACE_LISTEN` a tracee in group-stop: it stays stopped, as an untraced
+/// process would, until SIGCONT (or SIGKILL) wakes it; it then reports
+/// `PTRACE_EVENT_STOP` with SIGTRAP. Errors ignored, as in [`resume`].
+pub fn listen(tid: i32) {
+    // SAFETY: plain ptrace request; no memory is passed.
+    unsafe {
+        libc::ptrace(libc::PTRACE_LISTEN, tid, 0usize, 0usize);
+    }
+}
+
+/// Whether `sig` is one of the job-control stop signals.
+pub fn is_stop_signal(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
+}
+
+/// The ptrace options of every tracee.
+// PTRACE_O_EXITKILL: if the tracer dies (SIGKILL, OOM killer), every
+// tracee is killed with it. The alternative is not "the program goes on
+// untraced": the seccomp filter cannot be removed, and without its tracer
+// (or listener) every open, exec, rename... of the program fails with
+// ENOSYS, which is a broken program doing who knows what with those
+// errors. Dying as a whole is the honest outcome; the front reports it.
+const OPTIONS: i32 = libc::PTRACE_O_TRACESYSGOOD
+    | libc::PTRACE_O_TRACEFORK
+    | libc::PTRACE_O_TRACEVFORK
+    | libc::PTRACE_O_TRACECLONE
+    | libc::PTRACE_O_TRACEEXEC
+    | libc::PTRACE_O_TRACESECCOMP
+    | libc::PTRACE_O_EXITKILL;
+
+/// `PTRACE_SETOPTIONS` with [`OPTIONS`] on a `PTRACE_TRACEME` tracee (the
+/// probe's).
+pub fn set_options(tid: i32) -> io::Result<()> {
+    // SAFETY: plain ptrace request; the options travel in the data argument.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0usize, OPTIONS as usize) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -116,6 +116,11 @@ pub struct Options {
     /// The seccomp listener opens are notified on (-1: opens are ptrace
     /// stops like the other calls). See `run_notify`.
     pub notify_fd: i32,
+    /// Called with `Some(t)` when the root process enters a group-stop (the
+    /// command was stopped, as a shell job would be; `t`: when its stop
+    /// signal was delivered, CLOCK_MONOTONIC) and with `None` when it leaves
+    /// it (SIGCONT): the front stops and resumes with it.
+    pub on_job_stop: Box<dyn FnMut(Option<u64>)>,
 }
 
 /// The tracer state for one traced command.
@@ -123,10 +128,16 @@ pub struct Tracer {
     opts: Options,
     threads: HashMap<i32, Thread>,
     images: HashMap<i32, ImageRef>,
-    /// Threads whose initial auto-attach SIGSTOP has been consumed. Kept
-    /// outside the recording state on purpose: it must stay right even
-    /// after a recording bug, or a new child would stay stopped forever.
-    started: HashSet<i32>,
+    /// Threads left in group-stop with `PTRACE_LISTEN` (the program was
+    /// stopped: SIGSTOP, ^Z), and whether each belongs to the root process.
+    /// Kept outside the recording state on purpose: it must stay right even
+    /// after a recording bug, or the front would never learn that the
+    /// command was continued.
+    listening: HashMap<i32, bool>,
+    /// When we last delivered a stop signal to a thread of the root process
+    /// (CLOCK_MONOTONIC ns): its group-stop cannot have begun earlier, so a
+    /// SIGCONT the front received after that has continued it.
+    stop_delivered_at: u64,
     root: i32,
     /// Set when recording failed; records after this are missing.
     pub degraded: Option<String>,
@@ -159,7 +170,8 @@ impl Tracer {
             opts,
             threads: HashMap::new(),
             images: HashMap::new(),
-            started: HashSet::new(),
+            listening: HashMap::new(),
+            stop_delivered_at: 0,
             root,
             degraded: None,
             buf1: Vec::with_capacity(sys::PATH_MAX),
@@ -183,7 +195,6 @@ impl Tracer {
                 deferred: None,
             },
         );
-        t.started.insert(root);
         t
     }
 
@@ -276,7 +287,7 @@ impl Tracer {
         on_root_exit: &mut impl FnMut(&mut Tracer, i32, usize),
     ) {
         if wifexited(status) || libc::WIFSIGNALED(status) {
-            self.started.remove(&tid);
+            self.unlisten(tid);
             self.guarded(|t| t.thread_gone(tid));
             if tid == self.root {
                 let remaining = self.threads.len();
@@ -289,24 +300,23 @@ impl Tracer {
         }
         let sig = libc::WSTOPSIG(status);
         let event = (status >> 16) & 0xffff;
-        if self.started.insert(tid) && sig == libc::SIGSTOP && event == 0 {
-            // The auto-attach stop of a new thread/process: swallow it.
+        if event == libc::PTRACE_EVENT_STOP {
             self.guarded(|t| t.ensure_thread(tid, None, 0));
-            sys::resume(tid, self.default_resume(), 0);
+            if sys::is_stop_signal(sig) {
+                // Group-stop (SIGSTOP, SIGTSTP, ^Z...): the program stops as
+                // it would untraced; SIGCONT wakes it (PTRACE_LISTEN).
+                self.listen(tid);
+            } else {
+                // A new thread's first stop, our PTRACE_INTERRUPT, or a
+                // listening thread woken by SIGCONT (its SIGCONT comes next,
+                // as a signal-delivery stop).
+                self.unlisten(tid);
+                sys::resume(tid, self.default_resume(), 0);
+            }
             return;
         }
         let syscall_stop = sig == libc::SIGTRAP | 0x80;
         let event_stop = sig == libc::SIGTRAP && event != 0;
-        if event == libc::PTRACE_EVENT_EXEC {
-            // The exec'ing thread may have had another tid (a non-leader
-            // thread execs and takes over the leader's id).
-            if let Some(former) = sys::event_msg(tid) {
-                let former = former as i32;
-                if former != tid {
-                    self.started.remove(&former);
-                }
-            }
-        }
         let need_exit = self
             .guarded(|t| t.on_stop(tid, sig, event))
             .unwrap_or(false);
@@ -319,7 +329,47 @@ impl Tracer {
         if deliver != 0 && self.opts.notify_fd >= 0 {
             self.guarded(|t| t.restart_interrupted_open(tid));
         }
+        if sys::is_stop_signal(deliver) && self.of_root(tid) {
+            self.stop_delivered_at = sys::now_ns();
+        }
         sys::resume(tid, how, deliver);
+    }
+
+    /// `tid` entered a group-stop: leave it stopped, and tell the front when
+    /// the root process is the one that stopped (the first of its threads).
+    fn listen(&mut self, tid: i32) {
+        let of_root = self.of_root(tid);
+        let before = self.root_stopped();
+        self.listening.insert(tid, of_root);
+        sys::listen(tid);
+        if !before && self.root_stopped() {
+            let since = match self.stop_delivered_at {
+                0 => sys::now_ns(),
+                t => t,
+            };
+            (self.opts.on_job_stop)(Some(since));
+        }
+    }
+
+    /// `tid` left its group-stop (or ended): tell the front when that was
+    /// the root process's last stopped thread.
+    fn unlisten(&mut self, tid: i32) {
+        let before = self.root_stopped();
+        if self.listening.remove(&tid).is_some() && before && !self.root_stopped() {
+            (self.opts.on_job_stop)(None);
+        }
+    }
+
+    /// Whether `tid` is a thread of the root process (the command itself).
+    fn of_root(&self, tid: i32) -> bool {
+        match self.threads.get(&tid) {
+            Some(th) => th.tgid == self.root,
+            None => sys::tgid_ppid(tid).is_some_and(|(tgid, _)| tgid == self.root),
+        }
+    }
+
+    fn root_stopped(&self) -> bool {
+        self.listening.values().any(|&of_root| of_root)
     }
 
     /// A signal is about to be delivered to `tid`. If it interrupted an open
@@ -910,7 +960,6 @@ impl Tracer {
             "{what} program {shown} ran untraced (ptrace would drop its privileges): \
              its file I/O and its children's were not recorded"
         ));
-        self.started.remove(&tid);
         self.thread_gone(tid);
         sys::detach(tid);
         true
