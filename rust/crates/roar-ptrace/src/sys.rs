@@ -178,13 +178,7 @@ pub fn event_msg(tid: i32) -> Option<u64> {
 /// leave in place with [`listen`]: the program stops as it would untraced.
 /// Does not stop the tracee.
 pub fn seize(tid: i32) -> io::Result<()> {
-    // SAFETY: plain ptrace request; the options travel in the data argument.
-    let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, OPTIONS as usize) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    with_options(libc::PTRACE_SEIZE, tid)
 }
 
 /// `PTRACE_INTERRUPT`: make a seized, running tracee stop (it reports
@@ -232,8 +226,13 @@ const OPTIONS: i32 = libc::PTRACE_O_TRACESYSGOOD
 /// `PTRACE_SETOPTIONS` with [`OPTIONS`] on a `PTRACE_TRACEME` tracee (the
 /// probe's).
 pub fn set_options(tid: i32) -> io::Result<()> {
+    with_options(libc::PTRACE_SETOPTIONS, tid)
+}
+
+/// `req` (SEIZE or SETOPTIONS) on `tid` with [`OPTIONS`].
+fn with_options(req: libc::c_uint, tid: i32) -> io::Result<()> {
     // SAFETY: plain ptrace request; the options travel in the data argument.
-    let r = unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0usize, OPTIONS as usize) };
+    let r = unsafe { libc::ptrace(req, tid, 0usize, OPTIONS as usize) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
