@@ -217,7 +217,7 @@ def _as_user(argv: list) -> list:
     return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "--", *argv]
 
 
-def _ptrace_as_user(tools, d: Path, script: str, env: dict) -> tuple[subprocess.CompletedProcess, list]:
+def _ptrace_as_user(tools, d: Path, script: str, env: dict, prefix=()) -> tuple[subprocess.CompletedProcess, list]:
     """`roar-ptrace busybox sh -c SCRIPT` run by the unprivileged user, and its partial notes."""
     from roar_nb.capture import ptrace as ptrace_mod
 
@@ -225,7 +225,8 @@ def _ptrace_as_user(tools, d: Path, script: str, env: dict) -> tuple[subprocess.
     shutil.rmtree(trace, ignore_errors=True)
     trace.mkdir()
     os.chmod(trace, 0o777)
-    p = subprocess.run(_as_user([tools.ptrace, "--trace-dir", str(trace), "--", fc.BUSYBOX, "sh", "-c", script]),
+    p = subprocess.run([*prefix, *_as_user([tools.ptrace, "--trace-dir", str(trace), "--", fc.BUSYBOX, "sh", "-c",
+                                            script])],
                        cwd=d, env=dict(os.environ, **env), capture_output=True, timeout=60)
     return p, ptrace_mod.read_notes(str(trace))[1]
 
@@ -268,6 +269,20 @@ def test_an_unprivileged_tracer_never_sets_no_new_privs(tools, suid_dir, mode):
     p, notes = _ptrace_as_user(tools, suid_dir, "grep NoNewPrivs /proc/self/status", MODES[mode])
     assert (p.returncode, p.stdout) == (bare.returncode, bare.stdout) == (0, b"NoNewPrivs:\t0\n"), p
     assert notes == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_under_inherited_no_new_privs_the_filter_stays_and_nothing_changes(tools, suid_dir, mode):
+    """Started under no_new_privs already (a container's no-new-privileges), no exec can gain
+    privileges, traced or not: the fast filter is safe and kept, the set-id program fails
+    exactly as it does bare, and roar has nothing to say about it."""
+    script = "./suid_check; echo after $?"
+    b = subprocess.run(["setpriv", "--no-new-privs", *_as_user([fc.BUSYBOX, "sh", "-c", script])], cwd=suid_dir,
+                       capture_output=True)
+    assert (b.returncode, b.stdout) == (0, b"after 3\n"), b
+    p, notes = _ptrace_as_user(tools, suid_dir, script, MODES[mode], prefix=["setpriv", "--no-new-privs"])
+    assert (p.returncode, p.stdout, p.stderr) == (b.returncode, b.stdout, b.stderr), p
+    assert notes == [] and _info_notes(suid_dir) == "", notes
 
 
 @pytest.fixture
