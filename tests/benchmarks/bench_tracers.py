@@ -6,7 +6,9 @@ Measures the tracers alone, through minimal launchers and without the roar CLI's
 start-up and hashing: `roar-ptrace --preload-only LIB -- CMD` (sets LD_PRELOAD and
 execs) and `roar-ptrace -- CMD` (ptrace + seccomp; opens arrive as seccomp
 notifications with same-CPU wake-ups on Linux >= 6.6), and the same with
-`ROAR_PTRACE_NOTIFY=0` ("ptrace-stops": every traced call a ptrace stop). The workload is a small C
+`ROAR_PTRACE_NOTIFY=0` ("ptrace-stops": every traced call a ptrace stop), and with
+`ROAR_PTRACE_SECCOMP=0` ("ptrace-syscall": no seccomp filter, every syscall a PTRACE_SYSCALL
+stop, which is how an unprivileged user is traced). The workload is a small C
 program (compiled here with gcc) so that the figures are the tracer's, not an
 interpreter's:
 
@@ -113,6 +115,7 @@ def main() -> int:
 
         envs = {b: env for b in ("baseline", "preload", "ptrace")}
         envs["ptrace-stops"] = dict(env, ROAR_PTRACE_NOTIFY="0")
+        envs["ptrace-syscall"] = dict(env, ROAR_PTRACE_SECCOMP="0")
         backends = list(envs)
         opens_via = subprocess.run([tracer, "--probe"], capture_output=True, text=True).stdout.strip()
 
@@ -144,7 +147,7 @@ def main() -> int:
           f"workload: C program (gcc -O2) on {where}")
     print(f"ptrace    {opens_via}\n")
 
-    traced = ("ptrace", "ptrace-stops", "preload")
+    traced = ("ptrace", "ptrace-stops", "ptrace-syscall", "preload")
 
     def per_backend(title: str, column: str, value) -> None:
         print(title + "\n")

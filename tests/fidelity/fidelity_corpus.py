@@ -34,10 +34,13 @@ from roar_nb.capture import events as ev_mod  # noqa: E402
 from roar_nb.model import Event  # noqa: E402
 
 # "ptrace" takes opens as seccomp notifications where the kernel allows it (Linux >= 6.6);
-# "ptrace-stops" forces every traced call to be a ptrace stop (ROAR_PTRACE_NOTIFY=0), the
-# tracer's other mode, so that both are held to the same ground truth.
-BACKENDS = ("preload", "ptrace", "ptrace-stops")
-PTRACE_ENV = {"ptrace": {}, "ptrace-stops": {"ROAR_PTRACE_NOTIFY": "0"}}
+# "ptrace-stops" forces every traced call to be a ptrace stop (ROAR_PTRACE_NOTIFY=0);
+# "ptrace-syscall" runs without the seccomp filter, every syscall a PTRACE_SYSCALL stop
+# (ROAR_PTRACE_SECCOMP=0: the mode of an unprivileged user), so that all three are held to the
+# same ground truth.
+BACKENDS = ("preload", "ptrace", "ptrace-stops", "ptrace-syscall")
+PTRACE_ENV = {"ptrace": {}, "ptrace-stops": {"ROAR_PTRACE_NOTIFY": "0"},
+              "ptrace-syscall": {"ROAR_PTRACE_SECCOMP": "0"}}
 BUSYBOX = "/bin/busybox"
 PY = sys.executable
 

@@ -130,9 +130,13 @@ def test_traced_program_behaves_identically(tools, tmp_path, mode):
     (tmp_path / "t3").mkdir()
     stops = _run(["env", "ROAR_PTRACE_NOTIFY=0", tools.ptrace, "--trace-dir", str(tmp_path / "t3"), "--", *prog],
                  tmp_path)
+    (tmp_path / "t4").mkdir()
+    no_filter = _run(["env", "ROAR_PTRACE_SECCOMP=0", tools.ptrace, "--trace-dir", str(tmp_path / "t4"), "--",
+                      *prog], tmp_path)
     assert preload == plain
     assert ptraced == plain
     assert stops == plain
+    assert no_filter == plain
 
 
 @pytest.mark.parametrize("backend", ["none", "preload", *fc.PTRACE_ENV])
@@ -167,6 +171,9 @@ def test_opens_arrive_as_notifications_where_the_kernel_allows(tools):
     out = subprocess.run([tools.ptrace, "--probe"], capture_output=True, text=True, check=True,
                          env=dict(os.environ, ROAR_PTRACE_NOTIFY="0")).stdout
     assert "opens stop the tracee" in out
+    out = subprocess.run([tools.ptrace, "--probe"], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, ROAR_PTRACE_SECCOMP="0")).stdout
+    assert "no seccomp filter (ROAR_PTRACE_SECCOMP=0): every syscall stops" in out
 
 
 def test_shell_pipeline_output_identical(tools, tmp_path):

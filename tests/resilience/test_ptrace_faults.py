@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from _faults import bare, roar, roar_lines
+
 REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO / "tests" / "fidelity"))
 
@@ -215,7 +217,7 @@ def _as_user(argv: list) -> list:
     return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "--", *argv]
 
 
-def _ptrace_as_user(tools, d: Path, script: str, env: dict) -> tuple[subprocess.CompletedProcess, list]:
+def _ptrace_as_user(tools, d: Path, script: str, env: dict, prefix=()) -> tuple[subprocess.CompletedProcess, list]:
     """`roar-ptrace busybox sh -c SCRIPT` run by the unprivileged user, and its partial notes."""
     from roar_nb.capture import ptrace as ptrace_mod
 
@@ -223,7 +225,8 @@ def _ptrace_as_user(tools, d: Path, script: str, env: dict) -> tuple[subprocess.
     shutil.rmtree(trace, ignore_errors=True)
     trace.mkdir()
     os.chmod(trace, 0o777)
-    p = subprocess.run(_as_user([tools.ptrace, "--trace-dir", str(trace), "--", fc.BUSYBOX, "sh", "-c", script]),
+    p = subprocess.run([*prefix, *_as_user([tools.ptrace, "--trace-dir", str(trace), "--", fc.BUSYBOX, "sh", "-c",
+                                            script])],
                        cwd=d, env=dict(os.environ, **env), capture_output=True, timeout=60)
     return p, ptrace_mod.read_notes(str(trace))[1]
 
@@ -235,24 +238,88 @@ def test_setuid_program_runs_as_it_would_without_roar(suid_dir):
         assert (p.returncode, p.stdout) == (0, b"privileged\n"), p
 
 
-@pytest.mark.parametrize("prog,kind", [("./suid_check", "setuid"), ("./sgid_check gid", "setgid")])
-def test_setuid_behind_a_static_launcher_is_detached_and_keeps_its_privileges(tools, suid_dir, prog, kind):
-    """No seccomp filter (refused on this host): the tracer detaches the thread at the exec of a
-    set-id program, which then runs untraced with its privileges; the job says so."""
-    p, notes = _ptrace_as_user(tools, suid_dir, f"{prog}; echo after", {"ROAR_PTRACE_FAULT": "seccomp"})
-    assert (p.returncode, p.stdout) == (0, b"privileged\nafter\n"), p
-    assert any(f"{kind} program {suid_dir}/{prog.split()[0][2:]} ran untraced" in n for n in notes), notes
+def _info_notes(d: Path) -> str:
+    return "\n".join(ln for ln in (d / "trace" / "roar-ptrace.notes").read_text().splitlines()
+                     if ln.startswith("info\t"))
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_setuid_under_no_new_privs_is_said(tools, suid_dir, mode):
-    """An unprivileged tracer's seccomp filter requires no_new_privs, under which the kernel
-    never grants set-id privileges (traced or not): the job must say the program ran without
-    them, naming it, instead of `complete`."""
-    p, notes = _ptrace_as_user(tools, suid_dir, "./suid_check", MODES[mode])
-    assert p.returncode == 3 and b"Permission denied" in p.stderr, p
-    assert any(f"setuid program {suid_dir}/suid_check ran without its privileges" in n
-               and "--tracer preload" in n for n in notes), notes
+@pytest.mark.parametrize("prog,kind", [("./suid_check", "setuid"), ("./sgid_check gid", "setgid")])
+def test_setuid_behind_a_static_launcher_is_detached_and_keeps_its_privileges(tools, suid_dir, prog, kind, mode):
+    """An unprivileged tracer traces without a seccomp filter (which would need no_new_privs),
+    so it can detach the thread at the exec of a set-id program, which then runs untraced with
+    its privileges, exactly as bare; the job says so, and the launcher stays traced."""
+    (suid_dir / "in.txt").write_text("x\n")
+    os.chmod(suid_dir / "in.txt", 0o644)
+    p, notes = _ptrace_as_user(tools, suid_dir, f"{prog}; echo after; cat in.txt > out.txt", MODES[mode])
+    assert (p.returncode, p.stdout) == (0, b"privileged\nafter\n"), p
+    assert any(f"{kind} program {suid_dir}/{prog.split()[0][2:]} ran untraced" in n for n in notes), notes
+    assert "no seccomp filter (without CAP_SYS_ADMIN" in _info_notes(suid_dir)
+    from roar_nb.capture import events as ev_mod
+
+    events, _ = ev_mod.read_trace_dir(str(suid_dir / "trace"))
+    assert ("W", str(suid_dir / "out.txt")) in {(e.op, e.path) for e in events}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_unprivileged_tracer_never_sets_no_new_privs(tools, suid_dir, mode):
+    """no_new_privs would make every set-id program exec'd later run without its privileges
+    (a different program): the command of an unprivileged tracer runs without it, as bare."""
+    bare = subprocess.run(_as_user([fc.BUSYBOX, "grep", "NoNewPrivs", "/proc/self/status"]), capture_output=True)
+    p, notes = _ptrace_as_user(tools, suid_dir, "grep NoNewPrivs /proc/self/status", MODES[mode])
+    assert (p.returncode, p.stdout) == (bare.returncode, bare.stdout) == (0, b"NoNewPrivs:\t0\n"), p
+    assert notes == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_under_inherited_no_new_privs_the_filter_stays_and_nothing_changes(tools, suid_dir, mode):
+    """Started under no_new_privs already (a container's no-new-privileges), no exec can gain
+    privileges, traced or not: the fast filter is safe and kept, the set-id program fails
+    exactly as it does bare, and roar has nothing to say about it."""
+    script = "./suid_check; echo after $?"
+    b = subprocess.run(["setpriv", "--no-new-privs", *_as_user([fc.BUSYBOX, "sh", "-c", script])], cwd=suid_dir,
+                       capture_output=True)
+    assert (b.returncode, b.stdout) == (0, b"after 3\n"), b
+    p, notes = _ptrace_as_user(tools, suid_dir, script, MODES[mode], prefix=["setpriv", "--no-new-privs"])
+    assert (p.returncode, p.stdout, p.stderr) == (b.returncode, b.stdout, b.stderr), p
+    assert notes == [] and _info_notes(suid_dir) == "", notes
+
+
+@pytest.fixture
+def user_proj(native_lib, suid_dir):
+    """A roar project owned by the unprivileged user, holding `suid_check` setuid to nobody."""
+    base = Path(tempfile.mkdtemp(prefix="roar-user-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        root = base / "proj"
+        root.mkdir()
+        assert roar(["init", "-n"], root).returncode == 0
+        (root / "in.txt").write_text("x\n")
+        subprocess.run(["chown", "-R", f"{USER}:{USER}", str(base)], check=True)
+        shutil.copy(suid_dir / "suid_check", root / "suid_check")
+        os.chown(root / "suid_check", NOBODY, 0)
+        os.chmod(root / "suid_check", 0o4755)
+        yield root, {"HOME": str(base)}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_roar_run_as_a_user_runs_a_setuid_program_as_bare(user_proj):
+    """Issue 12 item 6: `roar run busybox sh -c ./suidprog` by an ordinary user (auto picks
+    ptrace for the static launcher). Same exit status and output as the bare run; the job is
+    partial and names the program that ran untraced; the launcher's own I/O is recorded."""
+    root, extra = user_proj
+    script = "./suid_check; echo after $?; cat in.txt > out.txt"
+    b = bare(_as_user([fc.BUSYBOX, "sh", "-c", script]), root)
+    assert (b.returncode, b.stdout, b.stderr) == (0, b"privileged\nafter 0\n", b""), b
+    (root / "out.txt").unlink()
+    r = roar(["run", fc.BUSYBOX, "sh", "-c", script], root, extra, prefix=_as_user([]))
+    assert (r.returncode, r.stdout) == (b.returncode, b.stdout), r
+    assert [ln for ln in r.stderr.splitlines() if ln not in roar_lines(r.stderr)] == [], r.stderr
+    j = json.loads(roar(["show", "@1", "--json"], root, extra, prefix=_as_user([])).stdout)
+    assert (j["backend"], j["exit_code"], j["capture_level"]) == ("ptrace", 0, "partial"), j
+    assert any(f"setuid program {root}/suid_check ran untraced" in n for n in j["capture_notes"]), j
+    assert {os.path.basename(e["path"]) for e in j["outputs"]} == {"out.txt"}, j
 
 
 def test_setuid_under_a_root_tracer_keeps_its_privileges_and_is_traced(tools, suid_dir, proj):
@@ -270,25 +337,25 @@ def test_setuid_under_a_root_tracer_keeps_its_privileges_and_is_traced(tools, su
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_set_id_program_is_never_detached_from_its_seccomp_filter(tools, suid_dir, mode):
-    """A tracer with CAP_SYS_ADMIN (filter installed without no_new_privs) but without
-    CAP_SYS_PTRACE, tracing a root shell without CAP_SETUID: the kernel would withhold the
-    program's privileges, and detaching cannot give them back without leaving it with a
-    filter nobody answers (ENOSYS from its loader's opens). It runs traced, without them,
-    and the job says so."""
+def test_a_tracer_without_cap_sys_ptrace_lets_a_set_id_program_keep_its_privileges(tools, suid_dir, mode):
+    """A tracer with CAP_SYS_ADMIN but without CAP_SYS_PTRACE (could install its filter without
+    no_new_privs), tracing a root shell without CAP_SETUID: the kernel would withhold the
+    program's privileges from a traced process, and under a filter it could not be let go
+    (ENOSYS). So the tracer uses no filter, detaches at the exec, and the program runs as bare."""
     trace = suid_dir / "trace"
     trace.mkdir()
     from roar_nb.capture import ptrace as ptrace_mod
 
+    script = "./suid_check; echo after $?"
+    cmd = ["setpriv", "--bounding-set=-setuid", "--", fc.BUSYBOX, "sh", "-c", script]
+    b = subprocess.run(["setpriv", "--bounding-set=-sys_ptrace", "--", *cmd], cwd=suid_dir, capture_output=True)
+    assert (b.returncode, b.stdout) == (0, b"privileged\nafter 0\n"), b
     p = subprocess.run(["setpriv", "--bounding-set=-sys_ptrace", "--", tools.ptrace, "--trace-dir", str(trace), "--",
-                        "setpriv", "--bounding-set=-setuid", "--", fc.BUSYBOX, "sh", "-c",
-                        "./suid_check; echo after $?"],
-                       cwd=suid_dir, env=dict(os.environ, **MODES[mode]), capture_output=True, timeout=60)
-    assert (p.returncode, p.stdout) == (0, b"after 3\n"), p
-    assert b"Permission denied" in p.stderr and b"error while loading" not in p.stderr, p
+                        *cmd], cwd=suid_dir, env=dict(os.environ, **MODES[mode]), capture_output=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (b.returncode, b.stdout, b.stderr), p
     notes = ptrace_mod.read_notes(str(trace))[1]
-    assert any(f"setuid program {suid_dir}/suid_check ran without its privileges" in n
-               and "seccomp filter keeps it from running untraced" in n for n in notes), notes
+    assert any(f"setuid program {suid_dir}/suid_check ran untraced" in n for n in notes), notes
+    assert "no seccomp filter (without CAP_SYS_PTRACE" in _info_notes(suid_dir)
 
 
 def test_a_process_out_of_the_tracers_reach_is_said(tools, suid_dir):

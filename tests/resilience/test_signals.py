@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -101,12 +102,26 @@ def test_sigkill_of_roar_takes_the_command_with_it(proj, tracer):
     wait_for(lambda: proc_state(child) in (None, "Z", "X"), f"command {child} to die with roar")
 
 
-@pytest.mark.parametrize("tracer", ["preload", "none"])
+STOPPED = ("T", "t")  # a command under ptrace shows 't' (stopped while traced), bare 'T'
+
+
+def _outputs(root, tracer: str) -> set:
+    """Base names of the last job's outputs (none recorded under --tracer none)."""
+    j = json.loads(roar(["show", "@1", "--json"], root).stdout)
+    return {os.path.basename(e["path"]) for e in j["outputs"]}
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
 def test_stopped_command_stops_roar_and_sigcont_resumes_both(proj, tracer):
-    p = subprocess.Popen([*ROAR, "run", "-q", "--tracer", tracer, "sh", "-c", "kill -STOP $$; echo resumed"],
+    """A command that stops itself stops roar (so a shell sees the job stopped); SIGCONT to
+    roar resumes both, and tracing goes on: what the command writes after it is recorded."""
+    (proj.root / "in.txt").write_text("x\n")
+    script = "echo $$ > pid.txt; kill -STOP $$; cat in.txt > after.txt; echo resumed"
+    p = subprocess.Popen([*ROAR, "run", "-q", "--tracer", tracer, "sh", "-c", script],
                          cwd=proj.root, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: proc_state(p.pid) == "T", "roar to stop with its stopped command")
+        assert proc_state(int((proj.root / "pid.txt").read_text())) in STOPPED
         os.kill(p.pid, signal.SIGCONT)
         out, err = p.communicate(timeout=60)
     finally:
@@ -114,7 +129,77 @@ def test_stopped_command_stops_roar_and_sigcont_resumes_both(proj, tracer):
             p.kill()
             p.wait()
     assert (p.returncode, out, without_none_note(err)) == (0, b"resumed\n", b"")
-    assert db_jobs(proj.root)[-1][1:] == ("sh -c 'kill -STOP $$; echo resumed'", 0)
+    assert db_jobs(proj.root)[-1][1:] == (f"sh -c '{script}'", 0)
+    if tracer != "none":
+        assert "after.txt" in _outputs(proj.root, tracer)
+
+
+def _children(pid: int) -> list:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def _fifo_job(proj, tracer: str, **kw) -> tuple[subprocess.Popen, int]:
+    """`roar run sh -c SCRIPT` where SCRIPT waits on a FIFO: (roar's Popen, the command's pid)."""
+    os.mkfifo(proj.root / "go.fifo")
+    (proj.root / "in.txt").write_text("x\n")
+    script = "echo $$; read line < go.fifo; cat in.txt > after.txt; echo done"
+    p = subprocess.Popen([*ROAR, "run", "-q", "--tracer", tracer, "sh", "-c", script],
+                         cwd=proj.root, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    return p, int(p.stdout.readline())
+
+
+def _finish_fifo_job(proj, p: subprocess.Popen, tracer: str) -> None:
+    with open(proj.root / "go.fifo", "w") as f:
+        f.write("go\n")
+    out, err = p.communicate(timeout=60)
+    assert (p.returncode, out, without_none_note(err)) == (0, b"done\n", b"")
+    assert db_jobs(proj.root)[-1][2] == 0
+    if tracer != "none":
+        assert "after.txt" in _outputs(proj.root, tracer)
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_command_stopped_from_outside_stops_roar_and_sigcont_to_roar_resumes_it(proj, tracer):
+    """`kill -STOP <command>` from another process: roar stops with it; `kill -CONT <roar>`
+    (roar relays it) resumes the command, which then runs to its end, traced."""
+    p, cmd = _fifo_job(proj, tracer)
+    try:
+        os.kill(cmd, signal.SIGSTOP)
+        wait_for(lambda: proc_state(p.pid) == "T", "roar to stop with its stopped command")
+        assert proc_state(cmd) in STOPPED
+        os.kill(p.pid, signal.SIGCONT)
+        wait_for(lambda: proc_state(cmd) not in STOPPED, "the command to be continued")
+        _finish_fifo_job(proj, p, tracer)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("tracer", TRACERS)
+def test_job_stopped_and_continued_as_a_group(proj, tracer):
+    """^Z then `fg`: SIGTSTP to the job's whole process group (roar, roar-ptrace and the
+    command alike), then SIGCONT to the group. Everything resumes once, and nothing stops
+    again afterwards (roar-ptrace must not act on the command's stop after the group's
+    SIGCONT has already continued it): the command finishes, traced, and roar with it."""
+    p, cmd = _fifo_job(proj, tracer, process_group=0)
+    try:
+        os.killpg(p.pid, signal.SIGTSTP)
+        wait_for(lambda: proc_state(p.pid) == "T" and proc_state(cmd) in STOPPED, "the job to stop")
+        if tracer == "ptrace":
+            front, tracer_pid = _children(p.pid)[0], _children(_children(p.pid)[0])[0]
+            # The tracer has delivered the stop and is idle again (asked twice, a poll apart).
+            for _ in range(2):
+                wait_for(lambda: proc_state(front) == "T" and proc_state(tracer_pid) == "S"
+                         and proc_state(cmd) == "t", "the tracer to leave the command stopped")
+        os.killpg(p.pid, signal.SIGCONT)
+        wait_for(lambda: proc_state(cmd) not in STOPPED, "the command to be continued")
+        _finish_fifo_job(proj, p, tracer)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def test_step_timeout_and_other_directory_without_subprocess(proj, tmp_path):

@@ -46,7 +46,16 @@
 //! another process sent them (`kill`, roar relaying its own); the terminal's
 //! ^C/^\ reach CMD directly and are not relayed again. `ROAR_DIE_WITH=PID`
 //! (set by roar, removed here before CMD starts) ties CMD's life to roar's:
-//! if roar dies, even by SIGKILL, CMD is killed (PR_SET_PDEATHSIG).
+//! if roar dies, even by SIGKILL, CMD is killed (PR_SET_PDEATHSIG). When CMD
+//! stops (SIGSTOP, ^Z: the tracer leaves it stopped, see `sys::seize`), the
+//! front stops too, so its caller sees the job stopped, and continues CMD
+//! when it is continued itself (`stop_with_command`).
+//!
+//! Modes: a seccomp filter sends only file-naming calls to the tracer (root);
+//! an ordinary user gets no filter and a stop at every syscall, because the
+//! filter would need no_new_privs, which changes set-id programs (see
+//! `filter_refusal`). `ROAR_PTRACE_SECCOMP=0` forces the second mode,
+//! `ROAR_PTRACE_NOTIFY=0` opens as ptrace stops in the first.
 //!
 //! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic|die`.
 
@@ -58,7 +67,7 @@ mod tracer;
 use std::ffi::{CString, OsString};
 use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use tracer::{Options, Tracer};
 
@@ -139,12 +148,18 @@ fn parse_args() -> Args {
 fn main() {
     let args = parse_args();
     if args.probe {
-        std::process::exit(match probe() {
+        let no_filter = filter_refusal();
+        std::process::exit(match probe(no_filter.is_none()) {
             Ok(()) => {
-                println!(
-                    "ok: ptrace and seccomp filtering work; opens {}",
-                    probe_notify()
-                );
+                match no_filter {
+                    None => println!(
+                        "ok: ptrace and seccomp filtering work; opens {}",
+                        probe_notify()
+                    ),
+                    Some(why) => println!(
+                        "ok: ptrace works; no seccomp filter ({why}): every syscall stops (slower, same records)"
+                    ),
+                }
                 0
             }
             Err(e) => {
@@ -277,7 +292,10 @@ fn note(dir: &[u8], key: &str, text: &str) {
         .create(true)
         .open(std::ffi::OsStr::from_bytes(&p))
     {
-        let _ = writeln!(f, "{key}\t{}", text.replace('\n', " "));
+        // One write(2) per line: the front and the tracer append to the same
+        // file at the same time, and O_APPEND keeps only whole writes apart.
+        let line = format!("{key}\t{}\n", text.replace('\n', " "));
+        let _ = f.write_all(line.as_bytes());
     }
 }
 
@@ -397,10 +415,15 @@ fn front(args: Args) -> ! {
         }
     }
 
+    set_handler(libc::SIGCONT, on_cont);
+
     let mut buf = Vec::new();
     let mut status: Option<i32> = None;
     let mut child_pidfd: Option<i32> = None;
     let mut chunk = [0u8; 512];
+    // When the command stopped (the tracer's clock, CLOCK_MONOTONIC), while
+    // it is stopped and we have not stopped with it yet.
+    let mut cmd_stopped: Option<u64> = None;
     loop {
         // Process complete lines.
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
@@ -455,6 +478,8 @@ fn front(args: Args) -> ! {
                         }
                     }
                 }
+                "T" => cmd_stopped = rest.parse().ok(),
+                "R" => cmd_stopped = None,
                 "E" => {
                     let e = std::io::Error::from_raw_os_error(rest.parse().unwrap_or(libc::ENOENT));
                     eprintln!("roar-ptrace: {}: {e}", args.cmd[0].to_string_lossy());
@@ -477,6 +502,9 @@ fn front(args: Args) -> ! {
                 _ => {}
             }
         }
+        if let Some(t) = cmd_stopped.take() {
+            stop_with_command(t);
+        }
         // SAFETY: reading into a local buffer.
         let n = unsafe { libc::read(rd, chunk.as_mut_ptr().cast(), chunk.len()) };
         if n < 0 && sys::errno() == libc::EINTR {
@@ -493,6 +521,35 @@ fn front(args: Args) -> ! {
     match status {
         Some(st) => exit_like(st),
         None => tracer_died(&args, tst, child_pidfd),
+    }
+}
+
+/// When the front last received SIGCONT (CLOCK_MONOTONIC ns).
+static LAST_CONT: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_cont(_: libc::c_int) {
+    // clock_gettime is async-signal-safe.
+    LAST_CONT.store(sys::now_ns(), Ordering::Relaxed);
+}
+
+/// The command stopped at `since` (SIGSTOP, SIGTSTP...; the tracer leaves it
+/// stopped): stop the front too, so that our caller (roar, a shell) sees its
+/// job stopped, as it would see the command untraced; when the front is
+/// continued (`fg`, roar relaying a SIGCONT), continue the command, as roar
+/// does with its own child. Skipped if a SIGCONT reached us after the
+/// command stopped: the terminal's ^Z stopped the front and the command
+/// alike, and `fg` has continued both already.
+fn stop_with_command(since: u64) {
+    if LAST_CONT.load(Ordering::Relaxed) >= since {
+        return;
+    }
+    // SAFETY: stopping ourselves; kill takes integers.
+    unsafe {
+        libc::raise(libc::SIGSTOP);
+        let c = CHILD.load(Ordering::Relaxed);
+        if c > 0 {
+            libc::kill(c, libc::SIGCONT);
+        }
     }
 }
 
@@ -575,8 +632,50 @@ fn send(fd: i32, msg: &str) {
 const SETUP_PTRACE: u8 = b'P';
 const SETUP_SECCOMP: u8 = b'S';
 const SETUP_EXEC: u8 = b'X';
+/// The child is ready to be seized (its filter, if any, is installed).
+const SETUP_READY: u8 = b'R';
 /// Opens are notified on a seccomp listener, sent over the setup socket.
 const SETUP_NOTIFY: u8 = b'N';
+
+/// Why the command must run without our seccomp filter (then every syscall
+/// is a ptrace stop: slower, same records), or `None` if the filter is safe.
+///
+/// The kernel takes a filter only from a process with CAP_SYS_ADMIN or under
+/// no_new_privs, and no_new_privs makes every set-user-ID, set-group-ID or
+/// file-capability program exec'd later run without its privileges: the
+/// program would behave differently (`su` failing, a setuid helper denied).
+/// Without a filter the tracer can let such a program go (it detaches the
+/// thread before the exec, see `Tracer::setid_exec`); with one it cannot (a
+/// tracee whose filter has no tracer gets ENOSYS). So the filter is used only
+/// where no set-id exec under it can lose anything:
+/// * no_new_privs is already on (inherited: no exec gains privileges, traced
+///   or not), or
+/// * we hold CAP_SYS_ADMIN (no no_new_privs needed) and CAP_SYS_PTRACE (the
+///   kernel grants a traced set-id program its privileges), i.e. root.
+///
+/// `ROAR_PTRACE_SECCOMP=0` forces the filter off (the fidelity corpus and
+/// the benchmarks run this mode as root too).
+fn filter_refusal() -> Option<&'static str> {
+    if std::env::var_os("ROAR_PTRACE_SECCOMP").is_some_and(|v| v == "0") {
+        return Some("ROAR_PTRACE_SECCOMP=0");
+    }
+    if sys::no_new_privs() {
+        return None;
+    }
+    if !sys::have_cap(sys::CAP_SYS_ADMIN) {
+        return Some(
+            "without CAP_SYS_ADMIN a seccomp filter needs no_new_privs, \
+             which would take their privileges from set-id programs",
+        );
+    }
+    if !sys::have_cap_sys_ptrace() {
+        return Some(
+            "without CAP_SYS_PTRACE a set-id program must run untraced to keep its privileges, \
+             which a seccomp filter would not allow",
+        );
+    }
+    None
+}
 
 /// Whether opens should be seccomp notifications rather than ptrace stops:
 /// only where the kernel has same-CPU wake-ups for them (Linux 6.6), which is
@@ -586,6 +685,30 @@ fn want_notify(fault: &str) -> bool {
     fault != "seccomp"
         && std::env::var_os("ROAR_PTRACE_NOTIFY").is_none_or(|v| v != "0")
         && sys::kernel_at_least(6, 6)
+}
+
+/// Blocking: the child's setup messages up to [`SETUP_READY`], or up to EOF
+/// (the child exited without running CMD).
+fn read_setup_until_ready(fd: i32) -> Vec<(u8, i32)> {
+    let mut out = Vec::new();
+    let mut b = [0u8; 5];
+    let mut have = 0;
+    while out.last().is_none_or(|(t, _)| *t != SETUP_READY) {
+        // SAFETY: reading into the unfilled part of a local buffer.
+        let n = unsafe { libc::read(fd, b[have..].as_mut_ptr().cast(), 5 - have) };
+        if n < 0 && sys::errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        have += n as usize;
+        if have == 5 {
+            out.push((b[0], i32::from_le_bytes([b[1], b[2], b[3], b[4]])));
+            have = 0;
+        }
+    }
+    out
 }
 
 fn read_setup(fd: i32) -> Vec<(u8, i32)> {
@@ -605,7 +728,8 @@ fn read_setup(fd: i32) -> Vec<(u8, i32)> {
 fn tracer_process(args: &Args, wr: i32) -> ! {
     let fault = std::env::var("ROAR_PTRACE_FAULT").unwrap_or_default();
     let prog = seccomp::program(seccomp::OpenAction::Trace);
-    let notify = want_notify(&fault);
+    let no_filter = filter_refusal();
+    let notify = no_filter.is_none() && want_notify(&fault);
     let prog_notify = seccomp::program(seccomp::OpenAction::Notify);
     let mut socks = [-1i32; 2];
     // SAFETY: valid out-array for two fds.
@@ -628,8 +752,12 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
     // SAFETY: valid out-array.
     unsafe { libc::pipe2(sp.as_mut_ptr(), libc::O_CLOEXEC) };
     let (srd, swr) = (sp[0], sp[1]);
-    // SAFETY: getpid cannot fail.
-    let tracer_pid = unsafe { libc::getpid() };
+    // The "go" pipe: the child waits on it until it has been seized (EOF:
+    // the tracer died first, so the command must not run).
+    let mut gp = [-1i32; 2];
+    // SAFETY: valid out-array.
+    unsafe { libc::pipe2(gp.as_mut_ptr(), libc::O_CLOEXEC) };
+    let (go_rd, go_wr) = (gp[0], gp[1]);
     // SAFETY: fork in a single-threaded process.
     let c = unsafe { libc::fork() };
     if c == 0 {
@@ -640,19 +768,8 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
             // SAFETY: writing 5 bytes from a local array.
             unsafe { libc::write(swr, m.as_ptr().cast(), 5) };
         };
-        // SAFETY: PTRACE_TRACEME takes no pointers.
-        let traced = fault != "traceme"
-            && unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) } == 0;
-        if !traced {
-            let e = if fault == "traceme" {
-                libc::EPERM
-            } else {
-                sys::errno()
-            };
-            tell(SETUP_PTRACE, e);
-            // SAFETY: leave without running atexit handlers of the parent image.
-            unsafe { libc::_exit(0) };
-        }
+        // SAFETY: our copy of the write end: EOF then means "tracer gone".
+        unsafe { libc::close(go_wr) };
         // Opens as notifications if we can hand the listener over; else
         // (older kernel, a listener already above us, no socket) as stops.
         let mut installed = false;
@@ -681,20 +798,28 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
                 Err(_) => {}
             }
         }
-        if installed {
+        if installed || no_filter.is_some() {
         } else if fault == "seccomp" {
             tell(SETUP_SECCOMP, libc::EINVAL);
         } else if let Err(e) = seccomp::install(&prog) {
             tell(SETUP_SECCOMP, e.raw_os_error().unwrap_or(0));
         }
         default_sigpipe();
-        // SAFETY: stop until the tracer has set its options.
-        unsafe { libc::raise(libc::SIGSTOP) };
-        // SAFETY: getppid cannot fail.
-        if unsafe { libc::getppid() } != tracer_pid {
-            // The tracer died before it could set PTRACE_O_EXITKILL and we
-            // were continued: with the filter and no tracer, never exec CMD
-            // (the execve itself would fail with ENOSYS; do not even try).
+        tell(SETUP_READY, 0);
+        // Wait until the tracer has seized us (PTRACE_SEIZE, with
+        // PTRACE_O_EXITKILL) and says go. EOF: it died before that; with the
+        // filter and no tracer, never exec CMD (the execve itself would fail
+        // with ENOSYS; do not even try).
+        let mut go = 0u8;
+        loop {
+            // SAFETY: reading one byte into a local.
+            let n = unsafe { libc::read(go_rd, (&mut go as *mut u8).cast(), 1) };
+            if n == 1 {
+                break;
+            }
+            if n < 0 && sys::errno() == libc::EINTR {
+                continue;
+            }
             // SAFETY: leave before exec.
             unsafe { libc::_exit(126) };
         }
@@ -705,10 +830,10 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         // SAFETY: as above.
         unsafe { libc::_exit(if e == libc::ENOENT { 127 } else { 126 }) };
     }
-    // SAFETY: our copy of the write end; the child keeps its own.
+    // SAFETY: our copies of the child's ends.
     unsafe {
         libc::close(swr);
-        libc::fcntl(srd, libc::F_SETFL, libc::O_NONBLOCK);
+        libc::close(go_rd);
         if socks[1] >= 0 {
             libc::close(socks[1]);
         }
@@ -723,23 +848,37 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         );
         std::process::exit(0);
     }
-    detach_from_caller(&[wr, srd, socks[0]]);
+    detach_from_caller(&[wr, srd, socks[0], go_wr]);
     send(wr, &format!("C {c}\n"));
 
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(c, &mut status, libc::__WALL) };
-    let setup = read_setup(srd);
-    if !libc::WIFSTOPPED(status) {
-        let why = match setup.iter().find(|(t, _)| *t == SETUP_PTRACE) {
-            Some((_, e)) => format!("ptrace refused ({})", std::io::Error::from_raw_os_error(*e)),
-            None => "ptrace tracer could not start the command".to_string(),
-        };
-        send(wr, &format!("F {why}\n"));
+    let setup = read_setup_until_ready(srd);
+    // SAFETY: later reads (an exec failure) must not block.
+    unsafe { libc::fcntl(srd, libc::F_SETFL, libc::O_NONBLOCK) };
+    if !setup.iter().any(|(t, _)| *t == SETUP_READY) {
+        // SAFETY: reaping our child, which has exited without running CMD.
+        unsafe { libc::waitpid(c, std::ptr::null_mut(), libc::__WALL) };
+        send(wr, "F ptrace tracer could not start the command\n");
         std::process::exit(0);
     }
+    // The child waits before exec: the command has not run.
+    let abort = |why: String| -> ! {
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(c, libc::SIGKILL);
+            libc::waitpid(c, std::ptr::null_mut(), libc::__WALL);
+        }
+        send(wr, &format!("F {why}\n"));
+        std::process::exit(0);
+    };
     let mut all_syscalls = false;
-    if let Some((_, e)) = setup.iter().find(|(t, _)| *t == SETUP_SECCOMP) {
+    if let Some(why) = no_filter {
+        all_syscalls = true;
+        note(
+            &args.trace_dir,
+            "info",
+            &format!("no seccomp filter ({why}): traced every syscall (slower, same records)"),
+        );
+    } else if let Some((_, e)) = setup.iter().find(|(t, _)| *t == SETUP_SECCOMP) {
         all_syscalls = true;
         note(
             &args.trace_dir,
@@ -754,18 +893,7 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
     if setup.iter().any(|(t, _)| *t == SETUP_NOTIFY) {
         match sys::recv_fd(socks[0]) {
             Some(fd) => notify_fd = fd,
-            None => {
-                // SAFETY: the child is stopped before exec: the command has not run.
-                unsafe {
-                    libc::kill(c, libc::SIGKILL);
-                    libc::waitpid(c, std::ptr::null_mut(), libc::__WALL);
-                }
-                send(
-                    wr,
-                    "F ptrace tracer could not receive its seccomp listener\n",
-                );
-                std::process::exit(0);
-            }
+            None => abort("ptrace tracer could not receive its seccomp listener".into()),
         }
         keep_listener_past_exit(notify_fd);
         if !sys::notif_set_sync(notify_fd) {
@@ -785,14 +913,18 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         // SAFETY: raising a signal on ourselves.
         unsafe { libc::raise(libc::SIGKILL) };
     }
-    if let Err(e) = sys::set_options(c) {
-        // SAFETY: the child is stopped before exec: the command has not run.
-        unsafe {
-            libc::kill(c, libc::SIGKILL);
-            libc::waitpid(c, std::ptr::null_mut(), libc::__WALL);
-        }
-        send(wr, &format!("F ptrace options refused ({e})\n"));
-        std::process::exit(0);
+    let seized = if fault == "traceme" {
+        Err(std::io::Error::from_raw_os_error(libc::EPERM))
+    } else {
+        sys::seize(c)
+    };
+    if let Err(e) = seized {
+        abort(format!("ptrace refused ({e})"));
+    }
+    if all_syscalls {
+        // A seized tracee runs on until something stops it; PTRACE_SYSCALL
+        // needs a stop to start from (the loop restarts it with that).
+        sys::interrupt(c);
     }
     // SAFETY: getpid cannot fail.
     let me = unsafe { libc::getpid() };
@@ -802,19 +934,19 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
             all_syscalls,
             fault_panic: fault == "panic",
             notify_fd,
+            on_job_stop: Box::new(move |stopped| match stopped {
+                Some(since) => send(wr, &format!("T {since}\n")),
+                None => send(wr, "R\n"),
+            }),
         },
         c,
         me,
     );
-    sys::resume(
-        c,
-        if all_syscalls {
-            sys::Resume::Syscall
-        } else {
-            sys::Resume::Cont
-        },
-        0,
-    );
+    // SAFETY: one byte from a local; then our end is of no more use.
+    unsafe {
+        libc::write(go_wr, b"g".as_ptr().cast(), 1);
+        libc::close(go_wr);
+    }
     let dir = args.trace_dir.clone();
     let wait_all = args.wait_all;
     t.run(|t, st, remaining| {
@@ -983,9 +1115,9 @@ fn probe_notify() -> String {
     msg
 }
 
-/// Check that this host lets us trace with a seccomp filter: fork a child
-/// that installs the filter and makes one traced syscall.
-fn probe() -> Result<(), String> {
+/// Check that this host lets us trace (with a seccomp filter if `filter`):
+/// fork a child that installs the filter and makes one traced syscall.
+fn probe(filter: bool) -> Result<(), String> {
     let prog = seccomp::program(seccomp::OpenAction::Trace);
     let mut sp = [0i32; 2];
     // SAFETY: valid out-array.
@@ -1004,13 +1136,15 @@ fn probe() -> Result<(), String> {
                 );
                 libc::_exit(0);
             }
-            if let Err(e) = seccomp::install(&prog) {
-                let e = e.raw_os_error().unwrap_or(0).to_le_bytes();
-                libc::write(
-                    sp[1],
-                    [SETUP_SECCOMP, e[0], e[1], e[2], e[3]].as_ptr().cast(),
-                    5,
-                );
+            if filter {
+                if let Err(e) = seccomp::install(&prog) {
+                    let e = e.raw_os_error().unwrap_or(0).to_le_bytes();
+                    libc::write(
+                        sp[1],
+                        [SETUP_SECCOMP, e[0], e[1], e[2], e[3]].as_ptr().cast(),
+                        5,
+                    );
+                }
             }
             libc::raise(libc::SIGSTOP);
             libc::syscall(
@@ -1061,10 +1195,20 @@ fn probe() -> Result<(), String> {
         kill();
         return Err(format!("ptrace options refused ({e})"));
     }
-    sys::resume(c, sys::Resume::Cont, 0);
+    let how = if filter {
+        sys::Resume::Cont
+    } else {
+        sys::Resume::Syscall
+    };
+    sys::resume(c, how, 0);
     // SAFETY: waiting for our child.
     unsafe { libc::waitpid(c, &mut st, libc::__WALL) };
-    let ok = libc::WIFSTOPPED(st) && (st >> 16) == libc::PTRACE_EVENT_SECCOMP;
+    let ok = libc::WIFSTOPPED(st)
+        && if filter {
+            (st >> 16) == libc::PTRACE_EVENT_SECCOMP
+        } else {
+            libc::WSTOPSIG(st) == libc::SIGTRAP | 0x80
+        };
     if libc::WIFSTOPPED(st) {
         sys::resume(c, sys::Resume::Cont, 0);
         // SAFETY: as above.
@@ -1072,7 +1216,9 @@ fn probe() -> Result<(), String> {
     }
     if ok {
         Ok(())
-    } else {
+    } else if filter {
         Err("seccomp stops were not delivered to the tracer".into())
+    } else {
+        Err("syscall stops were not delivered to the tracer".into())
     }
 }

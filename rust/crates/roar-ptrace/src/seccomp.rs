@@ -10,9 +10,9 @@
 //! targets...), and for `mmap` calls that map a file shared and writable;
 //! every other syscall runs at full speed with no tracer involvement.
 //!
-//! The filter is installed in the child between `PTRACE_TRACEME` and `execve`
-//! and is inherited by every descendant, which is exactly the set of processes
-//! the tracer follows.
+//! The filter is installed in the command child before the tracer seizes it
+//! and before its `execve`, and is inherited by every descendant, which is
+//! exactly the set of processes the tracer follows.
 
 use std::io;
 
@@ -218,9 +218,12 @@ pub fn program(open: OpenAction) -> Vec<libc::sock_filter> {
 }
 
 /// Install [`program`] in the calling thread (and so in its future
-/// descendants). Tries without `PR_SET_NO_NEW_PRIVS` first, which succeeds
-/// with CAP_SYS_ADMIN and leaves setuid programs working as they would; falls
-/// back to setting it (required for unprivileged callers).
+/// descendants). Never sets `PR_SET_NO_NEW_PRIVS`: the kernel accepts a
+/// filter without it only from a caller with CAP_SYS_ADMIN (or one already
+/// under no_new_privs), and setting it ourselves would make every set-id
+/// program the command runs later lose its privileges, i.e. change the
+/// program. An unprivileged caller gets EACCES, and the tracer then stops on
+/// every syscall instead (see `filter_refusal` in main.rs).
 ///
 /// Must be called in the forked child before exec; it allocates nothing after
 /// the filter vector is built.
@@ -251,30 +254,16 @@ fn install_with(prog: &[libc::sock_filter], flags: libc::c_ulong) -> io::Result<
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    let call = || {
-        // SAFETY: `fprog` points at a live, correctly sized filter array; the
-        // kernel copies it during the call.
-        unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                flags,
-                &fprog as *const libc::sock_fprog,
-            )
-        }
+    // SAFETY: `fprog` points at a live, correctly sized filter array; the
+    // kernel copies it during the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &fprog as *const libc::sock_fprog,
+        )
     };
-    let r = call();
-    if r >= 0 {
-        return Ok(r as i32);
-    }
-    if crate::sys::errno() != libc::EACCES {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let r = call();
     if r >= 0 {
         Ok(r as i32)
     } else {

@@ -172,24 +172,67 @@ pub fn event_msg(tid: i32) -> Option<u64> {
     (r == 0).then_some(msg as u64)
 }
 
-/// `PTRACE_SETOPTIONS` on the first stop of the root tracee; inherited by
-/// every auto-attached child.
+/// `PTRACE_SEIZE` the command child with [`OPTIONS`] (inherited by every
+/// auto-attached child). Unlike `PTRACE_TRACEME`, a seized tracee reports a
+/// group-stop (SIGSTOP, ^Z) as `PTRACE_EVENT_STOP`, which the tracer can
+/// leave in place with [`listen`]: the program stops as it would untraced.
+/// Does not stop the tracee.
+pub fn seize(tid: i32) -> io::Result<()> {
+    with_options(libc::PTRACE_SEIZE, tid)
+}
+
+/// `PTRACE_INTERRUPT`: make a seized, running tracee stop (it reports
+/// `PTRACE_EVENT_STOP` with SIGTRAP). Errors ignored, as in [`resume`].
+pub fn interrupt(tid: i32) {
+    // SAFETY: plain ptrace request; no memory is passed.
+    unsafe {
+        libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize);
+    }
+}
+
+/// `PTRACE_LISTEN` a tracee in group-stop: it stays stopped, as an untraced
+/// process would, until SIGCONT (or SIGKILL) wakes it; it then reports
+/// `PTRACE_EVENT_STOP` with SIGTRAP. Errors ignored, as in [`resume`].
+pub fn listen(tid: i32) {
+    // SAFETY: plain ptrace request; no memory is passed.
+    unsafe {
+        libc::ptrace(libc::PTRACE_LISTEN, tid, 0usize, 0usize);
+    }
+}
+
+/// Whether `sig` is one of the job-control stop signals.
+pub fn is_stop_signal(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
+}
+
+/// The ptrace options of every tracee.
+// PTRACE_O_EXITKILL: if the tracer dies (SIGKILL, OOM killer), every
+// tracee is killed with it. The alternative is not "the program goes on
+// untraced": the seccomp filter cannot be removed, and without its tracer
+// (or listener) every open, exec, rename... of the program fails with
+// ENOSYS, which is a broken program doing who knows what with those
+// errors. Dying as a whole is the honest outcome; the front reports it.
+const OPTIONS: i32 = libc::PTRACE_O_TRACESYSGOOD
+    | libc::PTRACE_O_TRACEFORK
+    | libc::PTRACE_O_TRACEVFORK
+    | libc::PTRACE_O_TRACECLONE
+    | libc::PTRACE_O_TRACEEXEC
+    | libc::PTRACE_O_TRACESECCOMP
+    | libc::PTRACE_O_EXITKILL;
+
+/// `PTRACE_SETOPTIONS` with [`OPTIONS`] on a `PTRACE_TRACEME` tracee (the
+/// probe's).
 pub fn set_options(tid: i32) -> io::Result<()> {
-    let opts = libc::PTRACE_O_TRACESYSGOOD
-        | libc::PTRACE_O_TRACEFORK
-        | libc::PTRACE_O_TRACEVFORK
-        | libc::PTRACE_O_TRACECLONE
-        | libc::PTRACE_O_TRACEEXEC
-        | libc::PTRACE_O_TRACESECCOMP
-        | libc::PTRACE_O_EXITKILL;
-    // PTRACE_O_EXITKILL: if the tracer dies (SIGKILL, OOM killer), every
-    // tracee is killed with it. The alternative is not "the program goes on
-    // untraced": the seccomp filter cannot be removed, and without its tracer
-    // (or listener) every open, exec, rename... of the program fails with
-    // ENOSYS, which is a broken program doing who knows what with those
-    // errors. Dying as a whole is the honest outcome; the front reports it.
+    with_options(libc::PTRACE_SETOPTIONS, tid)
+}
+
+/// `req` (SEIZE or SETOPTIONS) on `tid` with [`OPTIONS`].
+fn with_options(req: libc::c_uint, tid: i32) -> io::Result<()> {
     // SAFETY: plain ptrace request; the options travel in the data argument.
-    let r = unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0usize, opts as usize) };
+    let r = unsafe { libc::ptrace(req, tid, 0usize, OPTIONS as usize) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -369,9 +412,6 @@ pub struct ProcIds {
     pub egid: u32,
     /// `PR_SET_NO_NEW_PRIVS` is set: an exec can never gain privileges.
     pub no_new_privs: bool,
-    /// A seccomp filter is installed (`Seccomp: 2`): detached from its
-    /// tracer, its traced calls would fail with ENOSYS.
-    pub seccomp_filter: bool,
 }
 
 /// Effective ids and the no_new_privs bit of thread `tid`.
@@ -385,21 +425,36 @@ pub fn proc_ids(tid: i32) -> Option<ProcIds> {
         euid: field("Uid:", 1)?,
         egid: field("Gid:", 1)?,
         no_new_privs: field("NoNewPrivs:", 0) == Some(1),
-        seccomp_filter: field("Seccomp:", 0) == Some(2),
     })
 }
 
-/// Whether we hold CAP_SYS_PTRACE: then the kernel lets a program we trace
-/// gain its set-user-ID / file-capability privileges at exec.
-pub fn have_cap_sys_ptrace() -> bool {
-    const CAP_SYS_PTRACE: u32 = 19;
+/// `CAP_SYS_PTRACE` (linux/capability.h).
+pub const CAP_SYS_PTRACE: u32 = 19;
+/// `CAP_SYS_ADMIN` (linux/capability.h).
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether capability `cap` is in our effective set.
+pub fn have_cap(cap: u32) -> bool {
     let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
         return false;
     };
     s.lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps >> CAP_SYS_PTRACE & 1 == 1)
+        .is_some_and(|caps| caps >> cap & 1 == 1)
+}
+
+/// Whether we hold CAP_SYS_PTRACE: then the kernel lets a program we trace
+/// gain its set-user-ID / file-capability privileges at exec.
+pub fn have_cap_sys_ptrace() -> bool {
+    have_cap(CAP_SYS_PTRACE)
+}
+
+/// Whether this process runs under `PR_SET_NO_NEW_PRIVS` (inherited from
+/// whoever started us: roar-ptrace never sets it).
+pub fn no_new_privs() -> bool {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1 }
 }
 
 /// `path` NUL-terminated in `scratch` (reused; the pointer is valid until

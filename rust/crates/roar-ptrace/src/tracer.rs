@@ -33,8 +33,10 @@
 //! answer "continue". Step 3 then never applies to opens: there is no exit to
 //! wait for, so an undecidable permission is asked of `faccessat` instead.
 //!
-//! When seccomp cannot be installed the same code runs with `PTRACE_SYSCALL`
-//! on every call ("all-syscalls mode"): slower, same records.
+//! Without our seccomp filter (refused, or unsafe because it would need
+//! no_new_privs: see `filter_refusal` in main.rs) the same code runs with
+//! `PTRACE_SYSCALL` on every call ("all-syscalls mode"): slower, same records,
+//! and a set-id program can be detached at its exec (`setid_exec`).
 //!
 //! Robustness: recording runs under `catch_unwind`. A bug in it switches the
 //! tracer to *degraded* mode (a note says from when records are missing), in
@@ -106,13 +108,19 @@ struct Thread {
 pub struct Options {
     /// Normalised absolute trace directory (empty: record nothing).
     pub trace_dir: Vec<u8>,
-    /// Seccomp could not be installed: stop on every syscall.
+    /// No seccomp filter of ours (refused, or not safe: see `filter_refusal`
+    /// in main.rs): stop on every syscall.
     pub all_syscalls: bool,
     /// Fault injection for tests: panic while recording the first open.
     pub fault_panic: bool,
     /// The seccomp listener opens are notified on (-1: opens are ptrace
     /// stops like the other calls). See `run_notify`.
     pub notify_fd: i32,
+    /// Called with `Some(t)` when the root process enters a group-stop (the
+    /// command was stopped, as a shell job would be; `t`: when its stop
+    /// signal was delivered, CLOCK_MONOTONIC) and with `None` when it leaves
+    /// it (SIGCONT): the front stops and resumes with it.
+    pub on_job_stop: Box<dyn FnMut(Option<u64>)>,
 }
 
 /// The tracer state for one traced command.
@@ -120,10 +128,16 @@ pub struct Tracer {
     opts: Options,
     threads: HashMap<i32, Thread>,
     images: HashMap<i32, ImageRef>,
-    /// Threads whose initial auto-attach SIGSTOP has been consumed. Kept
-    /// outside the recording state on purpose: it must stay right even
-    /// after a recording bug, or a new child would stay stopped forever.
-    started: HashSet<i32>,
+    /// Threads left in group-stop with `PTRACE_LISTEN` (the program was
+    /// stopped: SIGSTOP, ^Z), and whether each belongs to the root process.
+    /// Kept outside the recording state on purpose: it must stay right even
+    /// after a recording bug, or the front would never learn that the
+    /// command was continued.
+    listening: HashMap<i32, bool>,
+    /// When we last delivered a stop signal to a thread of the root process
+    /// (CLOCK_MONOTONIC ns): its group-stop cannot have begun earlier, so a
+    /// SIGCONT the front received after that has continued it.
+    stop_delivered_at: u64,
     root: i32,
     /// Set when recording failed; records after this are missing.
     pub degraded: Option<String>,
@@ -156,7 +170,8 @@ impl Tracer {
             opts,
             threads: HashMap::new(),
             images: HashMap::new(),
-            started: HashSet::new(),
+            listening: HashMap::new(),
+            stop_delivered_at: 0,
             root,
             degraded: None,
             buf1: Vec::with_capacity(sys::PATH_MAX),
@@ -180,7 +195,6 @@ impl Tracer {
                 deferred: None,
             },
         );
-        t.started.insert(root);
         t
     }
 
@@ -273,7 +287,7 @@ impl Tracer {
         on_root_exit: &mut impl FnMut(&mut Tracer, i32, usize),
     ) {
         if wifexited(status) || libc::WIFSIGNALED(status) {
-            self.started.remove(&tid);
+            self.unlisten(tid);
             self.guarded(|t| t.thread_gone(tid));
             if tid == self.root {
                 let remaining = self.threads.len();
@@ -286,24 +300,23 @@ impl Tracer {
         }
         let sig = libc::WSTOPSIG(status);
         let event = (status >> 16) & 0xffff;
-        if self.started.insert(tid) && sig == libc::SIGSTOP && event == 0 {
-            // The auto-attach stop of a new thread/process: swallow it.
+        if event == libc::PTRACE_EVENT_STOP {
             self.guarded(|t| t.ensure_thread(tid, None, 0));
-            sys::resume(tid, self.default_resume(), 0);
+            if sys::is_stop_signal(sig) {
+                // Group-stop (SIGSTOP, SIGTSTP, ^Z...): the program stops as
+                // it would untraced; SIGCONT wakes it (PTRACE_LISTEN).
+                self.listen(tid);
+            } else {
+                // A new thread's first stop, our PTRACE_INTERRUPT, or a
+                // listening thread woken by SIGCONT (its SIGCONT comes next,
+                // as a signal-delivery stop).
+                self.unlisten(tid);
+                sys::resume(tid, self.default_resume(), 0);
+            }
             return;
         }
         let syscall_stop = sig == libc::SIGTRAP | 0x80;
         let event_stop = sig == libc::SIGTRAP && event != 0;
-        if event == libc::PTRACE_EVENT_EXEC {
-            // The exec'ing thread may have had another tid (a non-leader
-            // thread execs and takes over the leader's id).
-            if let Some(former) = sys::event_msg(tid) {
-                let former = former as i32;
-                if former != tid {
-                    self.started.remove(&former);
-                }
-            }
-        }
         let need_exit = self
             .guarded(|t| t.on_stop(tid, sig, event))
             .unwrap_or(false);
@@ -316,7 +329,47 @@ impl Tracer {
         if deliver != 0 && self.opts.notify_fd >= 0 {
             self.guarded(|t| t.restart_interrupted_open(tid));
         }
+        if sys::is_stop_signal(deliver) && self.of_root(tid) {
+            self.stop_delivered_at = sys::now_ns();
+        }
         sys::resume(tid, how, deliver);
+    }
+
+    /// `tid` entered a group-stop: leave it stopped, and tell the front when
+    /// the root process is the one that stopped (the first of its threads).
+    fn listen(&mut self, tid: i32) {
+        let of_root = self.of_root(tid);
+        let before = self.root_stopped();
+        self.listening.insert(tid, of_root);
+        sys::listen(tid);
+        if !before && self.root_stopped() {
+            let since = match self.stop_delivered_at {
+                0 => sys::now_ns(),
+                t => t,
+            };
+            (self.opts.on_job_stop)(Some(since));
+        }
+    }
+
+    /// `tid` left its group-stop (or ended): tell the front when that was
+    /// the root process's last stopped thread.
+    fn unlisten(&mut self, tid: i32) {
+        let before = self.root_stopped();
+        if self.listening.remove(&tid).is_some() && before && !self.root_stopped() {
+            (self.opts.on_job_stop)(None);
+        }
+    }
+
+    /// Whether `tid` is a thread of the root process (the command itself).
+    fn of_root(&self, tid: i32) -> bool {
+        match self.threads.get(&tid) {
+            Some(th) => th.tgid == self.root,
+            None => sys::tgid_ppid(tid).is_some_and(|(tgid, _)| tgid == self.root),
+        }
+    }
+
+    fn root_stopped(&self) -> bool {
+        self.listening.values().any(|&of_root| of_root)
     }
 
     /// A signal is about to be delivered to `tid`. If it interrupted an open
@@ -847,16 +900,16 @@ impl Tracer {
     /// `tid` is about to exec `path`. A set-user-ID, set-group-ID or
     /// file-capability program must run with its privileges, but the kernel
     /// withholds them from a traced process unless its tracer holds
-    /// CAP_SYS_PTRACE, and from every process under no_new_privs (which an
-    /// unprivileged tracer's seccomp filter requires). So:
-    /// * no_new_privs is on: no exec in this tree can gain privileges, traced
-    ///   or not; the job says the program ran without them;
+    /// CAP_SYS_PTRACE, and from every process under no_new_privs. So:
+    /// * no_new_privs is on: it was inherited or set by the program itself
+    ///   (we never set it, see `filter_refusal` in main.rs), so no exec
+    ///   gains privileges, with or without roar; nothing to do;
     /// * we hold CAP_SYS_PTRACE: it gets its privileges while traced;
     ///   nothing to do;
-    /// * a seccomp filter is on (installed without no_new_privs, so by a
-    ///   process with CAP_SYS_ADMIN but not CAP_SYS_PTRACE): it cannot run
-    ///   without us (ENOSYS), so it runs traced, without its privileges, and
-    ///   the job says so;
+    /// * our seccomp filter is on (it never is without CAP_SYS_PTRACE or
+    ///   no_new_privs; kept as a safety net): it cannot run without us
+    ///   (ENOSYS), so it runs traced, without its privileges, and the job
+    ///   says so;
     /// * otherwise (no filter, unprivileged tracer): detach `tid` before the
     ///   exec runs, so it runs untraced with its privileges, and say that its
     ///   (and its children's) I/O was not seen.
@@ -879,7 +932,7 @@ impl Tracer {
             return false;
         };
         let gains = (setuid && st.uid != ids.euid) || (setgid && st.gid != ids.egid) || caps;
-        if !gains {
+        if !gains || ids.no_new_privs {
             return false;
         }
         let what = if caps {
@@ -890,20 +943,13 @@ impl Tracer {
             "setgid"
         };
         let shown = roar_events::display_path(path);
-        if ids.no_new_privs {
-            self.note_partial(format!(
-                "{what} program {shown} ran without its privileges: an unprivileged ptrace tracer needs \
-                 no_new_privs for its seccomp filter (run it with --tracer preload, or as root)"
-            ));
-            return false;
-        }
         let capable = *self
             .cap_sys_ptrace
             .get_or_insert_with(sys::have_cap_sys_ptrace);
         if capable {
             return false;
         }
-        if ids.seccomp_filter {
+        if !self.opts.all_syscalls {
             self.note_partial(format!(
                 "{what} program {shown} ran without its privileges: traced without CAP_SYS_PTRACE, \
                  and its seccomp filter keeps it from running untraced"
@@ -914,7 +960,6 @@ impl Tracer {
             "{what} program {shown} ran untraced (ptrace would drop its privileges): \
              its file I/O and its children's were not recorded"
         ));
-        self.started.remove(&tid);
         self.thread_gone(tid);
         sys::detach(tid);
         true
