@@ -139,7 +139,8 @@ pub(crate) unsafe fn note_delete(dirfd: c_int, path: *const c_char) {
 
 /// What a hook returns when libc lacks the real function: what the function
 /// returns on failure, with errno ENOSYS.
-trait Missing {
+pub(crate) trait Missing {
+    /// The failure value (errno set to ENOSYS).
     fn missing() -> Self;
 }
 
@@ -156,7 +157,7 @@ impl Missing for *mut FILE {
     }
 }
 
-/// The hook generator. Each entry reads
+/// The hook generator. Each entry of the first form reads
 ///
 /// ```text
 /// /// docs
@@ -168,7 +169,37 @@ impl Missing for *mut FILE {
 /// and becomes `#[no_mangle] pub unsafe extern "C" fn NAME(ARGS) -> RET`
 /// with the five steps of the module documentation: `R` names the real
 /// call's result in `SUCCESS` and `RECORD`.
+///
+/// The second form, `hooks! { descriptor ... }`, makes the hooks of calls
+/// that take descriptor number `N` away (`fds.rs`): an entry
+/// `fn NAME(ARGS) -> RET = REAL_GETTER; takes N;` tail-calls the real
+/// function unless `N` reaches the range where the trace descriptor is kept,
+/// and then runs it through `state::touching_trace_fd`. They record nothing
+/// and run dormant or not.
 macro_rules! hooks {
+    (descriptor $(
+        $(#[$m:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $getter:ident;
+        takes $n:ident;
+    )*) => {$(
+        $(#[$m])*
+        ///
+        /// # Safety
+        /// Same contract as the libc function of the same name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+            unsafe {
+                let Some(real) = $crate::real::$getter() else {
+                    return <$ret as $crate::hooks::Missing>::missing();
+                };
+                if $n < $crate::state::FD_FLOOR.load(std::sync::atomic::Ordering::Relaxed) {
+                    return real($($arg),*);
+                }
+                $crate::state::touching_trace_fd(|h| h == $n, || real($($arg),*))
+            }
+        }
+    )*};
     ($(
         $(#[$m:meta])*
         fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $getter:ident;
@@ -183,10 +214,10 @@ macro_rules! hooks {
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             // SAFETY: the caller upholds this function's contract (its `# Safety` section).
             unsafe {
-                let Some(real) = real::$getter() else {
-                    return <$ret as Missing>::missing();
+                let Some(real) = $crate::real::$getter() else {
+                    return <$ret as $crate::hooks::Missing>::missing();
                 };
-                let Some(_g) = tracing() else {
+                let Some(_g) = $crate::state::tracing() else {
                     return real($($arg),*);
                 };
                 $(let $pre = $pre_e;)?
@@ -199,6 +230,7 @@ macro_rules! hooks {
         }
     )*};
 }
+pub(crate) use hooks;
 
 /// Whether `path` is a directory (checked before `remove`, which leaves
 /// nothing to check afterwards).
