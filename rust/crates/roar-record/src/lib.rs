@@ -577,7 +577,9 @@ mod tests {
         assert!(r.finish(&mut m));
         assert!(r.is_finished());
         r.on_delete(&mut m, b"/late");
+        assert_eq!(r.buffered(), 0, "a finished image takes no records");
         assert!(r.finish(&mut m));
+        assert!(r.flush(&mut m));
         assert_eq!(m.ops(), ["R /a"]);
         r.reset();
         assert!(!r.is_finished() && !r.seen(Op::Read, b"/a"));
