@@ -182,23 +182,12 @@ macro_rules! hooks {
         fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $getter:ident;
         takes $n:ident;
     )*) => {$(
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-            // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-            unsafe {
-                let Some(real) = $crate::real::$getter() else {
-                    return <$ret as $crate::hooks::Missing>::missing();
-                };
-                if $n < $crate::state::FD_FLOOR.load(std::sync::atomic::Ordering::Relaxed) {
-                    return real($($arg),*);
-                }
-                $crate::state::touching_trace_fd(|h| h == $n, || real($($arg),*))
+        hooks!(@fn $(#[$m])* $name($($arg: $ty),*) -> $ret = $getter, |real| {
+            if $n < $crate::state::FD_FLOOR.load(std::sync::atomic::Ordering::Relaxed) {
+                return real($($arg),*);
             }
-        }
+            $crate::state::touching_trace_fd(|h| h == $n, || real($($arg),*))
+        });
     )*};
     ($(
         $(#[$m:meta])*
@@ -206,6 +195,22 @@ macro_rules! hooks {
         $(before $pre:ident = $pre_e:expr;)?
         record |$r:ident| if $ok:expr => $rec:expr;
     )*) => {$(
+        hooks!(@fn $(#[$m])* $name($($arg: $ty),*) -> $ret = $getter, |real| {
+            let Some(_g) = $crate::state::tracing() else {
+                return real($($arg),*);
+            };
+            $(let $pre = $pre_e;)?
+            let $r = real($($arg),*);
+            if $ok {
+                $rec;
+            }
+            $r
+        });
+    )*};
+    // The part every hook shares: the exported signature, and the real
+    // function (ENOSYS if libc lacks it) bound to `$real` for `$body`.
+    (@fn $(#[$m:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $getter:ident,
+     |$real:ident| $body:block) => {
         $(#[$m])*
         ///
         /// # Safety
@@ -214,21 +219,13 @@ macro_rules! hooks {
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             // SAFETY: the caller upholds this function's contract (its `# Safety` section).
             unsafe {
-                let Some(real) = $crate::real::$getter() else {
+                let Some($real) = $crate::real::$getter() else {
                     return <$ret as $crate::hooks::Missing>::missing();
                 };
-                let Some(_g) = $crate::state::tracing() else {
-                    return real($($arg),*);
-                };
-                $(let $pre = $pre_e;)?
-                let $r = real($($arg),*);
-                if $ok {
-                    $rec;
-                }
-                $r
+                $body
             }
         }
-    )*};
+    };
 }
 pub(crate) use hooks;
 
