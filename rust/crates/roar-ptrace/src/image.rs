@@ -199,3 +199,100 @@ impl Image {
         rec.finish(&mut out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "roar-image-{tag}-{}-{}",
+                std::process::id(),
+                sys::now_ns()
+            ));
+            std::fs::create_dir(&p).unwrap();
+            TempDir(p)
+        }
+        fn bytes(&self) -> Vec<u8> {
+            self.0.as_os_str().as_bytes().to_vec()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn regular(size: u64) -> Option<sys::FileStat> {
+        Some(sys::FileStat {
+            regular: true,
+            size,
+            mtime_ns: 7,
+            dev: 1,
+            ino: 2,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+        })
+    }
+
+    #[test]
+    fn an_image_writes_one_file_with_one_header_through_the_core() {
+        let d = TempDir::new("file");
+        let dir = d.bytes();
+        let mut img = Image::new(4242, 1);
+        img.on_open(&dir, 10, Op::Read, b"/in", regular(3), true);
+        img.on_open(&dir, 11, Op::Read, b"/in", regular(3), true); // deduplicated
+        img.on_open(&dir, 12, Op::Update, b"/new", regular(0), true); // empty: W
+        img.on_open(&dir, 13, Op::Write, b"/t", None, false); // truncate: kept
+        img.on_open(&dir, 14, Op::Read, b"/gone", None, true); // unknown read: dropped
+        assert!(
+            std::fs::read_dir(&d.0).unwrap().next().is_none(),
+            "nothing written through"
+        );
+        img.flush(&dir);
+        img.on_pair(&dir, Op::Move, Some(b"/new"), Some(b"/out"));
+        img.finish(&dir);
+        img.on_delete(&dir, b"/late"); // after finish: dropped
+        img.finish(&dir);
+        let files: Vec<_> = std::fs::read_dir(&d.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1);
+        let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(name, format!("4242-{}.ev", img.t0_ns));
+        let t = roar_events::decode(&std::fs::read(&files[0]).unwrap()).unwrap();
+        assert!(t.error.is_none());
+        assert_eq!((t.header.pid, t.header.ppid), (4242, 1));
+        let got: Vec<(Op, &[u8])> = t.records.iter().map(|r| (r.op, &r.path[..])).collect();
+        assert_eq!(
+            got,
+            [
+                (Op::Read, &b"/in"[..]),
+                (Op::Write, b"/new"),
+                (Op::Write, b"/t"),
+                (Op::Move, b"/new")
+            ]
+        );
+        assert_eq!((t.records[0].t_ns, t.records[0].size), (10, 3));
+        assert!(!img.write_failed);
+    }
+
+    #[test]
+    fn a_flush_that_cannot_write_says_so() {
+        let d = TempDir::new("gone");
+        let mut dir = d.bytes();
+        dir.extend_from_slice(b"/missing");
+        let mut img = Image::new(1, 0);
+        img.on_open(&dir, 1, Op::Read, b"/in", regular(1), true);
+        assert!(!img.write_failed);
+        img.finish(&dir);
+        assert!(img.write_failed);
+    }
+}
