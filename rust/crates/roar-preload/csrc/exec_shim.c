@@ -41,14 +41,22 @@ static ptrdiff_t count_args(const char *arg0, va_list ap) {
     return argc;
 }
 
-HIDDEN int roar_shim_execl(const char *path, const char *arg0, ...) {
-    va_list ap, ap2;
-    va_start(ap, arg0);
+typedef int (*exec_fn)(const char *, char *const[], char *const[]);
+
+/*
+ * The one place the argument list of execl, execlp and execle is gathered:
+ * count it, copy it into an argv on this frame (a VLA, like glibc: no malloc
+ * before exec), and hand it to `run`. With `envp_follows` (execle) the word
+ * after the terminating NULL is the environment; otherwise it is `environ`.
+ * `ap` is left indeterminate: the caller only va_ends it.
+ */
+static int exec_list(exec_fn run, const char *path, const char *arg0, va_list ap,
+                     int envp_follows) {
+    va_list ap2;
     va_copy(ap2, ap);
     ptrdiff_t argc = count_args(arg0, ap2);
     va_end(ap2);
     if (argc < 0) {
-        va_end(ap);
         errno = E2BIG;
         return -1;
     }
@@ -56,50 +64,38 @@ HIDDEN int roar_shim_execl(const char *path, const char *arg0, ...) {
     argv[0] = arg0;
     for (ptrdiff_t i = 1; i <= argc; i++)
         argv[i] = i < argc ? va_arg(ap, const char *) : NULL;
+    char *const *envp = environ;
+    if (envp_follows) {
+        /* The envp comes right after the NULL that ends the argument list. */
+        if (arg0 != NULL)
+            (void)va_arg(ap, const char *); /* the terminating NULL itself */
+        envp = va_arg(ap, char *const *);
+    }
+    return run(path, (char *const *)argv, envp);
+}
+
+HIDDEN int roar_shim_execl(const char *path, const char *arg0, ...) {
+    va_list ap;
+    va_start(ap, arg0);
+    int r = exec_list(roar_internal_execve, path, arg0, ap, 0);
     va_end(ap);
-    return roar_internal_execve(path, (char *const *)argv, environ);
+    return r;
 }
 
 HIDDEN int roar_shim_execlp(const char *file, const char *arg0, ...) {
-    va_list ap, ap2;
+    va_list ap;
     va_start(ap, arg0);
-    va_copy(ap2, ap);
-    ptrdiff_t argc = count_args(arg0, ap2);
-    va_end(ap2);
-    if (argc < 0) {
-        va_end(ap);
-        errno = E2BIG;
-        return -1;
-    }
-    const char *argv[argc + 1];
-    argv[0] = arg0;
-    for (ptrdiff_t i = 1; i <= argc; i++)
-        argv[i] = i < argc ? va_arg(ap, const char *) : NULL;
+    int r = exec_list(roar_internal_execvpe, file, arg0, ap, 0);
     va_end(ap);
-    return roar_internal_execvpe(file, (char *const *)argv, environ);
+    return r;
 }
 
 HIDDEN int roar_shim_execle(const char *path, const char *arg0, ...) {
-    va_list ap, ap2;
+    va_list ap;
     va_start(ap, arg0);
-    va_copy(ap2, ap);
-    ptrdiff_t argc = count_args(arg0, ap2);
-    va_end(ap2);
-    if (argc < 0) {
-        va_end(ap);
-        errno = E2BIG;
-        return -1;
-    }
-    const char *argv[argc + 1];
-    argv[0] = arg0;
-    for (ptrdiff_t i = 1; i <= argc; i++)
-        argv[i] = i < argc ? va_arg(ap, const char *) : NULL;
-    /* The envp comes right after the NULL that ends the argument list. */
-    if (arg0 != NULL)
-        (void)va_arg(ap, const char *); /* the terminating NULL itself */
-    char *const *envp = va_arg(ap, char *const *);
+    int r = exec_list(roar_internal_execve, path, arg0, ap, 1);
     va_end(ap);
-    return roar_internal_execve(path, (char *const *)argv, envp);
+    return r;
 }
 
 /*

@@ -213,7 +213,7 @@ pub unsafe fn attach_from_env() -> bool {
         WATCH.store(b, Ordering::Relaxed);
         SEEN.store(u64::MAX, Ordering::Relaxed); // never a real (even) epoch: sync now
         with_state(|st| {
-            st.follower = true;
+            st.set_follower(true);
             sync(st);
         });
         true
@@ -326,7 +326,7 @@ pub fn after_fork_child(st: &mut State) {
         let s = unsafe { seq(b) }.load(Ordering::Acquire);
         SEEN.store(if s & 1 == 0 { s } else { u64::MAX }, Ordering::Relaxed);
         WATCH.store(b, Ordering::Relaxed);
-        st.follower = true;
+        st.set_follower(true);
     }
 }
 
@@ -456,8 +456,8 @@ unsafe fn create(path: *const c_char) -> c_int {
             }
             // A host follows nobody: it decides.
             WATCH.store(std::ptr::null_mut(), Ordering::Relaxed);
-            st.follower = false;
-            publish(st.active, &st.dir);
+            st.set_follower(false);
+            publish(st.active, &st.file.dir);
         });
         0
     }

@@ -322,7 +322,7 @@ unsafe fn prepare(
             if flush {
                 st.flush();
             }
-            Some(st.dir.clone())
+            Some(st.file.dir.clone())
         })
         .flatten()?;
         let lib = crate::library_path()?;

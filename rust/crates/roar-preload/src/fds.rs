@@ -19,7 +19,7 @@
 
 use libc::{c_int, c_uint};
 
-use crate::hooks::enosys;
+use crate::hooks::hooks;
 use crate::real;
 use crate::state::{touching_trace_fd, FD_FLOOR};
 
@@ -29,94 +29,26 @@ fn floor() -> c_int {
     FD_FLOOR.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Hook: `close(2)`.
-///
-/// # Safety
-/// Same contract as libc `close`.
-#[no_mangle]
-pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_close() else {
-            return enosys();
-        };
-        if fd < floor() {
-            return real(fd);
-        }
-        touching_trace_fd(|h| h == fd, || real(fd))
-    }
-}
+hooks! { descriptor
+    /// Hook: `close(2)`.
+    fn close(fd: c_int) -> c_int = real_close;
+    takes fd;
 
-/// Hook: `__close` (glibc's exported alias of `close`).
-///
-/// # Safety
-/// Same contract as libc `close`.
-#[no_mangle]
-pub unsafe extern "C" fn __close(fd: c_int) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_close_alias() else {
-            return enosys();
-        };
-        if fd < floor() {
-            return real(fd);
-        }
-        touching_trace_fd(|h| h == fd, || real(fd))
-    }
-}
+    /// Hook: `__close` (glibc's exported alias of `close`).
+    fn __close(fd: c_int) -> c_int = real_close_alias;
+    takes fd;
 
-/// Hook: `dup2(2)`.
-///
-/// # Safety
-/// Same contract as libc `dup2`.
-#[no_mangle]
-pub unsafe extern "C" fn dup2(oldfd: c_int, newfd: c_int) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_dup2() else {
-            return enosys();
-        };
-        if newfd < floor() {
-            return real(oldfd, newfd);
-        }
-        touching_trace_fd(|h| h == newfd, || real(oldfd, newfd))
-    }
-}
+    /// Hook: `dup2(2)`.
+    fn dup2(oldfd: c_int, newfd: c_int) -> c_int = real_dup2;
+    takes newfd;
 
-/// Hook: `__dup2` (glibc's exported alias of `dup2`).
-///
-/// # Safety
-/// Same contract as libc `dup2`.
-#[no_mangle]
-pub unsafe extern "C" fn __dup2(oldfd: c_int, newfd: c_int) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_dup2_alias() else {
-            return enosys();
-        };
-        if newfd < floor() {
-            return real(oldfd, newfd);
-        }
-        touching_trace_fd(|h| h == newfd, || real(oldfd, newfd))
-    }
-}
+    /// Hook: `__dup2` (glibc's exported alias of `dup2`).
+    fn __dup2(oldfd: c_int, newfd: c_int) -> c_int = real_dup2_alias;
+    takes newfd;
 
-/// Hook: `dup3(2)`.
-///
-/// # Safety
-/// Same contract as libc `dup3`.
-#[no_mangle]
-pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_dup3() else {
-            return enosys();
-        };
-        if newfd < floor() {
-            return real(oldfd, newfd, flags);
-        }
-        touching_trace_fd(|h| h == newfd, || real(oldfd, newfd, flags))
-    }
+    /// Hook: `dup3(2)`.
+    fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int = real_dup3;
+    takes newfd;
 }
 
 /// Hook: `close_range(2)`. With `CLOSE_RANGE_CLOEXEC` nothing is closed (our

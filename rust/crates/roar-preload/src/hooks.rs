@@ -2,9 +2,11 @@
 //! family, mkstemp family, truncate, rename/link/unlink, chdir, vfork and
 //! `_exit`.
 //!
-//! Every hook follows the same shape, and must keep it:
+//! Every hook has the same shape, and [`hooks!`] generates them all from one
+//! line per hook (signature, real function, what success looks like, what to
+//! record), so the shape cannot drift between them:
 //!
-//! 1. load the cached real function;
+//! 1. load the cached real function (missing: fail with ENOSYS);
 //! 2. if dormant (one relaxed atomic load) or already inside the tracer on
 //!    this thread, tail-call the real function and return;
 //! 3. call the real function, keep its result;
@@ -87,356 +89,6 @@ pub(crate) unsafe fn note_open(op: Option<Op>, dirfd: c_int, path: *const c_char
         with_state(|st| st.on_open(op, dirfd, raw, fd));
     }
 }
-
-macro_rules! open_hook {
-    ($(#[$m:meta])* $name:ident, $getter:ident) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: mode_t) -> c_int { unsafe {
-            let Some(real) = real::$getter() else { return enosys() };
-            let Some(_g) = tracing() else { return real(path, flags, mode) };
-            let fd = real(path, flags, mode);
-            if fd >= 0 {
-                note_open(classify_flags(flags), libc::AT_FDCWD, path, fd);
-            }
-            fd
-        }}
-    };
-}
-
-macro_rules! openat_hook {
-    ($(#[$m:meta])* $name:ident, $getter:ident) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(
-            dirfd: c_int,
-            path: *const c_char,
-            flags: c_int,
-            mode: mode_t,
-        ) -> c_int { unsafe {
-            let Some(real) = real::$getter() else { return enosys() };
-            let Some(_g) = tracing() else { return real(dirfd, path, flags, mode) };
-            let fd = real(dirfd, path, flags, mode);
-            if fd >= 0 {
-                note_open(classify_flags(flags), dirfd, path, fd);
-            }
-            fd
-        }}
-    };
-}
-
-open_hook!(
-    /// Hook: `open(2)`.
-    open, real_open
-);
-open_hook!(
-    /// Hook: `open64(2)`.
-    open64, real_open64
-);
-openat_hook!(
-    /// Hook: `openat(2)`.
-    openat, real_openat
-);
-openat_hook!(
-    /// Hook: `openat64(2)`.
-    openat64, real_openat64
-);
-
-macro_rules! open2_hook {
-    ($(#[$m:meta])* $name:ident, $getter:ident) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int { unsafe {
-            let Some(real) = real::$getter() else { return enosys() };
-            let Some(_g) = tracing() else { return real(path, flags) };
-            let fd = real(path, flags);
-            if fd >= 0 {
-                note_open(classify_flags(flags), libc::AT_FDCWD, path, fd);
-            }
-            fd
-        }}
-    };
-}
-
-macro_rules! openat2_hook {
-    ($(#[$m:meta])* $name:ident, $getter:ident) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int { unsafe {
-            let Some(real) = real::$getter() else { return enosys() };
-            let Some(_g) = tracing() else { return real(dirfd, path, flags) };
-            let fd = real(dirfd, path, flags);
-            if fd >= 0 {
-                note_open(classify_flags(flags), dirfd, path, fd);
-            }
-            fd
-        }}
-    };
-}
-
-open2_hook!(
-    /// Hook: `__open_2` (what `open` compiles to under _FORTIFY_SOURCE).
-    __open_2, real_open_2
-);
-open2_hook!(
-    /// Hook: `__open64_2` (fortified open64).
-    __open64_2, real_open64_2
-);
-openat2_hook!(
-    /// Hook: `__openat_2` (fortified openat).
-    __openat_2, real_openat_2
-);
-openat2_hook!(
-    /// Hook: `__openat64_2` (fortified openat64).
-    __openat64_2, real_openat64_2
-);
-
-macro_rules! creat_hook {
-    ($(#[$m:meta])* $name:ident, $getter:ident) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(path: *const c_char, mode: mode_t) -> c_int { unsafe {
-            let Some(real) = real::$getter() else { return enosys() };
-            let Some(_g) = tracing() else { return real(path, mode) };
-            let fd = real(path, mode);
-            if fd >= 0 {
-                note_open(Some(Op::Write), libc::AT_FDCWD, path, fd);
-            }
-            fd
-        }}
-    };
-}
-
-creat_hook!(
-    /// Hook: `creat(2)` (always W).
-    creat, real_creat
-);
-creat_hook!(
-    /// Hook: `creat64(2)` (always W).
-    creat64, real_creat64
-);
-
-macro_rules! fopen_hook {
-    ($(#[$m:meta])* $name:ident, $getter:ident) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut FILE { unsafe {
-            let Some(real) = real::$getter() else {
-                enosys();
-                return std::ptr::null_mut();
-            };
-            let Some(_g) = tracing() else { return real(path, mode) };
-            let fp = real(path, mode);
-            if !fp.is_null() && !mode.is_null() {
-                // glibc's fopen opens through internal (non-PLT) calls, so
-                // this is the only record for the file.
-                note_open(classify_mode(cbytes(mode)), libc::AT_FDCWD, path, libc::fileno(fp));
-            }
-            fp
-        }}
-    };
-}
-
-fopen_hook!(
-    /// Hook: `fopen(3)`: "r" is R, "r+" is U, "w"/"a" (with or without "+") are W.
-    fopen, real_fopen
-);
-fopen_hook!(
-    /// Hook: `fopen64(3)`.
-    fopen64, real_fopen64
-);
-
-macro_rules! freopen_hook {
-    ($(#[$m:meta])* $name:ident, $getter:ident) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(
-            path: *const c_char,
-            mode: *const c_char,
-            stream: *mut FILE,
-        ) -> *mut FILE { unsafe {
-            let Some(real) = real::$getter() else {
-                enosys();
-                return std::ptr::null_mut();
-            };
-            let Some(_g) = tracing() else { return real(path, mode, stream) };
-            let fp = real(path, mode, stream);
-            // A NULL path only changes the mode of the same file: not a new open.
-            if !fp.is_null() && !path.is_null() && !mode.is_null() {
-                note_open(classify_mode(cbytes(mode)), libc::AT_FDCWD, path, libc::fileno(fp));
-            }
-            fp
-        }}
-    };
-}
-
-freopen_hook!(
-    /// Hook: `freopen(3)`.
-    freopen, real_freopen
-);
-freopen_hook!(
-    /// Hook: `freopen64(3)`.
-    freopen64, real_freopen64
-);
-
-// glibc's mkstemp family creates the file through internal calls, so each
-// must be hooked itself. On success the template holds the created name.
-
-macro_rules! mkstemp_hook {
-    ($(#[$m:meta])* $name:ident, $getter:ident) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(template: *mut c_char) -> c_int { unsafe {
-            let Some(real) = real::$getter() else { return enosys() };
-            let Some(_g) = tracing() else { return real(template) };
-            let fd = real(template);
-            if fd >= 0 {
-                note_open(Some(Op::Write), libc::AT_FDCWD, template, fd);
-            }
-            fd
-        }}
-    };
-}
-
-macro_rules! mkstemp2_hook {
-    ($(#[$m:meta])* $name:ident, $getter:ident) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(template: *mut c_char, arg: c_int) -> c_int { unsafe {
-            let Some(real) = real::$getter() else { return enosys() };
-            let Some(_g) = tracing() else { return real(template, arg) };
-            let fd = real(template, arg);
-            if fd >= 0 {
-                note_open(Some(Op::Write), libc::AT_FDCWD, template, fd);
-            }
-            fd
-        }}
-    };
-}
-
-macro_rules! mkostemps_hook {
-    ($(#[$m:meta])* $name:ident, $getter:ident) => {
-        $(#[$m])*
-        ///
-        /// # Safety
-        /// Same contract as the libc function of the same name.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int { unsafe {
-            let Some(real) = real::$getter() else { return enosys() };
-            let Some(_g) = tracing() else { return real(template, suffixlen, flags) };
-            let fd = real(template, suffixlen, flags);
-            if fd >= 0 {
-                note_open(Some(Op::Write), libc::AT_FDCWD, template, fd);
-            }
-            fd
-        }}
-    };
-}
-
-mkstemp_hook!(
-    /// Hook: `mkstemp(3)` (W of the created file).
-    mkstemp, real_mkstemp
-);
-mkstemp_hook!(
-    /// Hook: `mkstemp64(3)`.
-    mkstemp64, real_mkstemp64
-);
-mkstemp2_hook!(
-    /// Hook: `mkstemps(3)`.
-    mkstemps, real_mkstemps
-);
-mkstemp2_hook!(
-    /// Hook: `mkstemps64(3)`.
-    mkstemps64, real_mkstemps64
-);
-mkstemp2_hook!(
-    /// Hook: `mkostemp(3)`.
-    mkostemp, real_mkostemp
-);
-mkstemp2_hook!(
-    /// Hook: `mkostemp64(3)`.
-    mkostemp64, real_mkostemp64
-);
-mkostemps_hook!(
-    /// Hook: `mkostemps(3)`.
-    mkostemps, real_mkostemps
-);
-mkostemps_hook!(
-    /// Hook: `mkostemps64(3)`.
-    mkostemps64, real_mkostemps64
-);
-
-/// Hook: `truncate(2)` (W; no fd, so no fstat).
-///
-/// # Safety
-/// Same contract as libc `truncate`.
-#[no_mangle]
-pub unsafe extern "C" fn truncate(path: *const c_char, len: off_t) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_truncate() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(path, len);
-        };
-        let r = real(path, len);
-        if r == 0 {
-            note_open(Some(Op::Write), libc::AT_FDCWD, path, -1);
-        }
-        r
-    }
-}
-
-/// Hook: `truncate64(2)`.
-///
-/// # Safety
-/// Same contract as libc `truncate64`.
-#[no_mangle]
-pub unsafe extern "C" fn truncate64(path: *const c_char, len: off64_t) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_truncate64() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(path, len);
-        };
-        let r = real(path, len);
-        if r == 0 {
-            note_open(Some(Op::Write), libc::AT_FDCWD, path, -1);
-        }
-        r
-    }
-}
-
 /// Record a successful rename/link.
 ///
 /// # Safety
@@ -453,145 +105,19 @@ pub(crate) unsafe fn note_pair(op: Op, d1: c_int, p1: *const c_char, d2: c_int, 
     }
 }
 
-/// Hook: `rename(2)` (M old -> new).
+/// Record renameat2(RENAME_EXCHANGE): both names now hold other content.
 ///
 /// # Safety
-/// Same contract as libc `rename`.
-#[no_mangle]
-pub unsafe extern "C" fn rename(old: *const c_char, new: *const c_char) -> c_int {
+/// `p1`, `p2` must be NULL or NUL-terminated strings.
+pub(crate) unsafe fn note_exchange(d1: c_int, p1: *const c_char, d2: c_int, p2: *const c_char) {
     // SAFETY: the caller upholds this function's contract (its `# Safety` section).
     unsafe {
-        let Some(real) = real::real_rename() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(old, new);
-        };
-        let r = real(old, new);
-        if r == 0 {
-            note_pair(Op::Move, libc::AT_FDCWD, old, libc::AT_FDCWD, new);
+        if p1.is_null() || p2.is_null() {
+            return;
         }
-        r
-    }
-}
-
-/// Hook: `renameat(2)`.
-///
-/// # Safety
-/// Same contract as libc `renameat`.
-#[no_mangle]
-pub unsafe extern "C" fn renameat(
-    olddirfd: c_int,
-    old: *const c_char,
-    newdirfd: c_int,
-    new: *const c_char,
-) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_renameat() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(olddirfd, old, newdirfd, new);
-        };
-        let r = real(olddirfd, old, newdirfd, new);
-        if r == 0 {
-            note_pair(Op::Move, olddirfd, old, newdirfd, new);
-        }
-        r
-    }
-}
-
-/// Hook: `renameat2(2)` (coreutils `mv` uses it). RENAME_EXCHANGE swaps two
-/// files, which M cannot express: both names are reported as W.
-///
-/// # Safety
-/// Same contract as libc `renameat2`.
-#[no_mangle]
-pub unsafe extern "C" fn renameat2(
-    olddirfd: c_int,
-    old: *const c_char,
-    newdirfd: c_int,
-    new: *const c_char,
-    flags: c_uint,
-) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_renameat2() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(olddirfd, old, newdirfd, new, flags);
-        };
-        let r = real(olddirfd, old, newdirfd, new, flags);
-        if r == 0 {
-            if flags & libc::RENAME_EXCHANGE != 0 {
-                if !old.is_null() && !new.is_null() {
-                    let _errno = ErrnoGuard::save();
-                    let (a, b) = (cbytes(old), cbytes(new));
-                    with_state(|st| st.on_exchange(olddirfd, a, newdirfd, b));
-                }
-            } else {
-                note_pair(Op::Move, olddirfd, old, newdirfd, new);
-            }
-        }
-        r
-    }
-}
-
-/// Hook: `link(2)` (L old -> new).
-///
-/// # Safety
-/// Same contract as libc `link`.
-#[no_mangle]
-pub unsafe extern "C" fn link(old: *const c_char, new: *const c_char) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_link() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(old, new);
-        };
-        let r = real(old, new);
-        if r == 0 {
-            note_pair(Op::Link, libc::AT_FDCWD, old, libc::AT_FDCWD, new);
-        }
-        r
-    }
-}
-
-/// Hook: `linkat(2)`. `AT_EMPTY_PATH` with an empty old path links the file
-/// open on `olddirfd` (typically an O_TMPFILE being given a name): the
-/// visible effect is a new file at `new`, recorded as W.
-///
-/// # Safety
-/// Same contract as libc `linkat`.
-#[no_mangle]
-pub unsafe extern "C" fn linkat(
-    olddirfd: c_int,
-    old: *const c_char,
-    newdirfd: c_int,
-    new: *const c_char,
-    flags: c_int,
-) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_linkat() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(olddirfd, old, newdirfd, new, flags);
-        };
-        let r = real(olddirfd, old, newdirfd, new, flags);
-        if r == 0 {
-            if flags & libc::AT_EMPTY_PATH != 0 && cbytes(old).is_empty() {
-                note_open(Some(Op::Write), newdirfd, new, -1);
-            } else {
-                note_pair(Op::Link, olddirfd, old, newdirfd, new);
-            }
-        }
-        r
+        let _errno = ErrnoGuard::save();
+        let (a, b) = (cbytes(p1), cbytes(p2));
+        with_state(|st| st.on_exchange(d1, a, d2, b));
     }
 }
 
@@ -611,125 +137,291 @@ pub(crate) unsafe fn note_delete(dirfd: c_int, path: *const c_char) {
     }
 }
 
-/// Hook: `unlink(2)` (D).
-///
-/// # Safety
-/// Same contract as libc `unlink`.
-#[no_mangle]
-pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_unlink() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(path);
-        };
-        let r = real(path);
-        if r == 0 {
-            note_delete(libc::AT_FDCWD, path);
-        }
-        r
+/// What a hook returns when libc lacks the real function: what the function
+/// returns on failure, with errno ENOSYS.
+pub(crate) trait Missing {
+    /// The failure value (errno set to ENOSYS).
+    fn missing() -> Self;
+}
+
+impl Missing for c_int {
+    fn missing() -> c_int {
+        enosys()
     }
 }
 
-/// Hook: `unlinkat(2)` (D unless AT_REMOVEDIR, which removes a directory).
-///
-/// # Safety
-/// Same contract as libc `unlinkat`.
-#[no_mangle]
-pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_unlinkat() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(dirfd, path, flags);
-        };
-        let r = real(dirfd, path, flags);
-        if r == 0 && flags & libc::AT_REMOVEDIR == 0 {
-            note_delete(dirfd, path);
-        }
-        r
+impl Missing for *mut FILE {
+    fn missing() -> *mut FILE {
+        enosys();
+        std::ptr::null_mut()
     }
 }
 
-/// Hook: `remove(3)`: glibc implements it with internal unlink/rmdir calls,
-/// so it needs its own hook. Whether the path is a directory has to be
-/// checked before the call (afterwards it is gone).
+/// The hook generator. Each entry of the first form reads
+///
+/// ```text
+/// /// docs
+/// fn NAME(ARGS) -> RET = REAL_GETTER;
+/// [before NAME = EXPR;]     evaluated while tracing, before the real call
+/// record |R| if SUCCESS => RECORD;
+/// ```
+///
+/// and becomes `#[no_mangle] pub unsafe extern "C" fn NAME(ARGS) -> RET`
+/// with the five steps of the module documentation: `R` names the real
+/// call's result in `SUCCESS` and `RECORD`.
+///
+/// The second form, `hooks! { descriptor ... }`, makes the hooks of calls
+/// that take descriptor number `N` away (`fds.rs`): an entry
+/// `fn NAME(ARGS) -> RET = REAL_GETTER; takes N;` tail-calls the real
+/// function unless `N` reaches the range where the trace descriptor is kept,
+/// and then runs it through `state::touching_trace_fd`. They record nothing
+/// and run dormant or not.
+macro_rules! hooks {
+    (descriptor $(
+        $(#[$m:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $getter:ident;
+        takes $n:ident;
+    )*) => {$(
+        hooks!(@fn $(#[$m])* $name($($arg: $ty),*) -> $ret = $getter, |real| {
+            if $n < $crate::state::FD_FLOOR.load(std::sync::atomic::Ordering::Relaxed) {
+                return real($($arg),*);
+            }
+            $crate::state::touching_trace_fd(|h| h == $n, || real($($arg),*))
+        });
+    )*};
+    ($(
+        $(#[$m:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $getter:ident;
+        $(before $pre:ident = $pre_e:expr;)?
+        record |$r:ident| if $ok:expr => $rec:expr;
+    )*) => {$(
+        hooks!(@fn $(#[$m])* $name($($arg: $ty),*) -> $ret = $getter, |real| {
+            let Some(_g) = $crate::state::tracing() else {
+                return real($($arg),*);
+            };
+            $(let $pre = $pre_e;)?
+            let $r = real($($arg),*);
+            if $ok {
+                $rec;
+            }
+            $r
+        });
+    )*};
+    // The part every hook shares: the exported signature, and the real
+    // function (ENOSYS if libc lacks it) bound to `$real` for `$body`.
+    (@fn $(#[$m:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $getter:ident,
+     |$real:ident| $body:block) => {
+        $(#[$m])*
+        ///
+        /// # Safety
+        /// Same contract as the libc function of the same name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+            unsafe {
+                let Some($real) = $crate::real::$getter() else {
+                    return <$ret as $crate::hooks::Missing>::missing();
+                };
+                $body
+            }
+        }
+    };
+}
+pub(crate) use hooks;
+
+/// Whether `path` is a directory (checked before `remove`, which leaves
+/// nothing to check afterwards).
 ///
 /// # Safety
-/// Same contract as libc `remove`.
-#[no_mangle]
-pub unsafe extern "C" fn remove(path: *const c_char) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
+/// `path` must be NULL or a NUL-terminated string.
+unsafe fn is_dir(path: *const c_char) -> bool {
+    let _errno = ErrnoGuard::save();
+    // SAFETY: zeroed stat is a valid out-buffer; lstat only reads the path.
     unsafe {
-        let Some(real) = real::real_remove() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(path);
-        };
-        let is_dir = {
-            let _errno = ErrnoGuard::save();
-            let mut st: libc::stat = std::mem::zeroed();
-            !path.is_null()
-                && libc::lstat(path, &mut st) == 0
-                && st.st_mode & libc::S_IFMT == libc::S_IFDIR
-        };
-        let r = real(path);
-        if r == 0 && !is_dir {
-            note_delete(libc::AT_FDCWD, path);
-        }
-        r
+        let mut st: libc::stat = std::mem::zeroed();
+        !path.is_null()
+            && libc::lstat(path, &mut st) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFDIR
     }
 }
 
-/// Hook: `chdir(2)`: invalidates the cached cwd used to resolve relative
-/// paths. (Even while dormant the cache must not go stale, but dormant mode
-/// clears the cache at roar_begin instead, keeping this path one load.)
-///
-/// # Safety
-/// Same contract as libc `chdir`.
-#[no_mangle]
-pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_chdir() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(path);
-        };
-        let r = real(path);
-        if r == 0 {
-            with_state(|st| st.invalidate_cwd());
-        }
-        r
-    }
-}
+const AT: c_int = libc::AT_FDCWD;
 
-/// Hook: `fchdir(2)`: invalidates the cached cwd.
-///
-/// # Safety
-/// Same contract as libc `fchdir`.
-#[no_mangle]
-pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` section).
-    unsafe {
-        let Some(real) = real::real_fchdir() else {
-            return enosys();
-        };
-        let Some(_g) = tracing() else {
-            return real(fd);
-        };
-        let r = real(fd);
-        if r == 0 {
-            with_state(|st| st.invalidate_cwd());
-        }
-        r
-    }
+hooks! {
+    /// Hook: `open(2)`.
+    fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int = real_open;
+    record |fd| if fd >= 0 => note_open(classify_flags(flags), AT, path, fd);
+
+    /// Hook: `open64(2)`.
+    fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int = real_open64;
+    record |fd| if fd >= 0 => note_open(classify_flags(flags), AT, path, fd);
+
+    /// Hook: `openat(2)`.
+    fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int = real_openat;
+    record |fd| if fd >= 0 => note_open(classify_flags(flags), dirfd, path, fd);
+
+    /// Hook: `openat64(2)`.
+    fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int = real_openat64;
+    record |fd| if fd >= 0 => note_open(classify_flags(flags), dirfd, path, fd);
+
+    /// Hook: `__open_2` (what `open` compiles to under _FORTIFY_SOURCE).
+    fn __open_2(path: *const c_char, flags: c_int) -> c_int = real_open_2;
+    record |fd| if fd >= 0 => note_open(classify_flags(flags), AT, path, fd);
+
+    /// Hook: `__open64_2` (fortified open64).
+    fn __open64_2(path: *const c_char, flags: c_int) -> c_int = real_open64_2;
+    record |fd| if fd >= 0 => note_open(classify_flags(flags), AT, path, fd);
+
+    /// Hook: `__openat_2` (fortified openat).
+    fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int = real_openat_2;
+    record |fd| if fd >= 0 => note_open(classify_flags(flags), dirfd, path, fd);
+
+    /// Hook: `__openat64_2` (fortified openat64).
+    fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int = real_openat64_2;
+    record |fd| if fd >= 0 => note_open(classify_flags(flags), dirfd, path, fd);
+
+    /// Hook: `creat(2)` (always W).
+    fn creat(path: *const c_char, mode: mode_t) -> c_int = real_creat;
+    record |fd| if fd >= 0 => note_open(Some(Op::Write), AT, path, fd);
+
+    /// Hook: `creat64(2)` (always W).
+    fn creat64(path: *const c_char, mode: mode_t) -> c_int = real_creat64;
+    record |fd| if fd >= 0 => note_open(Some(Op::Write), AT, path, fd);
+
+    /// Hook: `fopen(3)`: "r" is R, "r+" is U, "w"/"a" (with or without "+") are W.
+    /// glibc's fopen opens through internal (non-PLT) calls, so this is the
+    /// only record for the file.
+    fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE = real_fopen;
+    record |fp| if !fp.is_null() && !mode.is_null()
+        => note_open(classify_mode(cbytes(mode)), AT, path, libc::fileno(fp));
+
+    /// Hook: `fopen64(3)`.
+    fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE = real_fopen64;
+    record |fp| if !fp.is_null() && !mode.is_null()
+        => note_open(classify_mode(cbytes(mode)), AT, path, libc::fileno(fp));
+
+    /// Hook: `freopen(3)`. A NULL path only changes the mode of the same
+    /// file: not a new open.
+    fn freopen(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE = real_freopen;
+    record |fp| if !fp.is_null() && !path.is_null() && !mode.is_null()
+        => note_open(classify_mode(cbytes(mode)), AT, path, libc::fileno(fp));
+
+    /// Hook: `freopen64(3)`.
+    fn freopen64(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE = real_freopen64;
+    record |fp| if !fp.is_null() && !path.is_null() && !mode.is_null()
+        => note_open(classify_mode(cbytes(mode)), AT, path, libc::fileno(fp));
+
+    // glibc's mkstemp family creates the file through internal calls, so each
+    // must be hooked itself. On success the template holds the created name.
+
+    /// Hook: `mkstemp(3)` (W of the created file).
+    fn mkstemp(template: *mut c_char) -> c_int = real_mkstemp;
+    record |fd| if fd >= 0 => note_open(Some(Op::Write), AT, template, fd);
+
+    /// Hook: `mkstemp64(3)`.
+    fn mkstemp64(template: *mut c_char) -> c_int = real_mkstemp64;
+    record |fd| if fd >= 0 => note_open(Some(Op::Write), AT, template, fd);
+
+    /// Hook: `mkstemps(3)`.
+    fn mkstemps(template: *mut c_char, suffixlen: c_int) -> c_int = real_mkstemps;
+    record |fd| if fd >= 0 => note_open(Some(Op::Write), AT, template, fd);
+
+    /// Hook: `mkstemps64(3)`.
+    fn mkstemps64(template: *mut c_char, suffixlen: c_int) -> c_int = real_mkstemps64;
+    record |fd| if fd >= 0 => note_open(Some(Op::Write), AT, template, fd);
+
+    /// Hook: `mkostemp(3)`.
+    fn mkostemp(template: *mut c_char, flags: c_int) -> c_int = real_mkostemp;
+    record |fd| if fd >= 0 => note_open(Some(Op::Write), AT, template, fd);
+
+    /// Hook: `mkostemp64(3)`.
+    fn mkostemp64(template: *mut c_char, flags: c_int) -> c_int = real_mkostemp64;
+    record |fd| if fd >= 0 => note_open(Some(Op::Write), AT, template, fd);
+
+    /// Hook: `mkostemps(3)`.
+    fn mkostemps(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int = real_mkostemps;
+    record |fd| if fd >= 0 => note_open(Some(Op::Write), AT, template, fd);
+
+    /// Hook: `mkostemps64(3)`.
+    fn mkostemps64(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int = real_mkostemps64;
+    record |fd| if fd >= 0 => note_open(Some(Op::Write), AT, template, fd);
+
+    /// Hook: `truncate(2)` (W; no fd, so no fstat).
+    fn truncate(path: *const c_char, len: off_t) -> c_int = real_truncate;
+    record |r| if r == 0 => note_open(Some(Op::Write), AT, path, -1);
+
+    /// Hook: `truncate64(2)`.
+    fn truncate64(path: *const c_char, len: off64_t) -> c_int = real_truncate64;
+    record |r| if r == 0 => note_open(Some(Op::Write), AT, path, -1);
+
+    /// Hook: `rename(2)` (M old -> new).
+    fn rename(old: *const c_char, new: *const c_char) -> c_int = real_rename;
+    record |r| if r == 0 => note_pair(Op::Move, AT, old, AT, new);
+
+    /// Hook: `renameat(2)`.
+    fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int
+        = real_renameat;
+    record |r| if r == 0 => note_pair(Op::Move, olddirfd, old, newdirfd, new);
+
+    /// Hook: `renameat2(2)` (coreutils `mv` uses it). RENAME_EXCHANGE swaps two
+    /// files, which M cannot express: both names are reported as W.
+    fn renameat2(
+        olddirfd: c_int,
+        old: *const c_char,
+        newdirfd: c_int,
+        new: *const c_char,
+        flags: c_uint,
+    ) -> c_int = real_renameat2;
+    record |r| if r == 0 => if flags & libc::RENAME_EXCHANGE != 0 {
+        note_exchange(olddirfd, old, newdirfd, new)
+    } else {
+        note_pair(Op::Move, olddirfd, old, newdirfd, new)
+    };
+
+    /// Hook: `link(2)` (L old -> new).
+    fn link(old: *const c_char, new: *const c_char) -> c_int = real_link;
+    record |r| if r == 0 => note_pair(Op::Link, AT, old, AT, new);
+
+    /// Hook: `linkat(2)`. `AT_EMPTY_PATH` with an empty old path links the file
+    /// open on `olddirfd` (typically an O_TMPFILE being given a name): the
+    /// visible effect is a new file at `new`, recorded as W.
+    fn linkat(
+        olddirfd: c_int,
+        old: *const c_char,
+        newdirfd: c_int,
+        new: *const c_char,
+        flags: c_int,
+    ) -> c_int = real_linkat;
+    record |r| if r == 0 => if flags & libc::AT_EMPTY_PATH != 0 && cbytes(old).is_empty() {
+        note_open(Some(Op::Write), newdirfd, new, -1)
+    } else {
+        note_pair(Op::Link, olddirfd, old, newdirfd, new)
+    };
+
+    /// Hook: `unlink(2)` (D).
+    fn unlink(path: *const c_char) -> c_int = real_unlink;
+    record |r| if r == 0 => note_delete(AT, path);
+
+    /// Hook: `unlinkat(2)` (D unless AT_REMOVEDIR, which removes a directory).
+    fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int = real_unlinkat;
+    record |r| if r == 0 && flags & libc::AT_REMOVEDIR == 0 => note_delete(dirfd, path);
+
+    /// Hook: `remove(3)`: glibc implements it with internal unlink/rmdir calls,
+    /// so it needs its own hook. Whether the path is a directory has to be
+    /// checked before the call (afterwards it is gone).
+    fn remove(path: *const c_char) -> c_int = real_remove;
+    before dir = is_dir(path);
+    record |r| if r == 0 && !dir => note_delete(AT, path);
+
+    /// Hook: `chdir(2)`: invalidates the cached cwd used to resolve relative
+    /// paths. (Even while dormant the cache must not go stale, but dormant mode
+    /// clears the cache at roar_begin instead, keeping this path one load.)
+    fn chdir(path: *const c_char) -> c_int = real_chdir;
+    record |r| if r == 0 => with_state(|st| st.invalidate_cwd());
+
+    /// Hook: `fchdir(2)`: invalidates the cached cwd.
+    fn fchdir(fd: c_int) -> c_int = real_fchdir;
+    record |r| if r == 0 => with_state(|st| st.invalidate_cwd());
 }
 
 /// Hook: `vfork(2)`, implemented as the real `fork()`.

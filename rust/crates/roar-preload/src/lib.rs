@@ -23,8 +23,12 @@
 //! active) before calling the real function, until a host (a Jupyter kernel
 //! via ctypes) calls [`roar_begin`].
 //!
-//! Module map: [`real`] (dlsym cache), [`lock`] (futex lock), [`seen`]
-//! (dedupe set), [`state`] (recording, dedupe, flushing, fork handling),
+//! What is recorded (dedupe, forget, ignore and flush rules) is decided by
+//! the recording core shared with the ptrace tracer (`roar-record`); this
+//! crate is its adapter inside the traced process.
+//!
+//! Module map: [`real`] (dlsym cache), [`lock`] (futex lock), [`state`]
+//! (path resolution, the trace file, fork handling; the core's sink),
 //! [`hooks`] (file hooks), [`fds`] (close/dup hooks guarding the trace
 //! descriptor), [`exec`] (exec/spawn hooks and environment propagation),
 //! [`control`] (the control block a host publishes its jobs through, and
@@ -37,7 +41,6 @@ pub mod fds;
 pub mod hooks;
 pub mod lock;
 pub mod real;
-pub mod seen;
 pub mod state;
 pub mod syscall;
 
@@ -280,11 +283,11 @@ pub unsafe extern "C" fn roar_begin(trace_dir: *const c_char) -> c_int {
                 return None;
             }
             // Followers of our control block must be able to go where we go.
-            if !control::publish(true, &s.dir) {
+            if !control::publish(true, &s.file.dir) {
                 s.stop();
                 return None;
             }
-            Some(s.dir.clone())
+            Some(s.file.dir.clone())
         })
         .flatten();
         match started {

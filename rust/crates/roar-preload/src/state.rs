@@ -1,12 +1,15 @@
-//! Per-process tracer state: activation flag, reentrancy guard, dedupe set,
-//! record buffer, cached cwd, and flushing to the per-process trace file.
+//! Per-process tracer state: activation flag, reentrancy guard, cached cwd,
+//! path resolution, and the per-process trace file; the preload adapter over
+//! the recording core both tracers share (`roar-record`).
 //!
-//! Responsible for turning "this call succeeded on this path" into encoded
-//! records and getting them to disk. It must never change what the traced
-//! program observes: it uses raw syscalls (not our own hooked symbols) for its
-//! file, keeps its descriptor at a high number and re-checks it (fstat)
-//! whenever the program may have closed or replaced it (see [`TraceFd`]),
-//! and callers save and restore errno around it.
+//! Responsible for turning "this call succeeded on this name" into a resolved
+//! absolute path and what the call reached, handing them to the core's
+//! [`Recorder`] (which decides what is recorded and when it is flushed), and
+//! getting the records to disk ([`TraceFile`], the core's sink). It must never
+//! change what the traced program observes: it uses raw syscalls (not our own
+//! hooked symbols) for its file, keeps its descriptor at a high number and
+//! re-checks it (fstat) whenever the program may have closed or replaced it
+//! (see [`TraceFd`]), and callers save and restore errno around it.
 //!
 //! Concurrency: one [`State`] behind a futex [`RawLock`]; a per-thread
 //! `IN_HOOK` flag turns nested hook calls (a hook → malloc → open, or a
@@ -18,12 +21,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use libc::c_int;
-use roar_events::{
-    encode_header, encode_record, is_pseudo_fs, is_under, normalize_into, Header, Op,
-};
+use roar_events::{encode_header, is_pseudo_fs, normalize_into, Header, Op};
+use roar_record::{ignored, Found, Recorder, Sink, WriteThrough};
 
 use crate::lock::RawLock;
-use crate::seen::SeenSet;
 
 /// Fast-path flag read by every hook: `false` means dormant, and the hook
 /// does nothing but call the real function. Authoritative state is
@@ -49,9 +50,6 @@ static SUSPECT: AtomicBool = AtomicBool::new(false);
 /// The descriptor of the trace file created for the child of a fork in
 /// progress (see `State::before_fork`), -1 if none.
 static FORK_FD: AtomicI32 = AtomicI32::new(-1);
-
-/// Flush the buffer once it holds this many bytes (~64 KiB per write()).
-const FLUSH_AT: usize = 64 * 1024;
 
 thread_local! {
     // const-initialised, no destructor: compiles to a plain TLS slot, never
@@ -130,35 +128,45 @@ impl Drop for ErrnoGuard {
 pub struct State {
     /// Whether records are being collected (authoritative; see [`ACTIVE`]).
     pub active: bool,
-    /// Normalised absolute trace directory.
-    pub dir: Vec<u8>,
-    pid: u32,
-    ppid: u32,
-    /// CLOCK_MONOTONIC at init (or at fork / roar_begin): names the file.
-    t0_ns: u64,
-    buf: Vec<u8>,
-    header_written: bool,
-    seen: SeenSet,
+    /// Dedupe set, record buffer and flush policy (`roar-record`).
+    rec: Recorder,
+    /// The trace file the records go to (the recorder's sink).
+    pub file: TraceFile,
     cwd: Vec<u8>,
     cwd_valid: bool,
     // Scratch buffers reused across calls so the hot path does not allocate.
     path1: Vec<u8>,
     path2: Vec<u8>,
     tmp: Vec<u8>,
-    /// The trace file kept open between flushes, see [`TraceFd`].
-    out: TraceFd,
     /// Set by the library destructor: anything recorded afterwards (other
     /// libraries' destructors) is flushed immediately.
     finalized: bool,
     /// This process follows a host's control block (`control.rs`): every record
     /// is written through, since nothing flushes an idle worker when a job ends.
-    pub follower: bool,
-    /// A `.lost` marker was left for this image (see `mark_lost`).
-    lost: bool,
-    /// Name of the file `before_fork` created for the next child.
-    fork_name: Vec<u8>,
+    follower: bool,
     /// posix_spawn file actions remembered per actions object (exec.rs).
     pub spawn_actions: Vec<(usize, Vec<crate::exec::SpawnAction>)>,
+}
+
+/// This image's trace file, `<dir>/<pid>-<t0_ns>.ev`: the [`Sink`] of the
+/// recorder. Written with raw syscalls through a descriptor kept at a high
+/// number ([`TraceFd`]); a write that fails leaves a `.lost` marker.
+pub struct TraceFile {
+    /// Normalised absolute trace directory.
+    pub dir: Vec<u8>,
+    pid: u32,
+    ppid: u32,
+    /// CLOCK_MONOTONIC at init (or at fork / roar_begin): names the file.
+    t0_ns: u64,
+    header_written: bool,
+    /// The trace file kept open between flushes, see [`TraceFd`].
+    out: TraceFd,
+    /// A `.lost` marker was left for this image (see `mark_lost`).
+    lost: bool,
+    /// Scratch buffer for file names.
+    name: Vec<u8>,
+    /// Name of the file `before_fork` created for the next child.
+    fork_name: Vec<u8>,
 }
 
 struct Shared {
@@ -174,23 +182,25 @@ static SHARED: Shared = Shared {
     lock: RawLock::new(),
     state: UnsafeCell::new(State {
         active: false,
-        dir: Vec::new(),
-        pid: 0,
-        ppid: 0,
-        t0_ns: 0,
-        buf: Vec::new(),
-        header_written: false,
-        seen: SeenSet::new(),
+        rec: Recorder::new(WriteThrough::Changes),
+        file: TraceFile {
+            dir: Vec::new(),
+            pid: 0,
+            ppid: 0,
+            t0_ns: 0,
+            header_written: false,
+            out: TraceFd::NONE,
+            lost: false,
+            name: Vec::new(),
+            fork_name: Vec::new(),
+        },
         cwd: Vec::new(),
         cwd_valid: false,
         path1: Vec::new(),
         path2: Vec::new(),
         tmp: Vec::new(),
-        out: TraceFd::NONE,
         finalized: false,
         follower: false,
-        lost: false,
-        fork_name: Vec::new(),
         spawn_actions: Vec::new(),
     }),
 };
@@ -215,7 +225,7 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
         Err(_) => {
             ACTIVE.store(false, Ordering::Relaxed);
             st.active = false;
-            let _ = catch_unwind(AssertUnwindSafe(|| st.mark_panicked()));
+            let _ = catch_unwind(AssertUnwindSafe(|| st.file.mark_panicked()));
             None
         }
     }
@@ -271,21 +281,6 @@ pub fn touching_trace_fd<R>(covers: impl Fn(c_int) -> bool, real: impl FnOnce() 
 
 pub use roar_events::now_ns;
 
-/// The dedupe-set bit of an op: its index in the EVENTS.md table.
-fn op_bit(op: Op) -> u32 {
-    match op {
-        Op::Read => 0,
-        Op::Write => 1,
-        Op::Update => 2,
-        Op::Delete => 3,
-        Op::Move => 4,
-        Op::Link => 5,
-        Op::Exec => 6,
-        // Notes are never deduplicated (see `on_note`); no bit of their own.
-        Op::Note => 6,
-    }
-}
-
 fn getpid_u32() -> u32 {
     // SAFETY: always succeeds.
     unsafe { libc::getpid() as u32 }
@@ -309,145 +304,61 @@ impl State {
         if !self.resolve(libc::AT_FDCWD, raw_dir, &mut d) {
             return false;
         }
-        self.dir = d;
-        self.pid = getpid_u32();
-        self.ppid = getppid_u32();
-        self.t0_ns = now_ns();
-        self.buf.clear();
-        self.header_written = false;
-        self.out.close(); // a new file (fresh t0) from now on
-        self.seen.clear();
+        self.file.dir = d;
+        self.file.new_image(); // a new file (fresh t0) from now on
+        self.rec.reset();
         self.finalized = false;
+        self.update_write_through();
         self.active = true;
-        self.lost = false;
-        self.claim();
+        self.file.claim();
         true
     }
 
     /// Flush and stop recording.
     pub fn stop(&mut self) {
         self.flush();
-        self.out.close();
+        self.file.out.close();
         self.active = false;
+    }
+
+    /// Whether this process follows a host's control block (`control.rs`).
+    pub fn set_follower(&mut self, on: bool) {
+        self.follower = on;
+        self.update_write_through();
+    }
+
+    /// Records that change files are always written through at once (a
+    /// process killed by a signal runs no exit path); a follower's and a
+    /// finalised image's every record is.
+    fn update_write_through(&mut self) {
+        self.rec
+            .set_write_through(if self.follower || self.finalized {
+                WriteThrough::Every
+            } else {
+                WriteThrough::Changes
+            });
     }
 
     /// Reset identity after fork in the (single-threaded) child: records
     /// inherited from the parent's buffer belong to the parent, which will
     /// flush them itself.
     fn after_fork_child(&mut self) {
-        self.pid = getpid_u32();
-        self.ppid = getppid_u32();
-        self.t0_ns = now_ns();
-        self.buf.clear();
-        self.header_written = false;
-        // The inherited descriptor is the parent's file; the child writes its own.
-        self.out.close();
-        self.seen.clear();
-        self.lost = false;
+        self.file.new_image();
+        self.rec.reset();
         let fd = FORK_FD.swap(-1, Ordering::Relaxed);
         if self.active && fd >= 0 {
-            self.adopt_fork_file(fd);
+            self.file.adopt_fork_file(fd);
         }
         if self.active {
-            self.claim();
+            self.file.claim();
         }
     }
 
-    /// In the parent, before fork: create and flock the child's trace file
-    /// (`<ppid>-<t>.fork`), so the child holds a lock from its first
-    /// instant. Claiming in the child alone leaves a window in which a
-    /// daemon forked just before the command exits has no file yet.
+    /// In the parent, before fork: see [`TraceFile::before_fork`].
     fn before_fork(&mut self) {
-        if !self.active || self.dir.is_empty() {
-            return;
+        if self.active {
+            self.file.before_fork();
         }
-        let mut name = std::mem::take(&mut self.fork_name);
-        self.file_name(&mut name, now_ns(), b".fork\0");
-        let fd = create(&name);
-        if fd >= 0 {
-            // SAFETY: flock on the descriptor just opened.
-            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
-            FORK_FD.store(fd, Ordering::Relaxed);
-        }
-        self.fork_name = name;
-    }
-
-    /// In the child: make the file `before_fork` claimed this image's trace
-    /// file (`<pid>-<t0>.ev`, at a high number); else remove it.
-    fn adopt_fork_file(&mut self, fd: c_int) {
-        let mut name = std::mem::take(&mut self.tmp);
-        self.file_name(&mut name, self.t0_ns, b".ev\0");
-        let from = self.fork_name.as_ptr();
-        // SAFETY: both names are NUL-terminated.
-        let renamed = unsafe {
-            libc::syscall(
-                libc::SYS_renameat,
-                libc::AT_FDCWD,
-                from,
-                libc::AT_FDCWD,
-                name.as_ptr(),
-            )
-        } == 0;
-        self.tmp = name;
-        if !renamed || self.out.adopt(fd, self.pid).is_none() {
-            // SAFETY: our own descriptor and file.
-            unsafe {
-                libc::syscall(libc::SYS_close, fd);
-                if !renamed {
-                    libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, from, 0);
-                }
-            }
-        }
-    }
-
-    /// Create this image's trace file now (header only) and hold it, with a
-    /// shared flock, until the process exits or execs (O_CLOEXEC): the
-    /// reader takes a process whose file is still locked when the job is
-    /// read for one that outlived the command (a daemon, a background job),
-    /// even if it has recorded nothing yet. One open per process image.
-    fn claim(&mut self) {
-        if !self.write_out() {
-            self.mark_lost();
-        }
-    }
-
-    /// Records could not be written (the trace directory's filesystem is
-    /// full, or gone): leave an empty `<pid>-<t0>.<errno>.lost` marker next
-    /// to where the file should be, once per image, so the reader marks the
-    /// job partial with the reason instead of silently missing the records.
-    /// An empty file needs no data blocks, so it can still be created on a
-    /// full tmpfs.
-    fn mark_lost(&mut self) {
-        // SAFETY: reading errno.
-        let err = unsafe { *libc::__errno_location() };
-        let mut num = [0u8; 21];
-        num[0] = b'.';
-        let n = 1 + write_u64(&mut num[1..], err.max(0) as u64);
-        self.leave_lost_marker(&num[..n]);
-    }
-
-    /// A panic inside the library switched tracing off in this image (see
-    /// [`with_state`]): leave `<pid>-<t0>.panic.lost`, so the reader marks the
-    /// job partial (the records of this image from then on, and those still
-    /// buffered, are not seen).
-    fn mark_panicked(&mut self) {
-        self.leave_lost_marker(b".panic");
-    }
-
-    fn leave_lost_marker(&mut self, why: &[u8]) {
-        if self.lost || self.dir.is_empty() {
-            return;
-        }
-        self.lost = true;
-        let mut name = std::mem::take(&mut self.tmp);
-        self.file_name(&mut name, self.t0_ns, why);
-        name.extend_from_slice(b".lost\0");
-        let fd = create(&name);
-        if fd >= 0 {
-            // SAFETY: closing the fd we just opened.
-            unsafe { libc::syscall(libc::SYS_close, fd) };
-        }
-        self.tmp = name;
     }
 
     /// Forget the cached cwd (after chdir/fchdir).
@@ -460,6 +371,7 @@ impl State {
     pub fn finalize(&mut self) {
         self.flush();
         self.finalized = true;
+        self.update_write_through();
     }
 
     fn refresh_cwd(&mut self) -> bool {
@@ -548,50 +460,19 @@ impl State {
         true
     }
 
-    fn ignored(&self, p: &[u8]) -> bool {
-        is_pseudo_fs(p) || (!self.dir.is_empty() && is_under(p, &self.dir))
-    }
-
-    /// True the first time (op, path) is seen in this process (image).
-    fn first_time(&mut self, op: Op, p: &[u8]) -> bool {
-        self.seen.insert(op_bit(op), p)
-    }
-
-    /// After a path is removed, moved or replaced, a later open of the same
-    /// name is a new fact and must be recorded again (W a, D a, W a).
-    fn forget(&mut self, p: &[u8]) {
-        self.seen.remove(p);
-    }
-
-    fn push(&mut self, op: Op, size: u64, mtime_ns: i64, p: &[u8], p2: Option<&[u8]>) {
-        if self.buf.capacity() == 0 {
-            self.buf.reserve(FLUSH_AT + 8192);
-        }
-        encode_record(&mut self.buf, op, now_ns(), size, mtime_ns, p, p2);
-        // Records that change files (the job's outputs) are written through at once,
-        // together with any reads buffered before them: a process killed by a signal
-        // (multiprocessing.Pool terminates its workers with SIGTERM) runs no exit
-        // path, and losing its outputs would silently break lineage. Reads alone stay
-        // batched. The cost is one write per distinct file written, never per write().
-        let mutation = !matches!(op, Op::Read | Op::Exec);
-        if mutation || self.buf.len() >= FLUSH_AT || self.finalized || self.follower {
-            self.flush();
-        }
-    }
-
     /// An open-like call succeeded on `raw` (relative to `dirfd`). `fd` is
     /// the resulting descriptor to fstat once, or -1 if there is none
-    /// (truncate). Records `op` if this (op, path) is new, the path is not
-    /// filtered, and it is a regular file.
+    /// (truncate). Hands the path to the recorder if it is not filtered; the
+    /// recorder asks about the descriptor only for a new (op, path).
     pub fn on_open(&mut self, op: Op, dirfd: c_int, raw: &[u8], fd: c_int) {
         if !self.active {
             return;
         }
-        if fd >= 0 && fd == self.out.fd {
+        if fd >= 0 && fd == self.file.out.fd {
             // The kernel gave our number to the program: our descriptor was
             // closed behind our back (by a raw syscall; hooked calls are
             // seen in fds.rs). It is theirs now, not to be written or closed.
-            self.out.forget();
+            self.file.out.forget();
         }
         let mut p = std::mem::take(&mut self.path1);
         let resolved = self.resolve(dirfd, raw, &mut p);
@@ -605,38 +486,10 @@ impl State {
                 self.unresolved(raw);
             }
         } else if (!is_pseudo_fs(&p) || self.through_link(fd, &mut p))
-            && !self.ignored(&p)
-            && self.first_time(op, &p)
+            && !ignored(&p, &self.file.dir)
         {
-            let mut size = 0u64;
-            let mut mtime = -1i64;
-            let keep = if fd >= 0 {
-                match fd_stat(fd, op.has_stat()) {
-                    Some(st) => {
-                        let regular = st.mode & libc::S_IFMT == libc::S_IFREG;
-                        if regular && op.has_stat() {
-                            size = st.size;
-                            mtime = st.mtime_ns;
-                        }
-                        regular
-                    }
-                    // Cannot tell: a write is still worth reporting (the
-                    // reader checks the file at job end), a read is not.
-                    None => op == Op::Write,
-                }
-            } else {
-                true
-            };
-            if keep {
-                // A read-write open that found an empty file most likely created
-                // it: report a write (an unchanged empty U would read as an input).
-                let op = if op == Op::Update && size == 0 {
-                    Op::Write
-                } else {
-                    op
-                };
-                self.push(op, size, mtime, &p, None);
-            }
+            self.rec
+                .on_open(&mut self.file, None, op, &p, |times| found(fd, times));
         }
         self.path1 = p;
     }
@@ -653,7 +506,7 @@ impl State {
         let mut num = [0u8; 20];
         let n = write_u64(&mut num, e.max(0) as u64);
         what.extend_from_slice(&num[..n]);
-        self.push(Op::Note, 0, -1, raw, Some(&what));
+        self.rec.on_note(&mut self.file, raw, &what);
     }
 
     /// `p` is under /proc or /dev (not /dev/shm) but may reach a regular file
@@ -716,18 +569,16 @@ impl State {
         let mut p = std::mem::take(&mut self.path1);
         if !self.resolve(dirfd, raw, &mut p) {
             self.unresolved(raw);
-        } else if !self.ignored(&p) {
-            self.forget(&p);
-            self.push(Op::Delete, 0, -1, &p, None);
+        } else if !ignored(&p, &self.file.dir) {
+            self.rec.on_delete(&mut self.file, &p);
         }
         self.path1 = p;
     }
 
-    /// rename*/link* succeeded: `op` is [`Op::Move`] or [`Op::Link`].
-    /// If only one side is visible (the other under /proc, /dev, the trace
-    /// dir...), the visible effect is recorded instead: a file appearing at
-    /// the destination is W, a file vanishing from the source is D. This also
-    /// covers `linkat("/proc/self/fd/N", dst)` for O_TMPFILE files.
+    /// rename*/link* succeeded: `op` is [`Op::Move`] or [`Op::Link`]. A side
+    /// that cannot be resolved is a note; one that is not recordable (under
+    /// /proc, /dev, the trace dir...) is left to the recorder's rule for
+    /// pairs seen from one side.
     pub fn on_pair(&mut self, op: Op, d1: c_int, raw1: &[u8], d2: c_int, raw2: &[u8]) {
         if !self.active {
             return;
@@ -743,28 +594,14 @@ impl State {
                 self.unresolved(raw);
             }
         }
-        let ok1 = r1 && !self.ignored(&p1);
-        let ok2 = r2 && !self.ignored(&p2);
-        match (ok1, ok2) {
-            (true, true) => {
-                if op == Op::Move {
-                    self.forget(&p1);
-                }
-                self.forget(&p2);
-                self.push(op, 0, -1, &p1, Some(&p2));
-            }
-            (false, true) => {
-                self.forget(&p2);
-                if self.first_time(Op::Write, &p2) {
-                    self.push(Op::Write, 0, -1, &p2, None);
-                }
-            }
-            (true, false) if op == Op::Move => {
-                self.forget(&p1);
-                self.push(Op::Delete, 0, -1, &p1, None);
-            }
-            _ => {}
-        }
+        let ok1 = r1 && !ignored(&p1, &self.file.dir);
+        let ok2 = r2 && !ignored(&p2, &self.file.dir);
+        self.rec.on_pair(
+            &mut self.file,
+            op,
+            ok1.then_some(p1.as_slice()),
+            ok2.then_some(p2.as_slice()),
+        );
         self.path1 = p1;
         self.path2 = p2;
     }
@@ -774,11 +611,8 @@ impl State {
     pub fn on_exchange(&mut self, d1: c_int, raw1: &[u8], d2: c_int, raw2: &[u8]) {
         for (d, raw) in [(d1, raw1), (d2, raw2)] {
             let mut p = std::mem::take(&mut self.path1);
-            if self.active && self.resolve(d, raw, &mut p) && !self.ignored(&p) {
-                self.forget(&p);
-                if self.first_time(Op::Write, &p) {
-                    self.push(Op::Write, 0, -1, &p, None);
-                }
+            if self.active && self.resolve(d, raw, &mut p) && !ignored(&p, &self.file.dir) {
+                self.rec.on_exchange(&mut self.file, &p);
             }
             self.path1 = p;
         }
@@ -792,11 +626,8 @@ impl State {
             return;
         }
         let mut p = std::mem::take(&mut self.path1);
-        if self.resolve(libc::AT_FDCWD, raw, &mut p)
-            && !self.ignored(&p)
-            && self.first_time(Op::Exec, &p)
-        {
-            self.push(Op::Exec, 0, -1, &p, None);
+        if self.resolve(libc::AT_FDCWD, raw, &mut p) && !ignored(&p, &self.file.dir) {
+            self.rec.on_exec(&mut self.file, &p);
         }
         self.path1 = p;
     }
@@ -804,9 +635,7 @@ impl State {
     /// Something this process is about to do (or did) that the tracer cannot
     /// see: `subject` (a program path, relative to the cwd if `is_path` and
     /// not absolute, or a syscall name) and `what` (kind and detail, ASCII
-    /// words; EVENTS.md). Written through at once, never deduplicated: notes
-    /// are rare (one per exec of a static program at most) and the reader
-    /// merges them.
+    /// words; EVENTS.md). Written through at once, never deduplicated.
     pub fn on_note(&mut self, subject: &[u8], is_path: bool, what: &[u8]) {
         if !self.active {
             return;
@@ -816,32 +645,149 @@ impl State {
             p.clear();
             p.extend_from_slice(subject);
         }
-        self.push(Op::Note, 0, -1, &p, Some(what));
+        self.rec.on_note(&mut self.file, &p, what);
         self.path1 = p;
     }
 
-    /// Write buffered records to `<dir>/<pid>-<t0_ns>.ev` (header first the
-    /// first time). The file is opened with raw syscalls the first time and
-    /// then kept open at a high descriptor number ([`TraceFd`]); a program
-    /// that closes or dup2s over "all" fds makes us reopen, never write into
-    /// its file. Returns false if records had to be dropped.
+    /// Write buffered records to this image's trace file ([`TraceFile`]).
+    /// Returns false if records had to be dropped.
     pub fn flush(&mut self) -> bool {
-        if self.buf.is_empty() || self.dir.is_empty() {
-            self.buf.clear();
-            return true;
-        }
-        let ok = self.write_out();
-        if !ok {
-            self.mark_lost();
-        }
-        self.buf.clear();
-        if self.buf.capacity() > 4 * FLUSH_AT {
-            self.buf.shrink_to(FLUSH_AT + 8192);
-        }
-        ok
+        self.rec.flush(&mut self.file)
+    }
+}
+
+/// What the open that returned `fd` reached (see [`Found`]); `times`: with
+/// size and mtime.
+fn found(fd: c_int, times: bool) -> Found {
+    if fd < 0 {
+        return Found::NoDescriptor;
+    }
+    match fd_stat(fd, times) {
+        Some(st) if st.mode & libc::S_IFMT == libc::S_IFREG => Found::Regular {
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+        },
+        Some(_) => Found::Other,
+        None => Found::Unknown,
+    }
+}
+
+impl TraceFile {
+    /// A new image (this process after roar_begin, or a fork child): its own
+    /// pid, t0 and file from now on. The inherited descriptor, if any, is
+    /// the previous image's file (the parent's, after fork): not written.
+    fn new_image(&mut self) {
+        self.pid = getpid_u32();
+        self.ppid = getppid_u32();
+        self.t0_ns = now_ns();
+        self.header_written = false;
+        self.out.close();
+        self.lost = false;
     }
 
-    fn write_out(&mut self) -> bool {
+    /// In the parent, before fork: create and flock the child's trace file
+    /// (`<ppid>-<t>.fork`), so the child holds a lock from its first
+    /// instant. Claiming in the child alone leaves a window in which a
+    /// daemon forked just before the command exits has no file yet.
+    fn before_fork(&mut self) {
+        if self.dir.is_empty() {
+            return;
+        }
+        let mut name = std::mem::take(&mut self.fork_name);
+        self.file_name(&mut name, now_ns(), b".fork\0");
+        let fd = create(&name);
+        if fd >= 0 {
+            // SAFETY: flock on the descriptor just opened.
+            unsafe { libc::syscall(libc::SYS_flock, fd, libc::LOCK_SH | libc::LOCK_NB) };
+            FORK_FD.store(fd, Ordering::Relaxed);
+        }
+        self.fork_name = name;
+    }
+
+    /// In the child: make the file `before_fork` claimed this image's trace
+    /// file (`<pid>-<t0>.ev`, at a high number); else remove it.
+    fn adopt_fork_file(&mut self, fd: c_int) {
+        let mut name = std::mem::take(&mut self.name);
+        self.file_name(&mut name, self.t0_ns, b".ev\0");
+        let from = self.fork_name.as_ptr();
+        // SAFETY: both names are NUL-terminated.
+        let renamed = unsafe {
+            libc::syscall(
+                libc::SYS_renameat,
+                libc::AT_FDCWD,
+                from,
+                libc::AT_FDCWD,
+                name.as_ptr(),
+            )
+        } == 0;
+        self.name = name;
+        if !renamed || self.out.adopt(fd, self.pid).is_none() {
+            // SAFETY: our own descriptor and file.
+            unsafe {
+                libc::syscall(libc::SYS_close, fd);
+                if !renamed {
+                    libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, from, 0);
+                }
+            }
+        }
+    }
+
+    /// Create this image's trace file now (header only) and hold it, with a
+    /// shared flock, until the process exits or execs (O_CLOEXEC): the
+    /// reader takes a process whose file is still locked when the job is
+    /// read for one that outlived the command (a daemon, a background job),
+    /// even if it has recorded nothing yet. One open per process image.
+    fn claim(&mut self) {
+        if !self.write_out(&[]) {
+            self.mark_lost();
+        }
+    }
+
+    /// Records could not be written (the trace directory's filesystem is
+    /// full, or gone): leave an empty `<pid>-<t0>.<errno>.lost` marker next
+    /// to where the file should be, once per image, so the reader marks the
+    /// job partial with the reason instead of silently missing the records.
+    /// An empty file needs no data blocks, so it can still be created on a
+    /// full tmpfs.
+    fn mark_lost(&mut self) {
+        // SAFETY: reading errno.
+        let err = unsafe { *libc::__errno_location() };
+        let mut num = [0u8; 21];
+        num[0] = b'.';
+        let n = 1 + write_u64(&mut num[1..], err.max(0) as u64);
+        self.leave_lost_marker(&num[..n]);
+    }
+
+    /// A panic inside the library switched tracing off in this image (see
+    /// [`with_state`]): leave `<pid>-<t0>.panic.lost`, so the reader marks the
+    /// job partial (the records of this image from then on, and those still
+    /// buffered, are not seen).
+    fn mark_panicked(&mut self) {
+        self.leave_lost_marker(b".panic");
+    }
+
+    fn leave_lost_marker(&mut self, why: &[u8]) {
+        if self.lost || self.dir.is_empty() {
+            return;
+        }
+        self.lost = true;
+        let mut name = std::mem::take(&mut self.name);
+        self.file_name(&mut name, self.t0_ns, why);
+        name.extend_from_slice(b".lost\0");
+        let fd = create(&name);
+        if fd >= 0 {
+            // SAFETY: closing the fd we just opened.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+        }
+        self.name = name;
+    }
+
+    /// Append `records` to `<dir>/<pid>-<t0_ns>.ev` (header first the first
+    /// time). The file is opened with raw syscalls the first time and then
+    /// kept open at a high descriptor number ([`TraceFd`]); a program that
+    /// closes or dup2s over "all" fds makes us reopen, never write into its
+    /// file. False if it could not be written.
+    fn write_out(&mut self, records: &[u8]) -> bool {
         // A second attempt only if the held descriptor turned out to be
         // closed (EBADF before anything was written): closed by a raw
         // syscall that no hook saw. The file is reopened by name (O_APPEND).
@@ -884,7 +830,7 @@ impl State {
                 self.header_written = res.is_ok();
             }
             if res.is_ok() {
-                res = write_all(fd, &self.buf);
+                res = write_all(fd, records);
             }
             if close_after {
                 // SAFETY: closing the fd we just opened.
@@ -900,16 +846,14 @@ impl State {
         }
         false
     }
-}
 
-impl State {
     /// Open (create) this image's trace file with a raw syscall, so that our
     /// own open hooks (and anyone else's) are bypassed; -1 on failure.
     fn open_trace_file(&mut self) -> c_int {
-        let mut name = std::mem::take(&mut self.tmp);
+        let mut name = std::mem::take(&mut self.name);
         self.file_name(&mut name, self.t0_ns, b".ev\0");
         let fd = create(&name);
-        self.tmp = name;
+        self.name = name;
         fd
     }
 
@@ -926,6 +870,21 @@ impl State {
         let n = write_u64(&mut num, t);
         name.extend_from_slice(&num[..n]);
         name.extend_from_slice(suffix);
+    }
+}
+
+impl Sink for TraceFile {
+    /// [`TraceFile::write_out`], leaving a `.lost` marker if it fails.
+    /// Without a trace directory the records are dropped.
+    fn write(&mut self, records: &[u8]) -> bool {
+        if self.dir.is_empty() {
+            return true;
+        }
+        let ok = self.write_out(records);
+        if !ok {
+            self.mark_lost();
+        }
+        ok
     }
 }
 

@@ -31,7 +31,7 @@ use libc::{c_char, c_int, c_long, c_uint};
 use roar_events::Op;
 
 use crate::exec::roar_internal_execve;
-use crate::hooks::{note_delete, note_open, note_pair};
+use crate::hooks::{note_delete, note_exchange, note_open, note_pair};
 use crate::real;
 use crate::state::{tracing, with_state, ErrnoGuard};
 
@@ -109,11 +109,7 @@ pub unsafe extern "C" fn roar_internal_syscall(
             libc::SYS_renameat => note_pair(Op::Move, fd(a1), p(a2), fd(a3), p(a4)),
             libc::SYS_renameat2 => {
                 if a5 as c_uint & libc::RENAME_EXCHANGE != 0 {
-                    if a2 != 0 && a4 != 0 {
-                        let _errno = ErrnoGuard::save();
-                        let (x, y) = (crate::hooks::cbytes(p(a2)), crate::hooks::cbytes(p(a4)));
-                        with_state(|st| st.on_exchange(fd(a1), x, fd(a3), y));
-                    }
+                    note_exchange(fd(a1), p(a2), fd(a3), p(a4));
                 } else {
                     note_pair(Op::Move, fd(a1), p(a2), fd(a3), p(a4));
                 }

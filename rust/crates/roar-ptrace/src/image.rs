@@ -1,27 +1,28 @@
-//! Per-process-image recording state: the same semantics as the preload
-//! library's `State` (rust/crates/roar-preload/src/state.rs), but held in the
-//! tracer rather than inside the traced process.
+//! Per-process-image recording state: the ptrace adapter over the recording
+//! core both tracers share (`roar-record`: dedupe, forget, keep and flush
+//! rules), held in the tracer rather than inside the traced process.
 //!
-//! One [`Image`] exists per process image (pid + exec generation): it owns the
-//! record buffer, the (op, path) dedupe set and the cached cwd. Threads of a
+//! One [`Image`] exists per process image (pid + exec generation): it owns a
+//! [`Recorder`] (record buffer and (op, path) dedupe set), the trace file it
+//! flushes to, and the cached cwd. Threads of a
 //! process share one `Image` (they share the cwd); a fork gets a fresh image
 //! with a copy of the parent's cwd; an exec
 //! flushes the image and starts a new one (new `<pid>-<t0>.ev` file), exactly
 //! as the preload library does, so the Python reader cannot tell backends
 //! apart.
 //!
-//! This module decides *what* is recorded; it never talks to the tracee.
+//! This module hands resolved paths and what the tracer saw of them to the
+//! core, which decides what is recorded; it never talks to the tracee.
 
-use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use roar_events::{encode_header, encode_record, is_pseudo_fs, is_under, Header, Op};
+use roar_events::{encode_header, Header, Op};
+use roar_record::{Found, Recorder, Sink, WriteThrough};
 
 use crate::sys;
 
-/// Flush a buffer to disk once it passes this size (same as the preload library).
-const FLUSH_AT: usize = 64 * 1024;
+pub use roar_record::ignored;
 
 /// Recording state of one process image.
 pub struct Image {
@@ -30,10 +31,10 @@ pub struct Image {
     /// Parent process id.
     pub ppid: u32,
     t0_ns: u64,
-    buf: Vec<u8>,
+    /// Dedupe set, buffer and flush policy (the tracer flushes an image when
+    /// it exits or execs, whatever killed it, so nothing is written through).
+    rec: Recorder,
     header_written: bool,
-    seen: HashSet<Vec<u8>>,
-    key: Vec<u8>,
     /// Cached working directory (`None`: read /proc/<tid>/cwd when needed).
     /// Dropped on chdir/fchdir.
     pub cwd: Option<Vec<u8>>,
@@ -42,10 +43,55 @@ pub struct Image {
     pub chdirs_in_flight: u32,
     /// Live threads of this image; the image is flushed when it reaches 0.
     pub threads: u32,
-    /// Flushed for good (exited or exec'd); later records are dropped.
-    pub done: bool,
     /// Some flush failed: records were lost.
     pub write_failed: bool,
+}
+
+/// An image's [`Sink`]: `<dir>/<pid>-<t0_ns>.ev`, opened for each flush.
+struct Out<'a> {
+    dir: &'a [u8],
+    pid: u32,
+    ppid: u32,
+    t0_ns: u64,
+    header_written: &'a mut bool,
+    write_failed: &'a mut bool,
+}
+
+impl Sink for Out<'_> {
+    /// Append to `<dir>/<pid>-<t0_ns>.ev` (header first).
+    fn write(&mut self, records: &[u8]) -> bool {
+        if self.dir.is_empty() {
+            return true;
+        }
+        let mut name = self.dir.to_vec();
+        name.extend_from_slice(format!("/{}-{}.ev", self.pid, self.t0_ns).as_bytes());
+        let mut data = Vec::with_capacity(records.len() + roar_events::HEADER_LEN);
+        if !*self.header_written {
+            encode_header(
+                &mut data,
+                &Header {
+                    pid: self.pid,
+                    ppid: self.ppid,
+                },
+            );
+        }
+        data.extend_from_slice(records);
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let ok = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(Path::new(std::ffi::OsStr::from_bytes(&name)))
+            .and_then(|mut f| f.write_all(&data))
+            .is_ok();
+        if ok {
+            *self.header_written = true;
+        } else {
+            *self.write_failed = true;
+        }
+        ok
+    }
 }
 
 impl Image {
@@ -55,75 +101,31 @@ impl Image {
             pid,
             ppid,
             t0_ns: sys::now_ns(),
-            buf: Vec::new(),
+            rec: Recorder::new(WriteThrough::Never),
             header_written: false,
-            seen: HashSet::new(),
-            key: Vec::new(),
             cwd: None,
             chdirs_in_flight: 0,
             threads: 0,
-            done: false,
             write_failed: false,
         }
     }
 
+    /// The recorder and the sink of this image's trace file in `dir`.
+    fn parts<'a>(&'a mut self, dir: &'a [u8]) -> (&'a mut Recorder, Out<'a>) {
+        let out = Out {
+            dir,
+            pid: self.pid,
+            ppid: self.ppid,
+            t0_ns: self.t0_ns,
+            header_written: &mut self.header_written,
+            write_failed: &mut self.write_failed,
+        };
+        (&mut self.rec, out)
+    }
+
     /// Whether (op, path) was already recorded in this image (nothing to do).
     pub fn seen(&mut self, op: Op, p: &[u8]) -> bool {
-        self.key.clear();
-        self.key.push(op.as_byte());
-        self.key.extend_from_slice(p);
-        self.seen.contains(self.key.as_slice())
-    }
-
-    /// True the first time (op, path) is seen in this image.
-    fn first_time(&mut self, op: Op, p: &[u8]) -> bool {
-        self.key.clear();
-        self.key.push(op.as_byte());
-        self.key.extend_from_slice(p);
-        if self.seen.contains(self.key.as_slice()) {
-            false
-        } else {
-            self.seen.insert(self.key.clone());
-            true
-        }
-    }
-
-    /// After a path is removed, moved or replaced, a later open of the same
-    /// name is a new fact and must be recorded again.
-    fn forget(&mut self, p: &[u8]) {
-        if self.seen.is_empty() {
-            return;
-        }
-        for op in [Op::Read, Op::Write, Op::Update, Op::Exec] {
-            self.key.clear();
-            self.key.push(op.as_byte());
-            self.key.extend_from_slice(p);
-            self.seen.remove(self.key.as_slice());
-        }
-    }
-
-    fn push(&mut self, dir: &[u8], op: Op, size: u64, mtime_ns: i64, p: &[u8], p2: Option<&[u8]>) {
-        self.push_at(dir, sys::now_ns(), op, size, mtime_ns, p, p2)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn push_at(
-        &mut self,
-        dir: &[u8],
-        t_ns: u64,
-        op: Op,
-        size: u64,
-        mtime_ns: i64,
-        p: &[u8],
-        p2: Option<&[u8]>,
-    ) {
-        if self.done {
-            return;
-        }
-        encode_record(&mut self.buf, op, t_ns, size, mtime_ns, p, p2);
-        if self.buf.len() >= FLUSH_AT {
-            self.flush(dir);
-        }
+        self.rec.seen(op, p)
     }
 
     /// A successful open-like call on normalised path `p`, classified `op`,
@@ -138,135 +140,159 @@ impl Image {
         st: Option<sys::FileStat>,
         has_fd: bool,
     ) {
-        if !self.first_time(op, p) {
-            return;
-        }
-        let (mut size, mut mtime) = (0u64, -1i64);
-        let keep = match st {
-            Some(st) => {
-                if st.regular && op.has_stat() {
-                    size = st.size;
-                    mtime = st.mtime_ns;
-                }
-                st.regular
-            }
-            // No descriptor (truncate) or stat failed: a write is still worth
-            // reporting (the reader checks the file at job end), a read is not.
-            None => !has_fd || op == Op::Write,
+        let found = match st {
+            Some(st) if st.regular => Found::Regular {
+                size: st.size,
+                mtime_ns: st.mtime_ns,
+            },
+            Some(_) => Found::Other,
+            None if has_fd => Found::Unknown,
+            None => Found::NoDescriptor,
         };
-        if keep {
-            // A read-write open that found an empty file most likely created
-            // it: report a write (an unchanged empty U would read as an input).
-            let op = if op == Op::Update && size == 0 {
-                Op::Write
-            } else {
-                op
-            };
-            self.push_at(dir, t_ns, op, size, mtime, p, None);
-        }
+        let (rec, mut out) = self.parts(dir);
+        rec.on_open(&mut out, Some(t_ns), op, p, |_| found);
     }
 
     /// A write through a descriptor whose open we may not have classified as
     /// a write (mmap shared+writable, copy_file_range/sendfile/splice target).
     pub fn on_write_fd(&mut self, dir: &[u8], p: &[u8]) {
-        if self.first_time(Op::Write, p) {
-            self.push(dir, Op::Write, 0, -1, p, None);
-        }
+        let (rec, mut out) = self.parts(dir);
+        rec.on_written(&mut out, p);
     }
 
     /// unlink/unlinkat succeeded on a non-directory.
     pub fn on_delete(&mut self, dir: &[u8], p: &[u8]) {
-        self.forget(p);
-        self.push(dir, Op::Delete, 0, -1, p, None);
+        let (rec, mut out) = self.parts(dir);
+        rec.on_delete(&mut out, p);
     }
 
     /// rename*/link* succeeded. `p1`/`p2` are `None` when that side is not
     /// recordable (under /proc, /dev, the trace dir...): the visible effect
     /// is then recorded instead (W at the destination, D at the source).
     pub fn on_pair(&mut self, dir: &[u8], op: Op, p1: Option<&[u8]>, p2: Option<&[u8]>) {
-        match (p1, p2) {
-            (Some(a), Some(b)) => {
-                if op == Op::Move {
-                    self.forget(a);
-                }
-                self.forget(b);
-                self.push(dir, op, 0, -1, a, Some(b));
-            }
-            (None, Some(b)) => {
-                self.forget(b);
-                if self.first_time(Op::Write, b) {
-                    self.push(dir, Op::Write, 0, -1, b, None);
-                }
-            }
-            (Some(a), None) if op == Op::Move => {
-                self.forget(a);
-                self.push(dir, Op::Delete, 0, -1, a, None);
-            }
-            _ => {}
-        }
+        let (rec, mut out) = self.parts(dir);
+        rec.on_pair(&mut out, op, p1, p2);
     }
 
     /// renameat2(RENAME_EXCHANGE): both names now hold other content.
     pub fn on_exchange(&mut self, dir: &[u8], p: &[u8]) {
-        self.forget(p);
-        if self.first_time(Op::Write, p) {
-            self.push(dir, Op::Write, 0, -1, p, None);
-        }
+        let (rec, mut out) = self.parts(dir);
+        rec.on_exchange(&mut out, p);
     }
 
     /// A successful exec of `p` (recorded in the image that called exec).
     pub fn on_exec(&mut self, dir: &[u8], p: &[u8]) {
-        if self.first_time(Op::Exec, p) {
-            self.push(dir, Op::Exec, 0, -1, p, None);
-        }
+        let (rec, mut out) = self.parts(dir);
+        rec.on_exec(&mut out, p);
     }
 
     /// Append buffered records to `<dir>/<pid>-<t0_ns>.ev` (header first).
     pub fn flush(&mut self, dir: &[u8]) {
-        if self.buf.is_empty() || dir.is_empty() {
-            self.buf.clear();
-            return;
-        }
-        let mut name = dir.to_vec();
-        name.extend_from_slice(format!("/{}-{}.ev", self.pid, self.t0_ns).as_bytes());
-        let mut data = Vec::with_capacity(self.buf.len() + roar_events::HEADER_LEN);
-        if !self.header_written {
-            encode_header(
-                &mut data,
-                &Header {
-                    pid: self.pid,
-                    ppid: self.ppid,
-                },
-            );
-        }
-        data.extend_from_slice(&self.buf);
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let ok = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(Path::new(std::ffi::OsStr::from_bytes(&name)))
-            .and_then(|mut f| f.write_all(&data))
-            .is_ok();
-        if ok {
-            self.header_written = true;
-        } else {
-            self.write_failed = true;
-        }
-        self.buf.clear();
+        let (rec, mut out) = self.parts(dir);
+        rec.flush(&mut out);
     }
 
-    /// Flush and stop recording into this image.
+    /// Flush and stop recording into this image (exited or exec'd): later
+    /// records are dropped.
     pub fn finish(&mut self, dir: &[u8]) {
-        if !self.done {
-            self.flush(dir);
-            self.done = true;
-        }
+        let (rec, mut out) = self.parts(dir);
+        rec.finish(&mut out);
     }
 }
 
-/// Paths never recorded: pseudo file systems and the trace directory itself.
-pub fn ignored(p: &[u8], trace_dir: &[u8]) -> bool {
-    is_pseudo_fs(p) || (!trace_dir.is_empty() && is_under(p, trace_dir))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "roar-image-{tag}-{}-{}",
+                std::process::id(),
+                sys::now_ns()
+            ));
+            std::fs::create_dir(&p).unwrap();
+            TempDir(p)
+        }
+        fn bytes(&self) -> Vec<u8> {
+            self.0.as_os_str().as_bytes().to_vec()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn regular(size: u64) -> Option<sys::FileStat> {
+        Some(sys::FileStat {
+            regular: true,
+            size,
+            mtime_ns: 7,
+            dev: 1,
+            ino: 2,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+        })
+    }
+
+    #[test]
+    fn an_image_writes_one_file_with_one_header_through_the_core() {
+        let d = TempDir::new("file");
+        let dir = d.bytes();
+        let mut img = Image::new(4242, 1);
+        img.on_open(&dir, 10, Op::Read, b"/in", regular(3), true);
+        img.on_open(&dir, 11, Op::Read, b"/in", regular(3), true); // deduplicated
+        img.on_open(&dir, 12, Op::Update, b"/new", regular(0), true); // empty: W
+        img.on_open(&dir, 13, Op::Write, b"/t", None, false); // truncate: kept
+        img.on_open(&dir, 14, Op::Read, b"/gone", None, true); // unknown read: dropped
+        assert!(
+            std::fs::read_dir(&d.0).unwrap().next().is_none(),
+            "nothing written through"
+        );
+        img.flush(&dir);
+        img.on_pair(&dir, Op::Move, Some(b"/new"), Some(b"/out"));
+        img.finish(&dir);
+        img.on_delete(&dir, b"/late"); // after finish: dropped
+        img.finish(&dir);
+        let files: Vec<_> = std::fs::read_dir(&d.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1);
+        let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(name, format!("4242-{}.ev", img.t0_ns));
+        let t = roar_events::decode(&std::fs::read(&files[0]).unwrap()).unwrap();
+        assert!(t.error.is_none());
+        assert_eq!((t.header.pid, t.header.ppid), (4242, 1));
+        let got: Vec<(Op, &[u8])> = t.records.iter().map(|r| (r.op, &r.path[..])).collect();
+        assert_eq!(
+            got,
+            [
+                (Op::Read, &b"/in"[..]),
+                (Op::Write, b"/new"),
+                (Op::Write, b"/t"),
+                (Op::Move, b"/new")
+            ]
+        );
+        assert_eq!((t.records[0].t_ns, t.records[0].size), (10, 3));
+        assert!(!img.write_failed);
+    }
+
+    #[test]
+    fn a_flush_that_cannot_write_says_so() {
+        let d = TempDir::new("gone");
+        let mut dir = d.bytes();
+        dir.extend_from_slice(b"/missing");
+        let mut img = Image::new(1, 0);
+        img.on_open(&dir, 1, Op::Read, b"/in", regular(1), true);
+        assert!(!img.write_failed);
+        img.finish(&dir);
+        assert!(img.write_failed);
+    }
 }

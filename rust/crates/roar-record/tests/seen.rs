@@ -1,16 +1,10 @@
 //! The dedupe table (src/seen.rs) against `std::collections::HashSet` on a
 //! long random sequence of inserts, lookups and removals: growth, backward
 //! shift deletion, arena compaction and `clear` all happen along the way.
-//! (The crate is a cdylib whose unit tests would interpose on the harness,
-//! so the module is compiled into this test directly; it uses std only.)
-
-#[allow(dead_code)]
-#[path = "../src/seen.rs"]
-mod seen;
 
 use std::collections::HashSet;
 
-use seen::{SeenSet, OPS};
+use roar_record::seen::{SeenSet, OPS};
 
 /// xorshift64*: deterministic, so a failure is reproducible.
 struct Rng(u64);
