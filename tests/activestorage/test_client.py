@@ -73,8 +73,8 @@ def test_errors_are_one_type_each(active, s3, cube, as_proxy_bin, s3c, tmp_path)
     try:
         s3c.put_object(Bucket=DATA, Key="client/big.bin", Body=bytes(2 << 20))
         with pytest.raises(errors.OverBudget, match="memory budget"):
-            activestorage.reduce(f"s3://{DATA}/client/big.bin", "sum", dtype="int64", server=small.active_url,
-                                 source=s3, auth=CREDS)
+            activestorage.reduce(f"s3://{DATA}/client/big.bin", "sum", dtype="int64", shape=[512, 512], axis=0,
+                                 server=small.active_url, source=s3, auth=CREDS)
     finally:
         small.stop()
     for e in (errors.InvalidReduction, errors.AccessDenied, errors.OverBudget, errors.ServerBusy,

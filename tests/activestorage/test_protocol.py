@@ -196,6 +196,84 @@ def test_compression_and_shuffle(active, s3, s3c, comp, shuffle, dtype):
         assert counts == wc
 
 
+@pytest.mark.parametrize("comp", [None, "gzip", "zlib"])
+def test_streaming_folds_with_unaligned_range_and_missing(active, s3, s3c, comp):
+    """Full sum/min/max/count fold as the object streams (compressed or not) from a range that
+    starts and ends inside other bytes; the answer equals numpy's over the whole array."""
+    arr = np.random.default_rng(3).standard_normal(250_003).astype("float32")
+    arr[::1001] = np.nan
+    raw = arr.tobytes()
+    data = {None: raw, "gzip": gzip.compress(raw) if comp == "gzip" else b"",
+            "zlib": zlib.compress(raw) if comp == "zlib" else b""}[comp]
+    key = f"stream/{comp}.bin"
+    s3c.put_object(Bucket=DATA, Key=key, Body=b"abc" + data + b"defgh")
+    fields = {"offset": 3, "size": len(data), "missing": {"valid_range": [-1.5, 2.0]}}
+    if comp:
+        fields["compression"] = {"id": comp}
+    for op in ("sum", "min", "max", "count"):
+        got, h, body = post(active.active_url, f"/v1/{op}", req(s3, key=key, **fields), auth=CREDS)
+        assert got == 200, body
+        res, counts = decode(h, body)
+        want, wc = reference(op, raw, "float32", missing={"valid_range": [-1.5, 2.0]})
+        if op == "sum":
+            np.testing.assert_allclose(res, want, rtol=1e-5)
+        else:
+            np.testing.assert_array_equal(res, want)
+        assert counts == wc
+
+
+def test_thread_budget_answers_503_at_once_when_the_queue_is_full(as_proxy_bin, s3, tmp_path):
+    """One reduction thread (so a queue of 4): five reductions of a stalled HTTP object occupy the
+    thread and the queue; the sixth is refused with 503 at once; released, the five answer 200."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release = threading.Event()
+    payload = np.ones(1000, "int64").tobytes()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload[:8])
+            self.wfile.flush()
+            release.wait(120)
+            self.wfile.write(payload[8:])
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    p = Proxy(as_proxy_bin, s3, ev, args=("--active-storage-port", "0", "--active-storage-threads", "1"))
+    body = {"interface_type": "http", "url": f"http://127.0.0.1:{srv.server_port}/x.bin", "dtype": "int64"}
+    try:
+        def gauges():
+            text = get(p.active_url, "/metrics")[2].decode()
+            v = dict(ln.rsplit(" ", 1) for ln in text.splitlines() if ln and not ln.startswith("#"))
+            return int(v["roar_activestorage_threads_busy"]), int(v["roar_activestorage_queued"])
+
+        with ThreadPoolExecutor(5) as pool:
+            futs = [pool.submit(post, p.active_url, "/v2/sum", body) for _ in range(5)]
+            deadline = time.monotonic() + 120
+            while gauges() != (1, 4):
+                assert time.monotonic() < deadline, gauges()
+                time.sleep(0.05)
+            got, _, raw = post(p.active_url, "/v2/sum", body)
+            assert got == 503 and "busy" in json.loads(raw)["error"]["message"]
+            release.set()
+            assert [f.result()[0] for f in futs] == [200] * 5
+    finally:
+        release.set()
+        srv.shutdown()
+        p.stop()
+
+
 def test_decompressed_size_must_match_shape(active, s3, s3c):
     s3c.put_object(Bucket=DATA, Key="codec/short.gz", Body=gzip.compress(ARR.tobytes()))
     got, _, body = post(active.active_url, "/v1/sum", req(s3, key="codec/short.gz", compression={"id": "gzip"},
@@ -204,20 +282,31 @@ def test_decompressed_size_must_match_shape(active, s3, s3c):
 
 
 def test_memory_budget_refuses_at_once(as_proxy_bin, s3, s3c, tmp_path):
-    """A request that alone exceeds the budget: 413 with the budget named; decompressed bytes count."""
+    """A request whose buffered data alone exceeds the budget: 413 with the budget named, at once;
+    decompressed bytes count. The same object folded as it streams (a full sum) fits."""
     ev = tmp_path / "ev"
     ev.mkdir()
-    p = Proxy(as_proxy_bin, s3, ev, args=("--active-storage-port", "0", "--active-storage-memory-mib", "1"))
+    p = Proxy(as_proxy_bin, s3, ev, args=("--active-storage-port", "0", "--active-storage-memory-mib", "2"))
     try:
-        big = np.zeros(300_000, "float64").tobytes()  # 2.4 MB
-        s3c.put_object(Bucket=DATA, Key="budget/big.bin", Body=big)
-        s3c.put_object(Bucket=DATA, Key="budget/big.gz", Body=gzip.compress(big))  # a few KB compressed
-        for key, extra in (("budget/big.bin", {}), ("budget/big.gz", {"compression": {"id": "gzip"}})):
+        big = (np.arange(600_000) % 1000).astype("float64")  # 4.8 MB
+        s3c.put_object(Bucket=DATA, Key="budget/big.bin", Body=big.tobytes())
+        s3c.put_object(Bucket=DATA, Key="budget/big.gz", Body=gzip.compress(big.tobytes()))  # ~100 KB
+        s3c.put_object(Bucket=DATA, Key="budget/big.sh", Body=_shuffle(big.tobytes(), 8))
+        shuffle = {"filters": [{"id": "shuffle", "element_size": 8}]}
+        for key, extra in (("budget/big.bin", {"shape": [600, 1000], "axis": 0}),
+                           ("budget/big.gz", {"compression": {"id": "gzip"}, "shape": [600, 1000], "axis": 0}),
+                           ("budget/big.sh", shuffle),
+                           ("budget/big.bin", {"shape": [600_000], "selection": [[0, 600_000, 2]]})):
             got, _, body = post(p.active_url, "/v1/sum", req(s3, key=key, dtype="float64", **extra), auth=CREDS)
-            assert got == 413, body
+            assert got == 413, (key, extra, body)
             assert "memory budget" in json.loads(body)["error"]["message"]
-        s3c.put_object(Bucket=DATA, Key="budget/small.bin", Body=ARR.tobytes())
-        assert post(p.active_url, "/v1/sum", req(s3, key="budget/small.bin"), auth=CREDS)[0] == 200
+        for key, extra in (("budget/big.bin", {}), ("budget/big.gz", {"compression": {"id": "gzip"}})):
+            for op in ("sum", "max", "count"):
+                got, h, body = post(p.active_url, f"/v1/{op}", req(s3, key=key, dtype="float64", **extra),
+                                    auth=CREDS)
+                assert got == 200, body
+                want = {"sum": big.sum(), "max": big.max(), "count": big.size}[op]
+                assert decode(h, body)[0] == want
     finally:
         p.stop()
 

@@ -29,6 +29,13 @@ use crate::reduce::{self, DType, Missing, Op, Output, Spec};
 /// Largest request body read (a request is a few hundred bytes of JSON).
 const MAX_REQUEST: usize = 1 << 20;
 
+/// Frames in flight between the upstream body and a streaming fold's thread.
+const STREAM_FRAMES: usize = 4;
+
+/// Memory a streaming fold takes from the budget: its frames in flight (hyper's reads are
+/// mostly 8-64 KiB here) and the decompressor's 32 KiB window.
+const STREAM_HOLD: u64 = 1 << 20;
+
 /// Budgets and the port, from the command line and the environment.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -177,7 +184,7 @@ impl Metrics {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn render(&self, budget: &Budget) -> String {
+    fn render(&self, budget: &Budget, busy: usize, queued: usize) -> String {
         let mut o = String::new();
         o.push_str("# HELP roar_activestorage_requests_total Reduction requests by API version, operation and status.\n# TYPE roar_activestorage_requests_total counter\n");
         for ((api, op, st), n) in self
@@ -205,7 +212,7 @@ impl Metrics {
             self.latency_count.load(Ordering::Relaxed)
         ));
         o.push_str(&format!(
-            "# HELP roar_activestorage_bytes_fetched_total Object bytes read from S3.\n# TYPE roar_activestorage_bytes_fetched_total counter\nroar_activestorage_bytes_fetched_total {}\n# HELP roar_activestorage_bytes_returned_total Result bytes sent to clients.\n# TYPE roar_activestorage_bytes_returned_total counter\nroar_activestorage_bytes_returned_total {}\n# HELP roar_activestorage_memory_bytes Memory budget held by requests in flight.\n# TYPE roar_activestorage_memory_bytes gauge\nroar_activestorage_memory_bytes {}\n",
+            "# HELP roar_activestorage_bytes_fetched_total Object bytes read from S3.\n# TYPE roar_activestorage_bytes_fetched_total counter\nroar_activestorage_bytes_fetched_total {}\n# HELP roar_activestorage_bytes_returned_total Result bytes sent to clients.\n# TYPE roar_activestorage_bytes_returned_total counter\nroar_activestorage_bytes_returned_total {}\n# HELP roar_activestorage_memory_bytes Memory budget held by requests in flight.\n# TYPE roar_activestorage_memory_bytes gauge\nroar_activestorage_memory_bytes {}\n# HELP roar_activestorage_threads_busy Reductions computing now.\n# TYPE roar_activestorage_threads_busy gauge\nroar_activestorage_threads_busy {busy}\n# HELP roar_activestorage_queued Reductions waiting for a thread.\n# TYPE roar_activestorage_queued gauge\nroar_activestorage_queued {queued}\n",
             self.fetched.load(Ordering::Relaxed),
             self.returned.load(Ordering::Relaxed),
             budget.used.load(Ordering::Relaxed)
@@ -221,6 +228,7 @@ pub struct Active {
     proxy: Arc<State>,
     budget: Arc<Budget>,
     threads: tokio::sync::Semaphore,
+    nthreads: usize,
     waiting: AtomicUsize,
     queue: usize,
     metrics: Metrics,
@@ -239,6 +247,7 @@ impl Active {
                 used: AtomicU64::new(0),
             }),
             threads: tokio::sync::Semaphore::new(cfg.threads.max(1)),
+            nthreads: cfg.threads.max(1),
             waiting: AtomicUsize::new(0),
             queue: cfg.queue,
             metrics: Metrics::default(),
@@ -709,6 +718,8 @@ fn basic_creds<B>(req: &Request<B>) -> Result<Option<crate::sigv4::Creds>, ApiEr
 /// Bytes read for one request, with what the lineage event needs.
 struct Fetched {
     data: Vec<u8>,
+    /// The unread body (streaming folds).
+    body: Option<Incoming>,
     held: Held,
     etag: Option<String>,
     version_id: Option<String>,
@@ -725,12 +736,16 @@ fn s3_code(body: &[u8]) -> Option<String> {
 }
 
 impl Active {
+    /// Reads the object (or its range). `streaming`: the body is handed back unread (the
+    /// caller folds it as it arrives, holding only frames in flight); otherwise it is
+    /// collected, every byte taken from the memory budget first.
     async fn fetch(
         &self,
         t: &Target,
         creds: Option<&crate::sigv4::Creds>,
         auth_header: Option<&HeaderValue>,
         plan: &Plan,
+        streaming: bool,
     ) -> Result<Fetched, ApiError> {
         let range = match (plan.offset, plan.size) {
             (0, None) => None,
@@ -739,7 +754,14 @@ impl Active {
         };
         // What the request may need before a byte arrives: refuse it at once if it can
         // never fit (a ranged read knows its size).
-        let mut held = take(&self.budget, plan.size.unwrap_or(0))?;
+        let mut held = take(
+            &self.budget,
+            if streaming {
+                STREAM_HOLD
+            } else {
+                plan.size.unwrap_or(0)
+            },
+        )?;
         let (uri, host) = match &t.s3 {
             Some((bucket, key)) => {
                 let own = self.own_authorities.contains(&t.authority);
@@ -845,6 +867,17 @@ impl Active {
         }
         let etag = header_str(resp.headers(), "etag");
         let version_id = header_str(resp.headers(), "x-amz-version-id");
+        if streaming {
+            return Ok(Fetched {
+                data: Vec::new(),
+                body: Some(resp.into_body()),
+                held,
+                etag,
+                version_id,
+                bucket_key: t.s3.clone(),
+                range,
+            });
+        }
         let declared: Option<u64> =
             header_str(resp.headers(), "content-length").and_then(|s| s.parse().ok());
         let mut data = Vec::new();
@@ -871,6 +904,7 @@ impl Active {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(Fetched {
             data,
+            body: None,
             held,
             etag,
             version_id,
@@ -922,16 +956,22 @@ async fn reduce_request(
     req: &Request<()>,
 ) -> Result<Done, ApiError> {
     let creds = basic_creds(req)?;
+    let streaming = reduce::streams(&plan.spec) && plan.filters.is_empty();
     let fetched = a
         .fetch(
             &target,
             creds.as_ref(),
             req.headers().get("authorization"),
             &plan,
+            streaming,
         )
         .await?;
+    if streaming {
+        return stream_fold(a, plan, fetched).await;
+    }
     let Fetched {
         data,
+        body: _,
         mut held,
         etag,
         version_id,
@@ -983,6 +1023,20 @@ async fn reduce_request(
         })
         .await?;
     let out = out?;
+    record(a, bucket_key, version_id, fetched_len, etag, blake3, range);
+    Ok(Done { out })
+}
+
+/// The lineage event of a reduction that succeeded: the object (or its range) was read.
+fn record(
+    a: &Active,
+    bucket_key: Option<(String, String)>,
+    version_id: Option<String>,
+    size: u64,
+    etag: Option<String>,
+    blake3: Option<String>,
+    range: Option<String>,
+) {
     if let Some((bucket, key)) = bucket_key {
         a.proxy.log.write(&S3Event {
             op: "reduce",
@@ -990,12 +1044,128 @@ async fn reduce_request(
             bucket,
             key,
             version_id,
-            size: Some(fetched_len),
+            size: Some(size),
             etag,
-            blake3: if whole { blake3 } else { None },
+            blake3: if range.is_none() { blake3 } else { None },
             range,
         });
     }
+}
+
+/// The decompressor in front of a streaming fold.
+enum Decoder {
+    Raw(SinkWriter),
+    Gzip(flate2::write::GzDecoder<SinkWriter>),
+    Zlib(flate2::write::ZlibDecoder<SinkWriter>),
+}
+
+/// `Write` into a fold (what the streaming decompressors write to).
+struct SinkWriter(Box<dyn reduce::Sink>);
+
+impl std::io::Write for SinkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.feed(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Decoder {
+    fn feed(&mut self, b: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        match self {
+            Decoder::Raw(w) => w.write_all(b),
+            Decoder::Gzip(d) => d.write_all(b),
+            Decoder::Zlib(d) => d.write_all(b),
+        }
+    }
+    fn finish(self) -> std::io::Result<SinkWriter> {
+        match self {
+            Decoder::Raw(w) => Ok(w),
+            Decoder::Gzip(d) => d.finish(),
+            Decoder::Zlib(d) => d.finish(),
+        }
+    }
+}
+
+/// `sum`/`mean`/`min`/`max`/`count` over a whole (possibly compressed) object, folded on a
+/// blocking thread as frames arrive: memory is the frames in flight, whatever the object's size.
+async fn stream_fold(a: &Active, plan: Plan, fetched: Fetched) -> Result<Done, ApiError> {
+    let Fetched {
+        body,
+        held,
+        etag,
+        version_id,
+        bucket_key,
+        range,
+        ..
+    } = fetched;
+    let Some(mut body) = body else {
+        return Err(err(500, "no body to stream"));
+    };
+    let whole = range.is_none();
+    let spec = plan.spec.clone();
+    let (compression, has_shape) = (plan.compression, plan.has_shape);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_FRAMES);
+    let worker = a.compute(move || {
+        let sink = reduce::sink(&spec).map_err(bad)?;
+        let w = SinkWriter(sink);
+        let mut dec = match compression {
+            None => Decoder::Raw(w),
+            Some(Compression::Gzip) => Decoder::Gzip(flate2::write::GzDecoder::new(w)),
+            Some(Compression::Zlib) => Decoder::Zlib(flate2::write::ZlibDecoder::new(w)),
+        };
+        let mut hasher = whole.then(blake3::Hasher::new);
+        let mut fetched = 0u64;
+        while let Some(frame) = rx.blocking_recv() {
+            fetched += frame.len() as u64;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&frame);
+            }
+            dec.feed(&frame)
+                .map_err(|e| bad(format!("compression: the data cannot be decompressed: {e}")))?;
+        }
+        let sink = dec
+            .finish()
+            .map_err(|e| bad(format!("compression: the data cannot be decompressed: {e}")))?
+            .0;
+        let what = if compression.is_some() {
+            "decompressed data"
+        } else {
+            "object data"
+        };
+        check_len(
+            sink.len(),
+            has_shape.then_some(&spec.shape[..]),
+            spec.dtype,
+            what,
+        )?;
+        Ok::<_, ApiError>((
+            sink.finish(),
+            fetched,
+            hasher.map(|h| h.finalize().to_hex().to_string()),
+        ))
+    });
+    let feed = async move {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| err(502, format!("reading the object: {}", root_cause(&e))))?;
+            if let Ok(d) = frame.into_data() {
+                if tx.send(d).await.is_err() {
+                    break; // the fold stopped (its error is the answer)
+                }
+            }
+        }
+        Ok::<_, ApiError>(())
+    };
+    let (fed, folded) = tokio::join!(feed, worker);
+    drop(held);
+    fed?; // an upstream failure explains a short fold: it is the answer
+    let (out, fetched_len, blake3) = folded??;
+    a.metrics.fetched.fetch_add(fetched_len, Ordering::Relaxed);
+    record(a, bucket_key, version_id, fetched_len, etag, blake3, range);
     Ok(Done { out })
 }
 
@@ -1145,7 +1315,11 @@ pub async fn handle(req: Request<Incoming>, a: Arc<Active>) -> Result<Response<P
             serde_json::json!({"status": "ok", "server": "roar-proxy active storage", "api": ["v1", "v2"]}).to_string(),
         ),
         (&Method::GET, ["metrics"]) => {
-            let mut r = Response::new(full(Bytes::from(a.metrics.render(&a.budget))));
+            let mut r = Response::new(full(Bytes::from(a.metrics.render(
+                &a.budget,
+                a.nthreads - a.threads.available_permits(),
+                a.waiting.load(Ordering::Relaxed),
+            ))));
             r.headers_mut().insert(
                 "content-type",
                 HeaderValue::from_static("text/plain; version=0.0.4"),

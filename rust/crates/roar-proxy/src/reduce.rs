@@ -480,6 +480,106 @@ fn run_t<T: Elem>(spec: &Spec, data: &[u8]) -> Result<Output, String> {
     strided::<T>(spec, data, &mask)
 }
 
+/// A full reduction fed in pieces as the object streams (`sum`, `mean`, `min`, `max`,
+/// `count` over every element, no selection): these are associative, so each piece is folded
+/// on its own and merged; the bytes of an element split between two pieces are carried over.
+pub trait Sink: Send {
+    /// Folds the next bytes.
+    fn feed(&mut self, b: &[u8]);
+    /// Bytes fed so far.
+    fn len(&self) -> u64;
+    /// The result once every byte was fed.
+    fn finish(self: Box<Self>) -> Output;
+}
+
+/// A streaming fold for a spec `streams` accepts; Err names a missing value not representable.
+pub fn sink(spec: &Spec) -> Result<Box<dyn Sink>, String> {
+    Ok(match spec.dtype {
+        DType::I32 => Box::new(Fold::<i32>::new(spec)?),
+        DType::I64 => Box::new(Fold::<i64>::new(spec)?),
+        DType::U32 => Box::new(Fold::<u32>::new(spec)?),
+        DType::U64 => Box::new(Fold::<u64>::new(spec)?),
+        DType::F32 => Box::new(Fold::<f32>::new(spec)?),
+        DType::F64 => Box::new(Fold::<f64>::new(spec)?),
+    })
+}
+
+/// Whether a spec can be folded as the object streams (see `Sink`).
+pub fn streams(spec: &Spec) -> bool {
+    spec.selection.is_none()
+        && spec.axis.is_none()
+        && matches!(spec.op, Op::Sum | Op::Mean | Op::Min | Op::Max | Op::Count)
+}
+
+struct Fold<T: Elem> {
+    acc: Acc<T>,
+    mask: Mask<T>,
+    swap: bool,
+    op: Op,
+    dtype: DType,
+    carry: [u8; 8],
+    ncarry: usize,
+    total: u64,
+}
+
+impl<T: Elem> Fold<T> {
+    fn new(spec: &Spec) -> Result<Self, String> {
+        Ok(Fold {
+            acc: Acc::new(),
+            mask: Mask::new(spec.missing.as_ref())?,
+            swap: spec.swap,
+            op: spec.op,
+            dtype: spec.dtype,
+            carry: [0; 8],
+            ncarry: 0,
+            total: 0,
+        })
+    }
+
+    fn fold(&mut self, b: &[u8]) {
+        let a = fold_contiguous::<T>(b, self.swap, &self.mask, self.op);
+        self.acc.merge(&a);
+    }
+}
+
+impl<T: Elem> Sink for Fold<T> {
+    fn feed(&mut self, mut b: &[u8]) {
+        self.total += b.len() as u64;
+        if self.ncarry > 0 {
+            let k = (T::SIZE - self.ncarry).min(b.len());
+            self.carry[self.ncarry..self.ncarry + k].copy_from_slice(&b[..k]);
+            self.ncarry += k;
+            b = &b[k..];
+            if self.ncarry < T::SIZE {
+                return;
+            }
+            let one = self.carry;
+            self.fold(&one[..T::SIZE]);
+            self.ncarry = 0;
+        }
+        let whole = b.len() / T::SIZE * T::SIZE;
+        self.fold(&b[..whole]);
+        let rest = &b[whole..];
+        self.carry[..rest.len()].copy_from_slice(rest);
+        self.ncarry = rest.len();
+    }
+
+    fn len(&self) -> u64 {
+        self.total
+    }
+
+    fn finish(self: Box<Self>) -> Output {
+        let mut bytes = Vec::with_capacity(8);
+        self.acc.result(self.op, &mut bytes);
+        Output {
+            bytes,
+            dtype: counts_out(self.op, self.dtype),
+            shape: vec![],
+            counts: vec![self.acc.count],
+        }
+    }
+}
+
 /// The fold over all elements in memory order, in blocks of 8 lanes so it vectorises.
 fn fold_contiguous<T: Elem>(data: &[u8], swap: bool, mask: &Mask<T>, op: Op) -> Acc<T> {
     let mut acc = Acc::<T>::new();
@@ -814,6 +914,31 @@ mod tests {
         let o = run(&s, &data).unwrap();
         assert_eq!(as_i32(&o.bytes), vec![i32::MAX]);
         assert_eq!(o.counts, vec![0]);
+    }
+
+    #[test]
+    fn streaming_fold_carries_split_elements() {
+        let v: Vec<f64> = (0..1000).map(|i| i as f64 - 300.5).collect();
+        let data: Vec<u8> = v.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        for op in [Op::Sum, Op::Min, Op::Max, Op::Count] {
+            let mut s = spec(op, vec![1000]);
+            s.dtype = DType::F64;
+            s.missing = Some(Missing::Range(Number::from(-100), Number::from(400)));
+            let whole = run(&s, &data).unwrap();
+            let mut k = sink(&s).unwrap();
+            // Pieces of 1, 3, 7, 13... bytes: every element is split somewhere.
+            let (mut at, mut step) = (0, 1);
+            while at < data.len() {
+                let end = (at + step).min(data.len());
+                k.feed(&data[at..end]);
+                at = end;
+                step = step * 2 + 1;
+            }
+            assert_eq!(k.len(), data.len() as u64);
+            let got = k.finish();
+            assert_eq!(got.bytes, whole.bytes, "{op:?}");
+            assert_eq!(got.counts, whole.counts);
+        }
     }
 
     #[test]
