@@ -12,9 +12,8 @@ import pytest
 
 from tests.s3.s3util import AK, SK, Proxy, client, ensure_proxy_binary, seaweed_server
 
-PORTS = {"master.port": 47400, "master.port.grpc": 47401, "volume.port": 47410, "volume.port.grpc": 47411,
-         "filer.port": 47420, "filer.port.grpc": 47421, "s3.port": 47430, "s3.port.grpc": 47431,
-         "admin.port": 47440, "admin.port.grpc": 47441, "s3.port.https": 47450}
+from .asutil import PORTS
+
 PUBLIC = "as-public"
 DATA = "as-data"
 CREDS = (AK, SK)

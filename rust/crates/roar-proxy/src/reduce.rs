@@ -941,6 +941,33 @@ mod tests {
         }
     }
 
+    /// The fold's own throughput (no transfer), printed for tests/benchmarks/bench_activestorage.py:
+    /// `cargo test --release -p roar-proxy fold_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn fold_throughput() {
+        let n = 64 << 20; // 256 MiB of float32
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| ((i % 1000) as f32 - 500.0).to_ne_bytes())
+            .collect();
+        for op in [Op::Sum, Op::Min, Op::Max, Op::Count] {
+            let mut s = spec(op, vec![n]);
+            s.dtype = DType::F32;
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                std::hint::black_box(run(&s, std::hint::black_box(&data)).unwrap());
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "fold {} float32 {} MiB: {:.2} GB/s",
+                op.name(),
+                data.len() >> 20,
+                data.len() as f64 / best / 1e9
+            );
+        }
+    }
+
     #[test]
     fn wrong_length_is_an_error() {
         assert!(run(&spec(Op::Sum, vec![4]), &i32s(&[1, 2, 3])).is_err());
