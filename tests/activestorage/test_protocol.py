@@ -300,6 +300,16 @@ def test_memory_budget_refuses_at_once(as_proxy_bin, s3, s3c, tmp_path):
             got, _, body = post(p.active_url, "/v1/sum", req(s3, key=key, dtype="float64", **extra), auth=CREDS)
             assert got == 413, (key, extra, body)
             assert "memory budget" in json.loads(body)["error"]["message"]
+        # The reduction's own memory counts: element-wise over 250k elements (1 MB of data)
+        # needs ~50 bytes per output element; the whole reduction of the same data fits.
+        small = np.arange(250_000, dtype="int32")
+        s3c.put_object(Bucket=DATA, Key="budget/small.bin", Body=small.tobytes())
+        got, _, body = post(p.active_url, "/v1/sum", req(s3, key="budget/small.bin", dtype="int32", shape=[250_000],
+                                                         axis=[]), auth=CREDS)
+        assert got == 413 and "memory budget" in json.loads(body)["error"]["message"], body
+        got, _, body = post(p.active_url, "/v1/sum", req(s3, key="budget/small.bin", dtype="int32", shape=[500, 500],
+                                                         axis=[1]), auth=CREDS)
+        assert got == 200, body
         for key, extra in (("budget/big.bin", {}), ("budget/big.gz", {"compression": {"id": "gzip"}})):
             for op in ("sum", "max", "count"):
                 got, h, body = post(p.active_url, f"/v1/{op}", req(s3, key=key, dtype="float64", **extra),

@@ -1004,6 +1004,9 @@ async fn reduce_request(
                             spec.dtype,
                             what,
                         )?;
+                        // What the reduction allocates (accumulators, result, counts)
+                        // is asked of the budget too.
+                        grow(reduce::working_bytes(&spec) as usize)?;
                         reduce::run(&spec, bytes).map_err(bad)
                     },
                 );

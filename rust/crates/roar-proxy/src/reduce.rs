@@ -580,6 +580,36 @@ impl<T: Elem> Sink for Fold<T> {
     }
 }
 
+/// Bytes the reduction itself allocates besides its input (per output element: its
+/// accumulator, result and count), for the memory budget: an element-wise reduction
+/// (`axis: []`) or a `select` of a large array needs several times the input.
+pub fn working_bytes(spec: &Spec) -> u64 {
+    if streams(spec) || (spec.axis.is_none() && spec.op != Op::Select) {
+        return 64;
+    }
+    let k = spec.shape.len();
+    let mut out = 1u64;
+    for i in 0..k {
+        let len = match &spec.selection {
+            Some(sel) => {
+                let [a, b, st] = sel[i];
+                slice_indices(a, b, st, spec.shape[i] as i64).1 as u64
+            }
+            None => spec.shape[i] as u64,
+        };
+        let reduced = spec.op != Op::Select && spec.axis.as_ref().is_some_and(|a| a.contains(&i));
+        if !reduced {
+            out = out.saturating_mul(len);
+        }
+    }
+    let per = if spec.op == Op::Select {
+        16 // the values and their bytes
+    } else {
+        std::mem::size_of::<Acc<f64>>() as u64 + 16
+    };
+    out.saturating_mul(per)
+}
+
 /// The fold over all elements in memory order, in blocks of 8 lanes so it vectorises.
 fn fold_contiguous<T: Elem>(data: &[u8], swap: bool, mask: &Mask<T>, op: Op) -> Acc<T> {
     let mut acc = Acc::<T>::new();
