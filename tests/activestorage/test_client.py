@@ -16,6 +16,8 @@ from tests.s3.s3util import AK, Proxy, s3_env
 from .asutil import reference
 from .conftest import CREDS, DATA, PUBLIC
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # SeaweedFS: the full tier only (make test)
+
 ARR = (np.arange(120, dtype="float64") - 30).reshape(4, 5, 6)
 
 
@@ -102,7 +104,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.timeout(600)
 def test_roar_run_records_the_reduced_objects_as_inputs(proj, active, s3, s3c):
     data = np.arange(1000, dtype="int32")
     s3c.put_object(Bucket=DATA, Key="run/whole.bin", Body=data.tobytes())
@@ -122,8 +123,6 @@ def test_roar_run_records_the_reduced_objects_as_inputs(proj, active, s3, s3c):
     assert part["hash"] is None and "bytes=8-23" in str(part), part  # a range: the object's blake3 is unknown
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
 def test_reductions_in_traced_cells_are_their_inputs(jupyter_kernels, active, s3, s3c, tmp_path):
     import nbformat
     from nbclient import NotebookClient

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from .asutil import DTYPES, OPS, assert_same, decode, post, reference
 from .conftest import CREDS, DATA
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # SeaweedFS: the full tier only (make test)
+
 MAXN = 216
 
 
@@ -58,7 +60,8 @@ def requests(draw):
     return draw(st.sampled_from(DTYPES)), draw(st.sampled_from(OPS)), fields
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, database=None,  # no .hypothesis/ in the tree
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=requests())
 def test_random_requests_match_numpy(active, s3, prop_objects, case):
     dtype, op, fields = case

@@ -15,6 +15,8 @@ from tests.s3.s3util import AK, Proxy
 from .asutil import assert_same, decode, get, post, reference
 from .conftest import CREDS, DATA, PUBLIC
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # SeaweedFS: the full tier only (make test)
+
 ARR = np.arange(80, dtype="float32").reshape(8, 10)
 
 
