@@ -86,7 +86,7 @@ def credentials(auth=None) -> tuple[str, str] | None:
 def split_url(url: str) -> tuple[str, str]:
     """`s3://bucket/key` -> (bucket, key); InvalidReduction otherwise."""
     if not url.startswith("s3://") or "/" not in url[5:] or not url[5:].split("/", 1)[1]:
-        raise InvalidReduction(f"not an s3://bucket/key URL: {url!r}")
+        raise InvalidReduction(f"not an s3://bucket/key URL: {url!r}")  # repr: escaped
     bucket, key = url[5:].split("/", 1)
     return bucket, key
 
@@ -143,7 +143,10 @@ def _error(status: int, raw: bytes) -> ActiveStorageError:
         msg = json.loads(raw)["error"]["message"]
     except (ValueError, KeyError, TypeError):
         msg = raw[:200].decode(errors="replace")
-    msg = " ".join(str(msg).split())  # one line
+    from roar_nb import present
+
+    # One line, and nothing in it can act on a terminal (the message quotes the request's names).
+    msg = present.text(" ".join(str(msg).split()))
     if status == 400:
         cls = ObjectNotFound if ("NoSuchKey" in msg or "NoSuchBucket" in msg) else InvalidReduction
     else:

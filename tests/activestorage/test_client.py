@@ -54,6 +54,9 @@ def test_errors_are_one_type_each(active, s3, cube, as_proxy_bin, s3c, tmp_path)
         with pytest.raises(exc) as ei:
             activestorage.reduce(cube, "sum", **kw, **extra)
         assert "\n" not in str(ei.value)
+    with pytest.raises(errors.InvalidReduction) as ei:  # a name with an escape sequence cannot act
+        activestorage.reduce(cube, "sum", dtype="float64", missing={"\x1b[2Jx": 1}, **kw)
+    assert "\x1b" not in str(ei.value) and "\\x1b[2Jx" in str(ei.value)
     with pytest.raises(errors.ObjectNotFound, match="NoSuchKey"):
         activestorage.reduce(f"s3://{DATA}/client/none.bin", "sum", dtype="int32", **kw)
     with pytest.raises(errors.AccessDenied, match="Access Denied"):
