@@ -357,6 +357,46 @@ def _cbor(b: bytes, i: int = 0):
     raise AssertionError(f"unexpected CBOR major type {major}")
 
 
+def _cbor_enc(v) -> bytes:
+    """A small CBOR encoder (maps, lists, text, integers, booleans, null) for v2 request bodies."""
+    def head(major, n):
+        for info, w in ((24, 1), (25, 2), (26, 4), (27, 8)):
+            if n < 24:
+                return bytes([major << 5 | n])
+            if n < 1 << (8 * w):
+                return bytes([major << 5 | info]) + n.to_bytes(w, "big")
+        raise ValueError(n)
+    if v is None or isinstance(v, bool):
+        return bytes([0xf6 if v is None else 0xf5 if v else 0xf4])
+    if isinstance(v, int):
+        return head(0, v) if v >= 0 else head(1, -1 - v)
+    if isinstance(v, str):
+        b = v.encode()
+        return head(3, len(b)) + b
+    if isinstance(v, list):
+        return head(4, len(v)) + b"".join(_cbor_enc(x) for x in v)
+    return head(5, len(v)) + b"".join(_cbor_enc(k) + _cbor_enc(x) for k, x in v.items())
+
+
+def test_v2_takes_a_cbor_request_body(active, s3, obj):
+    body = {"interface_type": "s3", "url": f"{s3}/{DATA}/proto/a.bin", "dtype": "float32", "shape": [8, 10],
+            "selection": [[-1, -9, -2], [0, 10, 3]], "missing": {"valid_min": 5}, "axis": [1]}
+    got, h, raw = post(active.active_url, "/v2/sum", None, auth=CREDS, raw=_cbor_enc(body),
+                       content_type="application/cbor")
+    assert got == 200, raw
+    m, _ = _cbor(raw)
+    want, wc = reference("sum", ARR.tobytes(), "float32", shape=[8, 10], selection=[(-1, -9, -2), (0, 10, 3)],
+                         missing={"valid_min": 5}, axis=[1])
+    np.testing.assert_array_equal(np.frombuffer(m["bytes"], m["dtype"]), want)
+    assert m["count"] == wc
+    got, _, raw = post(active.active_url, "/v2/sum", None, auth=CREDS, raw=_cbor_enc(body | {"colour": 1}),
+                       content_type="application/cbor")
+    assert got == 400 and "colour" in json.loads(raw)["error"]["message"]
+    got, _, raw = post(active.active_url, "/v2/sum", None, auth=CREDS, raw=b"\xff\x00",
+                       content_type="application/cbor")
+    assert got == 400 and "CBOR" in json.loads(raw)["error"]["message"]
+
+
 def test_v2_answers_cbor(active, s3, obj):
     from urllib.parse import quote
     body = {"interface_type": "s3", "url": f"{s3}/{DATA}/{quote('proto/a.bin')}", "dtype": "float32",

@@ -405,22 +405,36 @@ pub struct Plan {
     filters: Vec<Filter>,
 }
 
+/// The request body: CBOR when the Content-Type says so (v2 clients may send it), else JSON.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], cbor: bool) -> Result<T, ApiError> {
+    if !cbor {
+        return parse_json(body);
+    }
+    // Through a JSON value: the same strict model and located errors as a JSON body.
+    let value: serde_json::Value = ciborium::from_reader(body)
+        .map_err(|e| bad(format!("request data is not valid CBOR: {e}")))?;
+    serde_path_to_error::deserialize(&value).map_err(located)
+}
+
+/// A serde error with the path of the field it is about ("shape[1]: invalid type ...").
+fn located<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let msg = if path == "." || path.is_empty() {
+        inner.to_string()
+    } else {
+        format!("{path}: {inner}")
+    };
+    ApiError {
+        status: 400,
+        message: format!("request data is not valid: {msg}"),
+        caused_by: vec![inner.to_string()],
+    }
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let msg = if path == "." || path.is_empty() {
-            inner.to_string()
-        } else {
-            format!("{path}: {inner}")
-        };
-        ApiError {
-            status: 400,
-            message: format!("request data is not valid: {msg}"),
-            caused_by: vec![inner.to_string()],
-        }
-    })
+    serde_path_to_error::deserialize(de).map_err(located)
 }
 
 fn parse_endpoint(s: &str, field: &str) -> Result<(String, String), ApiError> {
@@ -1372,7 +1386,12 @@ async fn reduction(
         let done = reduce_request(a, plan, target, req_ref).await?;
         Ok(v1_response(done.out))
     } else {
-        let r: V2Request = parse_json(&body)?;
+        let cbor = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/cbor"));
+        let r: V2Request = parse_body(&body, cbor)?;
         let target = v2_target(&r)?;
         let _ = r.option_disable_chunk_cache; // no chunk cache here: every request reads S3
         let (sb, cb) = (
