@@ -161,6 +161,7 @@ def test_readiness_metrics_openapi(active, s3, obj):
     doc = json.loads(body)
     assert status == 200 and {"/v1/{op}", "/v2/{op}"} <= set(doc["paths"])
     assert doc["components"]["schemas"]["V1Request"]["additionalProperties"] is False
+    assert set(doc["paths"]["/v2/{op}"]["post"]["requestBody"]["content"]) == {"application/json", "application/cbor"}
     assert get(active.active_url, "/v3/sum")[0] == 404
 
 
