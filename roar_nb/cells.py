@@ -33,7 +33,9 @@ PREAMBLE_CELLS = 50  # a long untraced stretch keeps its last 50 cells
 
 def is_own_cell(raw: str) -> bool:
     lines = [ln.strip() for ln in raw.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    return bool(lines) and all(ln.startswith(OWN_PREFIXES) and not ln.startswith("%%roar") for ln in lines)
+    # `%roar reduce` reads the user's data: a cell of it is the user's work, traced like any other.
+    return bool(lines) and all(ln.startswith(OWN_PREFIXES) and not ln.startswith(("%%roar", "%roar reduce"))
+                               for ln in lines)
 
 
 def first_line(raw: str) -> str:

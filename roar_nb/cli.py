@@ -508,9 +508,12 @@ def cmd_proxy(a) -> int:
     if a.action == "start":
         port = a.port if a.port is not None else cfg.get("proxy.port")
         info = proxy.start_daemon(project.roar_dir, port, a.upstream or cfg.get("proxy.upstream"),
-                                  cfg.get("proxy.region"))
+                                  cfg.get("proxy.region"), active_port=a.active_storage_port,
+                                  extra=proxy.active_args(cfg))
         print(f"proxy daemon started (pid {info['pid']}, port {info['port']})")
         print(f"export AWS_ENDPOINT_URL={info['url']}")
+        if info.get("active_url"):
+            print(f"active storage on {info['active_url']} (POST /v1/{{op}}, /v2/{{op}})")
         return 0
     if a.action == "stop":
         info = proxy.stop_daemon(project.roar_dir)
@@ -524,6 +527,8 @@ def cmd_proxy(a) -> int:
     print(f"enabled   {'yes' if cfg.get('proxy.enabled') else 'no'} (roar run routes S3 through a job-scoped proxy)")
     print(f"binary    {where}")
     print(f"daemon    {'running on ' + info['url'] + ' (pid ' + str(info['pid']) + ')' if info else 'not running'}")
+    if info and info.get("active_url"):
+        print(f"active    {info['active_url']} (active storage)")
     print(f"upstream  {proxy.upstream_for(cfg.get('proxy.upstream'), os.environ) or 'AWS (https://s3.<region>.amazonaws.com)'}")
     return 0
 
@@ -703,6 +708,8 @@ def build_parser():
     s.add_argument("action", nargs="?", default="status", choices=("status", "enable", "disable", "start", "stop"))
     s.add_argument("--port", type=int, default=None, help="start: port (default: config proxy.port)")
     s.add_argument("--upstream", default=None, help="start: S3 endpoint to forward to")
+    s.add_argument("--active-storage-port", type=int, default=None, metavar="N",
+                   help="start: also serve active-storage reductions on 127.0.0.1:N (0: a free port; default: off)")
     s.set_defaults(fn=cmd_proxy)
 
     s = sub.add_parser("tracer", help="capture backends: status, set-default")

@@ -27,6 +27,9 @@ ENV_NOTEBOOK = "ROAR_NOTEBOOK"  # notebook path, for headless runs whose fronten
 ENV_BUSY_TIMEOUT = "ROAR_BUSY_TIMEOUT"  # seconds a writer waits for the DB lock (default 60)
 ENV_DIE_WITH = "ROAR_DIE_WITH"  # set by roar run: the native side ties the command's life to roar's pid
 ENV_PROXY = "ROAR_PROXY"  # "1"/"0": overrides proxy.enabled for one command
+ENV_ACTIVE_STORAGE_URL = "ROAR_ACTIVE_STORAGE_URL"  # where roar_nb.activestorage sends reductions (set by roar)
+ENV_ACTIVE_STORAGE_MEMORY = "ROAR_ACTIVE_STORAGE_MEMORY_MIB"  # read by roar-proxy: memory budget of reductions
+ENV_ACTIVE_STORAGE_THREADS = "ROAR_ACTIVE_STORAGE_THREADS"  # read by roar-proxy: reductions computing at once
 
 
 @record(frozen=True)
@@ -63,6 +66,10 @@ KEYS = {k.name: k for k in [
         "else https://s3.<region>.amazonaws.com)"),
     Key("ray.enabled", True, "Capture Ray tasks started by a traced command (each task becomes a job)"),
     Key("proxy.region", "", "Region the proxy signs upstream requests for (default: $AWS_REGION, else us-east-1)"),
+    Key("proxy.active_storage_memory_mib", 0, "Memory budget of active-storage reductions in MiB (0: "
+        "$ROAR_ACTIVE_STORAGE_MEMORY_MIB, else 1024)"),
+    Key("proxy.active_storage_threads", 0, "Active-storage reductions computing at once (0: "
+        "$ROAR_ACTIVE_STORAGE_THREADS, else the CPU count)"),
 ]}
 
 SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib64/", "/bin/", "/sbin/", "/etc/", "/var/lib/",

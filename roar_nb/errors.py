@@ -44,3 +44,53 @@ class TracerUnavailable(RoarError):
 
 class ProxyError(RoarError):
     """The S3 proxy cannot start, stop or be found."""
+
+
+class ActiveStorageError(RoarError):
+    """An active-storage reduction failed (base of the contract's errors below)."""
+
+    status = 0  # the HTTP status the server answered (0: no answer)
+
+
+class InvalidReduction(ActiveStorageError):
+    """The server refused the reduction request as invalid (HTTP 400)."""
+
+    status = 400
+
+
+class ObjectNotFound(InvalidReduction):
+    """The bucket or object does not exist (HTTP 400 with NoSuchKey / NoSuchBucket)."""
+
+
+class AccessDenied(ActiveStorageError):
+    """S3 refused the credentials or the access (HTTP 401 "Access Denied")."""
+
+    status = 401
+
+
+class UnknownOperation(ActiveStorageError):
+    """The server does not know this reduction (HTTP 404)."""
+
+    status = 404
+
+
+class OverBudget(ActiveStorageError):
+    """The reduction needs more memory than the server's budget (HTTP 413)."""
+
+    status = 413
+
+
+class ServerBusy(ActiveStorageError):
+    """The server's memory or thread budget is in use; retry later (HTTP 503)."""
+
+    status = 503
+
+
+class UpstreamError(ActiveStorageError):
+    """The object store failed or could not be reached (HTTP 500/502/504)."""
+
+    status = 502
+
+
+class ServerUnavailable(ActiveStorageError):
+    """No active-storage server is configured or it cannot be reached."""

@@ -31,6 +31,8 @@ from roar_nb.model import CAPTURE_COMPLETE, CAPTURE_PARTIAL
 
 USAGE = ("usage: %roar on | off | status | log | show REF | dag [--widget|--text|--expanded]"
          " | reproduce TARGET [--run [--in DIR]] [--check-determinism] | export TARGET FILE.ipynb | proxy on|off"
+         " | reduce OP s3://BUCKET/KEY --dtype T [--shape N,M] [--axis A[,B]] [--selection a:b:s,...]"
+         " [--missing JSON] [--order C|F] [--offset N] [--size N]"
          "   (%%roar: trace this cell)")
 
 def _strip_roar_cell_magic(lines: list[str]) -> list[str]:
@@ -152,17 +154,19 @@ class NotebookSession:
         try:
             self.proxy = proxy_mod.start(d, os.path.join(d, "proxy.log"),
                                          upstream=proxy_mod.upstream_for(cfg.get("proxy.upstream"), env),
-                                         region=cfg.get("proxy.region"), env=env)
+                                         region=cfg.get("proxy.region"), env=env, active_port=0,
+                                         extra=proxy_mod.active_args(cfg))
         except RoarError:
             session_mod.remove_trace_dir(d)
             raise
         self._proxy_dir = d
-        for k, v in proxy_mod.child_env(self.proxy.url).items():
+        for k, v in proxy_mod.child_env(self.proxy.url, self.proxy.active_url).items():
             self._proxy_env.setdefault(k, os.environ.get(k))
             os.environ[k] = v
         self._proxy_unroute = proxy_mod.route_existing_clients(self.proxy.url)
         return (f"roar: S3 proxy on ({self.proxy.url}): this kernel's S3 clients (existing and new) and its "
-                "subprocesses go through it; requests made by traced cells become their edges")
+                "subprocesses go through it, and %roar reduce / roar_nb.activestorage use its active storage "
+                f"({self.proxy.active_url}); requests made by traced cells become their edges")
 
     def proxy_off(self) -> str:
         if self.proxy is None:
@@ -366,6 +370,54 @@ def _runtime_dir() -> Optional[str]:
         return None
 
 
+def _reduce_args(rest: list[str]) -> tuple[str, str, dict] | None:
+    """`OP s3://b/k --dtype T --shape 10,20 --axis 0,1 --selection 0:10:2,::-1 --missing JSON
+    --order F --offset N --size N` -> (op, url, keyword arguments of activestorage.reduce)."""
+    import json
+
+    pos, kw, it = [], {}, iter(rest)
+    for a in it:
+        if not a.startswith("--"):
+            pos.append(a)
+            continue
+        name, _, val = a[2:].partition("=")
+        if not val:
+            val = next(it, None)
+        if val is None or name not in ("dtype", "shape", "axis", "selection", "missing", "order", "offset",
+                                       "size", "byte-order", "compression"):
+            return None
+        if name == "shape":
+            kw["shape"] = [int(x) for x in val.split(",")]
+        elif name == "axis":
+            kw["axis"] = [] if val == "[]" else [int(x) for x in val.split(",")]
+        elif name == "selection":
+            kw["selection"] = [slice(*[int(p) if p else None for p in part.split(":")]) for part in val.split(",")]
+        elif name == "missing":
+            kw["missing"] = json.loads(val)
+        elif name in ("offset", "size"):
+            kw[name] = int(val)
+        else:
+            kw[name.replace("-", "_")] = val
+    if len(pos) != 2 or "dtype" not in kw:
+        return None
+    return pos[0], pos[1], kw
+
+
+def _reduce(rest: list[str]):
+    """`%roar reduce`: returns `Reduction(array, counts)` (shown as the cell's output)."""
+    try:
+        parsed = _reduce_args(rest)
+    except (ValueError, TypeError):
+        parsed = None
+    if parsed is None:
+        print(USAGE)
+        return None
+    from roar_nb import activestorage
+
+    op, url, kw = parsed
+    return activestorage.reduce(url, op, **kw)
+
+
 @magics_class
 class RoarMagics(Magics):
     def __init__(self, shell, nb: NotebookSession):
@@ -387,7 +439,7 @@ class RoarMagics(Magics):
             print(USAGE)
             return None
         try:
-            self._command(args)
+            return self._command(args)
         except RoarError as e:
             print(f"roar: {e}")
         return None
@@ -398,9 +450,11 @@ class RoarMagics(Magics):
         if cmd in ("", "help", "-h", "--help"):
             print(USAGE)
             return
-        if cmd not in ("on", "off", "status", "log", "show", "dag", "reproduce", "export", "proxy"):
+        if cmd not in ("on", "off", "status", "log", "show", "dag", "reproduce", "export", "proxy", "reduce"):
             print(USAGE)
             return
+        if cmd == "reduce":
+            return _reduce(rest)
         if cmd == "proxy":
             if rest not in (["on"], ["off"]):
                 print(USAGE)

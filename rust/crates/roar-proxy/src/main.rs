@@ -5,15 +5,20 @@
 //! ways (blake3 computed on the fly) and writes one lineage event per object read,
 //! written, copied or deleted (see `events.rs`). Design notes: README.md beside this file.
 //!
-//! Usage: `roar-proxy [--port P] [--upstream URL] [--region R] [--events-dir DIR]`.
-//! Prints `roar-proxy listening on 127.0.0.1:PORT` on stdout once it accepts connections.
+//! Usage: `roar-proxy [--port P] [--upstream URL] [--region R] [--events-dir DIR]
+//! [--active-storage-port P] [--active-storage-memory-mib M] [--active-storage-threads T]`.
+//! Prints `roar-proxy listening on 127.0.0.1:PORT` on stdout once it accepts connections
+//! (preceded by `roar-proxy active storage on 127.0.0.1:PORT` when that listener is on).
 //! Credentials come from the environment or the shared credentials file; they are never
 //! printed, logged or written anywhere.
 
+mod active;
 mod body;
+mod codec;
 mod events;
 mod parts;
 mod proxy;
+mod reduce;
 mod sigv4;
 
 use std::io::Write;
@@ -31,11 +36,14 @@ struct Args {
     upstream: String,
     region: String,
     events_dir: Option<String>,
+    /// The active-storage listener's port (None: off; 0: a free port).
+    active_port: Option<u16>,
+    active: active::Config,
 }
 
 fn usage() -> ! {
     crate::events::stderr_line(
-        "usage: roar-proxy [--port P] [--upstream URL] [--region R] [--events-dir DIR]",
+        "usage: roar-proxy [--port P] [--upstream URL] [--region R] [--events-dir DIR] [--active-storage-port P] [--active-storage-memory-mib M] [--active-storage-threads T]",
     );
     std::process::exit(2)
 }
@@ -46,6 +54,17 @@ fn parse_args() -> Args {
     let mut upstream = env("ROAR_UPSTREAM_S3_ENDPOINT");
     let mut region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
     let mut events_dir = None;
+    let mut active_port = None;
+    let num = |k: &str| {
+        env(k).map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| fail(&format!("{k} must be a number")))
+        })
+    };
+    let mut memory_mib = num("ROAR_ACTIVE_STORAGE_MEMORY_MIB").unwrap_or(1024);
+    let mut threads = num("ROAR_ACTIVE_STORAGE_THREADS")
+        .map(|t| t as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| usage());
@@ -54,6 +73,11 @@ fn parse_args() -> Args {
             "--upstream" => upstream = Some(val()),
             "--region" => region = Some(val()),
             "--events-dir" => events_dir = Some(val()),
+            "--active-storage-port" => {
+                active_port = Some(val().parse().unwrap_or_else(|_| usage()))
+            }
+            "--active-storage-memory-mib" => memory_mib = val().parse().unwrap_or_else(|_| usage()),
+            "--active-storage-threads" => threads = val().parse().unwrap_or_else(|_| usage()),
             "-h" | "--help" => {
                 let _ = writeln!(
                     std::io::stdout(),
@@ -71,6 +95,12 @@ fn parse_args() -> Args {
         upstream: upstream.trim_end_matches('/').to_owned(),
         region,
         events_dir,
+        active_port,
+        active: active::Config {
+            memory: memory_mib << 20,
+            threads: threads.max(1),
+            queue: 4 * threads.max(1),
+        },
     }
 }
 
@@ -212,6 +242,15 @@ fn main() {
             .unwrap_or_else(|e| fail(&format!("cannot listen on 127.0.0.1:{}: {e}", args.port)));
         let addr = listener.local_addr().unwrap_or_else(|e| fail(&e.to_string()));
         let state = Arc::new(proxy::State::new(creds, upstream, args.region, log, tls));
+        if let Some(p) = args.active_port {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", p))
+                .await
+                .unwrap_or_else(|e| fail(&format!("cannot listen on 127.0.0.1:{p} (active storage): {e}")));
+            let a_addr = l.local_addr().unwrap_or_else(|e| fail(&e.to_string()));
+            let a = Arc::new(active::Active::new(state.clone(), &args.active, addr.port()));
+            tokio::spawn(active::serve(l, a));
+            let _ = writeln!(std::io::stdout(), "roar-proxy active storage on {a_addr}");
+        }
         let _ = writeln!(std::io::stdout(), "roar-proxy listening on {addr}");
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

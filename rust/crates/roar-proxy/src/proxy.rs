@@ -37,10 +37,14 @@ const MAX_XML: usize = 1 << 20;
 pub struct State {
     creds: Creds,
     identity: Identity,
-    upstream: http::Uri,
-    region: String,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, PBody>,
-    log: Arc<EventLog>,
+    /// The S3 endpoint requests are forwarded to.
+    pub upstream: http::Uri,
+    /// The region upstream requests are signed for.
+    pub region: String,
+    /// The upstream HTTP(S) client (shared with active storage).
+    pub client: Client<hyper_rustls::HttpsConnector<HttpConnector>, PBody>,
+    /// Where lineage events go.
+    pub log: Arc<EventLog>,
     /// Hashed parts of multipart uploads in progress.
     uploads: crate::parts::Uploads,
 }
@@ -104,13 +108,15 @@ pub fn s3_error(status: u16, code: &str, message: &str, resource: &str) -> Respo
     r
 }
 
-fn full(b: Bytes) -> PBody {
+/// A body of known bytes.
+pub fn full(b: Bytes) -> PBody {
     Full::new(b)
         .map_err(|never: Infallible| match never {})
         .boxed()
 }
 
-fn empty() -> PBody {
+/// An empty body.
+pub fn empty() -> PBody {
     Empty::new()
         .map_err(|never: Infallible| match never {})
         .boxed()
@@ -242,7 +248,8 @@ fn copy_source(headers: &HeaderMap) -> Option<(String, String, Option<String>)> 
     Some((b.to_owned(), k.to_owned(), version))
 }
 
-fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+/// A header as a string with surrounding quotes removed (ETags), if present and ASCII.
+pub fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim_matches('"').to_owned())
@@ -282,46 +289,58 @@ fn dropped_response_header(name: &str) -> bool {
     )
 }
 
+/// Signs `req` with `identity` for S3 in `region` (header auth, S3 canonicalisation settings).
+/// Shared by the proxy's upstream requests and active storage (which signs with the
+/// credentials its client passed in).
+pub fn sign_request(
+    req: &mut Request<PBody>,
+    identity: &Identity,
+    region: &str,
+    body: SignableBody<'_>,
+) -> Result<(), String> {
+    let mut settings = SigningSettings::default();
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = v4::SigningParams::builder()
+        .identity(identity)
+        .region(region)
+        .name("s3")
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let uri = req.uri().to_string();
+    let mut hdrs = Vec::with_capacity(req.headers().len());
+    for (k, v) in req.headers() {
+        hdrs.push((
+            k.as_str(),
+            v.to_str().map_err(|_| format!("header {k} is not ASCII"))?,
+        ));
+    }
+    let signable = SignableRequest::new(req.method().as_str(), uri, hdrs.into_iter(), body)
+        .map_err(|e| e.to_string())?;
+    let (instr, _) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    let (headers, _) = instr.into_parts();
+    for h in headers {
+        let mut v = HeaderValue::from_str(h.value()).map_err(|e| e.to_string())?;
+        v.set_sensitive(h.sensitive());
+        req.headers_mut().insert(h.name(), v);
+    }
+    Ok(())
+}
+
 impl State {
-    /// Signs `req` for the upstream (header auth, S3 canonicalisation settings).
+    /// Signs `req` for the upstream with the proxy's own credentials.
     fn sign_upstream(
         &self,
         req: &mut Request<PBody>,
         body: SignableBody<'_>,
     ) -> Result<(), String> {
-        let mut settings = SigningSettings::default();
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let params = v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| e.to_string())?
-            .into();
-        let uri = req.uri().to_string();
-        let mut hdrs = Vec::with_capacity(req.headers().len());
-        for (k, v) in req.headers() {
-            hdrs.push((
-                k.as_str(),
-                v.to_str().map_err(|_| format!("header {k} is not ASCII"))?,
-            ));
-        }
-        let signable = SignableRequest::new(req.method().as_str(), uri, hdrs.into_iter(), body)
-            .map_err(|e| e.to_string())?;
-        let (instr, _) = sign(signable, &params)
-            .map_err(|e| e.to_string())?
-            .into_parts();
-        let (headers, _) = instr.into_parts();
-        for h in headers {
-            let mut v = HeaderValue::from_str(h.value()).map_err(|e| e.to_string())?;
-            v.set_sensitive(h.sensitive());
-            req.headers_mut().insert(h.name(), v);
-        }
-        Ok(())
+        sign_request(req, &self.identity, &self.region, body)
     }
 
     fn upstream_uri(&self, path: &str, query: &str) -> String {
@@ -1049,7 +1068,8 @@ impl http_body::Body for Primed {
     }
 }
 
-fn root_cause(e: &dyn std::error::Error) -> String {
+/// The innermost error of a chain (the useful part of hyper's errors).
+pub fn root_cause(e: &dyn std::error::Error) -> String {
     let mut cur = e;
     while let Some(s) = cur.source() {
         cur = s;
