@@ -156,8 +156,8 @@ def test_reductions_in_traced_cells_are_their_inputs(jupyter_kernels, active, s3
     from roar_nb.session import Project
 
     st = Project(tmp_path).store
-    (sess,) = [s for s in st.sessions() if s["kind"] == "notebook"]
-    jobs = dag.build(st.jobs(sess["id"]), session_id=sess["id"]).to_json()["jobs"]
+    (sess,) = [s.session for s in st.sessions() if s.session.kind == "notebook"]
+    jobs = dag.build(st.jobs(sess.id), session_id=sess.id).to_json()["jobs"]
     s3_ins = [[(e["path"], e["hash"]) for e in j["inputs"] if e["path"].startswith("s3://")] for j in jobs]
     assert s3_ins == [[(f"s3://{DATA}/nb/a.bin", blake3.blake3(ARR.tobytes()).hexdigest())],
                       [(f"s3://{DATA}/nb/b.bin", None)], []]
