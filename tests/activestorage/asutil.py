@@ -16,10 +16,10 @@ import urllib.request
 
 import numpy as np
 
-# SeaweedFS ports of this suite and its benchmark (tests/s3 pins 47333-47389; both may run at once).
-PORTS = {"master.port": 47400, "master.port.grpc": 47401, "volume.port": 47410, "volume.port.grpc": 47411,
-         "filer.port": 47420, "filer.port.grpc": 47421, "s3.port": 47430, "s3.port.grpc": 47431,
-         "admin.port": 47440, "admin.port.grpc": 47441, "s3.port.https": 47450}
+# SeaweedFS ports of this suite and its benchmark (tests/s3 pins 23333-23389; both may run at once).
+PORTS = {"master.port": 23400, "master.port.grpc": 23401, "volume.port": 23410, "volume.port.grpc": 23411,
+         "filer.port": 23420, "filer.port.grpc": 23421, "s3.port": 23430, "s3.port.grpc": 23431,
+         "admin.port": 23440, "admin.port.grpc": 23441, "s3.port.https": 23450}
 DTYPES = ["int32", "int64", "uint32", "uint64", "float32", "float64"]
 OPS = ["count", "max", "min", "select", "sum"]
 

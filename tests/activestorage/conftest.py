@@ -1,6 +1,6 @@
-"""Real S3 for the active-storage tests: a SeaweedFS of their own on pinned ports 47400-47460.
+"""Real S3 for the active-storage tests: a SeaweedFS of their own on pinned ports 23400-23460.
 
-The tests/s3 suite pins 47333-47389 and may run at the same time (several engineers share the
+The tests/s3 suite pins 23333-23389 and may run at the same time (several engineers share the
 machine), so this one never touches those ports. One bucket is readable anonymously (SeaweedFS's
 `anonymous` identity): the public-bucket case of the contract. The roar-proxy under test has its
 active-storage listener on a free port.

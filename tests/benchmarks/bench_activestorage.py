@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/benchmarks/bench_activestorage.py [--reps N] [--sizes 1,64,512]
 
-Starts SeaweedFS (the active-storage tests' pinned ports, 47400-47460) and one roar-proxy with
+Starts SeaweedFS (the active-storage tests' pinned ports, 23400-23460) and one roar-proxy with
 its active-storage listener, stores float32 objects of 1, 64 and 512 MiB, then times, alternating
 so drift on a shared machine hits all alike:
   (a) the reduction: POST /v1/sum to the listener (a kept-alive connection; the server streams the

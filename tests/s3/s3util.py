@@ -15,10 +15,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
 AK, SK = "roartestAK", "roartestSECRET0123456789"
-# Pinned, unusual ports (weed's defaults, 8333/9333/8888, are often taken).
-PORTS = {"master.port": 47333, "master.port.grpc": 47334, "volume.port": 47340, "volume.port.grpc": 47341,
-         "filer.port": 47388, "filer.port.grpc": 47389, "s3.port": 47353, "s3.port.grpc": 47354,
-         "admin.port": 47346, "admin.port.grpc": 47347, "s3.port.https": 47355}
+# Pinned, unusual ports (weed's defaults, 8333/9333/8888, are often taken), below Linux's ephemeral
+# range (32768-60999): a pinned port in it can be the local port of any outgoing connection.
+PORTS = {"master.port": 23333, "master.port.grpc": 23334, "volume.port": 23340, "volume.port.grpc": 23341,
+         "filer.port": 23388, "filer.port.grpc": 23389, "s3.port": 23353, "s3.port.grpc": 23354,
+         "admin.port": 23346, "admin.port.grpc": 23347, "s3.port.https": 23355}
 S3_URL = f"http://127.0.0.1:{PORTS['s3.port']}"
 S3_HTTPS_URL = f"https://127.0.0.1:{PORTS['s3.port.https']}"  # its CA: <server dir>/ca.pem
 
