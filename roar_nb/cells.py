@@ -92,13 +92,14 @@ class CellRecorder:
     the window (a `capture.result.CaptureResult`), or None when no proxy runs."""
 
     def __init__(self, project, session, capture, notebook: Optional[str] = None,
-                 kernel_id: Optional[str] = None, s3_edges: Optional[Callable] = None):
+                 kernel_id: Optional[str] = None, s3_edges: Optional[Callable] = None, ray_spool=None):
         self.project = project
         self.session = session
         self.capture = capture
         self.notebook = notebook
         self.kernel_id = kernel_id
         self.s3_edges = s3_edges or (lambda t0, t1: None)
+        self.ray_spool = ray_spool  # the kernel's Ray spool (roar_nb.ray.arm_kernel), or None
         self.git = GitWatch()
         self.preamble: list[str] = []
         self.draft = None  # the JobDraft of the cell being captured
@@ -144,8 +145,14 @@ class CellRecorder:
         draft.execution_count = execution_count
         if not finished:
             draft.capture_notes.append("the cell did not finish normally")
-        result = CaptureResult(events=ev_mod.reduce(trace.events), backend=trace.backend,
+        events, ray_tasks = trace.events, []
+        if self.ray_spool is not None:  # Ray tasks that reported since the last cell: child jobs
+            from roar_nb import ray as ray_mod
+
+            events, ray_tasks = ray_mod.collect(self.project, draft, self.ray_spool, events)
+        result = CaptureResult(events=ev_mod.reduce(events), backend=trace.backend,
                                capture_level=trace.capture_level, notes=list(trace.notes))
+        result.events.nested_jobs.extend(ray_tasks)
         s3 = self.s3_edges(self._t0, t1)
         # Never freeze the kernel behind another process's write lock: after a short wait
         # the job goes to .roar/pending/ (said once per kernel) and is stored later.

@@ -1,22 +1,25 @@
-"""Ray integration: every Ray task a traced command runs becomes a job of its own
-(kind `ray_task`, step = the function name, child of the driver job).
+"""Ray integration: every Ray task a traced command or cell runs becomes a job of its own
+(kind `ray_task`, step = the function name, child of the driver job or cell).
 
 This package owns the roar side of it: `prepare` gives a `roar run` command's
 environment what a `ray.init()` inside it needs (the runtime-env hook, the spool
 directory); `merge` turns the spool's per-task fragments into jobs when the command
-ends. The driver and worker halves run inside the user's processes (driver.py,
-worker.py, boot/roar_ray_hook.py); fragments.py does the merge. This module is on the `roar run` path: at import it
-must stay stdlib-light (no `ray`, no `json`), and it never imports Ray at all.
+ends; `arm_kernel` and `collect` do the same for a notebook kernel, cell by cell. The
+driver and worker halves run inside the user's processes (driver.py, worker.py,
+boot/roar_ray_hook.py); fragments.py does the merge. This module is on the `roar run`
+path: at import it must stay stdlib-light (no `ray`, no `json`), and it never imports
+Ray at all.
 
-Works now: a script that starts Ray locally (`ray.init()` with no running cluster),
-tasks and sync actor calls. Not yet: attaching to an existing cluster, `ray job submit`,
-notebook cells, concurrent (async/threaded) actor calls told apart, the state-API
+Works now: a script or a notebook cell that starts Ray locally (`ray.init()` with no
+running cluster), tasks and sync actor calls. Not yet: attaching to an existing cluster,
+`ray job submit`, concurrent (async/threaded) actor calls told apart, the state-API
 cross-check (see README "Ray").
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 HOOK = "roar_ray_hook.env_hook"
 BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot")
@@ -31,6 +34,10 @@ def prepare(project, env: dict, trace_dir: str) -> None:
     """Arm the Ray hooks in a traced command's environment (a few string operations)."""
     if not project.config.get("ray.enabled") or not trace_dir:
         return
+    _arm(env, spool_dir(trace_dir))
+
+
+def _arm(env, spool: str) -> None:
     old = env.get("RAY_RUNTIME_ENV_HOOK")
     if old and old != HOOK:  # someone's own hook: ours calls it first
         env["ROAR_RAY_USER_ENV_HOOK"] = old
@@ -39,7 +46,41 @@ def prepare(project, env: dict, trace_dir: str) -> None:
     if not path or BOOT_DIR not in path.split(os.pathsep):
         # At the end: the user's own modules keep their precedence.
         env["PYTHONPATH"] = f"{path}{os.pathsep}{BOOT_DIR}" if path else BOOT_DIR
-    env[ENV_SPOOL] = spool_dir(trace_dir)
+    env[ENV_SPOOL] = spool
+
+
+def arm_kernel(project, base: str):
+    """Arm the Ray hooks in this kernel's own environment (a `ray.init()` in a cell reads
+    them; the daemons it starts, hence every worker, inherit them). Returns the kernel's
+    spool (a `fragments.Spool`, under the kernel's private directory `base`), or None when
+    `ray.enabled` is false. Nothing of Ray is imported."""
+    if not project.config.get("ray.enabled"):
+        return None
+    from roar_nb.ray.fragments import Spool
+
+    spool = os.path.join(base, "ray")
+    _arm(os.environ, spool)
+    if BOOT_DIR not in sys.path:  # the kernel's own ray.init imports the hook module by name
+        sys.path.append(BOOT_DIR)
+    return Spool(spool)
+
+
+def collect(project, draft, spool, events: list) -> tuple[list, list]:
+    """At the end of a traced cell: store the Ray tasks that reported since the last cell
+    (see fragments.py for which cell each goes to); returns (the cell's events without
+    Ray's own files, ids of the tasks that are this cell's children). Never raises."""
+    try:
+        if not os.path.isdir(spool.path):
+            return events, []
+        from roar_nb.ray import fragments
+
+        return fragments.merge(project, draft, spool, events, final=False)
+    except Exception as e:  # noqa: BLE001 - the cell is still recorded
+        draft.capture_notes.append(f"Ray task records could not be merged ({type(e).__name__}: {e})")
+        draft.capture_level = "partial"
+        return events, []
+    finally:
+        spool.windows.append((draft.started_at, draft.ended_at or draft.started_at, draft.id))
 
 
 def merge(project, draft, trace_dir: str, events: list) -> tuple[list, list]:
@@ -57,7 +98,7 @@ def merge(project, draft, trace_dir: str, events: list) -> tuple[list, list]:
     try:
         from roar_nb.ray import fragments
 
-        return fragments.merge(project, draft, spool, events)
+        return fragments.merge(project, draft, fragments.Spool(spool), events)
     except Exception as e:  # noqa: BLE001 - the driver job is still recorded
         draft.capture_notes.append(f"Ray task records could not be merged ({type(e).__name__}: {e})")
         draft.capture_level = "partial"

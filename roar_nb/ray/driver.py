@@ -1,4 +1,5 @@
-"""The Ray driver side, inside the traced Python that calls `ray.init()` (run from
+"""The Ray driver side, inside the traced Python (a `roar run` command or a roar kernel)
+that calls `ray.init()` (run from
 $RAY_RUNTIME_ENV_HOOK by boot/roar_ray_hook.py, before Ray starts any daemon).
 
 It owns two things: Ray's daemons start untraced (the driver job must not fill with
@@ -89,6 +90,9 @@ def _patch_daemon_start() -> None:
     def start_ray_process(command, process_type, fate_share, env_updates=None, *a, **k):
         env_updates = dict(env_updates or {})
         env_updates["ROAR_TRACE_DIR"] = ""  # the daemon (and what it starts) loads the library dormant
+        # ... and, in a roar kernel, does not follow the kernel's control block (which would
+        # put the daemons' and workers' files into whichever cell runs).
+        env_updates["ROAR_CONTROL"] = ""
         for arg in command:
             if isinstance(arg, str) and arg.startswith(("--temp-dir=", "--temp_dir=")):
                 _note("temp", arg.split("=", 1)[1])

@@ -1,4 +1,4 @@
-"""Merging a spool of Ray task fragments into the store, when the driver job ends.
+"""Merging a spool of Ray task fragments into the store, when the driver job or a cell ends.
 
 It owns turning `<spool>/frag-*.jsonl` lines into jobs (kind `ray_task`, step = function
 name, hashes as computed on the worker), recording tasks whose worker died mid-task as
@@ -6,6 +6,14 @@ name, hashes as computed on the worker), recording tasks whose worker died mid-t
 `partial`, and dropping Ray's own files from the driver's events. The driver job itself
 is stored by the caller, which makes it the tasks' parent. It must not re-hash worker
 files (a later task may have overwritten them) and must not raise.
+
+A `roar run` command's spool is read once, when the command has exited (`final`): a task
+that never reported is lost. A kernel's spool lives as long as the kernel and is read at
+the end of every traced cell (`Spool` remembers how far each file was read): a task that
+has not reported yet is lost only if its worker process is gone, else it is still running
+and is recorded when a later traced cell ends, as the child of the traced cell during
+whose window it started (or, if it started outside every traced cell, of the collecting
+cell, with a note saying so).
 """
 
 from __future__ import annotations
@@ -17,73 +25,138 @@ import os
 from roar_nb.model import CAPTURE_PARTIAL, Edge, Job, new_id
 from roar_nb.errors import RoarError
 
-
-def _driver_info(spool: str) -> tuple[set, set, list]:
-    temps, kinds, problems = set(), set(), []
-    for p in glob.glob(os.path.join(spool, "driver-*.txt")):
-        with open(p, errors="replace") as f:
-            for line in f:
-                kind, _, text = line.rstrip("\n").partition(" ")
-                kinds.add(kind)
-                if kind == "temp":
-                    temps.add(text.rstrip("/") + "/")
-                elif kind == "problem":
-                    problems.append(text)
-    try:
-        with open(os.path.join(spool, "problems.txt"), errors="replace") as f:
-            problems += [line.strip() for line in f if line.strip()]
-    except OSError:
-        pass
-    return temps, kinds, problems
+LOST_NOTE = "the Ray worker died during this task: no record of its I/O"
 
 
-def _fragments(spool: str) -> dict:
-    """(task id, attempt) -> fragment; a truncated last line (a killed worker) is skipped."""
-    frags = {}
-    for p in sorted(glob.glob(os.path.join(spool, "frag-*.jsonl"))):
-        with open(p, errors="replace") as f:
-            for line in f:
+class Spool:
+    """One spool directory and what has been read of it already (a kernel reads it cell by cell)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.offsets: dict = {}  # frag file -> bytes already merged
+        self.said: set = set()  # driver problems already noted on an earlier cell
+        self.windows: list = []  # (start, end, job id) of the traced cells recorded so far
+
+    def driver_info(self) -> tuple[set, set, list]:
+        temps, kinds, problems = set(), set(), []
+        for p in glob.glob(os.path.join(self.path, "driver-*.txt")):
+            with open(p, errors="replace") as f:
+                for line in f:
+                    kind, _, text = line.rstrip("\n").partition(" ")
+                    kinds.add(kind)
+                    if kind == "temp":
+                        temps.add(text.rstrip("/") + "/")
+                    elif kind == "problem":
+                        problems.append(text)
+        try:
+            with open(os.path.join(self.path, "problems.txt"), errors="replace") as f:
+                problems += [line.strip() for line in f if line.strip()]
+        except OSError:
+            pass
+        new = [p for p in dict.fromkeys(problems) if p not in self.said]
+        self.said.update(new)
+        return temps, kinds, new
+
+    def fragments(self, final: bool) -> dict:
+        """(task id, attempt) -> fragment, from the lines not read before. Each line is one
+        write(): a line without its newline is a worker killed mid-write (skipped when
+        `final`, else left for the next read)."""
+        frags = {}
+        for p in sorted(glob.glob(os.path.join(self.path, "frag-*.jsonl"))):
+            with open(p, "rb") as f:
+                f.seek(self.offsets.get(p, 0))
+                data = f.read()
+            end = len(data) if final else data.rfind(b"\n") + 1
+            self.offsets[p] = self.offsets.get(p, 0) + end
+            for line in data[:end].splitlines():
                 try:
                     t = json.loads(line)
                 except ValueError:
                     continue
                 frags[(t.get("task_id"), t.get("attempt", 0))] = t
-    return frags
+        return frags
+
+    def unreported(self, known: set, final: bool) -> tuple[list, int]:
+        """Tasks begun but not reported: (lost ones, how many are still running). Not
+        `final`: a task is lost only when its worker process is gone."""
+        lost, running = [], 0
+        for p in glob.glob(os.path.join(self.path, "tasks", "*.json")):
+            try:
+                with open(p) as f:
+                    t = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if t.get("task_id") in known:
+                continue
+            if not final and _alive(t.get("pid")):
+                running += 1
+                continue
+            t.update(status="lost", ended_at=t.get("started_at"), capture_level=CAPTURE_PARTIAL, notes=[LOST_NOTE])
+            lost.append(t)
+            if not final:  # recorded now: not again at the next cell
+                _remove(p)
+        return lost, running
+
+    def parent_for(self, started_at: float, default: str) -> str:
+        for t0, t1, job_id in self.windows:
+            if t0 <= started_at <= t1:
+                return job_id
+        return default
 
 
-def merge(project, draft, spool: str, events: list) -> tuple[list, list]:
-    temps, kinds, problems = _driver_info(spool)
-    noise = tuple(temps | {spool + "/", "/dev/shm/plasma", "/tmp/ray/"})
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove(json_path: str) -> None:
+    import shutil
+
+    shutil.rmtree(json_path[:-len(".json")], ignore_errors=True)
+    try:
+        os.unlink(json_path)
+    except OSError:
+        pass
+
+
+def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tuple[list, list]:
+    """Store the tasks found in `spool` (children of `draft`, or of an earlier cell whose
+    window they started in); returns (the draft's events without Ray's own files, ids of
+    the task jobs whose parent is `draft`)."""
+    temps, kinds, problems = spool.driver_info()
+    noise = tuple(temps | {spool.path + "/", "/dev/shm/plasma", "/tmp/ray/"})
     events = [e for e in events if not e.path.startswith(noise)]
-    for p in dict.fromkeys(problems):
+    for p in problems:
         draft.capture_notes.append(p)
         draft.capture_level = CAPTURE_PARTIAL
-    if "hook" in kinds and "raylet" not in kinds:
+    if "hook" in kinds and "raylet" not in kinds and "attach" not in spool.said:
+        spool.said.add("attach")
         draft.capture_notes.append("Ray attached to a cluster it did not start here: tasks on it were not captured "
                                    "(only a local ray.init() is supported yet)")
         draft.capture_level = CAPTURE_PARTIAL
-    frags = _fragments(spool)
+    frags = spool.fragments(final)
     # Retries: keep the last successful attempt of a task, else its last attempt.
     best: dict = {}
     for (task, attempt), t in sorted(frags.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         prev = best.get(task)
         if prev is None or t.get("status") == "ok" or prev.get("status") != "ok":
             best[task] = t
-    lost = []
-    for p in glob.glob(os.path.join(spool, "tasks", "*.json")):
-        try:
-            with open(p) as f:
-                t = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if t.get("task_id") not in best:
-            t.update(status="lost", ended_at=t.get("started_at"), capture_level=CAPTURE_PARTIAL,
-                     notes=["the Ray worker died during this task: no record of its I/O"])
-            best[t["task_id"]] = t
-            lost.append(t)
+    lost, running = spool.unreported(set(best), final)
+    for t in lost:
+        best[t["task_id"]] = t
     if lost:
         draft.capture_notes.append(f"{len(lost)} Ray task(s) lost: their worker died before reporting")
         draft.capture_level = CAPTURE_PARTIAL
+    if running:
+        draft.capture_notes.append(f"{running} Ray task(s) still running when this cell ended: each is recorded "
+                                   "when the next traced cell ends, as the child of the cell it started in")
     if not best:
         return events, []
     try:
@@ -107,18 +180,30 @@ def merge(project, draft, spool: str, events: list) -> tuple[list, list]:
         notes = list(t.get("notes", ()))
         if t.get("exception"):
             notes.append(f"raised {t['exception']}")
+        started = t.get("started_at") or draft.started_at
+        parent = draft.id
+        if not final and started < draft.started_at:
+            parent = spool.parent_for(started, draft.id)
+            if parent == draft.id:
+                notes.append("started before this cell began, outside any traced cell: recorded with this cell, "
+                             "the first traced cell to end after it")
+            else:
+                notes.append("ended after the cell it started in: recorded when a later traced cell ended")
         job = Job(
             id=new_id(), session_id=sid, seq=0, kind="ray_task", step=t.get("function") or "?",
             command=f"ray task {t.get('function')} (task {t.get('task_id')}, attempt {t.get('attempt', 0)})",
-            cwd=draft.cwd, started_at=t.get("started_at") or draft.started_at,
-            ended_at=t.get("ended_at") or t.get("started_at") or draft.started_at,
+            cwd=draft.cwd, started_at=started,
+            ended_at=t.get("ended_at") or started,
             exit_code=0 if status == "ok" else None if status == "lost" else 1, status=status,
             backend="preload", capture_level=t.get("capture_level") or CAPTURE_PARTIAL,
-            capture_notes=tuple(notes), env_id=env_id, parent_job_id=draft.id, inputs=ins, outputs=outs,
+            capture_notes=tuple(notes), env_id=env_id, parent_job_id=parent, inputs=ins, outputs=outs,
         )
         try:
-            ids.append(store.insert_job(job, environment=env_row).id)
+            stored = store.insert_job(job, environment=env_row).id
         except RoarError as e:
             draft.capture_notes.append(f"Ray task {job.step} not recorded: {e}")
             draft.capture_level = CAPTURE_PARTIAL
+            continue
+        if parent == draft.id:
+            ids.append(stored)
     return events, ids

@@ -443,7 +443,8 @@ class Store:
         `cache_rows` are hash-cache rows (see cache_store) written in the same
         transaction, so a job waits for the write lock once, not twice.
         `children` are ids of jobs its command ran (nested `roar run`), which get
-        this job as their `parent_job_id`.
+        this job as their `parent_job_id` (a job whose parent is already known, e.g.
+        a Ray task, carries it in `job.parent_job_id`).
         """
         now = time.time()
         io_rows, art_rows = [], {}
@@ -474,7 +475,7 @@ class Store:
                 "INSERT INTO jobs(id, session_id, seq, kind, step, command, argv, cwd, source, notebook,"
                 " cell_id, execution_count, kernel_id, started_at, ended_at, exit_code, status, backend,"
                 " capture_level, capture_notes, git_commit, git_branch, git_dirty, git_root, env_id,"
-                " preamble) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " preamble, parent_job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job.id, job.session_id, seq, job.kind, job.step, present.storable(job.command),
                     # argv keeps exact bytes (JSON \udcNN escapes); command/cwd are text for display
@@ -483,7 +484,7 @@ class Store:
                     job.exit_code, job.status, job.backend, job.capture_level,
                     _json_strings(job.capture_notes), job.git_commit, job.git_branch,
                     None if job.git_dirty is None else int(job.git_dirty), job.git_root, job.env_id,
-                    job.preamble,
+                    job.preamble, job.parent_job_id,
                 ),
             )
             c.executemany(
