@@ -559,11 +559,11 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     try:
         draft.git = read_git(cwd)
         trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
-        ray_mod.prepare(project, base_env, str(trace_dir))
+        run_argv = ray_mod.prepare(project, base_env, str(trace_dir), list(argv), cwd, draft)
         if proxy or (proxy is None and _proxy_wanted(project)):
             # Before `select`, which builds the child's environment: it gains the endpoint.
             running_proxy = _start_job_proxy(project, str(trace_dir), base_env, draft, required=bool(proxy))
-        sel = select_mod.select(tracer, argv, base_env, str(trace_dir), cwd)  # decided before running
+        sel = select_mod.select(tracer, run_argv, base_env, str(trace_dir), cwd)  # decided before running
     except ProxyError:  # only when the proxy is required (roar get/put): nothing has run yet
         raise
     except Exception as e:  # noqa: BLE001 - roar failing to prepare must not stop the command

@@ -11,8 +11,9 @@ path: at import it must stay stdlib-light (no `ray`, no `json`), and it never im
 Ray at all.
 
 Works now: a script or a notebook cell that starts Ray locally (`ray.init()` with no
-running cluster), tasks and sync actor calls. Not yet: attaching to an existing cluster,
-`ray job submit`, concurrent (async/threaded) actor calls told apart, the state-API
+running cluster), `ray job submit` to a cluster on this machine (submit.py), tasks and
+sync actor calls. Not yet: attaching to an existing cluster with `ray.init(address=...)`,
+a cluster without a shared filesystem, concurrent (async/threaded) actor calls told apart, the state-API
 cross-check (see README "Ray").
 """
 
@@ -30,11 +31,21 @@ def spool_dir(trace_dir: str) -> str:
     return trace_dir.rstrip("/") + "-ray"
 
 
-def prepare(project, env: dict, trace_dir: str) -> None:
-    """Arm the Ray hooks in a traced command's environment (a few string operations)."""
+def prepare(project, env: dict, trace_dir: str, argv: list, cwd: str, draft) -> list:
+    """Arm the Ray hooks in a traced command's environment (a few string operations);
+    returns the argv to run: the same, except for `ray job submit` (see submit.py)."""
     if not project.config.get("ray.enabled") or not trace_dir:
-        return
-    _arm(env, spool_dir(trace_dir))
+        return argv
+    spool = spool_dir(trace_dir)
+    _arm(env, spool)
+    if len(argv) > 2 and argv[1] == "job" and argv[2] == "submit" and os.path.basename(argv[0]) == "ray":
+        from roar_nb.ray import submit
+
+        n = len(draft.capture_notes)
+        argv = submit.rewrite(argv, spool, cwd, draft.capture_notes)
+        if len(draft.capture_notes) > n:  # each says what was not captured
+            draft.capture_level = "partial"
+    return argv
 
 
 def _arm(env, spool: str) -> None:

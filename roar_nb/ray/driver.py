@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 SETUP_HOOK = "roar_ray_hook.setup"
+SUBMIT_SETUP_HOOK = "roar_nb.ray.boot.roar_ray_hook.setup"  # the name a py_modules copy of roar_nb serves
 HOOK_VAR = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"  # ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR
 _patched = False
 
@@ -33,27 +34,39 @@ def _note(kind: str, text: str) -> None:
 
 def env_hook(runtime_env):
     _note("hook", "ran")
+    if os.environ.get("ROAR_RAY_SUBMIT"):
+        # The entrypoint of a job `roar run ray job submit` sent: Ray's daemons run already,
+        # so the job's workers get roar's setup hook through the job's runtime_env.
+        _note("submit", "ran")
+        runtime_env = dict(runtime_env or {})
+        if not runtime_env.get("worker_process_setup_hook"):
+            runtime_env["worker_process_setup_hook"] = SUBMIT_SETUP_HOOK
+            return runtime_env
+        return chain_user_hook(runtime_env, SUBMIT_SETUP_HOOK)
     runtime_env = chain_user_hook(runtime_env)
     _patch_daemon_start()
     return runtime_env
 
 
-def chain_user_hook(runtime_env):
+def chain_user_hook(runtime_env, ours: str = SETUP_HOOK):
     """Put roar's worker setup hook in front of the user's, which still runs after it."""
     if not runtime_env or not runtime_env.get("worker_process_setup_hook"):
         return runtime_env
     runtime_env = dict(runtime_env)
     user = runtime_env["worker_process_setup_hook"]
-    if user == SETUP_HOOK:  # ours already (a runtime_env passed on): chaining it to itself would recurse
+    if user in (SETUP_HOOK, SUBMIT_SETUP_HOOK):  # ours already (a runtime_env passed on): no recursion
         return runtime_env
     if isinstance(user, str):
         env_vars = dict(runtime_env.get("env_vars") or {})
         env_vars["ROAR_RAY_USER_SETUP_HOOK"] = user
         runtime_env["env_vars"] = env_vars
-        runtime_env["worker_process_setup_hook"] = SETUP_HOOK
+        runtime_env["worker_process_setup_hook"] = ours
     elif callable(user):
         def roar_then_user(_user=user):
-            import roar_ray_hook
+            try:
+                import roar_ray_hook
+            except ImportError:  # a submitted job: roar_nb came through py_modules
+                from roar_nb.ray.boot import roar_ray_hook
 
             roar_ray_hook.setup()
             return _user()

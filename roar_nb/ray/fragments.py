@@ -25,6 +25,7 @@ import os
 from roar_nb.model import CAPTURE_PARTIAL, Edge, Job, new_id
 from roar_nb.errors import RoarError
 
+WORKING_DIR = "/runtime_resources/working_dir_files/_ray_pkg_"  # Ray's extracted copy of a job's working_dir
 LOST_NOTE = "the Ray worker died during this task: no record of its I/O"
 
 
@@ -97,6 +98,26 @@ class Spool:
                 _remove(p)
         return lost, running
 
+    def host_paths(self):
+        """A function: a worker's path -> (the host's path, a note or None). Paths in Ray's
+        extracted copy of a submitted job's working_dir map to the host's working_dir."""
+        try:
+            with open(os.path.join(self.path, "submit.json")) as f:
+                wd = json.load(f).get("working_dir")
+        except (OSError, ValueError, AttributeError):
+            wd = None
+        if not wd:
+            return lambda p: (p, None)
+
+        def host(p: str):
+            i = p.find(WORKING_DIR)
+            if i < 0:
+                return p, None
+            _pkg, _, rel = p[i + len(WORKING_DIR):].partition("/")
+            mapped = os.path.join(wd, rel) if rel else wd
+            return mapped, f"written in Ray's copy of the working_dir ({p}), not in this directory"
+        return host
+
     def parent_for(self, started_at: float, default: str) -> str:
         for t0, t1, job_id in self.windows:
             if t0 <= started_at <= t1:
@@ -136,7 +157,12 @@ def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tup
     for p in problems:
         draft.capture_notes.append(p)
         draft.capture_level = CAPTURE_PARTIAL
-    if "hook" in kinds and "raylet" not in kinds and "attach" not in spool.said:
+    if "submit" in kinds and "entrypoint" not in spool.said:
+        spool.said.add("entrypoint")
+        draft.capture_notes.append("the job's entrypoint ran on the Ray cluster: its own file I/O outside Ray "
+                                   "tasks was not captured")
+        draft.capture_level = CAPTURE_PARTIAL
+    elif "hook" in kinds and "raylet" not in kinds and "attach" not in spool.said:
         spool.said.add("attach")
         draft.capture_notes.append("Ray attached to a cluster it did not start here: tasks on it were not captured "
                                    "(only a local ray.init() is supported yet)")
@@ -171,11 +197,13 @@ def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tup
     env_id = env_row[0]
     ignore = project.read_filter()
     sid = draft.session_id or store.active_session().id
+    host = spool.host_paths()
     ids = []
     for t in sorted(best.values(), key=lambda t: t.get("started_at") or 0):
-        ins = tuple(Edge("in", p, h, s or 0) for p, h, s in t.get("inputs", ()) if not ignore(p))
-        outs = tuple(Edge("out", p, h, s or 0, False, None, c) for p, h, s, c in t.get("outputs", ())
-                     if not p.startswith(project.roar_dir + "/"))
+        ins = tuple(Edge("in", host(p)[0], h, s or 0) for p, h, s in t.get("inputs", ()) if not ignore(host(p)[0]))
+        outs = tuple(Edge("out", q, h, s or 0, False, note, c) for (q, note), h, s, c in
+                     ((host(p), h, s, c) for p, h, s, c in t.get("outputs", ()))
+                     if not q.startswith(project.roar_dir + "/"))
         status = t.get("status", "lost")
         notes = list(t.get("notes", ()))
         if t.get("exception"):

@@ -29,6 +29,7 @@ from roar_nb.capture import events as ev_mod
 from roar_nb.capture import inkernel
 from roar_nb.hashing import hash_paths
 
+WORKING_DIR = "/runtime_resources/working_dir_files/_ray_pkg_"
 _state: dict = {}
 _active: list = []  # the calls running now in this worker (more than one: a threaded actor)
 _lock = threading.Lock()
@@ -155,7 +156,9 @@ def _end(t: dict, status: str, exc_type) -> None:
             return
         events, problems = ev_mod.read_trace_dir(d)
         ignore = _state["ignore"]
-        events = [e for e in events if not e.path.startswith(ignore)]
+        # The job's working_dir is extracted under Ray's temp dir: the user's files (the
+        # merge maps them back to the host's working_dir), not Ray's.
+        events = [e for e in events if not e.path.startswith(ignore) or WORKING_DIR in e.path]
         r = ev_mod.reduce(events)
         ev_mod.settle_updates(r)
         inputs = list(r.inputs)
