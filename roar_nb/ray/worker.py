@@ -2,39 +2,57 @@
 
 It owns the task window: the preload library, inherited dormant through LD_PRELOAD, is
 switched on (`roar_begin(<spool>/tasks/<task>-<attempt>)`) when a task or actor method
-starts and off (`roar_end()`) when it returns or raises; the window's events are then
+starts and off (`roar_end()`) when it returns or raises (a generator: when it is
+exhausted; a coroutine of an async actor: when it completes); the window's events are then
 reduced, the inputs and outputs hashed (blake3) here, where the bytes are and before a
 later task can overwrite them, and one JSON line per task is appended to
 `<spool>/frag-<pid>.jsonl`. The task directory is removed only after its line is
 written, so a directory left behind means the worker died mid-task (the merge records
 that task as `lost`).
 
-Limits (said in each fragment's notes, and the task is `partial`, where they apply):
-begin/end is process-wide, so calls that overlap in one worker (a threaded actor) are not
-told apart; a generator or coroutine (async actors) is captured only until it is returned. It must never raise into
-Ray (a failure becomes a note), never touch the store and never print.
+Calls that overlap in one worker (an async actor, or a threaded one with
+max_concurrency > 1) cannot be told apart by the library (its begin/end is per process,
+its records carry no thread): each such call is captured at the Python level instead,
+through an audit hook that attributes every file operation to the call whose context
+(a ContextVar, which asyncio tasks and the threads a call starts inherit) made it; such a
+call is `python-only` and says so. A thread started by a call keeps that call's context;
+if it is still running when the call ends, the call says so, and what it does later
+through Python is kept out of the next call's window (what it does in C cannot be told
+apart: that call is then `partial`). It must never raise into Ray (a failure becomes a
+note), never touch the store and never print.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 
+from roar_nb.capture import audit
 from roar_nb.capture import events as ev_mod
 from roar_nb.capture import inkernel
 from roar_nb.hashing import hash_paths
 
 WORKING_DIR = "/runtime_resources/working_dir_files/_ray_pkg_"
+OVERLAP = ("ran at the same time as another call in this Ray worker (an async or threaded actor): "
+           "python-level capture for this call (file I/O inside C extensions and subprocesses was not seen)")
+LINGER = ("a thread this call started was still running when it ended: its later file I/O is not "
+          "attributed to this call")
+FOREIGN = ("a thread started by an earlier call in this Ray worker was running during this call: what it did "
+           "through Python was left out, what it did in C could not be told apart")
 _state: dict = {}
-_active: list = []  # the calls running now in this worker (more than one: a threaded actor)
+_active: list = []  # the calls running now in this worker
 _lock = threading.Lock()
-OVERLAP = ("ran at the same time as another call in this Ray worker (a threaded actor): file I/O of "
-           "overlapping calls may be missing or attributed to the other call")
+_call: contextvars.ContextVar = contextvars.ContextVar("roar_ray_call", default=None)
+_late: list = []  # (t_ns, path) of Python file operations by threads whose call had ended
+_lingering: list = []  # threads that outlived their call
+_PRIVATE = ("py", "py_notes", "threads", "overlap", "foreign", "t0_ns")  # not part of a fragment
 
 
 def setup() -> None:
@@ -63,6 +81,43 @@ def setup() -> None:
 
     cls.get_execution_info = get_execution_info
     _state["ignore"] = _ray_noise()
+    _patch_thread_start()
+    sys.addaudithook(_hook)
+
+
+def _hook(name: str, args: tuple) -> None:
+    """Every audit event of the worker: file operations go to the call whose context made them."""
+    if name not in audit._FILE_EVENTS:
+        return
+    t = _call.get()
+    if t is None:
+        return
+    if "ended_at" in t:  # a thread that outlived its call
+        late: list = []
+        audit.translate(name, args, late, [])
+        _late.extend((e.t_ns, e.path) for e in late)
+        _late.extend((e.t_ns, e.path2) for e in late if e.path2)
+        return
+    audit.translate(name, args, t["py"], t["py_notes"])
+
+
+def _patch_thread_start() -> None:
+    original = threading.Thread.start
+
+    def start(self, *a, **k):
+        t = _call.get()
+        if t is not None:
+            run = self.run
+
+            def run_in_call():
+                _call.set(t)
+                return run()
+
+            self.run = run_in_call
+            t["threads"].append(self)
+        return original(self, *a, **k)
+
+    threading.Thread.start = start
 
 
 def _ray_noise() -> tuple:
@@ -80,14 +135,21 @@ def _wrap(fn, name: str):
     @functools.wraps(fn)
     def roar_task(*args, **kwargs):
         t = _begin(name)
+        token = _call.set(t)
         try:
             result = fn(*args, **kwargs)
         except BaseException as e:
             _end(t, "failed", type(e).__name__)
             raise
-        if inspect.isgenerator(result) or inspect.iscoroutine(result) or inspect.isasyncgen(result):
-            t["notes"].append("a generator or coroutine: only its creation was captured, not its body")
-            t["partial"] = True
+        finally:
+            _call.reset(token)
+        # The body of a coroutine or generator runs later: the call ends when it does.
+        if inspect.iscoroutine(result):
+            return _coroutine(t, result)
+        if inspect.isgenerator(result):
+            return _generator(t, result)
+        if inspect.isasyncgen(result):
+            return _async_generator(t, result)
         _end(t, "ok", None)
         return result
 
@@ -95,8 +157,53 @@ def _wrap(fn, name: str):
     return roar_task
 
 
+async def _coroutine(t, coro):
+    _call.set(t)  # this asyncio task's own context
+    try:
+        result = await coro
+    except BaseException as e:
+        _end(t, "failed", type(e).__name__)
+        raise
+    _end(t, "ok", None)
+    return result
+
+
+def _generator(t, gen):
+    status, exc = "ok", None
+    try:
+        while True:
+            _call.set(t)
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            _call.set(None)
+            yield item
+    except BaseException as e:
+        if not isinstance(e, GeneratorExit):
+            status, exc = "failed", type(e).__name__
+        raise
+    finally:
+        _call.set(None)
+        _end(t, status, exc)
+
+
+async def _async_generator(t, agen):
+    status, exc = "ok", None
+    try:
+        async for item in agen:
+            yield item
+    except BaseException as e:
+        if not isinstance(e, GeneratorExit):
+            status, exc = "failed", type(e).__name__
+        raise
+    finally:
+        _end(t, status, exc)
+
+
 def _begin(name: str) -> dict:
-    t = {"function": name, "started_at": time.time(), "notes": [], "partial": False, "pid": os.getpid()}
+    t = {"function": name, "started_at": time.time(), "notes": [], "partial": False, "pid": os.getpid(),
+         "py": [], "py_notes": [], "threads": [], "t0_ns": time.monotonic_ns()}
     try:
         import ray
 
@@ -117,17 +224,18 @@ def _begin(name: str) -> dict:
         d = os.path.join(_state["spool"], "tasks", f"{t['task_id']}-{t['attempt']}")
         os.makedirs(d, exist_ok=True)
         with open(d + ".json", "w") as f:  # what the merge knows of a task whose worker dies
-            json.dump(t, f)
+            json.dump({k: v for k, v in t.items() if k not in _PRIVATE}, f)
         t["dir"] = d
         native = _state.get("native")
+        t["foreign"] = any(th.is_alive() for th in _lingering)  # threads of earlier calls, running now
         with _lock:
             others = list(_active)
             _active.append(t)
-        if others:  # begin/end is process-wide: say so on every call involved
-            for o in [t, *others]:
-                if OVERLAP not in o["notes"]:
-                    o["notes"].append(OVERLAP)
-                o["partial"] = True
+            if others:  # begin/end is per process: every call involved is captured per context
+                for o in [t, *others]:
+                    o["overlap"] = True
+        if others:
+            pass
         elif native is None:
             t["notes"].append("the preload library is not loaded in this Ray worker; file I/O not captured")
             t["partial"] = True
@@ -143,18 +251,40 @@ def _begin(name: str) -> dict:
 
 
 def _end(t: dict, status: str, exc_type) -> None:
+    _call.set(None)  # our own files below are no call's
     try:
+        t["ended_at"] = time.time()
+        t1_ns = time.monotonic_ns()
         with _lock:
             _active[:] = [o for o in _active if o is not t]
         if t.pop("on", False):
             _state["native"].end()
-        t["ended_at"] = time.time()
         t["status"] = status
         t["exception"] = exc_type
         d = t.get("dir")
         if d is None:
             return
-        events, problems = ev_mod.read_trace_dir(d)
+        level = "complete"
+        if t.get("overlap"):
+            events, problems = audit.settle(t["py"]), list(dict.fromkeys(t["py_notes"]))
+            t["notes"].append(OVERLAP)
+            level = "python-only"
+        else:
+            events, problems = ev_mod.read_trace_dir(d)
+            alive_now = [th for th in _lingering if th.is_alive()]
+            _lingering[:] = alive_now
+            if alive_now or t.get("foreign"):
+                # Threads of earlier calls ran in this window: drop what Python saw them touch.
+                theirs = {p for ns, p in _late if t["t0_ns"] <= ns <= t1_ns}
+                mine = {e.path for e in t["py"]}
+                events = [e for e in events if e.path not in theirs or e.path in mine]
+                t["notes"].append(FOREIGN)
+                t["partial"] = True
+        _late[:] = [x for x in _late if x[0] > t1_ns]
+        alive = [th for th in t["threads"] if th.is_alive()]
+        if alive:
+            _lingering.extend(alive)
+            t["notes"].append(LINGER)
         ignore = _state["ignore"]
         # The job's working_dir is extracted under Ray's temp dir: the user's files (the
         # merge maps them back to the host's working_dir), not Ray's.
@@ -170,13 +300,13 @@ def _end(t: dict, status: str, exc_type) -> None:
         if problems:
             t["notes"].extend(problems)
             t["partial"] = True
-        t["capture_level"] = "partial" if t["partial"] else "complete"
+        t["capture_level"] = "partial" if t["partial"] else level
         if t["function"].endswith("__init__") and status == "ok" and not (inputs or outputs or problems):
             # An actor's constructor that touched no file: not a job of its own.
             shutil.rmtree(d, ignore_errors=True)
             os.unlink(d + ".json")
             return
-        line = json.dumps(t) + "\n"
+        line = json.dumps({k: v for k, v in t.items() if k not in _PRIVATE}) + "\n"
         # One write per line: a worker killed in the middle leaves at most a truncated last line.
         fd = os.open(os.path.join(_state["spool"], f"frag-{os.getpid()}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

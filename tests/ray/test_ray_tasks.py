@@ -169,8 +169,9 @@ def test_tasks_become_child_jobs(proj, ray_env, ray_tmp, ray_init_line):
     (helpers,) = by["pipeline.helpers"]
     assert sorted(helpers["outs"]) == ["data/sub.txt", "data/thread.txt"], helpers["outs"]
     assert "data/in.txt" in helpers["ins"]
-    # Two overlapping calls of a threaded actor: not told apart, and each says so.
-    assert all(t["capture_level"] == "partial" and "same time as another call" in t["capture_notes"]
+    # Two overlapping calls of a threaded actor: told apart at the Python level, and each says so.
+    assert sorted(sorted(t["outs"]) for t in by["pipeline.Both.slow"]) == [["data/both0.txt"], ["data/both1.txt"]]
+    assert all(t["capture_level"] == "python-only" and "same time as another call" in t["capture_notes"]
                for t in by["pipeline.Both.slow"])
     (boom,) = by["pipeline.boom"]
     assert sorted(boom["outs"]) == ["data/half.txt"] and "ValueError" in boom["capture_notes"]
