@@ -152,12 +152,11 @@ class CellRecorder:
             events, ray_tasks = ray_mod.collect(self.project, draft, self.ray_spool, events)
         result = CaptureResult(events=ev_mod.reduce(events), backend=trace.backend,
                                capture_level=trace.capture_level, notes=list(trace.notes))
-        result.events.nested_jobs.extend(ray_tasks)
         s3 = self.s3_edges(self._t0, t1)
         # Never freeze the kernel behind another process's write lock: after a short wait
         # the job goes to .roar/pending/ (said once per kernel) and is stored later.
         job, warnings = session_mod.record_job(self.project, draft, result, wait=session_mod.CELL_LOCK_WAIT_S,
-                                               s3=s3)
+                                               s3=s3, after=ray_tasks)
         self.capture.threads.adopt(trace.threads,
                                    job.ref if job.seq else f"the cell run at {time.strftime('%H:%M:%S')}")
         self.git.refresh(draft.cwd)

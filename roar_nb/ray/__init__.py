@@ -77,9 +77,9 @@ def arm_kernel(project, base: str):
 
 
 def collect(project, draft, spool, events: list) -> tuple[list, list]:
-    """At the end of a traced cell: store the Ray tasks that reported since the last cell
-    (see fragments.py for which cell each goes to); returns (the cell's events without
-    Ray's own files, ids of the tasks that are this cell's children). Never raises."""
+    """At the end of a traced cell: the Ray tasks that reported since the last cell (see
+    fragments.py for which cell each is the child of); returns (the cell's events without
+    Ray's own files, (task job, ray_tasks row) pairs to store with the cell). Never raises."""
     try:
         if not os.path.isdir(spool.path):
             return events, []
@@ -95,8 +95,9 @@ def collect(project, draft, spool, events: list) -> tuple[list, list]:
 
 
 def merge(project, draft, trace_dir: str, events: list) -> tuple[list, list]:
-    """Store the Ray tasks of the driver job `draft`; returns (the driver's events without
-    Ray's own files, ids of the task jobs). Never raises: failures become notes."""
+    """The Ray tasks of the driver job `draft`; returns (the driver's events without Ray's
+    own files, (task job, ray_tasks row) pairs for `session.record_job(..., after=...)`).
+    Never raises: failures become notes."""
     spool = spool_dir(trace_dir) if trace_dir else ""
     if not spool or not os.path.isdir(spool):
         if any("/site-packages/ray/_private/" in e.path for e in events[:20000]):

@@ -1,11 +1,12 @@
 """Merging a spool of Ray task fragments into the store, when the driver job or a cell ends.
 
 It owns turning `<spool>/frag-*.jsonl` lines into jobs (kind `ray_task`, step = function
-name, hashes as computed on the worker), recording tasks whose worker died mid-task as
-`lost` (their `tasks/<id>-<attempt>.json` is still there) with the driver marked
-`partial`, and dropping Ray's own files from the driver's events. The driver job itself
-is stored by the caller, which makes it the tasks' parent. It must not re-hash worker
-files (a later task may have overwritten them) and must not raise.
+name, hashes as computed on the worker) with their `ray_tasks` rows, recording tasks whose
+worker died mid-task as `lost` (their `tasks/<id>-<attempt>.json` is still there) with
+the driver marked `partial`, and dropping Ray's own files from the driver's events. The
+caller stores the driver job (or cell) and its tasks in one transaction, the driver
+first: it is `@N`, its tasks `@N+1`... in the order they started. It must not re-hash
+worker files (a later task may have overwritten them) and must not raise.
 
 A `roar run` command's spool is read once, when the command has exited (`final`): a task
 that never reported is lost. A kernel's spool lives as long as the kernel and is read at
@@ -23,7 +24,6 @@ import json
 import os
 
 from roar_nb.model import CAPTURE_PARTIAL, Edge, Job, new_id
-from roar_nb.errors import RoarError
 
 WORKING_DIR = "/runtime_resources/working_dir_files/_ray_pkg_"  # Ray's extracted copy of a job's working_dir
 LOST_NOTE = "the Ray worker died during this task: no record of its I/O"
@@ -148,9 +148,10 @@ def _remove(json_path: str) -> None:
 
 
 def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tuple[list, list]:
-    """Store the tasks found in `spool` (children of `draft`, or of an earlier cell whose
-    window they started in); returns (the draft's events without Ray's own files, ids of
-    the task jobs whose parent is `draft`)."""
+    """The tasks found in `spool` as jobs (children of `draft`, or of an earlier cell whose
+    window they started in); returns (the draft's events without Ray's own files, a list of
+    (task job, ray_tasks row) in the order they started), for the caller to store with
+    `draft` in one transaction (`session.record_job(..., after=...)`)."""
     temps, kinds, problems = spool.driver_info()
     noise = tuple(temps | {spool.path + "/", "/dev/shm/plasma", "/tmp/ray/"})
     events = [e for e in events if not e.path.startswith(noise)]
@@ -185,20 +186,12 @@ def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tup
                                    "when the next traced cell ends, as the child of the cell it started in")
     if not best:
         return events, []
-    try:
-        store = project.store
-    except RoarError as e:
-        draft.capture_notes.append(f"{len(best)} Ray task(s) not recorded: {e}")
-        draft.capture_level = CAPTURE_PARTIAL
-        return events, []
     from roar_nb import environment
 
-    env_row = environment.snapshot()
-    env_id = env_row[0]
+    env_id = environment.snapshot()[0]
     ignore = project.read_filter()
-    sid = draft.session_id or store.active_session().id
     host = spool.host_paths()
-    ids = []
+    out = []
     for t in sorted(best.values(), key=lambda t: t.get("started_at") or 0):
         ins = tuple(Edge("in", host(p)[0], h, s or 0) for p, h, s in t.get("inputs", ()) if not ignore(host(p)[0]))
         outs = tuple(Edge("out", q, h, s or 0, False, note, c) for (q, note), h, s, c in
@@ -218,7 +211,7 @@ def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tup
             else:
                 notes.append("ended after the cell it started in: recorded when a later traced cell ended")
         job = Job(
-            id=new_id(), session_id=sid, seq=0, kind="ray_task", step=t.get("function") or "?",
+            id=new_id(), session_id=draft.session_id, seq=0, kind="ray_task", step=t.get("function") or "?",
             command=f"ray task {t.get('function')} (task {t.get('task_id')}, attempt {t.get('attempt', 0)})",
             cwd=draft.cwd, started_at=started,
             ended_at=t.get("ended_at") or started,
@@ -226,12 +219,7 @@ def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tup
             backend="preload", capture_level=t.get("capture_level") or CAPTURE_PARTIAL,
             capture_notes=tuple(notes), env_id=env_id, parent_job_id=parent, inputs=ins, outputs=outs,
         )
-        try:
-            stored = store.insert_job(job, environment=env_row).id
-        except RoarError as e:
-            draft.capture_notes.append(f"Ray task {job.step} not recorded: {e}")
-            draft.capture_level = CAPTURE_PARTIAL
-            continue
-        if parent == draft.id:
-            ids.append(stored)
-    return events, ids
+        row = {k: t.get(k) for k in ("task_id", "attempt", "actor_id", "node_id", "worker_id", "pid", "function")}
+        row.update(status=status, exception_type=t.get("exception"))
+        out.append((job, row))
+    return events, out
