@@ -269,6 +269,11 @@ def test_many_tiny_tasks_nothing_lost_and_callable_hook(proj, ray_env, ray_tmp, 
     assert len({r["actor_id"] for r in puts}) == 1 and puts[0]["actor_id"]
     assert all(r["task_id"] and r["node_id"] and r["worker_id"] and r["pid"] and r["function"] for r in rows.values())
     assert len({r["task_id"] for r in rows.values()}) == 28
+    # `roar dag` folds the tasks of one function into one line; --tasks lists them.
+    dag = proj.roar("dag").stdout.decode()
+    assert "24 × ray_task many.tiny" in dag and "3 × ray_task many.Writer.put" in dag, dag
+    assert len(dag.strip().splitlines()) == 4, dag  # the driver, the two groups, flaky
+    assert proj.roar("dag", "--tasks").stdout.decode().count("many.tiny") == 24
     assert d["capture_level"] == "complete", d["capture_notes"]
     assert d["outs"] == {} and sorted(d["ins"]) == ["many.py"]
 
