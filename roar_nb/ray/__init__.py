@@ -12,9 +12,9 @@ Ray at all.
 
 Works now: a script or a notebook cell that starts Ray locally (`ray.init()` with no
 running cluster), `ray job submit` to a cluster on this machine (submit.py), tasks and
-sync actor calls. Not yet: attaching to an existing cluster with `ray.init(address=...)`,
-a cluster without a shared filesystem, concurrent (async/threaded) actor calls told apart, the state-API
-cross-check (see README "Ray").
+actor calls (per call, or per actor), and task records carried by a named Ray actor
+when a worker does not see the spool (collector.py). Not yet: attaching to an existing
+cluster with `ray.init(address=...)`, the state-API cross-check (see README "Ray").
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def prepare(project, env: dict, trace_dir: str, argv: list, cwd: str, draft) -> 
     if not project.config.get("ray.enabled") or not trace_dir:
         return argv
     spool = spool_dir(trace_dir)
-    _arm(env, spool)
+    _arm(env, spool, project)
     if len(argv) > 2 and argv[1] == "job" and argv[2] == "submit" and os.path.basename(argv[0]) == "ray":
         from roar_nb.ray import submit
 
@@ -45,10 +45,19 @@ def prepare(project, env: dict, trace_dir: str, argv: list, cwd: str, draft) -> 
         argv = submit.rewrite(argv, spool, cwd, draft.capture_notes)
         if len(draft.capture_notes) > n:  # each says what was not captured
             draft.capture_level = "partial"
+        if project.config.get("ray.transport") == "actor":
+            # A submitted job's driver runs on the cluster: it cannot hand the collector's
+            # records to this host yet.
+            draft.capture_notes.append("ray.transport = actor is not supported for ray job submit yet: the "
+                                       "spool directory was used (the cluster must share this filesystem)")
     return argv
 
 
-def _arm(env, spool: str) -> None:
+def _arm(env, spool: str, project) -> None:
+    env["ROAR_RAY_TRANSPORT"] = str(project.config.get("ray.transport"))
+    # Made now: a worker that sees it uses it (ray.transport = auto), one that does not
+    # uses the collector actor.
+    os.makedirs(spool, exist_ok=True)
     old = env.get("RAY_RUNTIME_ENV_HOOK")
     if old and old != HOOK:  # someone's own hook: ours calls it first
         env["ROAR_RAY_USER_ENV_HOOK"] = old
@@ -70,7 +79,7 @@ def arm_kernel(project, base: str):
     from roar_nb.ray.fragments import Spool
 
     spool = os.path.join(base, "ray")
-    _arm(os.environ, spool)
+    _arm(os.environ, spool, project)
     if BOOT_DIR not in sys.path:  # the kernel's own ray.init imports the hook module by name
         sys.path.append(BOOT_DIR)
     return Spool(spool)
@@ -85,6 +94,10 @@ def collect(project, draft, spool, events: list) -> tuple[list, list]:
             return events, []
         from roar_nb.ray import fragments
 
+        if os.environ.get("ROAR_RAY_TRANSPORT") != "spool" and "ray" in sys.modules:
+            from roar_nb.ray import driver
+
+            driver.drain(spool.path)  # records that came through the collector actor
         return fragments.merge(project, draft, spool, events, final=False)
     except Exception as e:  # noqa: BLE001 - the cell is still recorded
         draft.capture_notes.append(f"Ray task records could not be merged ({type(e).__name__}: {e})")
@@ -99,7 +112,16 @@ def merge(project, draft, trace_dir: str, events: list) -> tuple[list, list]:
     own files, (task job, ray_tasks row) pairs for `session.record_job(..., after=...)`).
     Never raises: failures become notes."""
     spool = spool_dir(trace_dir) if trace_dir else ""
-    if not spool or not os.path.isdir(spool):
+    try:
+        used = bool(spool) and bool(os.listdir(spool))  # made by prepare: empty unless Ray ran
+    except OSError:
+        used = False
+    if not used:
+        if spool:
+            try:
+                os.rmdir(spool)
+            except OSError:
+                pass
         if any("/site-packages/ray/_private/" in e.path for e in events[:20000]):
             why = ("ray.enabled is false" if not project.config.get("ray.enabled") else
                    "Ray's runtime-env hook did not run (uv run, Ray Client, or a tracer other than preload)")

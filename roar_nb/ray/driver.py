@@ -45,7 +45,78 @@ def env_hook(runtime_env):
         return chain_user_hook(runtime_env, SUBMIT_SETUP_HOOK)
     runtime_env = chain_user_hook(runtime_env)
     _patch_daemon_start()
+    _drain_before_shutdown()
     return runtime_env
+
+
+def drain(spool: str, final: bool = False) -> None:
+    """Move what the collector actor holds (collector.py) into the spool, as the workers
+    would have written it there: fragment lines, and begin markers of tasks that have not
+    reported (a lost task's only trace). `final`: the actor is then killed."""
+    import json
+
+    import ray
+
+    from roar_nb.ray import collector
+
+    if not ray.is_initialized():
+        return
+    h = collector.handle(spool, create=False)
+    if h is None:
+        return
+    msgs = ray.get(h.take.remote(), timeout=120)
+    os.makedirs(os.path.join(spool, "tasks"), exist_ok=True)
+    begun, lines = {}, []
+    for kind, payload in msgs:
+        t = json.loads(payload)
+        key = f"{t.get('task_id')}-{t.get('attempt', 0)}"
+        if kind == "begin":
+            begun[key] = payload
+            continue
+        begun.pop(key, None)
+        try:  # its marker from an earlier drain (a cell)
+            os.unlink(os.path.join(spool, "tasks", key + ".json"))
+        except OSError:
+            pass
+        if not t.get("skip"):
+            lines.append(payload if payload.endswith("\n") else payload + "\n")
+    with open(os.path.join(spool, "frag-actor.jsonl"), "a") as f:
+        f.write("".join(lines))
+    for key, payload in begun.items():
+        with open(os.path.join(spool, "tasks", key + ".json"), "w") as f:
+            f.write(payload)
+    if final:
+        ray.kill(h)
+
+
+def _drain_before_shutdown() -> None:
+    """Drain the collector before Ray goes away: when the program calls ray.shutdown(), or
+    at exit (registered now, after Ray's own atexit handler, so it runs first)."""
+    spool = os.environ.get("ROAR_RAY_SPOOL")
+    if not spool or os.environ.get("ROAR_RAY_TRANSPORT") == "spool":
+        return
+    import atexit
+
+    import ray
+
+    original = ray.shutdown
+    if getattr(original, "_roar", False):
+        return
+
+    def quietly():
+        try:
+            drain(spool, final=True)
+        except Exception as e:  # noqa: BLE001 - never fail the user's shutdown
+            _note("problem", f"Ray task records could not be fetched from roar's collector actor "
+                             f"({type(e).__name__}: {e}); tasks that used it are missing")
+
+    def shutdown(*a, **k):
+        quietly()
+        return original(*a, **k)
+
+    shutdown._roar = True
+    ray.shutdown = shutdown
+    atexit.register(quietly)
 
 
 def chain_user_hook(runtime_env, ours: str = SETUP_HOOK):

@@ -125,6 +125,38 @@ class Spool:
         return default
 
 
+def _per_actor(best: dict) -> dict:
+    """ray.actor_attribution = per_actor: the calls of one actor become one record (its
+    inputs and outputs together, the first input and last output hash of each path)."""
+    out, actors = {}, {}
+    for key, t in sorted(best.items(), key=lambda kv: kv[1].get("started_at") or 0):
+        a = t.get("actor_id")
+        if not a:
+            out[key] = t
+            continue
+        g = actors.get(a)
+        if g is None:
+            cls = (t.get("function") or "?").rpartition(".")[0] or t.get("function")
+            g = actors[a] = out[a] = {**t, "function": cls, "task_id": None, "attempt": None, "calls": 0,
+                                      "inputs": [], "outputs": [], "notes": [], "_ins": {}, "_outs": {}}
+        g["calls"] += 1
+        for e in t.get("inputs", ()):
+            g["_ins"].setdefault(e[0], e)
+        for e in t.get("outputs", ()):
+            g["_outs"][e[0]] = e
+        g["ended_at"] = max(g.get("ended_at") or 0, t.get("ended_at") or 0)
+        if t.get("status") != "ok":
+            g["status"], g["exception"] = t.get("status"), t.get("exception")
+        levels = {g.get("capture_level"), t.get("capture_level")}
+        g["capture_level"] = ("complete" if levels == {"complete"} else
+                              "python-only" if levels <= {"complete", "python-only"} else "partial")
+        g["notes"] += [n for n in t.get("notes", ()) if n not in g["notes"]]
+    for g in actors.values():
+        g["inputs"], g["outputs"] = list(g.pop("_ins").values()), list(g.pop("_outs").values())
+        g["notes"].insert(0, f"{g['calls']} method call(s) of one actor, one job (ray.actor_attribution = per_actor)")
+    return out
+
+
 def _alive(pid) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -175,7 +207,9 @@ def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tup
         prev = best.get(task)
         if prev is None or t.get("status") == "ok" or prev.get("status") != "ok":
             best[task] = t
-    lost, running = spool.unreported(set(best), final)
+    if project.config.get("ray.actor_attribution") == "per_actor":
+        best = _per_actor(best)
+    lost, running = spool.unreported(set(best) | {t.get("task_id") for t in frags.values()}, final)
     for t in lost:
         best[t["task_id"]] = t
     if lost:

@@ -59,7 +59,8 @@ def rewrite(argv: list, spool: str, cwd: str, notes: list) -> list:
     user_hook = env_vars.get("RAY_RUNTIME_ENV_HOOK")
     if user_hook and user_hook not in (HOOK, QUALIFIED + "env_hook"):
         env_vars["ROAR_RAY_USER_ENV_HOOK"] = user_hook
-    env_vars.update({"RAY_RUNTIME_ENV_HOOK": QUALIFIED + "env_hook", ENV_SPOOL: spool, "ROAR_RAY_SUBMIT": "1"})
+    env_vars.update({"RAY_RUNTIME_ENV_HOOK": QUALIFIED + "env_hook", ENV_SPOOL: spool, "ROAR_RAY_SUBMIT": "1",
+                     "ROAR_RAY_TRANSPORT": "spool"})
     from roar_nb.capture import preload
     from roar_nb.errors import RoarError
 

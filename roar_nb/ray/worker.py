@@ -62,6 +62,16 @@ def setup() -> None:
     if not spool:
         return
     _state["spool"] = spool
+    transport = os.environ.get("ROAR_RAY_TRANSPORT") or "auto"
+    # No shared filesystem (or forced): records go through a named Ray actor (collector.py);
+    # the task windows' trace files then live in a directory of this node's own.
+    _state["actor"] = transport == "actor" or (transport == "auto" and not os.path.isdir(spool))
+    if _state["actor"]:
+        import tempfile
+
+        _state["local"] = tempfile.mkdtemp(prefix="roar-ray-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    else:
+        _state["local"] = spool
     lib = inkernel.loaded_library()
     _state["native"] = inkernel.Native(lib) if lib else None
     from ray._private import function_manager
@@ -72,7 +82,8 @@ def setup() -> None:
     def get_execution_info(self, job_id, function_descriptor):
         info = original(self, job_id, function_descriptor)
         fn = info.function
-        if getattr(fn, "_roar_wrapped", False) or info.function_name.startswith("__ray"):
+        if getattr(fn, "_roar_wrapped", False) or info.function_name.startswith("__ray") or \
+                getattr(function_descriptor, "module_name", "").startswith("roar_nb."):  # roar's collector
             return info
         wrapped = info._replace(function=_wrap(fn, info.function_name))
         # Ray caches the info per function id: the wrapper is what later calls get.
@@ -121,7 +132,7 @@ def _patch_thread_start() -> None:
 
 
 def _ray_noise() -> tuple:
-    prefixes = [_state["spool"] + "/", "/dev/shm/plasma"]
+    prefixes = [_state["spool"] + "/", _state["local"] + "/", "/dev/shm/plasma"]
     try:
         import ray
 
@@ -221,10 +232,14 @@ def _begin(name: str) -> dict:
             t["attempt"] = ray._private.worker.global_worker.core_worker.get_current_task_attempt_number()
         except Exception:  # noqa: BLE001
             t["attempt"] = 0
-        d = os.path.join(_state["spool"], "tasks", f"{t['task_id']}-{t['attempt']}")
+        d = os.path.join(_state["local"], "tasks", f"{t['task_id']}-{t['attempt']}")
         os.makedirs(d, exist_ok=True)
-        with open(d + ".json", "w") as f:  # what the merge knows of a task whose worker dies
-            json.dump({k: v for k, v in t.items() if k not in _PRIVATE}, f)
+        marker = json.dumps({k: v for k, v in t.items() if k not in _PRIVATE})
+        if _state["actor"]:
+            _send("begin", marker)
+        else:
+            with open(d + ".json", "w") as f:  # what the merge knows of a task whose worker dies
+                f.write(marker)
         t["dir"] = d
         native = _state.get("native")
         t["foreign"] = any(th.is_alive() for th in _lingering)  # threads of earlier calls, running now
@@ -248,6 +263,27 @@ def _begin(name: str) -> dict:
         t["notes"].append(f"task capture could not start ({type(e).__name__}: {e})")
         t["partial"] = True
     return t
+
+
+def _remove_task_dir(d: str) -> None:
+    shutil.rmtree(d, ignore_errors=True)
+    try:
+        os.unlink(d + ".json")
+    except OSError:
+        pass
+
+
+def _send(kind: str, payload: str) -> None:
+    """One record to the collector actor; waits for it, so the record is held before the
+    task's result reaches the driver."""
+    import ray
+
+    from roar_nb.ray import collector
+
+    h = _state.get("collector")
+    if h is None:
+        h = _state["collector"] = collector.handle(_state["spool"], create=True)
+    ray.get(h.put.remote(kind, payload))
 
 
 def _end(t: dict, status: str, exc_type) -> None:
@@ -303,17 +339,21 @@ def _end(t: dict, status: str, exc_type) -> None:
         t["capture_level"] = "partial" if t["partial"] else level
         if t["function"].endswith("__init__") and status == "ok" and not (inputs or outputs or problems):
             # An actor's constructor that touched no file: not a job of its own.
-            shutil.rmtree(d, ignore_errors=True)
-            os.unlink(d + ".json")
+            if _state["actor"]:
+                _send("frag", json.dumps({**{k: v for k, v in t.items() if k not in _PRIVATE}, "skip": True}))
+            _remove_task_dir(d)
             return
         line = json.dumps({k: v for k, v in t.items() if k not in _PRIVATE}) + "\n"
-        # One write per line: a worker killed in the middle leaves at most a truncated last line.
-        fd = os.open(os.path.join(_state["spool"], f"frag-{os.getpid()}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
-        shutil.rmtree(d, ignore_errors=True)
-        os.unlink(d + ".json")
+        if _state["actor"]:
+            _send("frag", line)
+        else:
+            # One write per line: a worker killed in the middle leaves at most a truncated last line.
+            fd = os.open(os.path.join(_state["spool"], f"frag-{os.getpid()}.jsonl"),
+                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        _remove_task_dir(d)
     except Exception:  # noqa: BLE001 - the user's task result must not depend on ours
         pass
