@@ -13,8 +13,9 @@ Ray at all.
 Works now: a script or a notebook cell that starts Ray locally (`ray.init()` with no
 running cluster), `ray job submit` to a cluster on this machine (submit.py), tasks and
 actor calls (per call, or per actor), and task records carried by a named Ray actor
-when a worker does not see the spool (collector.py). Not yet: attaching to an existing
-cluster with `ray.init(address=...)`, the state-API cross-check (see README "Ray").
+when a worker does not see the spool (collector.py), and a cross-check with Ray's state
+API at shutdown when the dashboard runs. Not yet: attaching to an existing cluster with
+`ray.init(address=...)` (see README "Ray").
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def collect(project, draft, spool, events: list) -> tuple[list, list]:
             return events, []
         from roar_nb.ray import fragments
 
-        if os.environ.get("ROAR_RAY_TRANSPORT") != "spool" and "ray" in sys.modules:
+        if os.environ.get("ROAR_RAY_TRANSPORT") != "spool" and "ray" in sys.modules and \
+                sys.modules["ray"].is_initialized():
             from roar_nb.ray import driver
 
             driver.drain(spool.path)  # records that came through the collector actor

@@ -89,11 +89,39 @@ def drain(spool: str, final: bool = False) -> None:
         ray.kill(h)
 
 
+def state_snapshot(spool: str) -> None:
+    """Ray's own list of this job's finished and failed tasks (the state API, served by the
+    dashboard: absent without it), into `<spool>/state.json` for the merge to cross-check:
+    a task Ray ran that sent roar no record becomes `lost`. Never raises."""
+    try:
+        import json
+
+        import ray
+
+        if not ray.is_initialized():
+            return
+        node = getattr(ray._private.worker, "_global_node", None)
+        if node is not None and not node.address_info.get("webui_url"):
+            return  # Ray started here without its dashboard: no state API to ask
+        from ray.util.state import list_tasks  # 0.2 s to import: only when there is one
+
+        job = ray.get_runtime_context().get_job_id()
+        rows = list_tasks(filters=[("job_id", "=", job)], limit=10000, timeout=10, raise_on_missing_output=False)
+        out = [{"task_id": r.task_id, "attempt": r.attempt_number, "state": r.state, "type": r.type,
+                "function": r.func_or_class_name, "name": r.name, "actor_id": r.actor_id, "node_id": r.node_id,
+                "worker_id": r.worker_id, "pid": r.worker_pid, "error_type": r.error_type}
+               for r in rows if r.state in ("FINISHED", "FAILED") and r.type in ("NORMAL_TASK", "ACTOR_TASK")]
+        with open(os.path.join(spool, "state.json"), "w") as f:
+            json.dump(out, f)
+    except Exception:  # noqa: BLE001 - no dashboard, or the state API moved: no cross-check
+        pass
+
+
 def _drain_before_shutdown() -> None:
     """Drain the collector before Ray goes away: when the program calls ray.shutdown(), or
     at exit (registered now, after Ray's own atexit handler, so it runs first)."""
     spool = os.environ.get("ROAR_RAY_SPOOL")
-    if not spool or os.environ.get("ROAR_RAY_TRANSPORT") == "spool":
+    if not spool:
         return
     import atexit
 
@@ -104,6 +132,7 @@ def _drain_before_shutdown() -> None:
         return
 
     def quietly():
+        state_snapshot(spool)
         try:
             drain(spool, final=True)
         except Exception as e:  # noqa: BLE001 - never fail the user's shutdown

@@ -37,6 +37,7 @@ class Spool:
         self.offsets: dict = {}  # frag file -> bytes already merged
         self.said: set = set()  # driver problems already noted on an earlier cell
         self.windows: list = []  # (start, end, job id) of the traced cells recorded so far
+        self.seen: set = set()  # task ids recorded so far (a kernel's spool: by earlier cells)
 
     def driver_info(self) -> tuple[set, set, list]:
         temps, kinds, problems = set(), set(), []
@@ -117,6 +118,29 @@ class Spool:
             mapped = os.path.join(wd, rel) if rel else wd
             return mapped, f"written in Ray's copy of the working_dir ({p}), not in this directory"
         return host
+
+    def unseen_by_roar(self, known: set) -> list:
+        """Tasks Ray's state API reports finished or failed (driver.state_snapshot) that sent
+        roar no record at all, as lost records; the snapshot is consumed."""
+        p = os.path.join(self.path, "state.json")
+        try:
+            with open(p) as f:
+                rows = json.load(f)
+            os.unlink(p)
+        except (OSError, ValueError):
+            return []
+        out = []
+        for r in rows:
+            f = r.get("function") or ""
+            if r.get("task_id") in known or r.get("task_id") in self.seen or f.startswith("roar_nb.") \
+                    or "__ray" in f or ".__init__" in f:
+                continue
+            out.append({**r, "function": f or r.get("name"), "status": "lost", "capture_level": CAPTURE_PARTIAL,
+                        "exception": r.get("error_type"),
+                        "notes": [f"Ray's state API reports this task {r.get('state')}, but roar received no record "
+                                  "of it (its worker ran without roar's hook, or died before the task began): "
+                                  "its file I/O was not captured"]})
+        return out
 
     def parent_for(self, started_at: float, default: str) -> str:
         for t0, t1, job_id in self.windows:
@@ -209,12 +233,21 @@ def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tup
             best[task] = t
     if project.config.get("ray.actor_attribution") == "per_actor":
         best = _per_actor(best)
-    lost, running = spool.unreported(set(best) | {t.get("task_id") for t in frags.values()}, final)
+    reported = set(best) | {t.get("task_id") for t in frags.values()}
+    lost, running = spool.unreported(reported, final)
     for t in lost:
         best[t["task_id"]] = t
     if lost:
         draft.capture_notes.append(f"{len(lost)} Ray task(s) lost: their worker died before reporting")
         draft.capture_level = CAPTURE_PARTIAL
+    unseen = spool.unseen_by_roar(reported | {t["task_id"] for t in lost})
+    for t in unseen:
+        best[t["task_id"]] = t
+    if unseen:
+        draft.capture_notes.append(f"{len(unseen)} Ray task(s) that Ray's state API reports as run sent roar no "
+                                   "record: recorded as lost")
+        draft.capture_level = CAPTURE_PARTIAL
+    spool.seen.update(reported | set(best))
     if running:
         draft.capture_notes.append(f"{running} Ray task(s) still running when this cell ended: each is recorded "
                                    "when the next traced cell ends, as the child of the cell it started in")

@@ -201,6 +201,7 @@ def _generator(t, gen):
 
 async def _async_generator(t, agen):
     status, exc = "ok", None
+    _call.set(t)  # this asyncio task's own context
     try:
         async for item in agen:
             yield item

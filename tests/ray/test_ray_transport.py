@@ -84,3 +84,50 @@ def test_ray_settings_are_validated(proj):
     r = proj.roar("config", "list")  # a bad value in the file: the default, and one warning line
     assert b"ray.transport must be one of auto, spool, actor, got 'carrier'; using the default" in r.stderr
     assert [ln for ln in r.stdout.decode().splitlines() if "ray.transport" in ln][0].split()[1] == '"auto"'
+
+
+STATE = '''
+import os, socket, time
+import ray
+from ray.util.state import list_tasks
+
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+ray.init(address="local", num_cpus=2, object_store_memory=128 * 1024 * 1024, include_dashboard=True,
+         dashboard_host="127.0.0.1", dashboard_port=port, _temp_dir={tmp!r})
+
+@ray.remote
+def seen():
+    with open("data/seen.txt", "w") as f:
+        f.write("s")
+
+# Its worker gets no spool: roar's hook stays out of it, so roar never hears of this task.
+@ray.remote(runtime_env={{"env_vars": {{"ROAR_RAY_SPOOL": ""}}}})
+def unseen():
+    with open("data/unseen.txt", "w") as f:
+        f.write("u")
+
+ray.get([seen.remote(), unseen.remote()])
+for _ in range(120):  # Ray's task events reach the state API with a lag
+    if sum(t.state == "FINISHED" for t in list_tasks(filters=[("job_id", "=", ray.get_runtime_context().get_job_id())])) >= 2:
+        break
+    time.sleep(0.5)
+ray.shutdown()
+print("done")
+'''
+
+
+def test_state_api_cross_check_finds_a_task_that_never_reported(proj, ray_env, ray_tmp):
+    root = proj.root
+    (root / "data").mkdir()
+    (root / "s.py").write_text(STATE.format(tmp=ray_tmp))
+    r = proj.roar("run", sys.executable, "s.py", env=ray_env, check=False)
+    assert r.returncode == 0 and b"done" in r.stdout, r.stderr.decode()[-3000:]
+    js = jobs(root)
+    (d,) = [j for j in js if j["kind"] == "run"]
+    tasks = {t["step"]: t for t in js if t["kind"] == "ray_task"}
+    # The state API names the function without its module.
+    assert sorted(tasks) == ["s.seen", "unseen"], sorted(tasks)
+    assert tasks["s.seen"]["status"] == "ok" and sorted(tasks["s.seen"]["outs"]) == ["data/seen.txt"]
+    u = tasks["unseen"]
+    assert u["status"] == "lost" and u["outs"] == {} and "state API reports this task FINISHED" in u["capture_notes"]
+    assert d["capture_level"] == "partial" and "Ray's state API reports as run" in d["capture_notes"]
