@@ -38,6 +38,7 @@ def env_hook(runtime_env):
         # The entrypoint of a job `roar run ray job submit` sent: Ray's daemons run already,
         # so the job's workers get roar's setup hook through the job's runtime_env.
         _note("submit", "ran")
+        _capture_entrypoint()
         runtime_env = dict(runtime_env or {})
         if not runtime_env.get("worker_process_setup_hook"):
             runtime_env["worker_process_setup_hook"] = SUBMIT_SETUP_HOOK
@@ -146,6 +147,58 @@ def _drain_before_shutdown() -> None:
     shutdown._roar = True
     ray.shutdown = shutdown
     atexit.register(quietly)
+
+
+def _capture_entrypoint() -> None:
+    """A submitted job's entrypoint (the Ray driver on the cluster): its own file I/O from
+    `ray.init()` to exit, as one record in the spool (`kind: entrypoint`), which the merge
+    makes a child job of the submitting one. The preload library is dormant in it (the
+    job's LD_PRELOAD); outside tasks, nothing else would see this process."""
+    spool = os.environ.get("ROAR_RAY_SPOOL")
+    from roar_nb.capture import inkernel
+
+    lib = inkernel.loaded_library()
+    if not spool or lib is None:
+        return
+    import sys
+    import time
+
+    native = inkernel.Native(lib)
+    d = os.path.join(spool, f"entrypoint-{os.getpid()}")
+    os.makedirs(d, exist_ok=True)
+    if not native.begin(d):
+        return
+    t = {"kind": "entrypoint", "task_id": f"entrypoint-{os.getpid()}", "attempt": 0, "pid": os.getpid(),
+         "function": "entrypoint " + " ".join(sys.argv), "started_at": time.time(), "notes": []}
+
+    def finish():
+        import json
+        import shutil
+
+        native.end()
+        try:
+            import ray
+
+            from roar_nb.capture import events as ev_mod
+            from roar_nb.ray import worker
+
+            ignore = [spool + "/", "/dev/shm/plasma", "/tmp/ray/"]
+            if ray.is_initialized():
+                ignore.append(ray.get_runtime_context().get_temp_dir().rstrip("/") + "/")
+            events, problems = ev_mod.read_trace_dir(d)
+            t["inputs"], t["outputs"] = worker.hashed_io(events, tuple(ignore))
+            t.update(ended_at=time.time(), status="ok",
+                     notes=["the entrypoint of the submitted job, captured from its ray.init() to its exit", *problems],
+                     capture_level="partial" if problems else "complete")
+            with open(os.path.join(spool, f"frag-entrypoint-{os.getpid()}.jsonl"), "a") as f:
+                f.write(json.dumps(t) + "\n")
+        except Exception as e:  # noqa: BLE001 - never fail the user's exit
+            _note("problem", f"the submitted job's entrypoint I/O could not be recorded ({type(e).__name__}: {e})")
+        shutil.rmtree(d, ignore_errors=True)
+
+    import atexit
+
+    atexit.register(finish)  # after Ray's own handler: runs first, while Ray is still up
 
 
 def chain_user_hook(runtime_env, ours: str = SETUP_HOOK):

@@ -214,17 +214,17 @@ def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tup
     for p in problems:
         draft.capture_notes.append(p)
         draft.capture_level = CAPTURE_PARTIAL
-    if "submit" in kinds and "entrypoint" not in spool.said:
-        spool.said.add("entrypoint")
-        draft.capture_notes.append("the job's entrypoint ran on the Ray cluster: its own file I/O outside Ray "
-                                   "tasks was not captured")
-        draft.capture_level = CAPTURE_PARTIAL
+    frags = spool.fragments(final)
+    if "submit" in kinds:
+        if not any(t.get("kind") == "entrypoint" for t in frags.values()):
+            draft.capture_notes.append("the job's entrypoint ran on the Ray cluster and sent roar no record: its "
+                                       "own file I/O outside Ray tasks was not captured")
+            draft.capture_level = CAPTURE_PARTIAL
     elif "hook" in kinds and "raylet" not in kinds and "attach" not in spool.said:
         spool.said.add("attach")
         draft.capture_notes.append("Ray attached to a cluster it did not start here: tasks on it were not captured "
                                    "(only a local ray.init() is supported yet)")
         draft.capture_level = CAPTURE_PARTIAL
-    frags = spool.fragments(final)
     # Retries: keep the last successful attempt of a task, else its last attempt.
     best: dict = {}
     for (task, attempt), t in sorted(frags.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):

@@ -266,6 +266,21 @@ def _begin(name: str) -> dict:
     return t
 
 
+def hashed_io(events: list, ignore: tuple) -> tuple[list, list]:
+    """([path, hash, size] inputs, [path, hash, size, created] outputs) of a window's events,
+    hashed here (where the bytes are), without Ray's own files."""
+    # The job's working_dir is extracted under Ray's temp dir: the user's files (the
+    # merge maps them back to the host's working_dir), not Ray's.
+    events = [e for e in events if not e.path.startswith(ignore) or WORKING_DIR in e.path]
+    r = ev_mod.reduce(events)
+    ev_mod.settle_updates(r)
+    inputs, outputs = list(r.inputs), list(r.outputs)
+    hashed = hash_paths(inputs + outputs, progress_after=1e9)
+    return ([[p, hashed[p].hash, hashed[p].size] for p in inputs],
+            [[p, hashed[p].hash, hashed[p].size, r.created.get(p)] for p in outputs
+             if hashed[p].error != "not a regular file"])
+
+
 def _remove_task_dir(d: str) -> None:
     shutil.rmtree(d, ignore_errors=True)
     try:
@@ -322,18 +337,8 @@ def _end(t: dict, status: str, exc_type) -> None:
         if alive:
             _lingering.extend(alive)
             t["notes"].append(LINGER)
-        ignore = _state["ignore"]
-        # The job's working_dir is extracted under Ray's temp dir: the user's files (the
-        # merge maps them back to the host's working_dir), not Ray's.
-        events = [e for e in events if not e.path.startswith(ignore) or WORKING_DIR in e.path]
-        r = ev_mod.reduce(events)
-        ev_mod.settle_updates(r)
-        inputs = list(r.inputs)
-        outputs = list(r.outputs)
-        hashed = hash_paths(inputs + outputs, progress_after=1e9)
-        t["inputs"] = [[p, hashed[p].hash, hashed[p].size] for p in inputs]
-        t["outputs"] = [[p, hashed[p].hash, hashed[p].size, r.created.get(p)] for p in outputs
-                        if hashed[p].error != "not a regular file"]
+        t["inputs"], t["outputs"] = hashed_io(events, _state["ignore"])
+        inputs, outputs = t["inputs"], t["outputs"]
         if problems:
             t["notes"].extend(problems)
             t["partial"] = True

@@ -111,6 +111,8 @@ def count(src):
 ray.get(prep.remote("data/in.txt", "data/out.txt"))
 print("count", ray.get(count.remote("data/out.txt")))
 print("roar dir uploaded:", os.path.exists(".roar"), "pipeline here:", os.path.exists("pipeline.py"))
+with open("data/out.txt") as f, open("data/summary.txt", "w") as g:  # the entrypoint's own I/O
+    g.write(str(len(f.read())))
 '''
 
 
@@ -139,9 +141,10 @@ def test_job_submit_tasks_mapped_to_host(proj, cluster):
     (d,) = [j for j in js if j["kind"] == "run"]
     assert d["command"].startswith("ray job submit") and '{"working_dir": "."}' in d["command"]
     tasks = sorted((j for j in js if j["kind"] == "ray_task"), key=lambda j: j["step"])
-    assert [t["step"] for t in tasks] == ["pipeline.count", "pipeline.prep"], [t["step"] for t in tasks]
+    assert [t["step"] for t in tasks] == ["entrypoint pipeline.py", "pipeline.count", "pipeline.prep"], \
+        [t["step"] for t in tasks]
     assert all(t["parent_job_id"] == d["id"] and t["status"] == "ok" for t in tasks)
-    count, prep = tasks
+    entry, count, prep = tasks
     from roar_nb.hashing import hash_bytes
 
     # Paths in Ray's extracted copy of the working_dir are the host's paths.
@@ -155,7 +158,13 @@ def test_job_submit_tasks_mapped_to_host(proj, cluster):
     assert "Ray's copy of the working_dir" in note and "/working_dir_files/" in note
     # The host's own file was not written by the job (the write happened in Ray's copy).
     assert not (root / "data" / "out.txt").exists()
-    # The submitting job: its entrypoint's own I/O was on the cluster (said), no Ray files.
-    assert d["capture_level"] == "partial" and "entrypoint ran on the Ray cluster" in d["capture_notes"]
+    # The entrypoint (the job's driver, on the cluster): a child job with its own I/O, mapped too.
+    # (from its ray.init() on: the script itself was read before, as it started)
+    assert entry["ins"] == {"data/out.txt": hash_bytes(b"HELLO\n")}, entry["ins"]
+    assert "from its ray.init() to its exit" in entry["capture_notes"]
+    assert entry["outs"] == {"data/summary.txt": hash_bytes(b"6")}, entry["outs"]
+    assert entry["capture_level"] == "complete" and entry["seq"] == d["seq"] + 1
+    # The submitting job: no Ray files, and nothing said missing.
+    assert d["capture_level"] == "complete", d["capture_notes"]
     assert not [p for p in {**d["ins"], **d["outs"]} if p.startswith((cluster["tmp"], "/tmp/ray", "/dev/shm"))]
     assert not [p for p in {**d["ins"], **d["outs"]} if p.startswith(".roar")]
