@@ -94,13 +94,14 @@ class CellRecorder:
     the window (a `capture.result.CaptureResult`), or None when no proxy runs."""
 
     def __init__(self, project, session, capture, notebook: Optional[str] = None,
-                 kernel_id: Optional[str] = None, s3_edges: Optional[Callable] = None):
+                 kernel_id: Optional[str] = None, s3_edges: Optional[Callable] = None, ray_spool=None):
         self.project = project
         self.session = session
         self.capture = capture
         self.notebook = notebook
         self.kernel_id = kernel_id
         self.s3_edges = s3_edges or (lambda t0, t1: None)
+        self.ray_spool = ray_spool  # the kernel's Ray spool (roar_nb.ray.arm_kernel), or None
         self.git = GitWatch()
         self.preamble: list[str] = []
         self.draft = None  # the JobDraft of the cell being captured
@@ -144,7 +145,12 @@ class CellRecorder:
         draft.status = "failed" if failed else "ok"
         draft.exit_code = 1 if failed else 0
         draft.execution_count = execution_count
-        result = CaptureResult(events=ev_mod.reduce(trace.events), backend=trace.backend,
+        events, ray_tasks = trace.events, []
+        if self.ray_spool is not None:  # Ray tasks that reported since the last cell: child jobs
+            from roar_nb import ray as ray_mod
+
+            events, ray_tasks = ray_mod.collect(self.project, draft, self.ray_spool, events)
+        result = CaptureResult(events=ev_mod.reduce(events), backend=trace.backend,
                                capture_level=trace.capture_level, notes=list(trace.notes))
         if not finished:
             result.notes.append("the cell did not finish normally")
@@ -152,7 +158,7 @@ class CellRecorder:
         # Never freeze the kernel behind another process's write lock: after a short wait
         # the job goes to .roar/pending/ (said once per kernel) and is stored later.
         job, warnings = session_mod.record_job(self.project, draft, result, wait=session_mod.CELL_LOCK_WAIT_S,
-                                               s3=s3)
+                                               s3=s3, after=ray_tasks)
         self.capture.threads.adopt(trace.threads,
                                    job.ref if job.seq else f"the cell run at {time.strftime('%H:%M:%S')}")
         self.git.refresh(draft.cwd)

@@ -231,7 +231,7 @@ def cmd_dag(a) -> int:
     if a.json:
         print(json.dumps(d.to_json(), indent=2))
     else:
-        print(dag_text(d, _style(), show_artifacts=a.show_artifacts))
+        print(dag_text(d, _style(), show_artifacts=a.show_artifacts, tasks=a.tasks))
     return 0
 
 
@@ -609,6 +609,8 @@ def build_parser():
     s = sub.add_parser("dag", help="the lineage DAG of the session")
     s.add_argument("--expanded", action="store_true", help="include superseded re-runs")
     s.add_argument("--show-artifacts", action="store_true", help="list each job's input and output files")
+    s.add_argument("--tasks", action="store_true",
+                   help="one line per Ray task (default: the tasks of one function a job ran fold into one line)")
     s.add_argument("--json", action="store_true", help="machine-readable output (stable)")
     s.add_argument("--all", action="store_true", help="every job in the project")
     s.add_argument("--session", help="a session id prefix or a notebook path (default: the active session)")

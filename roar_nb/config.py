@@ -65,6 +65,9 @@ KEYS = {k.name: k for k in [
     Key("proxy.upstream", "", "S3 endpoint the proxy forwards to (default: $ROAR_UPSTREAM_S3_ENDPOINT, "
         "else https://s3.<region>.amazonaws.com)"),
     Key("ray.enabled", True, "Capture Ray tasks started by a traced command (each task becomes a job)"),
+    Key("ray.actor_attribution", "per_call", "A job per actor method call (per_call) or per actor (per_actor)"),
+    Key("ray.transport", "auto", "How task records reach roar: auto (the spool directory when the worker "
+        "sees it, else a named Ray actor) | spool | actor"),
     Key("proxy.region", "", "Region the proxy signs upstream requests for (default: $AWS_REGION, else us-east-1)"),
     Key("proxy.active_storage_memory_mib", 0, "Memory budget of active-storage reductions in MiB (0: "
         "$ROAR_ACTIVE_STORAGE_MEMORY_MIB, else 1024)"),
@@ -108,6 +111,9 @@ def _flatten(doc: dict, prefix: str = "") -> dict:
 def _check(name: str, value: object) -> object:
     """Key-specific checks beyond the type, so a value accepted today cannot break every
     later job (an unknown digest name, a tracer that does not exist)."""
+    choices = {"ray.actor_attribution": ("per_call", "per_actor"), "ray.transport": ("auto", "spool", "actor")}
+    if name in choices and value not in choices[name]:
+        raise ConfigError(f"{name} must be one of {', '.join(choices[name])}, got {value!r}")
     if name == "tracer.default":
         tracers = ("auto", "preload", "ptrace", "none")  # capture/select.py TRACERS
         if value not in tracers:

@@ -127,8 +127,16 @@ class NotebookSession:
         if self.project is not None:
             from roar_nb.cells import CellRecorder
 
+            ray_spool = None
+            if self.capture.native is not None:
+                # Ray tasks started from cells become jobs (needs the library: the daemons Ray
+                # starts must be spawned untraced, and workers capture natively).
+                from roar_nb import ray as ray_mod
+
+                ray_spool = ray_mod.arm_kernel(self.project, self.capture.trace_base)
             self.recorder = CellRecorder(self.project, self.session, self.capture, notebook=self.notebook,
-                                         kernel_id=self.kernel_id, s3_edges=self._proxy_edges)
+                                         kernel_id=self.kernel_id, s3_edges=self._proxy_edges,
+                                         ray_spool=ray_spool)
             self.recorder.git.refresh(os.getcwd())
 
     def close(self) -> None:

@@ -129,11 +129,56 @@ def log_text(jobs: list[Job], style: Style = Style()) -> str:
     return "\n".join(lines)
 
 
-def dag_text(dag: dag_mod.Dag, style: Style = Style(), show_artifacts: bool = False) -> str:
-    """Compact text DAG: one line per job with what it depends on, stale/failed marks."""
+def _task_groups(jobs: list) -> dict:
+    """Ray tasks of one function run by one job (or cell), two or more: (parent, step) -> jobs."""
+    groups: dict = {}
+    for j in jobs:
+        if j.kind == "ray_task":
+            groups.setdefault((j.parent_job_id, j.step), []).append(j)
+    return {k: v for k, v in groups.items() if len(v) > 1}
+
+
+def _ref_range(jobs: list) -> str:
+    seqs = sorted(j.seq for j in jobs)
+    first, last = jobs[0].ref[:-len(str(jobs[0].seq))], seqs[-1]
+    sep = "-" if seqs == list(range(seqs[0], last + 1)) else "…"  # "…": other jobs are numbered in between
+    return f"{first}{seqs[0]}{sep}{first}{last}"
+
+
+def _group_line(members: list, refs: dict, dag: dag_mod.Dag, style: Style, show_artifacts: bool) -> list:
+    own = refs[members[0].id]
+    deps = sorted({refs.get(d, "?") for m in members for d in dag.deps.get(m.id, ())} - {own})
+    arrow = style.dim(" <- " + ", ".join(deps)) if deps else ""
+    marks = []
+    for what, n, paint in (("failed", sum(m.status == "failed" for m in members), style.bad),
+                           ("lost", sum(m.status == "lost" for m in members), style.bad),
+                           ("stale", sum(m.id in dag.stale for m in members), style.warn),
+                           ("superseded", sum(m.id in dag.superseded for m in members), style.dim)):
+        if n:
+            marks.append(paint(f"{n} {what}"))
+    for level in sorted({m.capture_level for m in members} - {CAPTURE_COMPLETE}):
+        marks.append(style.warn(f"{sum(m.capture_level == level for m in members)} {level}"))
+    mark = ("  [" + "; ".join(marks) + "]") if marks else ""
+    lines = [f"{style.ref(own)} {len(members)} × ray_task {text(members[0].step or '?')}{arrow}{mark}"]
+    if show_artifacts:
+        lines.append(style.dim(f"        < {sum(len(m.inputs) for m in members)} input(s)"))
+        lines.append(f"        > {sum(len(m.outputs) for m in members)} output(s) (`roar dag --tasks` lists them)")
+    return lines
+
+
+def dag_text(dag: dag_mod.Dag, style: Style = Style(), show_artifacts: bool = False, tasks: bool = False) -> str:
+    """Compact text DAG: one line per job with what it depends on, stale/failed marks. The
+    Ray tasks of one function that one job or cell ran fold into one line
+    (`200 × ray_task featurize`) unless `tasks`."""
     if not dag.jobs:
         return "no jobs yet"
     refs = {j.id: j.ref for j in dag.jobs}
+    groups = {} if tasks else _task_groups(dag.jobs)
+    for members in groups.values():
+        r = _ref_range(members)
+        refs.update((m.id, r) for m in members)
+    first_of = {members[0].id: members for members in groups.values()}
+    folded = {m.id for members in groups.values() for m in members[1:]}
     lines = []
     # @N numbers restart per session: when several sessions are shown, head each group.
     many = len({j.session_id for j in dag.jobs}) > 1
@@ -143,7 +188,12 @@ def dag_text(dag: dag_mod.Dag, style: Style = Style(), show_artifacts: bool = Fa
             current = j.session_id
             where = f"notebook {display_path(j.notebook)}" if j.notebook else f"{j.kind} jobs"
             lines.append(style.dim(f"── {where} (session {j.session_id[:8]}) ──"))
-        deps = sorted(refs.get(d, "?") for d in dag.deps.get(j.id, ()))
+        if j.id in folded:
+            continue
+        if j.id in first_of:
+            lines.extend(_group_line(first_of[j.id], refs, dag, style, show_artifacts))
+            continue
+        deps = sorted(set(refs.get(d, "?") for d in dag.deps.get(j.id, ())))
         arrow = style.dim(" <- " + ", ".join(deps)) if deps else ""
         marks = []
         if j.status != "ok":

@@ -183,7 +183,8 @@ class _CacheRows:
 
 def record_job(project: Project, draft: JobDraft, capture: CaptureResult,
                store_problem: str | None = None, wait: float | None = None,
-               s3: CaptureResult | None = None, setup: CaptureResult | None = None) -> tuple[Job, list[str]]:
+               s3: CaptureResult | None = None, setup: CaptureResult | None = None,
+               after: list = ()) -> tuple[Job, list[str]]:
     """Hash what the job touched and store it. Returns (job, warnings). Never loses the job:
     if the database cannot take it, the job is kept in .roar/pending/ (then `job.seq` is 0
     and the last warning is a PendingNote) and stored by the next roar command.
@@ -196,6 +197,8 @@ def record_job(project: Project, draft: JobDraft, capture: CaptureResult,
     `store_problem`: why the caller already knows the store cannot be used. `wait`: the
     longest this call may wait for another writer's lock (default: the busy timeout);
     a notebook cell passes a short one, so a held lock sends the job to pending at once.
+    `after`: (job, ray_tasks row) pairs of the job's Ray tasks, stored with it in one
+    transaction (or kept in pending with it).
     """
     from roar_nb import environment
     from roar_nb.hashing import hash_paths
@@ -292,23 +295,24 @@ def record_job(project: Project, draft: JobDraft, capture: CaptureResult,
             if wait is not None:
                 with store.wait_at_most(wait):
                     return _insert(project, store, job, digests, environment_row, cache.rows,
-                                   reduced.nested_jobs), warnings
+                                   reduced.nested_jobs, after), warnings
             return _insert(project, store, job, digests, environment_row, cache.rows,
-                           reduced.nested_jobs), warnings
+                           reduced.nested_jobs, after), warnings
         except RoarError as e:
             store_problem = str(e)
-    _save_pending(project, job, digests, environment_row, warnings, store_problem, reduced.nested_jobs)
+    _save_pending(project, job, digests, environment_row, warnings, store_problem, reduced.nested_jobs, after)
     return job, warnings
 
 
-def _insert(project: Project, store, job: Job, digests, env_row, cache_rows, children=()) -> Job:
+def _insert(project: Project, store, job: Job, digests, env_row, cache_rows, children=(), after=()) -> Job:
     if project._spooled:
         # This process sent jobs to pending earlier: they started first, so they get their
         # @N first, now that the database takes writes again.
         ingest_pending(project)
     if not job.session_id:
         job = replace(job, session_id=store.active_session().id)
-    return store.insert_job(job, digests, env_row, cache_rows, children)
+    after = [(j if j.session_id else replace(j, session_id=job.session_id), row) for j, row in after]
+    return store.insert_job(job, digests, env_row, cache_rows, children, after)
 
 
 def _versions_at_open(store, at_open: dict) -> dict:
@@ -349,11 +353,21 @@ def _job_to_json(job: Job) -> dict:
     return d
 
 
+def _job_from_json(project: Project, jd: dict, session_id: str = "") -> Job:
+    jd["inputs"] = tuple(Edge(**e) for e in jd["inputs"])
+    jd["outputs"] = tuple(Edge(**e) for e in jd["outputs"])
+    for k in ("capture_notes", "argv"):
+        jd[k] = tuple(jd[k])
+    if not jd.get("session_id"):  # the DB was unreadable when the job ran
+        jd["session_id"] = session_id or project._store.active_session().id
+    return Job(**jd)
+
+
 PENDING = "pending"
 
 
 def _save_pending(project: Project, job: Job, digests, env_row, warnings: list[str],
-                  reason: str | None, children: list = ()) -> None:
+                  reason: str | None, children: list = (), after: list = ()) -> None:
     import json
 
     pending = os.path.join(project.roar_dir, PENDING)
@@ -364,7 +378,8 @@ def _save_pending(project: Project, job: Job, digests, env_row, warnings: list[s
         os.makedirs(pending, exist_ok=True)
         with open(tmp, "w") as f:
             f.write(json.dumps({"job": _job_to_json(job), "digests": digests, "env": env_row,
-                                "children": list(children)}))
+                                "children": list(children),
+                                "after": [[_job_to_json(j), row] for j, row in after]}))
         os.replace(tmp, os.path.join(pending, f"{job.id}.json"))
         project._spooled = True
         note = PendingNote(f"job kept in pending ({rel}{job.id}.json{why}); a later roar command stores it"
@@ -422,19 +437,13 @@ def ingest_pending(project: Project) -> int:
     n = 0
     for _, _, f, doc in docs:
         try:
-            jd = doc["job"]
-            jd["inputs"] = tuple(Edge(**e) for e in jd["inputs"])
-            jd["outputs"] = tuple(Edge(**e) for e in jd["outputs"])
-            for k in ("capture_notes", "argv"):
-                jd[k] = tuple(jd[k])
-            if not jd.get("session_id"):  # the DB was unreadable when the job ran
-                jd["session_id"] = project._store.active_session().id
-            job = Job(**jd)
+            job = _job_from_json(project, doc["job"])
+            after = [(_job_from_json(project, j, job.session_id), row) for j, row in doc.get("after") or ()]
         except (ValueError, KeyError, TypeError, RoarError):
             continue
         try:
             project._store.insert_job(job, doc.get("digests"), tuple(doc["env"]) if doc.get("env") else None,
-                                      children=doc.get("children") or ())
+                                      children=doc.get("children") or (), after=after)
         except StoreError as e:
             if "locked" in str(e) or "read-only" in str(e):
                 break
@@ -533,11 +542,11 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     try:
         draft.git = read_git(cwd)
         trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
-        ray_mod.prepare(project, base_env, str(trace_dir))
+        run_argv = ray_mod.prepare(project, base_env, str(trace_dir), list(argv), cwd, draft)
         if proxy or (proxy is None and _proxy_wanted(project)):
             # Before `select`, which builds the child's environment: it gains the endpoint.
             running_proxy = _start_job_proxy(project, str(trace_dir), base_env, setup, required=bool(proxy))
-        sel = select_mod.select(tracer, argv, base_env, str(trace_dir), cwd)  # decided before running
+        sel = select_mod.select(tracer, run_argv, base_env, str(trace_dir), cwd)  # decided before running
     except ProxyError:  # only when the proxy is required (roar get/put): nothing has run yet
         raise
     except Exception as e:  # noqa: BLE001 - roar failing to prepare must not stop the command
@@ -592,8 +601,8 @@ def _finish_run(project, draft, setup, sel, select_mod, trace_dir, rc, store_pro
     s3 = _finish_job_proxy(project, running_proxy, trace_dir) if running_proxy is not None else None
     events, ray_tasks = ray_mod.merge(project, draft, trace_dir, events)  # Ray tasks: child jobs
     capture.events = ev_mod.reduce(events)
-    capture.events.nested_jobs.extend(ray_tasks)
-    job, more = record_job(project, draft, capture, store_problem=store_problem, s3=s3, setup=setup)
+    job, more = record_job(project, draft, capture, store_problem=store_problem, s3=s3, setup=setup,
+                           after=ray_tasks)
     warnings.extend(more)
     return job
 

@@ -90,7 +90,7 @@ def _stat(p: str):
         return None
 
 
-def _on_open(path, flags) -> None:
+def _on_open(path, flags, events: list) -> None:
     p = _abspath(path)
     if p is None or p.startswith(("/proc/", "/sys/", "/dev/")):
         return
@@ -102,23 +102,23 @@ def _on_open(path, flags) -> None:
         st = _stat(p)
         if st is None or not stat_mod.S_ISREG(st.st_mode):
             return
-        _events.append(Event(OP_UPDATE, p, now, st.st_size, st.st_mtime_ns, None, _pid))
+        events.append(Event(OP_UPDATE, p, now, st.st_size, st.st_mtime_ns, None, _pid))
     elif acc in (_O_WRONLY, _O_RDWR) and flags & _O_APPEND and not flags & _O_TRUNC and \
             (st := _stat(p)) is not None and stat_mod.S_ISREG(st.st_mode) and st.st_size:
         # Appending keeps what was there: the version at open is an input (as the native
         # tracers classify it); a new or empty file is just written.
-        _events.append(Event(OP_UPDATE, p, now, st.st_size, st.st_mtime_ns, None, _pid))
+        events.append(Event(OP_UPDATE, p, now, st.st_size, st.st_mtime_ns, None, _pid))
     elif acc in (_O_WRONLY, _O_RDWR) or flags & (_O_CREAT | _O_TRUNC):
         # The hook runs before the call: whether the open succeeded is decided when
         # the job's events are collected (see `stop`).
-        _events.append(Event(OP_WRITE, p, now, 0, -1, None, _pid))
+        events.append(Event(OP_WRITE, p, now, 0, -1, None, _pid))
     else:
         # A read of a missing or non-regular file (directory listing, FIFO) is no input;
         # stat now, before the call, also gives the (size, mtime) EVENTS.md wants.
         st = _stat(p)
         if st is None or not stat_mod.S_ISREG(st.st_mode):
             return
-        _events.append(Event(OP_READ, p, now, st.st_size, st.st_mtime_ns, None, _pid))
+        events.append(Event(OP_READ, p, now, st.st_size, st.st_mtime_ns, None, _pid))
 
 
 def _resolve_dir_fd(path, dir_fd) -> Optional[str]:
@@ -144,28 +144,34 @@ def _hook(name: str, args: tuple) -> None:
         if name in _FILE_EVENTS:
             _foreign_touched.add(_get_ident())
         return
+    translate(name, args, _events, _notes)
+
+
+def translate(name: str, args: tuple, events: list, notes: list) -> None:
+    """Append the `Event`s for one audit event to `events` (what it kept from being seen to
+    `notes`). Also used by the Ray worker's per-call hook (roar_nb/ray/worker.py)."""
     try:
         if name == "open":
-            _on_open(args[0], args[2])
+            _on_open(args[0], args[2], events)
         elif name == "os.rename":  # os.rename and os.replace
             src = _resolve_dir_fd(args[0], args[2])
             dst = _resolve_dir_fd(args[1], args[3])
             # A directory too: events.reduce moves every output recorded under it.
             if src and dst and os.path.lexists(src):
-                _events.append(Event(OP_MOVE, src, time.monotonic_ns(), 0, -1, dst, _pid))
+                events.append(Event(OP_MOVE, src, time.monotonic_ns(), 0, -1, dst, _pid))
         elif name == "os.remove":  # os.remove and os.unlink
             p = _resolve_dir_fd(args[0], args[1])
             if p and os.path.lexists(p):
-                _events.append(Event(OP_DELETE, p, time.monotonic_ns(), 0, -1, None, _pid))
+                events.append(Event(OP_DELETE, p, time.monotonic_ns(), 0, -1, None, _pid))
         elif name == "os.link":
             src = _resolve_dir_fd(args[0], args[2])
             dst = _resolve_dir_fd(args[1], args[3])
             if src and dst and os.path.isfile(src):
-                _events.append(Event(OP_LINK, src, time.monotonic_ns(), 0, -1, dst, _pid))
+                events.append(Event(OP_LINK, src, time.monotonic_ns(), 0, -1, dst, _pid))
         elif name == "os.truncate":
             p = _abspath(args[0])
             if p:
-                _events.append(Event(OP_WRITE, p, time.monotonic_ns(), 0, -1, None, _pid))
+                events.append(Event(OP_WRITE, p, time.monotonic_ns(), 0, -1, None, _pid))
         elif name == "shutil.rmtree":
             # rmtree unlinks relative to directory fds; record the files it is about to remove.
             root = _resolve_dir_fd(args[0], args[1] if len(args) > 1 else None)
@@ -173,7 +179,7 @@ def _hook(name: str, args: tuple) -> None:
                 now = time.monotonic_ns()
                 for d, _dirs, files in os.walk(root):
                     for f in files:
-                        _events.append(Event(OP_DELETE, os.path.join(d, f), now, 0, -1, None, _pid))
+                        events.append(Event(OP_DELETE, os.path.join(d, f), now, 0, -1, None, _pid))
         elif name == "sqlite3.connect":
             db = args[0]
             if isinstance(db, (str, bytes, os.PathLike)):
@@ -182,9 +188,9 @@ def _hook(name: str, args: tuple) -> None:
                     p = os.path.abspath(db)
                     st = _stat(p)
                     if st is None:
-                        _events.append(Event(OP_WRITE, p, time.monotonic_ns(), 0, -1, None, _pid))
+                        events.append(Event(OP_WRITE, p, time.monotonic_ns(), 0, -1, None, _pid))
                     elif stat_mod.S_ISREG(st.st_mode):
-                        _events.append(Event(OP_UPDATE, p, time.monotonic_ns(), st.st_size,
+                        events.append(Event(OP_UPDATE, p, time.monotonic_ns(), st.st_size,
                                              st.st_mtime_ns, None, _pid))
         elif name == "subprocess.Popen":
             exe, argv, _cwd, env = args
@@ -192,25 +198,25 @@ def _hook(name: str, args: tuple) -> None:
                                                 else argv)
             p = _abspath(prog) if prog and "/" in os.fsdecode(os.fspath(prog)) else None
             if p:
-                _events.append(Event(OP_EXEC, p, time.monotonic_ns(), 0, -1, None, _pid))
+                events.append(Event(OP_EXEC, p, time.monotonic_ns(), 0, -1, None, _pid))
             if env is not None and "ROAR_TRACE_DIR" not in env:
-                _notes.append(f"subprocess {os.fsdecode(os.fspath(prog))!s:.60} was started with its "
+                notes.append(f"subprocess {os.fsdecode(os.fspath(prog))!s:.60} was started with its "
                               "own environment: its file I/O was not seen")
         elif name in ("os.fork", "os.forkpty") and _trace_dir is None:
-            _notes.append(NOTE_FORK)
+            notes.append(NOTE_FORK)
         elif name in ("os.system", "os.posix_spawn", "os.exec", "os.spawn"):
             if name != "os.system":
                 prog = args[1] if name == "os.spawn" else args[0]
                 p = _abspath(prog)
                 if p:
-                    _events.append(Event(OP_EXEC, p, time.monotonic_ns(), 0, -1, None, _pid))
+                    events.append(Event(OP_EXEC, p, time.monotonic_ns(), 0, -1, None, _pid))
                 env = args[-1]
                 if isinstance(env, dict) and "ROAR_TRACE_DIR" not in env and b"ROAR_TRACE_DIR" not in env:
-                    _notes.append(f"{name}({prog!s:.60}) with its own environment: its file I/O "
+                    notes.append(f"{name}({prog!s:.60}) with its own environment: its file I/O "
                                   "was not seen")
     except Exception as e:  # noqa: BLE001 - a tracing bug must never break the traced program
         try:  # ... but what it kept the hook from seeing is said, never silently dropped
-            _notes.append(f"python-level capture failed on a {name} event ({type(e).__name__}): "
+            notes.append(f"python-level capture failed on a {name} event ({type(e).__name__}): "
                           "that operation's file I/O was not seen")
         except Exception:  # noqa: BLE001
             pass
@@ -285,6 +291,11 @@ def stop() -> tuple[list[Event], list[str]]:
     if _trace_dir is not None:
         events, more = _forked_events(events)
         notes.extend(more)
+    return settle(events), notes
+
+
+def settle(events: list) -> list:
+    """`events` without the write-opens that failed."""
     # The hook runs before each call, so a write-open that then failed (missing
     # directory, permission) would look like an output. Keep a write only if the
     # file exists now, or a later rename/delete in this job explains why not.
@@ -300,7 +311,7 @@ def stop() -> tuple[list[Event], list[str]]:
             if not ok:
                 continue
         kept.append(e)
-    return kept, notes
+    return kept
 
 
 def _forked_events(events: list) -> tuple[list, list]:

@@ -28,6 +28,9 @@ from roar_nb.model import (
 from roar_nb.store import schema
 
 # How long a writer waits for another's transaction; ROAR_BUSY_TIMEOUT (seconds) overrides it.
+# The ray_tasks columns after job_id, as the Ray merge's rows name them (roar_nb/ray/fragments.py).
+RAY_TASK_FIELDS = ("task_id", "attempt", "actor_id", "node_id", "worker_id", "pid", "function", "status",
+                   "exception_type")
 BUSY_TIMEOUT_S = float(os.environ.get("ROAR_BUSY_TIMEOUT") or 60.0)
 
 
@@ -365,7 +368,7 @@ class Store:
 
     def insert_job(self, job: Job, digests: dict | None = None,
                    environment: tuple | None = None, cache_rows: list | None = None,
-                   children: Iterable = ()) -> Job:
+                   children: Iterable = (), after: Iterable = ()) -> Job:
         """Write a job, its edges and new artifacts in one transaction; assigns `seq`.
 
         `digests` maps blake3 -> {algo: value}; `environment` is
@@ -373,17 +376,11 @@ class Store:
         `cache_rows` are hash-cache rows (see cache_store) written in the same
         transaction, so a job waits for the write lock once, not twice.
         `children` are ids of jobs its command ran (nested `roar run`), which get
-        this job as their `parent_job_id`.
+        this job as their `parent_job_id` (a job whose parent is already known, e.g.
+        a Ray task, carries it in `job.parent_job_id`). `after`: (job, ray_tasks row) pairs
+        stored right after this job, in the same transaction (its Ray tasks: numbered after
+        it, in the order given).
         """
-        now = time.time()
-        io_rows, art_rows = [], {}
-        for e in (*job.inputs, *job.outputs):
-            text, raw = path_to_db(e.path)
-            io_rows.append((job.id, e.direction, text, raw, e.hash, e.size, int(e.changed), e.note,
-                            None if e.created is None else int(e.created)))
-            if e.hash is not None:
-                art_rows[e.hash] = (e.hash, e.size, now)
-        build = job.kind == "build"
         if environment is not None and (environment[0] in self._known_envs or self.has_environment(environment[0])):
             # Usually known: encoding hundreds of packages as JSON for every job would be waste.
             self._known_envs.add(environment[0])
@@ -396,46 +393,67 @@ class Store:
                     (env_id, python, platform, _json_string_map(packages)),
                 )
                 self._known_envs.add(env_id)
-            seq = c.execute(
-                "SELECT coalesce(max(seq), 0) + 1 FROM jobs WHERE session_id = ? AND (kind = 'build') = ?",
-                (job.session_id, build),
-            ).fetchone()[0]
-            c.execute(
-                "INSERT INTO jobs(id, session_id, seq, kind, step, command, argv, cwd, source, notebook,"
-                " cell_id, execution_count, kernel_id, started_at, ended_at, exit_code, status, backend,"
-                " capture_level, capture_notes, git_commit, git_branch, git_dirty, git_root, env_id,"
-                " preamble, parent_job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    job.id, job.session_id, seq, job.kind, job.step, present.storable(job.command),
-                    # argv keeps exact bytes (JSON \udcNN escapes); command/cwd are text for display
-                    _json_strings(job.argv), present.storable(job.cwd), job.source, job.notebook, job.cell_id,
-                    job.execution_count, job.kernel_id, job.started_at, job.ended_at,
-                    job.exit_code, job.status, job.backend, job.capture_level,
-                    _json_strings(job.capture_notes), job.git_commit, job.git_branch,
-                    None if job.git_dirty is None else int(job.git_dirty), job.git_root, job.env_id,
-                    job.preamble, job.parent_job_id,
-                ),
-            )
-            c.executemany(
-                "INSERT OR IGNORE INTO artifacts(hash, size, first_seen) VALUES (?,?,?)", art_rows.values()
-            )
-            if digests:
-                c.executemany(
-                    "INSERT OR IGNORE INTO artifact_digests(hash, algo, value) VALUES (?,?,?)",
-                    [(h, a, v) for h, d in digests.items() for a, v in d.items()],
-                )
-            c.executemany(
-                "INSERT OR REPLACE INTO job_io(job_id, direction, path, path_raw, hash, size, changed, note,"
-                " created) VALUES (?,?,?,?,?,?,?,?,?)",
-                io_rows,
-            )
-            if cache_rows:
-                c.executemany("INSERT OR REPLACE INTO hash_cache VALUES (?,?,?,?,?,?)", cache_rows)
+            seq = self._write_job(c, job, digests, cache_rows)
             children = list(children)
             if children:
                 c.executemany("UPDATE jobs SET parent_job_id = ? WHERE id = ? AND id != ?",
                               [(job.id, child, job.id) for child in children])
+            for child, row in after:
+                self._write_job(c, child)
+                if row is not None:
+                    c.execute(
+                        "INSERT INTO ray_tasks(job_id, task_id, attempt, actor_id, node_id, worker_id, pid,"
+                        " function, status, exception_type) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (child.id, *(row.get(k) for k in RAY_TASK_FIELDS)))
         return _replace(job, seq=seq)
+
+    def _write_job(self, c, job: Job, digests: dict | None = None, cache_rows: list | None = None) -> int:
+        """The rows of one job, inside the caller's transaction; returns its seq."""
+        now = time.time()
+        io_rows, art_rows = [], {}
+        for e in (*job.inputs, *job.outputs):
+            text, raw = path_to_db(e.path)
+            io_rows.append((job.id, e.direction, text, raw, e.hash, e.size, int(e.changed), e.note,
+                            None if e.created is None else int(e.created)))
+            if e.hash is not None:
+                art_rows[e.hash] = (e.hash, e.size, now)
+        build = job.kind == "build"
+        seq = c.execute(
+            "SELECT coalesce(max(seq), 0) + 1 FROM jobs WHERE session_id = ? AND (kind = 'build') = ?",
+            (job.session_id, build),
+        ).fetchone()[0]
+        c.execute(
+            "INSERT INTO jobs(id, session_id, seq, kind, step, command, argv, cwd, source, notebook,"
+            " cell_id, execution_count, kernel_id, started_at, ended_at, exit_code, status, backend,"
+            " capture_level, capture_notes, git_commit, git_branch, git_dirty, git_root, env_id,"
+            " preamble, parent_job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                job.id, job.session_id, seq, job.kind, job.step, present.storable(job.command),
+                # argv keeps exact bytes (JSON \udcNN escapes); command/cwd are text for display
+                _json_strings(job.argv), present.storable(job.cwd), job.source, job.notebook, job.cell_id,
+                job.execution_count, job.kernel_id, job.started_at, job.ended_at,
+                job.exit_code, job.status, job.backend, job.capture_level,
+                _json_strings(job.capture_notes), job.git_commit, job.git_branch,
+                None if job.git_dirty is None else int(job.git_dirty), job.git_root, job.env_id,
+                job.preamble, job.parent_job_id,
+            ),
+        )
+        c.executemany(
+            "INSERT OR IGNORE INTO artifacts(hash, size, first_seen) VALUES (?,?,?)", art_rows.values()
+        )
+        if digests:
+            c.executemany(
+                "INSERT OR IGNORE INTO artifact_digests(hash, algo, value) VALUES (?,?,?)",
+                [(h, a, v) for h, d in digests.items() for a, v in d.items()],
+            )
+        c.executemany(
+            "INSERT OR REPLACE INTO job_io(job_id, direction, path, path_raw, hash, size, changed, note,"
+            " created) VALUES (?,?,?,?,?,?,?,?,?)",
+            io_rows,
+        )
+        if cache_rows:
+            c.executemany("INSERT OR REPLACE INTO hash_cache VALUES (?,?,?,?,?,?)", cache_rows)
+        return seq
 
     def _jobs_from_rows(self, rows: list[dict], with_edges: bool = True) -> list[Job]:
         edges: dict[str, tuple[list, list]] = {r["id"]: ([], []) for r in rows}
@@ -509,6 +527,7 @@ class Store:
     def delete_job(self, job_id: str) -> None:
         with self._tx() as c:
             c.execute("DELETE FROM job_io WHERE job_id = ?", (job_id,))
+            c.execute("DELETE FROM ray_tasks WHERE job_id = ?", (job_id,))
             c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     # -- artifacts ---------------------------------------------------------------

@@ -135,7 +135,16 @@ def _m6(db) -> None:
     db["jobs"].add_column("parent_job_id", str)
 
 
-MIGRATIONS = [_m1, _m2, _m3, _m4, _m5, _m6]
+def _m7(db) -> None:
+    # ray_tasks: Ray's ids of a `ray_task` job (one row per job; the job holds the I/O).
+    db.execute(
+        "CREATE TABLE ray_tasks (job_id TEXT PRIMARY KEY REFERENCES jobs(id), task_id TEXT, attempt INTEGER,"
+        " actor_id TEXT, node_id TEXT, worker_id TEXT, pid INTEGER, function TEXT, status TEXT,"
+        " exception_type TEXT)")
+    db.execute("CREATE INDEX idx_ray_tasks_task ON ray_tasks(task_id)")
+
+
+MIGRATIONS = [_m1, _m2, _m3, _m4, _m5, _m6, _m7]
 LATEST = len(MIGRATIONS)
 
 

@@ -169,11 +169,15 @@ def test_tasks_become_child_jobs(proj, ray_env, ray_tmp, ray_init_line):
     (helpers,) = by["pipeline.helpers"]
     assert sorted(helpers["outs"]) == ["data/sub.txt", "data/thread.txt"], helpers["outs"]
     assert "data/in.txt" in helpers["ins"]
-    # Two overlapping calls of a threaded actor: not told apart, and each says so.
-    assert all(t["capture_level"] == "partial" and "same time as another call" in t["capture_notes"]
+    # Two overlapping calls of a threaded actor: told apart at the Python level, and each says so.
+    assert sorted(sorted(t["outs"]) for t in by["pipeline.Both.slow"]) == [["data/both0.txt"], ["data/both1.txt"]]
+    assert all(t["capture_level"] == "python-only" and "same time as another call" in t["capture_notes"]
                for t in by["pipeline.Both.slow"])
     (boom,) = by["pipeline.boom"]
     assert sorted(boom["outs"]) == ["data/half.txt"] and "ValueError" in boom["capture_notes"]
+    db = sqlite3.connect(os.path.join(root, ".roar", "roar.db"))
+    assert db.execute("SELECT status, exception_type FROM ray_tasks WHERE job_id = ?",
+                      (boom["id"],)).fetchone() == ("failed", "ValueError")
     (die,) = by["pipeline.die"]
     assert die["capture_level"] == "partial" and "died" in die["capture_notes"]
     # The driver: partial (a task was lost), and none of Ray's own files.
@@ -216,7 +220,17 @@ class Writer:
         with open(f"out/{{self.prefix}}{{i}}.txt", "w") as f:
             f.write(str(i))
 
+@ray.remote(max_retries=1, retry_exceptions=True)
+def flaky():
+    if not os.path.exists("out/flag"):
+        with open("out/flag", "w") as f:
+            f.write("1")
+        raise ValueError("first attempt")
+    with open("out/flaky.txt", "w") as f:
+        f.write("2")
+
 os.makedirs("out", exist_ok=True)
+ray.get(flaky.remote())
 ray.get([tiny.remote(i) for i in range(24)])
 w = Writer.remote("actor-")
 for i in range(3):
@@ -235,12 +249,31 @@ def test_many_tiny_tasks_nothing_lost_and_callable_hook(proj, ray_env, ray_tmp, 
     assert [p.name for p in (root / "hooks").iterdir() if p.name.startswith("callable-")]
     js = jobs(root)
     tasks = [j for j in js if j["kind"] == "ray_task"]
-    # 24 tasks and the actor's 3 calls, each a job; its constructor touched no file: no job.
-    assert sorted(t["step"] for t in tasks) == ["many.Writer.put"] * 3 + ["many.tiny"] * 24
+    # 24 tasks, a retried one and the actor's 3 calls, each a job; its constructor touched
+    # no file: no job. The retried task is one job: its successful attempt.
+    assert sorted(t["step"] for t in tasks) == ["many.Writer.put"] * 3 + ["many.flaky"] + ["many.tiny"] * 24
     assert sorted(p for t in tasks for p in t["outs"]) == sorted(
-        [f"out/{i}.txt" for i in range(24)] + [f"out/actor-{i}.txt" for i in range(3)])
+        [f"out/{i}.txt" for i in range(24)] + [f"out/actor-{i}.txt" for i in range(3)] + ["out/flaky.txt"])
     assert all(t["status"] == "ok" and t["capture_level"] == "complete" and len(t["outs"]) == 1 for t in tasks)
     (d,) = [j for j in js if j["kind"] == "run"]
+    # One transaction: the driver is @1, its tasks follow in the order they started.
+    assert d["seq"] == 1 and sorted(t["seq"] for t in tasks) == list(range(2, 30))
+    assert [t["seq"] for t in sorted(tasks, key=lambda t: t["started_at"])] == list(range(2, 30))
+    db = sqlite3.connect(os.path.join(root, ".roar", "roar.db"))
+    db.row_factory = sqlite3.Row
+    rows = {r["job_id"]: dict(r) for r in db.execute("SELECT * FROM ray_tasks")}
+    assert set(rows) == {t["id"] for t in tasks}
+    (flaky,) = [t for t in tasks if t["step"] == "many.flaky"]
+    assert rows[flaky["id"]]["attempt"] == 1 and rows[flaky["id"]]["status"] == "ok"
+    puts = [rows[t["id"]] for t in tasks if t["step"] == "many.Writer.put"]
+    assert len({r["actor_id"] for r in puts}) == 1 and puts[0]["actor_id"]
+    assert all(r["task_id"] and r["node_id"] and r["worker_id"] and r["pid"] and r["function"] for r in rows.values())
+    assert len({r["task_id"] for r in rows.values()}) == 28
+    # `roar dag` folds the tasks of one function into one line; --tasks lists them.
+    dag = proj.roar("dag").stdout.decode()
+    assert "24 × ray_task many.tiny" in dag and "3 × ray_task many.Writer.put" in dag, dag
+    assert len(dag.strip().splitlines()) == 4, dag  # the driver, the two groups, flaky
+    assert proj.roar("dag", "--tasks").stdout.decode().count("many.tiny") == 24
     assert d["capture_level"] == "complete", d["capture_notes"]
     assert d["outs"] == {} and sorted(d["ins"]) == ["many.py"]
 
