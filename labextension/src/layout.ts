@@ -67,16 +67,16 @@ export interface IGraphOptions {
   foldAt?: number;
 }
 
-/** From this many sibling jobs of one step on (e.g. a cell's Ray tasks), they are drawn as one node. */
-export const FOLD_AT = 4;
+/** From this many Ray tasks of one function run by one job on, they are drawn as one node. */
+export const FOLD_AT = 2;
 
 /**
- * The group a job folds into: the children of one job (a cell's or a script's Ray
- * tasks, the `roar run`s of a loop) that share kind and step, e.g. 200 calls of one
- * Ray function. Null for a job without a parent. The same rule as `roar dag`.
+ * The group a job folds into: the Ray tasks of one function that one job or cell
+ * ran, e.g. 200 calls of `featurize`. Null for any other job. The same rule as
+ * `roar dag` (roar_nb/report.py, `_task_groups`).
  */
 export function groupKey(j: IJobJson): string | null {
-  return j.parent_job ? `g:${j.parent_job}:${j.kind}:${j.step}` : null;
+  return j.kind === 'ray_task' && j.parent_job ? `g:${j.parent_job}:${j.step}` : null;
 }
 
 const CHAR_W = 6.6; // average width of a 11px UI-font character

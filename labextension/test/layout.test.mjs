@@ -161,14 +161,14 @@ function rayDoc() {
 test('the many children of one step fold into one group node; its edges are merged', () => {
   const g = L.buildGraph(rayDoc(), { artifactsAsNodes: false });
   const groups = g.nodes.filter(n => n.kind === 'group');
-  assert.equal(groups.length, 1, 'six featurize calls fold; two score calls stay jobs');
-  const [grp] = groups;
+  assert.equal(groups.length, 2, 'six featurize calls fold, and the two score calls');
+  const grp = groups.find(n => n.label.endsWith('featurize'));
   assert.equal(grp.id, L.groupKey(rayDoc().jobs[1]));
   assert.equal(grp.label, '6 \u00d7 featurize');
   assert.match(grp.sub, /ray_task · 5 ok · 1 failed/);
   assert.equal(grp.status, 'failed');
   assert.deepEqual(grp.members, ['t0', 't1', 't2', 't3', 't4', 't5']);
-  assert.deepEqual(g.nodes.filter(n => n.kind === 'job').map(n => n.id).sort(), ['drv', 'r', 't6', 't7']);
+  assert.deepEqual(g.nodes.filter(n => n.kind === 'job').map(n => n.id).sort(), ['drv', 'r']);
   // drv -> group once (six shards.txt edges merged), group -> r once, carrying all six parts.
   const e = g.edges.map(x => [x.from, x.to]);
   assert.deepEqual(e.filter(([a, b]) => a === 'drv' && b === grp.id).length, 1);
@@ -180,18 +180,19 @@ test('the many children of one step fold into one group node; its edges are merg
 
 test('an unfolded group, and a group smaller than FOLD_AT, show their jobs one by one', () => {
   const doc = rayDoc();
-  const key = L.groupKey(doc.jobs[1]);
-  const g = L.buildGraph(doc, { artifactsAsNodes: false, expandedGroups: [key] });
+  const keys = [L.groupKey(doc.jobs[1]), L.groupKey(doc.jobs[7])];
+  const g = L.buildGraph(doc, { artifactsAsNodes: false, expandedGroups: keys });
   assert.equal(g.nodes.filter(n => n.kind === 'group').length, 0);
   assert.equal(g.nodes.length, doc.jobs.length);
-  assert.equal(L.buildGraph(doc, { artifactsAsNodes: false, foldAt: 2 }).nodes.filter(n => n.kind === 'group').length, 2);
+  assert.equal(L.buildGraph(doc, { artifactsAsNodes: false, expandedGroups: [keys[0]] }).nodes.filter(n => n.kind === 'group').length, 1);
+  assert.equal(L.buildGraph(doc, { artifactsAsNodes: false, foldAt: 3 }).nodes.filter(n => n.kind === 'group').length, 1);
   assert.equal(L.buildGraph(doc, { artifactsAsNodes: false, foldAt: 7 }).nodes.filter(n => n.kind === 'group').length, 0);
   assert.notEqual(L.graphSignature(g), L.graphSignature(L.buildGraph(doc, { artifactsAsNodes: false })));
 });
 
 test('with artifacts as nodes a group links to each artifact once and lays out', () => {
   const g = L.buildGraph(rayDoc(), { artifactsAsNodes: true });
-  const grp = g.nodes.find(n => n.kind === 'group');
+  const grp = g.nodes.find(n => n.kind === 'group' && n.label.endsWith('featurize'));
   const shards = `a:${h(50)}`;
   assert.equal(g.edges.filter(x => x.from === shards && x.to === grp.id).length, 1);
   assert.equal(g.edges.filter(x => x.from === grp.id).length, 6, 'one edge to each part');
@@ -199,9 +200,11 @@ test('with artifacts as nodes a group links to each artifact once and lays out',
   assert.ok(placed.nodes.find(n => n.id === grp.id).y > placed.nodes.find(n => n.id === shards).y);
 });
 
-test('jobs without a parent never fold, whatever their step', () => {
+test('only Ray tasks fold: jobs without a parent, and other children of one step, stay jobs', () => {
   const doc = { project: '/p', jobs: [1, 2, 3, 4, 5].map(i => job(`c${i}`, i, { step: 'same' })) };
   assert.equal(L.buildGraph(doc, { artifactsAsNodes: false }).nodes.filter(n => n.kind === 'group').length, 0);
+  const runs = { project: '/p', jobs: [1, 2, 3, 4, 5].map(i => job(`r${i}`, i, { step: 'same', kind: 'run', parent_job: 'p0' })) };
+  assert.equal(L.buildGraph(runs, { artifactsAsNodes: false }).nodes.filter(n => n.kind === 'group').length, 0);
 });
 
 test('an empty DAG (a session with no jobs yet) lays out with a finite size', () => {
