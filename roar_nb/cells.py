@@ -145,11 +145,11 @@ class CellRecorder:
         draft.status = "failed" if failed else "ok"
         draft.exit_code = 1 if failed else 0
         draft.execution_count = execution_count
-        events, ray_tasks = trace.events, []
+        events, ray_tasks, ray_said = trace.events, [], None
         if self.ray_spool is not None:  # Ray tasks that reported since the last cell: child jobs
             from roar_nb import ray as ray_mod
 
-            events, ray_tasks = ray_mod.collect(self.project, draft, self.ray_spool, events)
+            events, ray_tasks, ray_said = ray_mod.collect(self.project, draft, self.ray_spool, events)
         result = CaptureResult(events=ev_mod.reduce(events), backend=trace.backend,
                                capture_level=trace.capture_level, notes=list(trace.notes))
         if not finished:
@@ -158,7 +158,7 @@ class CellRecorder:
         # Never freeze the kernel behind another process's write lock: after a short wait
         # the job goes to .roar/pending/ (said once per kernel) and is stored later.
         job, warnings = session_mod.record_job(self.project, draft, result, wait=session_mod.CELL_LOCK_WAIT_S,
-                                               s3=s3, after=ray_tasks)
+                                               s3=s3, ray=ray_said, after=ray_tasks)
         self.capture.threads.adopt(trace.threads,
                                    job.ref if job.seq else f"the cell run at {time.strftime('%H:%M:%S')}")
         self.git.refresh(draft.cwd)

@@ -184,7 +184,7 @@ class _CacheRows:
 def record_job(project: Project, draft: JobDraft, capture: CaptureResult,
                store_problem: str | None = None, wait: float | None = None,
                s3: CaptureResult | None = None, setup: CaptureResult | None = None,
-               after: list = ()) -> tuple[Job, list[str]]:
+               ray: CaptureResult | None = None, after: list = ()) -> tuple[Job, list[str]]:
     """Hash what the job touched and store it. Returns (job, warnings). Never loses the job:
     if the database cannot take it, the job is kept in .roar/pending/ (then `job.seq` is 0
     and the last warning is a PendingNote) and stored by the next roar command.
@@ -192,8 +192,9 @@ def record_job(project: Project, draft: JobDraft, capture: CaptureResult,
     `capture` is what the tracer (or the kernel's capture) saw; `s3` what the S3 proxy saw
     (its edges already hashed by the proxy, `roar_nb.proxy.to_edges`); `setup` what the
     front end knew before and around the run (the tracer chosen and why, a proxy that did
-    not start, a deleted working directory, a step timeout). Their backend, levels and
-    notes are folded into the job here and nowhere else (`capture.result.fold`).
+    not start, a deleted working directory, a step timeout); `ray` what the merge of the
+    job's Ray tasks could not see. Their backend, levels and notes are folded into the
+    job here and nowhere else (`capture.result.fold`).
     `store_problem`: why the caller already knows the store cannot be used. `wait`: the
     longest this call may wait for another writer's lock (default: the busy timeout);
     a notebook cell passes a short one, so a held lock sends the job to pending at once.
@@ -203,7 +204,7 @@ def record_job(project: Project, draft: JobDraft, capture: CaptureResult,
     from roar_nb import environment
     from roar_nb.hashing import hash_paths
 
-    results = [r for r in (setup, capture, s3) if r is not None]
+    results = [r for r in (setup, capture, s3, ray) if r is not None]
     for r in results:
         fold_capture(draft, r)
     reduced = capture.events if capture.events is not None else ev_mod.reduce([])
@@ -542,7 +543,7 @@ def run_command(project: Project, argv: list[str], kind: str = "run",
     try:
         draft.git = read_git(cwd)
         trace_dir = ev_mod.make_trace_dir(draft.id, os.path.join(project.roar_dir, "traces"))
-        run_argv = ray_mod.prepare(project, base_env, str(trace_dir), list(argv), cwd, draft)
+        run_argv = ray_mod.prepare(project, base_env, str(trace_dir), list(argv), cwd, setup)
         if proxy or (proxy is None and _proxy_wanted(project)):
             # Before `select`, which builds the child's environment: it gains the endpoint.
             running_proxy = _start_job_proxy(project, str(trace_dir), base_env, setup, required=bool(proxy))
@@ -599,10 +600,10 @@ def _finish_run(project, draft, setup, sel, select_mod, trace_dir, rc, store_pro
     else:
         events = []
     s3 = _finish_job_proxy(project, running_proxy, trace_dir) if running_proxy is not None else None
-    events, ray_tasks = ray_mod.merge(project, draft, trace_dir, events)  # Ray tasks: child jobs
+    events, ray_tasks, ray_said = ray_mod.merge(project, draft, trace_dir, events)  # Ray tasks: child jobs
     capture.events = ev_mod.reduce(events)
     job, more = record_job(project, draft, capture, store_problem=store_problem, s3=s3, setup=setup,
-                           after=ray_tasks)
+                           ray=ray_said, after=ray_tasks)
     warnings.extend(more)
     return job
 

@@ -23,6 +23,9 @@ from __future__ import annotations
 import os
 import sys
 
+from roar_nb.capture.result import CaptureResult
+from roar_nb.model import CAPTURE_PARTIAL
+
 HOOK = "roar_ray_hook.env_hook"
 BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot")
 ENV_SPOOL = "ROAR_RAY_SPOOL"
@@ -32,9 +35,10 @@ def spool_dir(trace_dir: str) -> str:
     return trace_dir.rstrip("/") + "-ray"
 
 
-def prepare(project, env: dict, trace_dir: str, argv: list, cwd: str, draft) -> list:
+def prepare(project, env: dict, trace_dir: str, argv: list, cwd: str, setup) -> list:
     """Arm the Ray hooks in a traced command's environment (a few string operations);
-    returns the argv to run: the same, except for `ray job submit` (see submit.py)."""
+    returns the argv to run: the same, except for `ray job submit` (see submit.py). What
+    cannot be captured goes to `setup` (the command's pre-run `CaptureResult`)."""
     if not project.config.get("ray.enabled") or not trace_dir:
         return argv
     spool = spool_dir(trace_dir)
@@ -42,15 +46,15 @@ def prepare(project, env: dict, trace_dir: str, argv: list, cwd: str, draft) -> 
     if len(argv) > 2 and argv[1] == "job" and argv[2] == "submit" and os.path.basename(argv[0]) == "ray":
         from roar_nb.ray import submit
 
-        n = len(draft.capture_notes)
-        argv = submit.rewrite(argv, spool, cwd, draft.capture_notes)
-        if len(draft.capture_notes) > n:  # each says what was not captured
-            draft.capture_level = "partial"
+        n = len(setup.notes)
+        argv = submit.rewrite(argv, spool, cwd, setup.notes)
+        if len(setup.notes) > n:  # each says what was not captured
+            setup.capture_level = CAPTURE_PARTIAL
         if project.config.get("ray.transport") == "actor":
             # A submitted job's driver runs on the cluster: it cannot hand the collector's
             # records to this host yet.
-            draft.capture_notes.append("ray.transport = actor is not supported for ray job submit yet: the "
-                                       "spool directory was used (the cluster must share this filesystem)")
+            setup.notes.append("ray.transport = actor is not supported for ray job submit yet: the "
+                               "spool directory was used (the cluster must share this filesystem)")
     return argv
 
 
@@ -86,13 +90,15 @@ def arm_kernel(project, base: str):
     return Spool(spool)
 
 
-def collect(project, draft, spool, events: list) -> tuple[list, list]:
+def collect(project, draft, spool, events: list) -> tuple[list, list, CaptureResult]:
     """At the end of a traced cell: the Ray tasks that reported since the last cell (see
     fragments.py for which cell each is the child of); returns (the cell's events without
-    Ray's own files, (task job, ray_tasks row) pairs to store with the cell). Never raises."""
+    Ray's own files, (task job, ray_tasks row) pairs to store with the cell, what the merge
+    could not see as a `CaptureResult` for `record_job`). Never raises."""
+    said = CaptureResult()
     try:
         if not os.path.isdir(spool.path):
-            return events, []
+            return events, [], said
         from roar_nb.ray import fragments
 
         if os.environ.get("ROAR_RAY_TRANSPORT") != "spool" and "ray" in sys.modules and \
@@ -100,19 +106,19 @@ def collect(project, draft, spool, events: list) -> tuple[list, list]:
             from roar_nb.ray import driver
 
             driver.drain(spool.path)  # records that came through the collector actor
-        return fragments.merge(project, draft, spool, events, final=False)
+        return (*fragments.merge(project, draft, spool, events, said, final=False), said)
     except Exception as e:  # noqa: BLE001 - the cell is still recorded
-        draft.capture_notes.append(f"Ray task records could not be merged ({type(e).__name__}: {e})")
-        draft.capture_level = "partial"
-        return events, []
+        _partial(said, f"Ray task records could not be merged ({type(e).__name__}: {e})")
+        return events, [], said
     finally:
         spool.windows.append((draft.started_at, draft.ended_at or draft.started_at, draft.id))
 
 
-def merge(project, draft, trace_dir: str, events: list) -> tuple[list, list]:
+def merge(project, draft, trace_dir: str, events: list) -> tuple[list, list, CaptureResult]:
     """The Ray tasks of the driver job `draft`; returns (the driver's events without Ray's
-    own files, (task job, ray_tasks row) pairs for `session.record_job(..., after=...)`).
-    Never raises: failures become notes."""
+    own files, (task job, ray_tasks row) pairs for `session.record_job(..., after=...)`,
+    what the merge could not see as a `CaptureResult`). Never raises: failures become notes."""
+    said = CaptureResult()
     spool = spool_dir(trace_dir) if trace_dir else ""
     try:
         used = bool(spool) and bool(os.listdir(spool))  # made by prepare: empty unless Ray ran
@@ -127,19 +133,22 @@ def merge(project, draft, trace_dir: str, events: list) -> tuple[list, list]:
         if any("/site-packages/ray/_private/" in e.path for e in events[:20000]):
             why = ("ray.enabled is false" if not project.config.get("ray.enabled") else
                    "Ray's runtime-env hook did not run (uv run, Ray Client, or a tracer other than preload)")
-            draft.capture_notes.append(f"this command used Ray but roar's Ray integration was off ({why}): "
-                                       "work done in Ray tasks was not captured")
-            draft.capture_level = "partial"
-        return events, []
+            _partial(said, f"this command used Ray but roar's Ray integration was off ({why}): "
+                           "work done in Ray tasks was not captured")
+        return events, [], said
     try:
         from roar_nb.ray import fragments
 
-        return fragments.merge(project, draft, fragments.Spool(spool), events)
+        return (*fragments.merge(project, draft, fragments.Spool(spool), events, said), said)
     except Exception as e:  # noqa: BLE001 - the driver job is still recorded
-        draft.capture_notes.append(f"Ray task records could not be merged ({type(e).__name__}: {e})")
-        draft.capture_level = "partial"
-        return events, []
+        _partial(said, f"Ray task records could not be merged ({type(e).__name__}: {e})")
+        return events, [], said
     finally:
         import shutil
 
         shutil.rmtree(spool, ignore_errors=True)
+
+
+def _partial(said: CaptureResult, note: str) -> None:
+    said.notes.append(note)
+    said.capture_level = CAPTURE_PARTIAL

@@ -203,28 +203,26 @@ def _remove(json_path: str) -> None:
         pass
 
 
-def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tuple[list, list]:
+def merge(project, draft, spool: Spool, events: list, said, final: bool = True) -> tuple[list, list]:
     """The tasks found in `spool` as jobs (children of `draft`, or of an earlier cell whose
     window they started in); returns (the draft's events without Ray's own files, a list of
     (task job, ray_tasks row) in the order they started), for the caller to store with
-    `draft` in one transaction (`session.record_job(..., after=...)`)."""
+    `draft` in one transaction (`session.record_job(..., after=...)`). What it could not see
+    goes to `said` (a `CaptureResult`, folded into the job by record_job)."""
     temps, kinds, problems = spool.driver_info()
     noise = tuple(temps | {spool.path + "/", "/dev/shm/plasma", "/tmp/ray/"})
     events = [e for e in events if not e.path.startswith(noise)]
     for p in problems:
-        draft.capture_notes.append(p)
-        draft.capture_level = CAPTURE_PARTIAL
+        _partial(said, p)
     frags = spool.fragments(final)
     if "submit" in kinds:
         if not any(t.get("kind") == "entrypoint" for t in frags.values()):
-            draft.capture_notes.append("the job's entrypoint ran on the Ray cluster and sent roar no record: its "
-                                       "own file I/O outside Ray tasks was not captured")
-            draft.capture_level = CAPTURE_PARTIAL
+            _partial(said, "the job's entrypoint ran on the Ray cluster and sent roar no record: its "
+                           "own file I/O outside Ray tasks was not captured")
     elif "hook" in kinds and "raylet" not in kinds and "attach" not in spool.said:
         spool.said.add("attach")
-        draft.capture_notes.append("Ray attached to a cluster it did not start here: tasks on it were not captured "
-                                   "(only a local ray.init() is supported yet)")
-        draft.capture_level = CAPTURE_PARTIAL
+        _partial(said, "Ray attached to a cluster it did not start here: tasks on it were not captured "
+                       "(only a local ray.init() is supported yet)")
     # Retries: keep the last successful attempt of a task, else its last attempt.
     best: dict = {}
     for (task, attempt), t in sorted(frags.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
@@ -238,19 +236,17 @@ def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tup
     for t in lost:
         best[t["task_id"]] = t
     if lost:
-        draft.capture_notes.append(f"{len(lost)} Ray task(s) lost: their worker died before reporting")
-        draft.capture_level = CAPTURE_PARTIAL
+        _partial(said, f"{len(lost)} Ray task(s) lost: their worker died before reporting")
     unseen = spool.unseen_by_roar(reported | {t["task_id"] for t in lost})
     for t in unseen:
         best[t["task_id"]] = t
     if unseen:
-        draft.capture_notes.append(f"{len(unseen)} Ray task(s) that Ray's state API reports as run sent roar no "
-                                   "record: recorded as lost")
-        draft.capture_level = CAPTURE_PARTIAL
+        _partial(said, f"{len(unseen)} Ray task(s) that Ray's state API reports as run sent roar no "
+                       "record: recorded as lost")
     spool.seen.update(reported | set(best))
     if running:
-        draft.capture_notes.append(f"{running} Ray task(s) still running when this cell ended: each is recorded "
-                                   "when the next traced cell ends, as the child of the cell it started in")
+        said.notes.append(f"{running} Ray task(s) still running when this cell ended: each is recorded "
+                          "when the next traced cell ends, as the child of the cell it started in")
     if not best:
         return events, []
     from roar_nb import environment
@@ -290,3 +286,8 @@ def merge(project, draft, spool: Spool, events: list, final: bool = True) -> tup
         row.update(status=status, exception_type=t.get("exception"))
         out.append((job, row))
     return events, out
+
+
+def _partial(said, note: str) -> None:
+    said.notes.append(note)
+    said.capture_level = CAPTURE_PARTIAL

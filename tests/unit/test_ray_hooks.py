@@ -45,9 +45,10 @@ def test_prepare_chains_an_existing_env_hook():
     assert env["ROAR_RAY_SPOOL"] == "/dev/shm/x/job-ray"
 
 
-class _Draft:
-    def __init__(self):
-        self.capture_notes, self.capture_level = [], "complete"
+def _Draft():
+    from roar_nb.capture.result import CaptureResult
+
+    return CaptureResult()  # the command's pre-run result, which prepare() writes its notes to
 
 
 class _On:
@@ -73,7 +74,7 @@ def test_job_submit_runtime_env_is_extended(tmp_path):
     assert renv["excludes"] == ["*.log", ".roar"] and renv["working_dir"] == "."
     assert renv["py_modules"] == [str(__import__("pathlib").Path(ray_mod.BOOT_DIR).parents[1])]
     assert json.loads((tmp_path / "job-ray" / "submit.json").read_text()) == {"working_dir": "/host/wd"}
-    assert d.capture_notes == [] and d.capture_level == "complete"
+    assert d.notes == [] and d.capture_level == "complete"
 
 
 def test_job_submit_without_runtime_env_gains_one_and_a_yaml_file_is_said(tmp_path):
@@ -89,4 +90,4 @@ def test_job_submit_without_runtime_env_gains_one_and_a_yaml_file_is_said(tmp_pa
         d = _Draft()
         argv = ["ray", "job", "submit", *bad, "--", "python", "p.py"]
         assert ray_mod.prepare(_On, {}, str(tmp_path / "k"), argv, "/h", d) == argv
-        assert d.capture_level == "partial" and "not captured" in d.capture_notes[0]
+        assert d.capture_level == "partial" and "not captured" in d.notes[0]
