@@ -212,9 +212,12 @@ def select(requested: str | None, argv: list, env: dict, trace_dir: str,
 
     child_env = dict(env)
     child_env["LD_PRELOAD"] = preload.compose(lib, child_env.get("LD_PRELOAD"))
-    from roar_nb.config import ENV_TRACE_DIR
+    from roar_nb.config import ENV_PTRACE_BIN, ENV_TRACE_DIR
 
     child_env[ENV_TRACE_DIR] = trace_dir
+    # A static program started under preload is handed to the ptrace tracer
+    # (roar-preload's attach.rs); empty: ptrace cannot work here, keep the note.
+    child_env[ENV_PTRACE_BIN] = (ptrace.binary_path() or "") if pt_problem is None else ""
     if info.static:
         notes.append(f"static binary {info.static} ran under preload: its own file I/O was not seen")
     if info.setuid and not root:
@@ -240,9 +243,10 @@ def check_runnable(argv: list, env: dict, cwd: str | None = None) -> None:
 def finish(sel: Selection) -> tuple[str, list, bool]:
     """After the run: (backend actually used, notes, partial?) including what the tracer reported."""
     backend, notes, partial = sel.backend, list(sel.notes), sel.partial
-    if sel.backend == "ptrace" and sel.trace_dir:
+    if sel.trace_dir and sel.backend in ("ptrace", "preload"):
+        # Under preload the notes come from `roar-ptrace --attach` (static children).
         used, extra = ptrace.read_notes(sel.trace_dir)
-        if used:
+        if used and sel.backend == "ptrace":
             backend = used
         for n in extra:
             if n not in notes:

@@ -145,6 +145,11 @@ CASES: list[Case] = [
          {"in.txt"}, {"out_asm.txt"}, _files(**{"in.txt": "a\n"}), beyond_libc=True),
     Case("static_busybox", lambda t, d: [BUSYBOX, "sh", "-c", "cat in.txt > out.txt; cp in.txt copy.txt"],
          {"in.txt"}, {"out.txt", "copy.txt"}, _files(**{"in.txt": "s\n"}), static=True),
+    # Issue 11 item 9: static programs started by a dynamic shell; the preload library hands
+    # each to `roar-ptrace --attach` before its exec (the static program forks and execs too).
+    Case("static_children", lambda t, d: ["sh", "-c", f"{BUSYBOX} cat in.txt > out.txt; "
+                                          f"{BUSYBOX} sh -c '{BUSYBOX} cp in.txt copy.txt & wait'"],
+         {"in.txt"}, {"out.txt", "copy.txt"}, _files(**{"in.txt": "s\n"})),
     Case("cp", lambda t, d: ["cp", "in.txt", "out.txt"], {"in.txt"}, {"out.txt"}, _files(**{"in.txt": "x" * 5000})),
     Case("mv", lambda t, d: ["mv", "a.txt", "b.txt"], set(), {"b.txt"}, _files(**{"a.txt": "m\n"})),
     # Issue 11 item 12: a directory the job did not write, moved: its files are outputs under

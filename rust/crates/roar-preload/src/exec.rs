@@ -13,6 +13,8 @@
 //! LD_PRELOAD in secure mode), started by this process, gets an `N` record
 //! (`static` / `setuid`, with this program's path) so the job is marked
 //! partial with the reason instead of silently missing its file I/O.
+//! Before a process execs a static program, the ptrace tracer is asked to
+//! follow it (attach.rs); the `static` note is written only if it cannot.
 //!
 //! The variadic `execl`, `execlp`, `execle` are defined in `csrc/exec_shim.c`
 //! (stable Rust cannot define C-variadic functions); see `lib.rs` for the
@@ -302,11 +304,23 @@ unsafe fn prepare(
     unsafe {
         let _errno = ErrnoGuard::save();
         // No panic may cross the C boundary (with_state catches its own).
-        let note = if record_now {
+        let mut note = if record_now {
             resolved.and_then(|p| std::panic::catch_unwind(|| untraced_note(p)).ok().flatten())
         } else {
             None
         };
+        // A static program about to replace us: have the ptrace tracer
+        // follow it from its exec on (attach.rs); the note stays only if
+        // that cannot be done.
+        if flush && note.as_deref().is_some_and(|n| n.starts_with(b"static ")) {
+            let dir = with_state(|st| st.active.then(|| st.file.dir.clone())).flatten();
+            if let Some(dir) = dir {
+                if std::panic::catch_unwind(|| crate::attach::attach_tracer(&dir)).unwrap_or(false)
+                {
+                    note = None;
+                }
+            }
+        }
         let dir = with_state(|st| {
             if !st.active {
                 return None;

@@ -4,6 +4,7 @@
 //! roar-ptrace [--trace-dir DIR] [--wait-all] [--fallback-preload LIB] -- CMD ARGS...
 //! roar-ptrace --preload-only LIB [--trace-dir DIR] -- CMD ARGS...
 //! roar-ptrace --probe
+//! roar-ptrace --attach PID --ready-fd FD [--trace-dir DIR]
 //! ```
 //!
 //! Writes roar-events v1 files (rust/EVENTS.md) into DIR (default
@@ -57,7 +58,14 @@
 //! `filter_refusal`). `ROAR_PTRACE_SECCOMP=0` forces the second mode,
 //! `ROAR_PTRACE_NOTIFY=0` opens as ptrace stops in the first.
 //!
-//! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic|die`.
+//! `--attach PID` traces a process we did not start: the preload library
+//! runs it (double-forked, so it is no child of the program) when a
+//! preloaded process is about to exec a static executable, which LD_PRELOAD
+//! cannot enter (`attach_process`). No front, no filter (it cannot be
+//! installed into another process): a stop at every syscall; one byte on
+//! FD says the process is seized; the tracer exits when its tracees are gone.
+//!
+//! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic|die|attach`.
 
 mod image;
 mod seccomp;
@@ -81,6 +89,10 @@ struct Args {
     preload_only: Option<OsString>,
     exec_only: bool,
     probe: bool,
+    /// `--attach PID`: trace this running process (see `attach_process`).
+    attach: Option<i32>,
+    /// `--ready-fd FD`: where `--attach` says "seized".
+    ready_fd: Option<i32>,
     cmd: Vec<OsString>,
 }
 
@@ -88,7 +100,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: roar-ptrace [--trace-dir DIR] [--wait-all] [--fallback-preload LIB] -- CMD [ARGS...]\n\
          \x20      roar-ptrace --preload-only LIB [--trace-dir DIR] -- CMD [ARGS...]\n\
-         \x20      roar-ptrace --probe"
+         \x20      roar-ptrace --probe\n\
+         \x20      roar-ptrace --attach PID --ready-fd FD [--trace-dir DIR]"
     );
     std::process::exit(2);
 }
@@ -104,6 +117,8 @@ fn parse_args() -> Args {
         preload_only: None,
         exec_only: false,
         probe: false,
+        attach: None,
+        ready_fd: None,
         cmd: Vec::new(),
     };
     while let Some(arg) = it.next() {
@@ -120,6 +135,15 @@ fn parse_args() -> Args {
             b"--preload-only" => a.preload_only = Some(it.next().unwrap_or_else(|| usage())),
             b"--exec-only" => a.exec_only = true,
             b"--probe" => a.probe = true,
+            b"--attach" | b"--ready-fd" => {
+                let v = it.next().and_then(|v| v.to_str()?.parse::<i32>().ok());
+                let v = Some(v.filter(|&v| v >= 0).unwrap_or_else(|| usage()));
+                if arg.as_bytes() == b"--attach" {
+                    a.attach = v;
+                } else {
+                    a.ready_fd = v;
+                }
+            }
             b"--version" => {
                 println!("roar-ptrace {} (events v1)", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
@@ -139,7 +163,7 @@ fn parse_args() -> Args {
             .unwrap_or_else(|_| b"/".to_vec());
         a.trace_dir = roar_events::normalize(&cwd, &a.trace_dir);
     }
-    if a.cmd.is_empty() && !a.probe {
+    if a.cmd.is_empty() && !a.probe && a.attach.is_none() {
         usage();
     }
     a
@@ -167,6 +191,9 @@ fn main() {
                 1
             }
         });
+    }
+    if let Some(pid) = args.attach {
+        attach_process(&args, pid);
     }
     let die_with = take_die_with();
     if die_with.is_some() {
@@ -938,6 +965,7 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
                 Some(since) => send(wr, &format!("T {since}\n")),
                 None => send(wr, "R\n"),
             }),
+            attach: false,
         },
         c,
         me,
@@ -965,6 +993,69 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         }
         // Everything that has exited is flushed already.
         send(wr, &format!("S {st} {remaining}\n"));
+    });
+    if let Some(d) = &t.degraded {
+        note(&dir, "partial", d);
+    }
+    if t.write_failed() {
+        note(&dir, "partial", "some trace records could not be written");
+    }
+    std::process::exit(0);
+}
+
+/// `--attach PID`: trace a running process from outside, from its next
+/// exec on (the preload library's `attach` in exec.rs starts us, then waits
+/// on `--ready-fd` before that exec). Exits 1 without a byte on the fd if
+/// the process cannot be seized; the library then lets it run untraced and
+/// notes it, as without us.
+///
+/// We are not its parent and leave no trace of ourselves in it: no filter
+/// and no `PTRACE_O_EXITKILL` (if we die it runs on untraced; the records
+/// we held are lost), a stop at every syscall. Its parent learns of its
+/// exit when we reap it, after its image was flushed (`PTRACE_O_TRACEEXIT`).
+fn attach_process(args: &Args, pid: i32) -> ! {
+    let Some(ready) = args.ready_fd else { usage() };
+    detach_from_caller(&[ready]);
+    let fault = std::env::var("ROAR_PTRACE_FAULT").unwrap_or_default();
+    // The real parent, for the headers of the images we record.
+    let ppid = sys::tgid_ppid(pid).map_or(0, |(_, p)| p);
+    if fault == "attach" || sys::seize_attach(pid).is_err() {
+        std::process::exit(1);
+    }
+    // A seized tracee runs on until something stops it; PTRACE_SYSCALL
+    // needs a stop to start from (the loop restarts it with that).
+    sys::interrupt(pid);
+    let mut t = Tracer::new(
+        Options {
+            trace_dir: args.trace_dir.clone(),
+            all_syscalls: true,
+            fault_panic: fault == "panic",
+            notify_fd: -1,
+            // Its parent, not us, sees it stop (PTRACE_LISTEN keeps it stopped).
+            on_job_stop: Box::new(|_| {}),
+            attach: true,
+        },
+        pid,
+        ppid,
+    );
+    // SAFETY: one byte from a static string; then the fd is of no more use.
+    unsafe {
+        libc::write(ready, b"k".as_ptr().cast(), 1);
+        libc::close(ready);
+    }
+    let dir = args.trace_dir.clone();
+    t.run(|t, _, remaining| {
+        if remaining > 0 {
+            note(
+                &dir,
+                "partial",
+                "processes started by a static program outlived it: the ptrace tracer \
+                 recorded them until they ended, possibly after the job was read",
+            );
+        }
+        if let Some(d) = &t.degraded {
+            note(&dir, "partial", d);
+        }
     });
     if let Some(d) = &t.degraded {
         note(&dir, "partial", d);
