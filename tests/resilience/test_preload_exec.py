@@ -3,8 +3,9 @@
 Every case is captured exactly or the job is `partial` with a note naming the real
 reason (issue 11 items 9, 10, 14; issue 12 item 9): a static program started by a
 dynamic one (handed to `roar-ptrace --attach`; partial only if that cannot be done),
-a daemon that outlives the command, io_uring, file calls through libc's `syscall()`, posix_spawn file actions, and trace records that cannot be
-written because /dev/shm is tiny or full.
+a daemon that outlives the command, io_uring, file calls through libc's `syscall()`,
+posix_spawn file actions, and trace records that cannot be written because /dev/shm
+is tiny or full.
 """
 
 from __future__ import annotations
