@@ -1,8 +1,8 @@
 """The preload library in real roar kernels and nested `roar run`s.
 
 Issue 11 items 9 and 15, issue 12 item 7: `!busybox` from a traced cell is captured
-(handed to `roar-ptrace --attach`), or partial with the reason if ptrace cannot attach; `roar run` inside a traced command or cell is a job of its own,
-with its own I/O, whose parent is the enclosing job; the roar kernel keeps the
+(handed to `roar-ptrace --attach`), or partial with the reason if ptrace cannot
+attach; `roar run` inside a traced command or cell is a job of its own, with its own I/O, whose parent is the enclosing job; the roar kernel keeps the
 user's own LD_PRELOAD; a library path with a space works (CLI and kernel) instead
 of making ld.so complain in every process and recording nothing.
 """
