@@ -2,9 +2,10 @@
 
 Issue 11 items 9 and 15, issue 12 item 7: `!busybox` from a traced cell is captured
 (handed to `roar-ptrace --attach`), or partial with the reason if ptrace cannot
-attach; `roar run` inside a traced command or cell is a job of its own, with its own I/O, whose parent is the enclosing job; the roar kernel keeps the
-user's own LD_PRELOAD; a library path with a space works (CLI and kernel) instead
-of making ld.so complain in every process and recording nothing.
+attach; `roar run` inside a traced command or cell is a job of its own, with its
+own I/O, whose parent is the enclosing job; the roar kernel keeps the user's own
+LD_PRELOAD; a library path with a space works (CLI and kernel) instead of making
+ld.so complain in every process and recording nothing.
 """
 
 from __future__ import annotations
