@@ -115,6 +115,20 @@ def test_static_program_sees_no_extra_child_and_keeps_its_parent(inp):
     assert last_job(inp)["capture_level"] == "complete", last_job(inp)["capture_notes"]
 
 
+def test_children_that_outlive_the_static_program_are_noted(inp):
+    """A static shell leaves a background job behind: the attached tracer follows it (its
+    output is recorded here because the command waits), and says that it outlived the
+    program (a job that ends first could be read before that I/O)."""
+    r = inp.roar("run", "sh", "-c", 'busybox sh -c "(busybox sleep 0.3; busybox cp in.txt late.txt) &"; '
+                 "i=0; while [ ! -e late.txt ] && [ $i -lt 600 ]; do busybox sleep 0.1; i=$((i+1)); done; "
+                 "busybox sleep 0.5", timeout=180)
+    job = last_job(inp)
+    assert "late.txt" in names(job, "outputs")
+    assert job["capture_level"] == "partial"
+    assert "processes started by a static program outlived it" in notes(job)
+    assert b"outlived it" in r.stderr
+
+
 def test_static_binary_is_partial_with_the_reason_when_ptrace_cannot_attach(inp):
     """The tracer refuses to attach (test fault): the program runs untraced, as before, and
     the job says so."""

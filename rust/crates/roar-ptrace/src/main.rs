@@ -1044,15 +1044,8 @@ fn attach_process(args: &Args, pid: i32) -> ! {
         libc::close(ready);
     }
     let dir = args.trace_dir.clone();
-    t.run(|t, _, remaining| {
-        if remaining > 0 {
-            note(
-                &dir,
-                "partial",
-                "processes started by a static program outlived it: the ptrace tracer \
-                 recorded them until they ended, possibly after the job was read",
-            );
-        }
+    // Descendants that outlive the root are noted at its exit stop (tracer.rs).
+    t.run(|t, _, _| {
         if let Some(d) = &t.degraded {
             note(&dir, "partial", d);
         }

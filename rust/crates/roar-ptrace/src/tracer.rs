@@ -544,6 +544,14 @@ impl Tracer {
                 if let Some(th) = self.threads.get(&tid) {
                     th.image.borrow_mut().flush(&self.opts.trace_dir);
                 }
+                if tid == self.root && self.threads.values().any(|th| th.tgid != self.root) {
+                    // Said now, before the parent can learn of the exit and the job end.
+                    self.note_partial(
+                        "processes started by a static program outlived it: the ptrace tracer \
+                         recorded them until they ended, possibly after the job was read"
+                            .into(),
+                    );
+                }
                 false
             }
             _ => false,
