@@ -71,13 +71,16 @@ def test_static_program_that_forks_and_execs_is_followed(inp):
     shell running a background job and another static program), and lets go of a dynamic
     program it execs (the preload library records that one itself)."""
     script = ("busybox sh -c 'busybox cp in.txt a.txt & wait; busybox cat a.txt > b.txt; "
-              "/bin/cat b.txt > c.txt; exec busybox cp c.txt d.txt'")
+              "/bin/cat b.txt > c.txt; /bin/grep TracerPid /proc/self/status > tracer.txt; "
+              "exec busybox cp c.txt d.txt'")
     inp.roar("run", "sh", "-c", script)
     job = last_job(inp)
     assert job["capture_level"] == "complete", job["capture_notes"]
-    assert names(job, "outputs") == {"a.txt", "b.txt", "c.txt", "d.txt"}
+    assert names(job, "outputs") == {"a.txt", "b.txt", "c.txt", "tracer.txt", "d.txt"}
     assert names(job, "inputs") == {"in.txt"}
     assert (inp.root / "d.txt").read_text() == "data\n"
+    # The dynamic grep was let go by the tracer (the library recorded it).
+    assert (inp.root / "tracer.txt").read_text().split() == ["TracerPid:", "0"]
 
 
 def test_failing_static_program_keeps_its_exit_status_and_output(inp):
@@ -127,6 +130,26 @@ def test_children_that_outlive_the_static_program_are_noted(inp):
     assert job["capture_level"] == "partial"
     assert "processes started by a static program outlived it" in notes(job)
     assert b"outlived it" in r.stderr
+
+
+def test_failed_exec_of_a_static_program_lets_the_caller_go(inp):
+    """The exec the tracer was attached for fails (E2BIG: one argument over 128 KiB): the
+    tracer lets go, and the program carries on untraced by ptrace, recorded by the library."""
+    code = textwrap.dedent(f"""
+        import os
+        try:
+            os.execv({BUSYBOX!r}, ["busybox", "echo", "x" * 200000])
+        except OSError as e:
+            print("failed", e.errno)
+        status = open("/proc/self/status").read()
+        print([l for l in status.splitlines() if l.startswith("TracerPid")][0].split())
+        open("after.txt", "w").write(open("in.txt").read())
+    """)
+    r = inp.roar("run", PY, "-c", code)
+    assert r.stdout.decode().splitlines() == ["failed 7", "['TracerPid:', '0']"]
+    job = last_job(inp)
+    assert job["capture_level"] == "complete", job["capture_notes"]
+    assert names(job, "outputs") == {"after.txt"} and "in.txt" in names(job, "inputs")
 
 
 def test_static_binary_is_partial_with_the_reason_when_ptrace_cannot_attach(inp):
