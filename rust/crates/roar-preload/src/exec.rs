@@ -239,6 +239,22 @@ fn read_head(path: &CStr) -> Option<(Vec<u8>, libc::stat)> {
     Some((head, st))
 }
 
+/// Whether `path` carries file capabilities (`security.capability`).
+fn has_file_caps(path: &[u8]) -> bool {
+    let Ok(c) = CString::new(path) else {
+        return true; // cannot tell: do not attach
+    };
+    // SAFETY: NUL-terminated strings; a NULL buffer of size 0 only asks for the size.
+    unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        ) >= 0
+    }
+}
+
 /// Why the program at `path` will run untraced, if it will: `static` (no
 /// loader) or `setuid` (the loader ignores LD_PRELOAD in secure mode). A
 /// `#!` script is judged by its interpreter (one level, as the kernel does
@@ -312,7 +328,12 @@ unsafe fn prepare(
         // A static program about to replace us: have the ptrace tracer
         // follow it from its exec on (attach.rs); the note stays only if
         // that cannot be done.
-        if flush && note.as_deref().is_some_and(|n| n.starts_with(b"static ")) {
+        // Not a program with file capabilities: traced by a tracer without
+        // CAP_SYS_PTRACE, the kernel would run it without them.
+        if flush
+            && note.as_deref().is_some_and(|n| n.starts_with(b"static "))
+            && !resolved.is_some_and(has_file_caps)
+        {
             let dir = with_state(|st| st.active.then(|| st.file.dir.clone())).flatten();
             if let Some(dir) = dir {
                 if std::panic::catch_unwind(|| crate::attach::attach_tracer(&dir)).unwrap_or(false)
