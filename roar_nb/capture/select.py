@@ -216,15 +216,23 @@ def select(requested: str | None, argv: list, env: dict, trace_dir: str,
 
     child_env[ENV_TRACE_DIR] = trace_dir
     # A static program started under preload is handed to the ptrace tracer
-    # (roar-preload's attach.rs); empty: ptrace cannot work here, keep the note.
+    # (roar_events::attach); empty: ptrace cannot work here, keep the note.
     child_env[ENV_PTRACE_BIN] = (ptrace.binary_path() or "") if pt_problem is None else ""
-    if info.static:
+    run_argv = list(argv)
+    if info.static and pt_problem is None:
+        # The preload launcher hands a static command to `roar-ptrace --attach` (static
+        # programs started later are handed over by the library); each notes what it could not.
+        run_argv = ptrace.preload_command(trace_dir, run_argv, lib)
+        child_env["LD_PRELOAD"] = env.get("LD_PRELOAD", "")  # the launcher puts the library first
+        if not child_env["LD_PRELOAD"]:
+            del child_env["LD_PRELOAD"]
+    elif info.static:
         notes.append(f"static binary {info.static} ran under preload: its own file I/O was not seen")
     if info.setuid and not root:
         notes.append(f"setuid program {info.setuid} ran under preload: the loader ignores LD_PRELOAD for it")
     elif info.env_clearing:
         notes.append(f"{info.env_clearing} rebuilds the environment: programs it starts may not be traced")
-    return Selection("preload", list(argv), child_env, trace_dir, notes, bool(notes), why)
+    return Selection("preload", run_argv, child_env, trace_dir, notes, bool(notes), why)
 
 
 def check_runnable(argv: list, env: dict, cwd: str | None = None) -> None:

@@ -25,10 +25,6 @@ import fidelity_corpus as fc  # noqa: E402
 
 # What the preload library cannot see, by design of LD_PRELOAD (see rust/README.md).
 PRELOAD_GAPS = {
-    # The static program is the command itself, started by the (untraced) launcher: no preloaded
-    # process execs it, so none can hand it to roar-ptrace (auto runs it under ptrace; a static
-    # program exec'd by a traced one is attached: `static_children`).
-    "static_busybox": "static binary: the loader never runs, LD_PRELOAD is ignored (job is marked partial)",
     "c_syscall_asm": "syscall instructions without libc: no LD_PRELOAD hook runs (ptrace sees it)",
 }
 

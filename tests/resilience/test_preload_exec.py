@@ -47,7 +47,8 @@ def bare(proj, *argv, env=None):
     return p.returncode, p.stdout, p.stderr
 
 
-STATIC_BY_SHELL = "busybox cat in.txt; busybox cat in.txt > /dev/null; busybox cp in.txt out.txt"
+# `env` finds busybox with execvp, whose failed attempts along PATH come first.
+STATIC_BY_SHELL = "busybox cat in.txt; busybox cat in.txt > /dev/null; env busybox cp in.txt out.txt"
 
 
 @pytest.mark.parametrize("tracer", ["auto", "preload"])

@@ -180,34 +180,6 @@ fn search_path(file: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Little-endian field of `n` bytes at `off` in `b` (None past the end).
-fn le(b: &[u8], off: usize, n: usize) -> Option<u64> {
-    let s = b.get(off..off.checked_add(n)?)?;
-    Some(s.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
-}
-
-/// Whether an ELF image (its first bytes in `head`) is an executable
-/// without PT_INTERP: the kernel starts it directly, ld.so never runs, so
-/// LD_PRELOAD cannot enter it. `None` when it cannot tell (not ELF, program
-/// headers beyond `head`): no note rather than a wrong one.
-fn elf_is_static(head: &[u8]) -> Option<bool> {
-    if head.get(..4)? != b"\x7fELF" || head.get(5) != Some(&1) {
-        return None; // not ELF, or big-endian (not a Linux x86_64/aarch64 host)
-    }
-    let (phoff, phentsize, phnum) = match head.get(4)? {
-        2 => (le(head, 0x20, 8)?, le(head, 0x36, 2)?, le(head, 0x38, 2)?),
-        1 => (le(head, 0x1c, 4)?, le(head, 0x2a, 2)?, le(head, 0x2c, 2)?),
-        _ => return None,
-    };
-    for i in 0..phnum {
-        let off = usize::try_from(phoff.checked_add(i.checked_mul(phentsize)?)?).ok()?;
-        if le(head, off, 4)? == 3 {
-            return Some(false); // PT_INTERP
-        }
-    }
-    Some(true)
-}
-
 /// The first 4 KiB of `path` and its stat, read with raw syscalls (they
 /// bypass our own hooks and leave errno to the caller's guard).
 fn read_head(path: &CStr) -> Option<(Vec<u8>, libc::stat)> {
@@ -276,9 +248,9 @@ fn untraced_kind(path: &[u8]) -> Option<&'static [u8]> {
             .find(|w| !w.is_empty())?;
         let c = CString::new(interp).ok()?;
         let (ihead, _) = read_head(&c)?;
-        return (elf_is_static(&ihead) == Some(true)).then_some(b"static");
+        return (roar_events::attach::elf_is_static(&ihead) == Some(true)).then_some(b"static");
     }
-    (elf_is_static(&head) == Some(true)).then_some(b"static")
+    (roar_events::attach::elf_is_static(&head) == Some(true)).then_some(b"static")
 }
 
 /// The note for starting `target`, if it will run untraced: `kind` and the
@@ -306,7 +278,8 @@ fn untraced_note(target: &[u8]) -> Option<Vec<u8>> {
 /// Shared work before a program starts: record X for `resolved` (if any),
 /// optionally flush (exec: our image is about to be replaced), and compute
 /// the environment to pass. Never panics across the boundary; errno is
-/// preserved.
+/// preserved. `attached`: set when a static `resolved` was handed to the
+/// ptrace tracer (the caller must then exec exactly `resolved`).
 ///
 /// # Safety
 /// `envp` as in [`fix_env`].
@@ -315,6 +288,7 @@ unsafe fn prepare(
     record_now: bool,
     flush: bool,
     envp: *const *const c_char,
+    attached: &mut bool,
 ) -> Option<FixedEnv> {
     // SAFETY: the caller upholds this function's contract (its `# Safety` section).
     unsafe {
@@ -339,6 +313,7 @@ unsafe fn prepare(
                 if std::panic::catch_unwind(|| crate::attach::attach_tracer(&dir)).unwrap_or(false)
                 {
                     note = None;
+                    *attached = true;
                 }
             }
         }
@@ -417,7 +392,7 @@ pub unsafe extern "C" fn roar_internal_execve(
             return real(path, argv, envp);
         };
         let target = exec_target(path);
-        let fixed = prepare(target.as_deref(), true, true, envp);
+        let fixed = prepare(target.as_deref(), true, true, envp, &mut false);
         real(path, argv, fixed.as_ref().map_or(envp, |f| f.as_ptr()))
     }
 }
@@ -441,8 +416,20 @@ pub unsafe extern "C" fn roar_internal_execvpe(
             return real(file, argv, envp);
         };
         let target = search_path(cbytes(file));
-        let fixed = prepare(target.as_deref(), true, true, envp);
-        real(file, argv, fixed.as_ref().map_or(envp, |f| f.as_ptr()))
+        let mut attached = false;
+        let fixed = prepare(target.as_deref(), true, true, envp, &mut attached);
+        let env = fixed.as_ref().map_or(envp, |f| f.as_ptr());
+        if attached {
+            // The file found, exec'd directly: execvpe's failed attempts along
+            // PATH would look to the tracer like the exec it waits for failing.
+            if let (Some(t), Some(exe)) = (
+                target.and_then(|t| CString::new(t).ok()),
+                real::real_execve(),
+            ) {
+                return exe(t.as_ptr(), argv, env);
+            }
+        }
+        real(file, argv, env)
     }
 }
 
@@ -535,7 +522,7 @@ unsafe fn spawn_common(
         } else {
             exec_target(path)
         };
-        let fixed = prepare(None, false, false, envp);
+        let fixed = prepare(None, false, false, envp, &mut false);
         let r = real(
             pid,
             path,

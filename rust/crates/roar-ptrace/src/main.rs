@@ -38,8 +38,10 @@
 //! (the command was forked / its status reached the front), read by
 //! roar_nb/capture/ptrace.py.
 //!
-//! `--preload-only LIB` is a minimal launcher (no tracer at all) used by the
-//! benchmarks to measure the preload library without the roar CLI;
+//! `--preload-only LIB` is a minimal launcher (no tracer, unless CMD is a
+//! static executable: then it has `--attach` trace it, as the library does
+//! for static programs it execs), used by `roar run --tracer preload` for a
+//! static command and by the benchmarks and the fidelity corpus;
 //! `--exec-only` runs CMD untraced (`roar run --tracer none`), only so that
 //! it dies with roar (below).
 //!
@@ -292,8 +294,91 @@ fn exec_preload(args: &Args, lib: &OsString) -> ! {
             "ROAR_TRACE_DIR",
             std::ffi::OsStr::from_bytes(&args.trace_dir),
         );
+        // LD_PRELOAD cannot enter a static command: have ourselves trace it
+        // from outside, as the library does for the static programs it execs.
+        if let Some(target) = static_command(&args.cmd[0]) {
+            let me = std::env::current_exe()
+                .ok()
+                .and_then(|p| CString::new(p.into_os_string().into_vec()).ok());
+            let attached = std::env::var_os("ROAR_PTRACE_BIN").is_none_or(|v| !v.is_empty())
+                && me.is_some_and(|me| roar_events::attach::attach_tracer(&me, &args.trace_dir));
+            if !attached {
+                note(
+                    &args.trace_dir,
+                    "partial",
+                    &format!(
+                        "static binary {} ran under preload: its own file I/O was not seen",
+                        roar_events::display_path(&target)
+                    ),
+                );
+            }
+            // The file found, exec'd directly: execvp's failed attempts along
+            // PATH would look to the tracer like the exec it waits for failing.
+            if let Ok(path) = CString::new(target) {
+                let own = cstrings(&args.cmd);
+                let mut argv: Vec<*const libc::c_char> = own.iter().map(|s| s.as_ptr()).collect();
+                argv.push(std::ptr::null());
+                default_sigpipe();
+                // SAFETY: a NUL-terminated path and a NULL-terminated argv
+                // that outlive the call.
+                unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+                fail_exec(&args.cmd, std::io::Error::last_os_error());
+            }
+        }
     }
     fail_exec(&args.cmd, exec_cmd(&args.cmd));
+}
+
+/// The file `cmd` runs if it is a static executable (or a `#!` script whose
+/// interpreter is one) that may be traced: not set-id, no file capabilities
+/// (a tracer without CAP_SYS_PTRACE would make the kernel drop them).
+fn static_command(cmd: &OsString) -> Option<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let c = cmd.as_bytes();
+    let path: Vec<u8> = if c.contains(&b'/') {
+        c.to_vec()
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+        path.as_bytes().split(|&b| b == b':').find_map(|d| {
+            let mut p = if d.is_empty() {
+                b".".to_vec()
+            } else {
+                d.to_vec()
+            };
+            p.push(b'/');
+            p.extend_from_slice(c);
+            let m = std::fs::metadata(std::ffi::OsStr::from_bytes(&p)).ok()?;
+            (m.is_file() && m.mode() & 0o111 != 0).then_some(p)
+        })?
+    };
+    let head = |p: &[u8]| -> Option<(Vec<u8>, std::fs::Metadata)> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(std::ffi::OsStr::from_bytes(p)).ok()?;
+        let mut b = vec![0u8; 4096];
+        let n = f.read(&mut b).ok()?;
+        b.truncate(n);
+        Some((b, f.metadata().ok()?))
+    };
+    let (h, m) = head(&path)?;
+    let mut scratch = Vec::new();
+    if m.mode() & 0o6000 != 0 || sys::has_file_caps(&path, &mut scratch) {
+        return None;
+    }
+    let elf = match h.strip_prefix(b"#!") {
+        Some(rest) => {
+            let line = rest.split(|&b| b == b'\n').next()?;
+            let interp = line
+                .split(|&b| b == b' ' || b == b'\t')
+                .find(|w| !w.is_empty())?;
+            let (ih, im) = head(interp)?;
+            if im.mode() & 0o6000 != 0 || sys::has_file_caps(interp, &mut scratch) {
+                return None;
+            }
+            ih
+        }
+        None => h,
+    };
+    (roar_events::attach::elf_is_static(&elf) == Some(true)).then_some(path)
 }
 
 fn fail_exec(cmd: &[OsString], e: std::io::Error) -> ! {
@@ -1004,8 +1089,8 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
 }
 
 /// `--attach PID`: trace a running process from outside, from its next
-/// exec on (the preload library's `attach` in exec.rs starts us, then waits
-/// on `--ready-fd` before that exec). Exits 1 without a byte on the fd if
+/// exec on (`roar_events::attach` starts us, from the preload library or
+/// `--preload-only`, then waits on `--ready-fd` before that exec). Exits 1 without a byte on the fd if
 /// the process cannot be seized; the library then lets it run untraced and
 /// notes it, as without us.
 ///
