@@ -153,17 +153,21 @@ def test_failed_exec_of_a_static_program_lets_the_caller_go(inp):
     assert names(job, "outputs") == {"after.txt"} and "in.txt" in names(job, "inputs")
 
 
-def test_static_program_with_file_capabilities_is_not_attached(inp):
+@pytest.mark.parametrize("how", ["started by a shell", "the command under --tracer preload"])
+def test_static_program_with_file_capabilities_is_not_attached(inp, how):
     """A tracer without CAP_SYS_PTRACE would make the kernel drop the program's file
     capabilities: it runs untraced, as before, and the job says so."""
     (inp.root / "capbin").mkdir()
     shutil.copy(BUSYBOX, inp.root / "capbin" / "busybox")
     subprocess.run(["setcap", "cap_net_raw+ep", str(inp.root / "capbin" / "busybox")], check=True)
-    inp.roar("run", "sh", "-c", "capbin/busybox cp in.txt out.txt")
+    if how == "started by a shell":
+        inp.roar("run", "sh", "-c", "capbin/busybox cp in.txt out.txt")
+    else:
+        inp.roar("run", "--tracer", "preload", "capbin/busybox", "cp", "in.txt", "out.txt")
     assert (inp.root / "out.txt").read_text() == "data\n"
     job = last_job(inp)
     assert job["capture_level"] == "partial"
-    assert "capbin/busybox started by" in notes(job) and "ran untraced" in notes(job)
+    assert "capbin/busybox" in notes(job) and ("ran untraced" in notes(job) or "ran under preload" in notes(job))
 
 
 def test_static_binary_is_partial_with_the_reason_when_ptrace_cannot_attach(inp):

@@ -296,11 +296,12 @@ fn exec_preload(args: &Args, lib: &OsString) -> ! {
         );
         // LD_PRELOAD cannot enter a static command: have ourselves trace it
         // from outside, as the library does for the static programs it execs.
-        if let Some(target) = static_command(&args.cmd[0]) {
+        if let Some((target, may_trace)) = static_command(&args.cmd[0]) {
             let me = std::env::current_exe()
                 .ok()
                 .and_then(|p| CString::new(p.into_os_string().into_vec()).ok());
-            let attached = std::env::var_os("ROAR_PTRACE_BIN").is_none_or(|v| !v.is_empty())
+            let attached = may_trace
+                && std::env::var_os("ROAR_PTRACE_BIN").is_none_or(|v| !v.is_empty())
                 && me.is_some_and(|me| roar_events::attach::attach_tracer(&me, &args.trace_dir));
             if !attached {
                 note(
@@ -330,9 +331,10 @@ fn exec_preload(args: &Args, lib: &OsString) -> ! {
 }
 
 /// The file `cmd` runs if it is a static executable (or a `#!` script whose
-/// interpreter is one) that may be traced: not set-id, no file capabilities
-/// (a tracer without CAP_SYS_PTRACE would make the kernel drop them).
-fn static_command(cmd: &OsString) -> Option<Vec<u8>> {
+/// interpreter is one), and whether it may be traced: not set-id, no file
+/// capabilities (a tracer without CAP_SYS_PTRACE would make the kernel drop
+/// them; it then runs untraced, noted).
+fn static_command(cmd: &OsString) -> Option<(Vec<u8>, bool)> {
     use std::os::unix::fs::MetadataExt;
     let c = cmd.as_bytes();
     let path: Vec<u8> = if c.contains(&b'/') {
@@ -361,9 +363,7 @@ fn static_command(cmd: &OsString) -> Option<Vec<u8>> {
     };
     let (h, m) = head(&path)?;
     let mut scratch = Vec::new();
-    if m.mode() & 0o6000 != 0 || sys::has_file_caps(&path, &mut scratch) {
-        return None;
-    }
+    let mut may_trace = m.mode() & 0o6000 == 0 && !sys::has_file_caps(&path, &mut scratch);
     let elf = match h.strip_prefix(b"#!") {
         Some(rest) => {
             let line = rest.split(|&b| b == b'\n').next()?;
@@ -371,14 +371,12 @@ fn static_command(cmd: &OsString) -> Option<Vec<u8>> {
                 .split(|&b| b == b' ' || b == b'\t')
                 .find(|w| !w.is_empty())?;
             let (ih, im) = head(interp)?;
-            if im.mode() & 0o6000 != 0 || sys::has_file_caps(interp, &mut scratch) {
-                return None;
-            }
+            may_trace &= im.mode() & 0o6000 == 0 && !sys::has_file_caps(interp, &mut scratch);
             ih
         }
         None => h,
     };
-    (roar_events::attach::elf_is_static(&elf) == Some(true)).then_some(path)
+    (roar_events::attach::elf_is_static(&elf) == Some(true)).then_some((path, may_trace))
 }
 
 fn fail_exec(cmd: &[OsString], e: std::io::Error) -> ! {
