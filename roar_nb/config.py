@@ -20,6 +20,7 @@ CONFIG_NAME = "config.toml"
 ENV_PROJECT = "ROAR_PROJECT"  # directory holding .roar/ (skips the upward search)
 ENV_PRELOAD_LIB = "ROAR_PRELOAD_LIB"  # path of libroar_preload.so
 ENV_TRACE_DIR = "ROAR_TRACE_DIR"  # set by roar for the native tracer; not for users
+ENV_PTRACE_BIN = "ROAR_PTRACE_BIN"  # set by roar: the tracer the preload library hands static programs to
 ENV_CONTROL = "ROAR_CONTROL"  # a kernel's control block (rust/EVENTS.md), followed by its descendants; not for users
 ENV_TRACER = "ROAR_TRACER"  # overrides tracer.default for one command
 ENV_QUIET = "ROAR_QUIET"  # "1": no run summary

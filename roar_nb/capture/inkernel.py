@@ -39,10 +39,20 @@ from typing import Optional
 
 from roar_nb.capture import audit, carryover
 from roar_nb.capture import events as ev_mod
-from roar_nb.capture import preload
-from roar_nb.config import ENV_CONTROL, ENV_TRACE_DIR
+from roar_nb.capture import preload, ptrace
+from roar_nb.config import ENV_CONTROL, ENV_PTRACE_BIN, ENV_TRACE_DIR
 from roar_nb.model import (CAPTURE_COMPLETE, CAPTURE_PARTIAL, CAPTURE_PYTHON, OP_EXEC, OP_LINK, OP_MOVE,
                            Event, factory, record)
+
+_PTRACE_BIN: list = []
+
+
+def _ptrace_bin() -> str:
+    """The roar-ptrace binary if ptrace can work here, else "" (the library then notes static programs)."""
+    if not _PTRACE_BIN:
+        _PTRACE_BIN.append((ptrace.binary_path() or "") if ptrace.problem() is None else "")
+    return _PTRACE_BIN[0]
+
 
 HOW_TO_NATIVE = ("roar: python-level capture only (C extensions such as pyarrow are not seen); "
                  "for complete capture run `roar kernel install` and pick the \"Python 3 (roar)\" kernel")
@@ -203,10 +213,12 @@ class CellCapture:
         self._mode = "audit"
 
     def _set_env(self, trace_dir: str) -> None:
-        self._saved_env = {k: os.environ.get(k) for k in ("LD_PRELOAD", ENV_TRACE_DIR)}
+        self._saved_env = {k: os.environ.get(k) for k in ("LD_PRELOAD", ENV_TRACE_DIR, ENV_PTRACE_BIN)}
         if self.child_lib:
             os.environ["LD_PRELOAD"] = preload.compose(self.child_lib, os.environ.get("LD_PRELOAD"))
             os.environ[ENV_TRACE_DIR] = trace_dir
+            # Static programs a cell starts are handed to the ptrace tracer (roar-preload's attach.rs).
+            os.environ[ENV_PTRACE_BIN] = _ptrace_bin()
 
     def _restore_env(self) -> None:
         for k, v in self._saved_env.items():
@@ -241,6 +253,8 @@ class CellCapture:
         # the control block): not "processes still running when the job ended".
         native_events, problems = (ev_mod.read_trace_dir(trace_dir, exempt=carryover.pool_process_pids())
                                    if trace_dir else ([], []))
+        if trace_dir:
+            problems += ptrace.read_notes(trace_dir)[1]  # from `roar-ptrace --attach` (static programs)
         if problems:
             notes.extend(problems)
             if level == CAPTURE_COMPLETE:

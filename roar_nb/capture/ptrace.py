@@ -67,6 +67,12 @@ def probe() -> tuple[bool, str]:
     return r.returncode == 0, text.removeprefix("ok: ")
 
 
+def preload_command(trace_dir: str, argv: list[str], lib: str) -> list[str]:
+    """The argv that runs `argv` under the preload library through roar-ptrace's minimal
+    launcher, which hands a static `argv` to `roar-ptrace --attach` before exec'ing it."""
+    return [binary_path() or BIN_NAME, "--preload-only", lib, "--trace-dir", trace_dir, "--", *argv]
+
+
 def command(trace_dir: str, argv: list[str], fallback_preload: str | None = None,
             wait_all: bool = False) -> list[str]:
     """The argv that runs `argv` under the ptrace tracer."""

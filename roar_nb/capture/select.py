@@ -212,16 +212,27 @@ def select(requested: str | None, argv: list, env: dict, trace_dir: str,
 
     child_env = dict(env)
     child_env["LD_PRELOAD"] = preload.compose(lib, child_env.get("LD_PRELOAD"))
-    from roar_nb.config import ENV_TRACE_DIR
+    from roar_nb.config import ENV_PTRACE_BIN, ENV_TRACE_DIR
 
     child_env[ENV_TRACE_DIR] = trace_dir
-    if info.static:
+    # A static program started under preload is handed to the ptrace tracer
+    # (roar_events::attach); empty: ptrace cannot work here, keep the note.
+    child_env[ENV_PTRACE_BIN] = (ptrace.binary_path() or "") if pt_problem is None else ""
+    run_argv = list(argv)
+    if info.static and pt_problem is None:
+        # The preload launcher hands a static command to `roar-ptrace --attach` (static
+        # programs started later are handed over by the library); each notes what it could not.
+        run_argv = ptrace.preload_command(trace_dir, run_argv, lib)
+        child_env["LD_PRELOAD"] = env.get("LD_PRELOAD", "")  # the launcher puts the library first
+        if not child_env["LD_PRELOAD"]:
+            del child_env["LD_PRELOAD"]
+    elif info.static:
         notes.append(f"static binary {info.static} ran under preload: its own file I/O was not seen")
     if info.setuid and not root:
         notes.append(f"setuid program {info.setuid} ran under preload: the loader ignores LD_PRELOAD for it")
     elif info.env_clearing:
         notes.append(f"{info.env_clearing} rebuilds the environment: programs it starts may not be traced")
-    return Selection("preload", list(argv), child_env, trace_dir, notes, bool(notes), why)
+    return Selection("preload", run_argv, child_env, trace_dir, notes, bool(notes), why)
 
 
 def check_runnable(argv: list, env: dict, cwd: str | None = None) -> None:
@@ -240,9 +251,10 @@ def check_runnable(argv: list, env: dict, cwd: str | None = None) -> None:
 def finish(sel: Selection) -> tuple[str, list, bool]:
     """After the run: (backend actually used, notes, partial?) including what the tracer reported."""
     backend, notes, partial = sel.backend, list(sel.notes), sel.partial
-    if sel.backend == "ptrace" and sel.trace_dir:
+    if sel.trace_dir and sel.backend in ("ptrace", "preload"):
+        # Under preload the notes come from `roar-ptrace --attach` (static children).
         used, extra = ptrace.read_notes(sel.trace_dir)
-        if used:
+        if used and sel.backend == "ptrace":
             backend = used
         for n in extra:
             if n not in notes:

@@ -25,7 +25,6 @@ import fidelity_corpus as fc  # noqa: E402
 
 # What the preload library cannot see, by design of LD_PRELOAD (see rust/README.md).
 PRELOAD_GAPS = {
-    "static_busybox": "static binary: the loader never runs, LD_PRELOAD is ignored (job is marked partial)",
     "c_syscall_asm": "syscall instructions without libc: no LD_PRELOAD hook runs (ptrace sees it)",
 }
 

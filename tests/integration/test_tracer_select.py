@@ -54,9 +54,21 @@ def test_auto_looks_through_launchers(proj):
     assert job(proj)["backend"] == "ptrace"
 
 
-def test_static_binary_under_preload_is_partial_and_said(proj):
+def test_static_binary_under_preload_is_handed_to_ptrace(proj):
+    """The preload launcher has `roar-ptrace --attach` trace a static command (same pid)."""
     Path(proj.path("in.txt")).write_text("s\n")
-    p = proj.roar("run", "--tracer", "preload", BUSYBOX, "cp", "in.txt", "out.txt")
+    p = proj.roar("run", "--tracer", "preload", BUSYBOX, "sh", "-c", "cp in.txt out.txt; exit 3", check=False)
+    assert p.returncode == 3
+    j = job(proj)
+    assert (j["backend"], j["capture_level"]) == ("preload", "complete"), j["capture_notes"]
+    assert names(j["inputs"]) == {"in.txt"} and names(j["outputs"]) == {"out.txt"}
+    assert b"partial" not in p.stderr
+
+
+def test_static_binary_under_preload_is_partial_and_said_when_ptrace_cannot_attach(proj):
+    Path(proj.path("in.txt")).write_text("s\n")
+    p = proj.roar("run", "--tracer", "preload", BUSYBOX, "cp", "in.txt", "out.txt",
+                  env={"ROAR_PTRACE_FAULT": "attach"})
     j = job(proj)
     assert (j["backend"], j["capture_level"]) == ("preload", "partial")
     assert any(f"static binary {BUSYBOX} ran under preload" in n for n in j["capture_notes"])

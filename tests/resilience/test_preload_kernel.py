@@ -1,10 +1,11 @@
 """The preload library in real roar kernels and nested `roar run`s.
 
-Issue 11 items 9 and 15, issue 12 item 7: `!busybox` from a traced cell is partial
-with the reason; `roar run` inside a traced command or cell is a job of its own,
-with its own I/O, whose parent is the enclosing job; the roar kernel keeps the
-user's own LD_PRELOAD; a library path with a space works (CLI and kernel) instead
-of making ld.so complain in every process and recording nothing.
+Issue 11 items 9 and 15, issue 12 item 7: `!busybox` from a traced cell is captured
+(handed to `roar-ptrace --attach`), or partial with the reason if ptrace cannot
+attach; `roar run` inside a traced command or cell is a job of its own, with its
+own I/O, whose parent is the enclosing job; the roar kernel keeps the user's own
+LD_PRELOAD; a library path with a space works (CLI and kernel) instead of making
+ld.so complain in every process and recording nothing.
 """
 
 from __future__ import annotations
@@ -66,9 +67,22 @@ def base(e) -> str:
 
 # --- static children and nested jobs in a traced cell -------------------------------------
 
-def test_busybox_from_a_traced_cell_is_partial(jupyter_kernels, tmp_path):
+def test_busybox_from_a_traced_cell_is_captured(jupyter_kernels, tmp_path):
+    """The cell's shell hands the static program to `roar-ptrace --attach` before its exec."""
     (tmp_path / "in.txt").write_text("x\n")
     out = run_cells(tmp_path, ["%load_ext roar", "%%roar\n!busybox cp in.txt out.txt"])
+    assert (tmp_path / "out.txt").read_text() == "x\n", out
+    (job,) = all_jobs(tmp_path)
+    assert job["capture_level"] == "complete", job["capture_notes"]
+    assert [base(e) for e in job["outputs"]] == ["out.txt"]
+    assert "in.txt" in {base(e) for e in job["inputs"]}
+    assert "capture partial" not in out[1]
+
+
+def test_busybox_from_a_traced_cell_is_partial_when_ptrace_cannot_attach(jupyter_kernels, tmp_path):
+    (tmp_path / "in.txt").write_text("x\n")
+    out = run_cells(tmp_path, ["%load_ext roar", "%%roar\n!busybox cp in.txt out.txt"],
+                    env={"ROAR_PTRACE_FAULT": "attach"})
     assert (tmp_path / "out.txt").read_text() == "x\n", out
     (job,) = all_jobs(tmp_path)
     assert job["capture_level"] == "partial"

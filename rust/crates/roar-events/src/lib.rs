@@ -10,13 +10,15 @@
 //!
 //! and, beside the format, [`launch`]: the start-up protocol between `roar
 //! run` and the first native code in the command's process (shared by the
-//! preload library and roar-ptrace).
+//! preload library and roar-ptrace), and [`attach`]: how a process about to
+//! exec a static program has roar-ptrace trace it from outside.
 //!
 //! It must not do I/O in the encoder path and must not allocate there beyond
 //! growing the caller's buffer: the encoder runs inside the LD_PRELOAD hooks of
 //! traced processes. Paths are raw bytes everywhere (Linux paths need not be
 //! UTF-8); nothing here ever converts them through `str`.
 
+pub mod attach;
 pub mod launch;
 
 use std::fmt;

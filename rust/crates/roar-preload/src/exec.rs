@@ -13,6 +13,8 @@
 //! LD_PRELOAD in secure mode), started by this process, gets an `N` record
 //! (`static` / `setuid`, with this program's path) so the job is marked
 //! partial with the reason instead of silently missing its file I/O.
+//! Before a process execs a static program, the ptrace tracer is asked to
+//! follow it (attach.rs); the `static` note is written only if it cannot.
 //!
 //! The variadic `execl`, `execlp`, `execle` are defined in `csrc/exec_shim.c`
 //! (stable Rust cannot define C-variadic functions); see `lib.rs` for the
@@ -178,34 +180,6 @@ fn search_path(file: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Little-endian field of `n` bytes at `off` in `b` (None past the end).
-fn le(b: &[u8], off: usize, n: usize) -> Option<u64> {
-    let s = b.get(off..off.checked_add(n)?)?;
-    Some(s.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
-}
-
-/// Whether an ELF image (its first bytes in `head`) is an executable
-/// without PT_INTERP: the kernel starts it directly, ld.so never runs, so
-/// LD_PRELOAD cannot enter it. `None` when it cannot tell (not ELF, program
-/// headers beyond `head`): no note rather than a wrong one.
-fn elf_is_static(head: &[u8]) -> Option<bool> {
-    if head.get(..4)? != b"\x7fELF" || head.get(5) != Some(&1) {
-        return None; // not ELF, or big-endian (not a Linux x86_64/aarch64 host)
-    }
-    let (phoff, phentsize, phnum) = match head.get(4)? {
-        2 => (le(head, 0x20, 8)?, le(head, 0x36, 2)?, le(head, 0x38, 2)?),
-        1 => (le(head, 0x1c, 4)?, le(head, 0x2a, 2)?, le(head, 0x2c, 2)?),
-        _ => return None,
-    };
-    for i in 0..phnum {
-        let off = usize::try_from(phoff.checked_add(i.checked_mul(phentsize)?)?).ok()?;
-        if le(head, off, 4)? == 3 {
-            return Some(false); // PT_INTERP
-        }
-    }
-    Some(true)
-}
-
 /// The first 4 KiB of `path` and its stat, read with raw syscalls (they
 /// bypass our own hooks and leave errno to the caller's guard).
 fn read_head(path: &CStr) -> Option<(Vec<u8>, libc::stat)> {
@@ -237,6 +211,22 @@ fn read_head(path: &CStr) -> Option<(Vec<u8>, libc::stat)> {
     Some((head, st))
 }
 
+/// Whether `path` carries file capabilities (`security.capability`).
+fn has_file_caps(path: &[u8]) -> bool {
+    let Ok(c) = CString::new(path) else {
+        return true; // cannot tell: do not attach
+    };
+    // SAFETY: NUL-terminated strings; a NULL buffer of size 0 only asks for the size.
+    unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        ) >= 0
+    }
+}
+
 /// Why the program at `path` will run untraced, if it will: `static` (no
 /// loader) or `setuid` (the loader ignores LD_PRELOAD in secure mode). A
 /// `#!` script is judged by its interpreter (one level, as the kernel does
@@ -258,9 +248,9 @@ fn untraced_kind(path: &[u8]) -> Option<&'static [u8]> {
             .find(|w| !w.is_empty())?;
         let c = CString::new(interp).ok()?;
         let (ihead, _) = read_head(&c)?;
-        return (elf_is_static(&ihead) == Some(true)).then_some(b"static");
+        return (roar_events::attach::elf_is_static(&ihead) == Some(true)).then_some(b"static");
     }
-    (elf_is_static(&head) == Some(true)).then_some(b"static")
+    (roar_events::attach::elf_is_static(&head) == Some(true)).then_some(b"static")
 }
 
 /// The note for starting `target`, if it will run untraced: `kind` and the
@@ -288,7 +278,8 @@ fn untraced_note(target: &[u8]) -> Option<Vec<u8>> {
 /// Shared work before a program starts: record X for `resolved` (if any),
 /// optionally flush (exec: our image is about to be replaced), and compute
 /// the environment to pass. Never panics across the boundary; errno is
-/// preserved.
+/// preserved. `attached`: set when a static `resolved` was handed to the
+/// ptrace tracer (the caller must then exec exactly `resolved`).
 ///
 /// # Safety
 /// `envp` as in [`fix_env`].
@@ -297,16 +288,35 @@ unsafe fn prepare(
     record_now: bool,
     flush: bool,
     envp: *const *const c_char,
+    attached: &mut bool,
 ) -> Option<FixedEnv> {
     // SAFETY: the caller upholds this function's contract (its `# Safety` section).
     unsafe {
         let _errno = ErrnoGuard::save();
         // No panic may cross the C boundary (with_state catches its own).
-        let note = if record_now {
+        let mut note = if record_now {
             resolved.and_then(|p| std::panic::catch_unwind(|| untraced_note(p)).ok().flatten())
         } else {
             None
         };
+        // A static program about to replace us: have the ptrace tracer
+        // follow it from its exec on (attach.rs); the note stays only if
+        // that cannot be done.
+        // Not a program with file capabilities: traced by a tracer without
+        // CAP_SYS_PTRACE, the kernel would run it without them.
+        if flush
+            && note.as_deref().is_some_and(|n| n.starts_with(b"static "))
+            && !resolved.is_some_and(has_file_caps)
+        {
+            let dir = with_state(|st| st.active.then(|| st.file.dir.clone())).flatten();
+            if let Some(dir) = dir {
+                if std::panic::catch_unwind(|| crate::attach::attach_tracer(&dir)).unwrap_or(false)
+                {
+                    note = None;
+                    *attached = true;
+                }
+            }
+        }
         let dir = with_state(|st| {
             if !st.active {
                 return None;
@@ -382,7 +392,7 @@ pub unsafe extern "C" fn roar_internal_execve(
             return real(path, argv, envp);
         };
         let target = exec_target(path);
-        let fixed = prepare(target.as_deref(), true, true, envp);
+        let fixed = prepare(target.as_deref(), true, true, envp, &mut false);
         real(path, argv, fixed.as_ref().map_or(envp, |f| f.as_ptr()))
     }
 }
@@ -406,8 +416,20 @@ pub unsafe extern "C" fn roar_internal_execvpe(
             return real(file, argv, envp);
         };
         let target = search_path(cbytes(file));
-        let fixed = prepare(target.as_deref(), true, true, envp);
-        real(file, argv, fixed.as_ref().map_or(envp, |f| f.as_ptr()))
+        let mut attached = false;
+        let fixed = prepare(target.as_deref(), true, true, envp, &mut attached);
+        let env = fixed.as_ref().map_or(envp, |f| f.as_ptr());
+        if attached {
+            // The file found, exec'd directly: execvpe's failed attempts along
+            // PATH would look to the tracer like the exec it waits for failing.
+            if let (Some(t), Some(exe)) = (
+                target.and_then(|t| CString::new(t).ok()),
+                real::real_execve(),
+            ) {
+                return exe(t.as_ptr(), argv, env);
+            }
+        }
+        real(file, argv, env)
     }
 }
 
@@ -500,7 +522,7 @@ unsafe fn spawn_common(
         } else {
             exec_target(path)
         };
-        let fixed = prepare(None, false, false, envp);
+        let fixed = prepare(None, false, false, envp, &mut false);
         let r = real(
             pid,
             path,

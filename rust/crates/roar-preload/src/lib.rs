@@ -34,6 +34,7 @@
 //! [`control`] (the control block a host publishes its jobs through, and
 //! that its descendants follow).
 
+pub mod attach;
 pub mod control;
 pub mod exec;
 pub mod fault;

@@ -4,6 +4,7 @@
 //! roar-ptrace [--trace-dir DIR] [--wait-all] [--fallback-preload LIB] -- CMD ARGS...
 //! roar-ptrace --preload-only LIB [--trace-dir DIR] -- CMD ARGS...
 //! roar-ptrace --probe
+//! roar-ptrace --attach PID --ready-fd FD [--trace-dir DIR]
 //! ```
 //!
 //! Writes roar-events v1 files (rust/EVENTS.md) into DIR (default
@@ -37,8 +38,10 @@
 //! (the command was forked / its status reached the front), read by
 //! roar_nb/capture/ptrace.py.
 //!
-//! `--preload-only LIB` is a minimal launcher (no tracer at all) used by the
-//! benchmarks to measure the preload library without the roar CLI;
+//! `--preload-only LIB` is a minimal launcher (no tracer, unless CMD is a
+//! static executable: then it has `--attach` trace it, as the library does
+//! for static programs it execs), used by `roar run --tracer preload` for a
+//! static command and by the benchmarks and the fidelity corpus;
 //! `--exec-only` runs CMD untraced (`roar run --tracer none`), only so that
 //! it dies with roar (below).
 //!
@@ -57,7 +60,14 @@
 //! `filter_refusal`). `ROAR_PTRACE_SECCOMP=0` forces the second mode,
 //! `ROAR_PTRACE_NOTIFY=0` opens as ptrace stops in the first.
 //!
-//! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic|die`.
+//! `--attach PID` traces a process we did not start: the preload library
+//! runs it (double-forked, so it is no child of the program) when a
+//! preloaded process is about to exec a static executable, which LD_PRELOAD
+//! cannot enter (`attach_process`). No front, no filter (it cannot be
+//! installed into another process): a stop at every syscall; one byte on
+//! FD says the process is seized; the tracer exits when its tracees are gone.
+//!
+//! Test-only fault injection: `ROAR_PTRACE_FAULT=traceme|seccomp|panic|die|attach`.
 
 mod image;
 mod seccomp;
@@ -81,6 +91,10 @@ struct Args {
     preload_only: Option<OsString>,
     exec_only: bool,
     probe: bool,
+    /// `--attach PID`: trace this running process (see `attach_process`).
+    attach: Option<i32>,
+    /// `--ready-fd FD`: where `--attach` says "seized".
+    ready_fd: Option<i32>,
     cmd: Vec<OsString>,
 }
 
@@ -88,7 +102,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: roar-ptrace [--trace-dir DIR] [--wait-all] [--fallback-preload LIB] -- CMD [ARGS...]\n\
          \x20      roar-ptrace --preload-only LIB [--trace-dir DIR] -- CMD [ARGS...]\n\
-         \x20      roar-ptrace --probe"
+         \x20      roar-ptrace --probe\n\
+         \x20      roar-ptrace --attach PID --ready-fd FD [--trace-dir DIR]"
     );
     std::process::exit(2);
 }
@@ -104,6 +119,8 @@ fn parse_args() -> Args {
         preload_only: None,
         exec_only: false,
         probe: false,
+        attach: None,
+        ready_fd: None,
         cmd: Vec::new(),
     };
     while let Some(arg) = it.next() {
@@ -120,6 +137,15 @@ fn parse_args() -> Args {
             b"--preload-only" => a.preload_only = Some(it.next().unwrap_or_else(|| usage())),
             b"--exec-only" => a.exec_only = true,
             b"--probe" => a.probe = true,
+            b"--attach" | b"--ready-fd" => {
+                let v = it.next().and_then(|v| v.to_str()?.parse::<i32>().ok());
+                let v = Some(v.filter(|&v| v >= 0).unwrap_or_else(|| usage()));
+                if arg.as_bytes() == b"--attach" {
+                    a.attach = v;
+                } else {
+                    a.ready_fd = v;
+                }
+            }
             b"--version" => {
                 println!("roar-ptrace {} (events v1)", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
@@ -139,7 +165,7 @@ fn parse_args() -> Args {
             .unwrap_or_else(|_| b"/".to_vec());
         a.trace_dir = roar_events::normalize(&cwd, &a.trace_dir);
     }
-    if a.cmd.is_empty() && !a.probe {
+    if a.cmd.is_empty() && !a.probe && a.attach.is_none() {
         usage();
     }
     a
@@ -167,6 +193,9 @@ fn main() {
                 1
             }
         });
+    }
+    if let Some(pid) = args.attach {
+        attach_process(&args, pid);
     }
     let die_with = take_die_with();
     if die_with.is_some() {
@@ -265,8 +294,89 @@ fn exec_preload(args: &Args, lib: &OsString) -> ! {
             "ROAR_TRACE_DIR",
             std::ffi::OsStr::from_bytes(&args.trace_dir),
         );
+        // LD_PRELOAD cannot enter a static command: have ourselves trace it
+        // from outside, as the library does for the static programs it execs.
+        if let Some((target, may_trace)) = static_command(&args.cmd[0]) {
+            let me = std::env::current_exe()
+                .ok()
+                .and_then(|p| CString::new(p.into_os_string().into_vec()).ok());
+            let attached = may_trace
+                && std::env::var_os("ROAR_PTRACE_BIN").is_none_or(|v| !v.is_empty())
+                && me.is_some_and(|me| roar_events::attach::attach_tracer(&me, &args.trace_dir));
+            if !attached {
+                note(
+                    &args.trace_dir,
+                    "partial",
+                    &format!(
+                        "static binary {} ran under preload: its own file I/O was not seen",
+                        roar_events::display_path(&target)
+                    ),
+                );
+            }
+            // The file found, exec'd directly: execvp's failed attempts along
+            // PATH would look to the tracer like the exec it waits for failing.
+            if let Ok(path) = CString::new(target) {
+                let own = cstrings(&args.cmd);
+                let mut argv: Vec<*const libc::c_char> = own.iter().map(|s| s.as_ptr()).collect();
+                argv.push(std::ptr::null());
+                default_sigpipe();
+                // SAFETY: a NUL-terminated path and a NULL-terminated argv
+                // that outlive the call.
+                unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+                fail_exec(&args.cmd, std::io::Error::last_os_error());
+            }
+        }
     }
     fail_exec(&args.cmd, exec_cmd(&args.cmd));
+}
+
+/// The file `cmd` runs if it is a static executable (or a `#!` script whose
+/// interpreter is one), and whether it may be traced: not set-id, no file
+/// capabilities (a tracer without CAP_SYS_PTRACE would make the kernel drop
+/// them; it then runs untraced, noted).
+fn static_command(cmd: &OsString) -> Option<(Vec<u8>, bool)> {
+    use std::os::unix::fs::MetadataExt;
+    let c = cmd.as_bytes();
+    let path: Vec<u8> = if c.contains(&b'/') {
+        c.to_vec()
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+        path.as_bytes().split(|&b| b == b':').find_map(|d| {
+            let mut p = if d.is_empty() {
+                b".".to_vec()
+            } else {
+                d.to_vec()
+            };
+            p.push(b'/');
+            p.extend_from_slice(c);
+            let m = std::fs::metadata(std::ffi::OsStr::from_bytes(&p)).ok()?;
+            (m.is_file() && m.mode() & 0o111 != 0).then_some(p)
+        })?
+    };
+    let head = |p: &[u8]| -> Option<(Vec<u8>, std::fs::Metadata)> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(std::ffi::OsStr::from_bytes(p)).ok()?;
+        let mut b = vec![0u8; 4096];
+        let n = f.read(&mut b).ok()?;
+        b.truncate(n);
+        Some((b, f.metadata().ok()?))
+    };
+    let (h, m) = head(&path)?;
+    let mut scratch = Vec::new();
+    let mut may_trace = m.mode() & 0o6000 == 0 && !sys::has_file_caps(&path, &mut scratch);
+    let elf = match h.strip_prefix(b"#!") {
+        Some(rest) => {
+            let line = rest.split(|&b| b == b'\n').next()?;
+            let interp = line
+                .split(|&b| b == b' ' || b == b'\t')
+                .find(|w| !w.is_empty())?;
+            let (ih, im) = head(interp)?;
+            may_trace &= im.mode() & 0o6000 == 0 && !sys::has_file_caps(interp, &mut scratch);
+            ih
+        }
+        None => h,
+    };
+    (roar_events::attach::elf_is_static(&elf) == Some(true)).then_some((path, may_trace))
 }
 
 fn fail_exec(cmd: &[OsString], e: std::io::Error) -> ! {
@@ -938,6 +1048,7 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
                 Some(since) => send(wr, &format!("T {since}\n")),
                 None => send(wr, "R\n"),
             }),
+            attach: false,
         },
         c,
         me,
@@ -965,6 +1076,62 @@ fn tracer_process(args: &Args, wr: i32) -> ! {
         }
         // Everything that has exited is flushed already.
         send(wr, &format!("S {st} {remaining}\n"));
+    });
+    if let Some(d) = &t.degraded {
+        note(&dir, "partial", d);
+    }
+    if t.write_failed() {
+        note(&dir, "partial", "some trace records could not be written");
+    }
+    std::process::exit(0);
+}
+
+/// `--attach PID`: trace a running process from outside, from its next
+/// exec on (`roar_events::attach` starts us, from the preload library or
+/// `--preload-only`, then waits on `--ready-fd` before that exec). Exits 1 without a byte on the fd if
+/// the process cannot be seized; the library then lets it run untraced and
+/// notes it, as without us.
+///
+/// We are not its parent and leave no trace of ourselves in it: no filter
+/// and no `PTRACE_O_EXITKILL` (if we die it runs on untraced; the records
+/// we held are lost), a stop at every syscall. Its parent learns of its
+/// exit when we reap it, after its image was flushed (`PTRACE_O_TRACEEXIT`).
+fn attach_process(args: &Args, pid: i32) -> ! {
+    let Some(ready) = args.ready_fd else { usage() };
+    detach_from_caller(&[ready]);
+    let fault = std::env::var("ROAR_PTRACE_FAULT").unwrap_or_default();
+    // The real parent, for the headers of the images we record.
+    let ppid = sys::tgid_ppid(pid).map_or(0, |(_, p)| p);
+    if fault == "attach" || sys::seize_attach(pid).is_err() {
+        std::process::exit(1);
+    }
+    // A seized tracee runs on until something stops it; PTRACE_SYSCALL
+    // needs a stop to start from (the loop restarts it with that).
+    sys::interrupt(pid);
+    let mut t = Tracer::new(
+        Options {
+            trace_dir: args.trace_dir.clone(),
+            all_syscalls: true,
+            fault_panic: fault == "panic",
+            notify_fd: -1,
+            // Its parent, not us, sees it stop (PTRACE_LISTEN keeps it stopped).
+            on_job_stop: Box::new(|_| {}),
+            attach: true,
+        },
+        pid,
+        ppid,
+    );
+    // SAFETY: one byte from a static string; then the fd is of no more use.
+    unsafe {
+        libc::write(ready, b"k".as_ptr().cast(), 1);
+        libc::close(ready);
+    }
+    let dir = args.trace_dir.clone();
+    // Descendants that outlive the root are noted at its exit stop (tracer.rs).
+    t.run(|t, _, _| {
+        if let Some(d) = &t.degraded {
+            note(&dir, "partial", d);
+        }
     });
     if let Some(d) = &t.degraded {
         note(&dir, "partial", d);

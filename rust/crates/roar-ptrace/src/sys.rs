@@ -223,6 +223,61 @@ const OPTIONS: i32 = libc::PTRACE_O_TRACESYSGOOD
     | libc::PTRACE_O_TRACESECCOMP
     | libc::PTRACE_O_EXITKILL;
 
+/// The options of a process seized from outside (`--attach`): no filter, so
+/// no `PTRACE_O_EXITKILL` (if the tracer dies the program goes on untraced,
+/// which it can: nothing of ours is installed in it), and
+/// `PTRACE_O_TRACEEXIT` so an image is flushed before its parent, which is
+/// not us, can learn that it exited.
+const ATTACH_OPTIONS: i32 =
+    (OPTIONS & !libc::PTRACE_O_EXITKILL & !libc::PTRACE_O_TRACESECCOMP) | libc::PTRACE_O_TRACEEXIT;
+
+/// `PTRACE_SEIZE` a process we did not start (`--attach`), with
+/// [`ATTACH_OPTIONS`].
+pub fn seize_attach(tid: i32) -> io::Result<()> {
+    // SAFETY: plain ptrace request; the options travel in the data argument.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, ATTACH_OPTIONS as usize) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether the current image of `tid` was started through a program
+/// interpreter (ld.so: `AT_BASE` in its auxiliary vector is not 0), i.e.
+/// LD_PRELOAD can enter it. `false` when it cannot be read.
+pub fn has_interpreter(tid: i32) -> bool {
+    let Ok(b) = std::fs::read(format!("/proc/{tid}/auxv")) else {
+        return false;
+    };
+    let w = std::mem::size_of::<usize>();
+    b.chunks_exact(2 * w).any(|c| {
+        let key = usize::from_ne_bytes(c[..w].try_into().unwrap_or_default());
+        let val = usize::from_ne_bytes(c[w..].try_into().unwrap_or_default());
+        key == libc::AT_BASE as usize && val != 0
+    })
+}
+
+/// Whether the environment of `tid` (after an exec) preloads our library
+/// and points it at `trace_dir`: the library will record that image itself.
+pub fn preloads_into(tid: i32, trace_dir: &[u8]) -> bool {
+    let Ok(env) = std::fs::read(format!("/proc/{tid}/environ")) else {
+        return false;
+    };
+    let mut lib = false;
+    let mut dir = false;
+    for e in env.split(|&b| b == 0) {
+        if let Some(v) = e.strip_prefix(b"LD_PRELOAD=") {
+            lib = lib
+                || v.split(|&b| b == b':' || b == b' ')
+                    .any(|x| x.ends_with(b"/libroar_preload.so"));
+        } else if let Some(v) = e.strip_prefix(b"ROAR_TRACE_DIR=") {
+            dir = dir || v == trace_dir;
+        }
+    }
+    lib && dir
+}
+
 /// `PTRACE_SETOPTIONS` with [`OPTIONS`] on a `PTRACE_TRACEME` tracee (the
 /// probe's).
 pub fn set_options(tid: i32) -> io::Result<()> {

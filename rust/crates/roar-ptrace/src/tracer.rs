@@ -121,6 +121,13 @@ pub struct Options {
     /// signal was delivered, CLOCK_MONOTONIC) and with `None` when it leaves
     /// it (SIGCONT): the front stops and resumes with it.
     pub on_job_stop: Box<dyn FnMut(Option<u64>)>,
+    /// The root is a process we attached to from outside (`--attach`: a
+    /// preloaded program about to exec a static one). Its image before that
+    /// exec belongs to the preload library (nothing recorded here); if that
+    /// exec fails, it is let go; a later exec into an image the library
+    /// records itself (dynamic, our LD_PRELOAD and trace dir in its
+    /// environment) is let go too, so no image is recorded twice.
+    pub attach: bool,
 }
 
 /// The tracer state for one traced command.
@@ -156,6 +163,10 @@ pub struct Tracer {
     cap_sys_ptrace: Option<bool>,
     /// `partial` notes already written to the notes file.
     noted: HashSet<String>,
+    /// `Options::attach` and the root has not exec'd yet.
+    attach_waiting: bool,
+    /// ... and its last syscall entry was an exec.
+    attach_in_exec: bool,
 }
 
 fn wifexited(s: i32) -> bool {
@@ -164,7 +175,8 @@ fn wifexited(s: i32) -> bool {
 
 impl Tracer {
     /// A tracer whose root tracee `root` has just stopped for the first time
-    /// (options already set by the caller). `tracer_pid` becomes its ppid.
+    /// (options already set by the caller). `tracer_pid` becomes its ppid
+    /// (with `Options::attach`: the root's real parent).
     pub fn new(opts: Options, root: i32, tracer_pid: i32) -> Tracer {
         let mut t = Tracer {
             opts,
@@ -182,9 +194,17 @@ impl Tracer {
             euid: sys::euid(),
             cap_sys_ptrace: None,
             noted: HashSet::new(),
+            attach_waiting: false,
+            attach_in_exec: false,
         };
+        t.attach_waiting = t.opts.attach;
         let img = Rc::new(RefCell::new(Image::new(root as u32, tracer_pid as u32)));
         img.borrow_mut().threads = 1;
+        if t.opts.attach {
+            // Not ours to record (see `Options::attach`): finished empty, so
+            // it writes no file and drops what would be recorded into it.
+            img.borrow_mut().finish(&t.opts.trace_dir);
+        }
         t.images.insert(root, img.clone());
         t.threads.insert(
             root,
@@ -507,6 +527,31 @@ impl Tracer {
             libc::PTRACE_EVENT_EXEC => {
                 let former = sys::event_msg(tid).map(|f| f as i32).unwrap_or(tid);
                 self.on_exec(tid, former);
+                if self.opts.attach {
+                    self.attach_waiting = false;
+                    if sys::has_interpreter(tid) && sys::preloads_into(tid, &self.opts.trace_dir) {
+                        // The preload library records this image (and what it
+                        // starts) itself: let it go.
+                        self.thread_gone(tid);
+                        sys::detach(tid);
+                    }
+                }
+                false
+            }
+            libc::PTRACE_EVENT_EXIT => {
+                // Only asked for with `Options::attach`: the parent learns of
+                // the exit when we reap it, so the image must be on disk first.
+                if let Some(th) = self.threads.get(&tid) {
+                    th.image.borrow_mut().flush(&self.opts.trace_dir);
+                }
+                if tid == self.root && self.threads.values().any(|th| th.tgid != self.root) {
+                    // Said now, before the parent can learn of the exit and the job end.
+                    self.note_partial(
+                        "processes started by a static program outlived it: the ptrace tracer \
+                         recorded them until they ended, possibly after the job was read"
+                            .into(),
+                    );
+                }
                 false
             }
             _ => false,
@@ -744,6 +789,9 @@ impl Tracer {
 
     /// A syscall is about to run. Returns whether to stop again at its exit.
     fn on_entry(&mut self, tid: i32, arch: u32, nr: i64, a: [u64; 6]) -> bool {
+        if self.attach_waiting && tid == self.root {
+            self.attach_in_exec = nr == libc::SYS_execve || nr == libc::SYS_execveat;
+        }
         if arch != sys::NATIVE_AUDIT_ARCH {
             return false;
         }
@@ -1130,6 +1178,17 @@ impl Tracer {
 
     /// The pending syscall of `tid` returned.
     fn on_exit(&mut self, tid: i32, rval: i64, is_error: bool) {
+        if self.attach_waiting && tid == self.root && self.attach_in_exec {
+            self.attach_in_exec = false;
+            if is_error || rval < 0 {
+                // The exec we attached for failed: the program goes on in
+                // the preloaded image, which records itself.
+                self.attach_waiting = false;
+                self.thread_gone(tid);
+                sys::detach(tid);
+                return;
+            }
+        }
         let Some(th) = self.threads.get_mut(&tid) else {
             return;
         };
