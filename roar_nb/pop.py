@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 from roar_nb.errors import UsageError
 from roar_nb.model import CAPTURE_COMPLETE, Job, record
@@ -89,9 +90,21 @@ def _verdict(job: Job, e, current_hash: str | None) -> str | None:
     born = birth_time(e.path)
     if born is None:
         return f"{_UNKNOWN} (this file system does not tell when a file was created)"
-    if born < job.started_at:
+    if born < job.started_at - _stamp_lag():
         return f"{_EXISTED} (opened for writing, not created)"
     return None
+
+
+def _stamp_lag() -> float:
+    """How far an inode's birth time may lag the clock `job.started_at` was read from: the
+    kernel stamps inodes from its coarse clock (one tick, typically 4 ms), so a file the job
+    created in its first milliseconds can look born before the job. roar's own start-up
+    (tens of ms between the shell's previous command and `started_at`) keeps files that
+    existed before the job well outside this window."""
+    try:  # CLOCK_REALTIME_COARSE is 5 on Linux; Python < 3.13 has no name for it
+        return max(time.clock_getres(getattr(time, "CLOCK_REALTIME_COARSE", 5)), 0.001)
+    except (AttributeError, OSError):  # pragma: no cover - other systems
+        return 0.01
 
 
 def plan(project) -> PopPlan:
