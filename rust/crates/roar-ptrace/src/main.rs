@@ -281,7 +281,7 @@ fn exec_cmd(cmd: &[OsString]) -> std::io::Error {
 }
 
 /// Run CMD with the preload library: LD_PRELOAD (in front of any others) and
-/// ROAR_TRACE_DIR, as roar_nb.session.preload_env does.
+/// ROAR_TRACE_DIR, as `roar run` gives them (roar_nb/capture/preload.py, `compose`).
 fn exec_preload(args: &Args, lib: &OsString) -> ! {
     let mut pre = lib.clone();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
