@@ -11,7 +11,8 @@
 //! and, beside the format, [`launch`]: the start-up protocol between `roar
 //! run` and the first native code in the command's process (shared by the
 //! preload library and roar-ptrace), and [`attach`]: how a process about to
-//! exec a static program has roar-ptrace trace it from outside.
+//! exec a static program has roar-ptrace trace it from outside, and [`preload_var`]: the
+//! one rule for the `LD_PRELOAD` value that carries the library.
 //!
 //! It must not do I/O in the encoder path and must not allocate there beyond
 //! growing the caller's buffer: the encoder runs inside the LD_PRELOAD hooks of
@@ -20,6 +21,7 @@
 
 pub mod attach;
 pub mod launch;
+pub mod preload_var;
 
 use std::fmt;
 use std::io;

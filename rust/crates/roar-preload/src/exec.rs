@@ -24,7 +24,7 @@ use std::ffi::{CStr, CString};
 
 use libc::{c_char, c_int, c_void, pid_t};
 
-use roar_events::Op;
+use roar_events::{preload_var, Op};
 
 use crate::hooks::{cbytes, enosys};
 use crate::real;
@@ -49,17 +49,6 @@ impl FixedEnv {
 
 const PRELOAD_KEY: &[u8] = b"LD_PRELOAD=";
 const DIR_KEY: &[u8] = b"ROAR_TRACE_DIR=";
-const LIB_BASENAME: &[u8] = b"libroar_preload.so";
-
-fn preload_has(value: &[u8], lib: &[u8]) -> bool {
-    // ld.so accepts ':' and ' ' as separators. Matching the basename as well
-    // avoids loading a second copy of the tracer when the program's
-    // LD_PRELOAD names the same library through another path (a symlink,
-    // a relative path).
-    value
-        .split(|&b| b == b':' || b == b' ')
-        .any(|e| e == lib || e.rsplit(|&b| b == b'/').next() == Some(LIB_BASENAME))
-}
 
 /// Return a copy of `envp` with our two variables set, or `None` if `envp`
 /// already has them (then the caller passes the original through).
@@ -85,7 +74,7 @@ pub unsafe fn fix_env(envp: *const *const c_char, dir: &[u8], lib: &[u8]) -> Opt
                 // First occurrence wins, as with getenv() and ld.so.
                 if preload_at.is_none() && e.starts_with(PRELOAD_KEY) {
                     preload_at = Some(ptrs.len());
-                    preload_ok = preload_has(&e[PRELOAD_KEY.len()..], lib);
+                    preload_ok = preload_var::is_composed(&e[PRELOAD_KEY.len()..], lib);
                 } else if dir_at.is_none() && e.starts_with(DIR_KEY) {
                     dir_at = Some(ptrs.len());
                     dir_ok = &e[DIR_KEY.len()..] == dir;
@@ -100,15 +89,12 @@ pub unsafe fn fix_env(envp: *const *const c_char, dir: &[u8], lib: &[u8]) -> Opt
         let mut owned = Vec::with_capacity(2);
         if !preload_ok {
             let mut v = PRELOAD_KEY.to_vec();
-            v.extend_from_slice(lib);
-            if let Some(i) = preload_at {
-                // Keep the program's own preloads, after ours.
-                let old = &CStr::from_ptr(ptrs[i]).to_bytes()[PRELOAD_KEY.len()..];
-                if !old.is_empty() {
-                    v.push(b':');
-                    v.extend_from_slice(old);
-                }
-            }
+            // Ours first, the program's own preloads after it (one rule: preload_var).
+            let old = match preload_at {
+                Some(i) => &CStr::from_ptr(ptrs[i]).to_bytes()[PRELOAD_KEY.len()..],
+                None => b"",
+            };
+            v.extend_from_slice(&preload_var::compose(lib, old));
             let c = CString::new(v).ok()?;
             match preload_at {
                 Some(i) => ptrs[i] = c.as_ptr(),

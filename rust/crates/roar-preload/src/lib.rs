@@ -212,17 +212,9 @@ unsafe fn export_env(dir: &[u8]) {
         }
         if let Some(lib) = library_path() {
             let cur = getenv_owned(c"LD_PRELOAD");
-            let has = cur.as_ref().is_some_and(|c| {
-                c.to_bytes()
-                    .split(|&b| b == b':' || b == b' ')
-                    .any(|e| e == lib || e.ends_with(b"/libroar_preload.so"))
-            });
-            if !has {
-                let mut v = lib.to_vec();
-                if let Some(c) = cur.as_ref().filter(|c| !c.is_empty()) {
-                    v.push(b':');
-                    v.extend_from_slice(c.to_bytes());
-                }
+            let cur = cur.as_ref().map_or(&b""[..], |c| c.to_bytes());
+            if !roar_events::preload_var::is_composed(cur, lib) {
+                let v = roar_events::preload_var::compose(lib, cur);
                 if let Ok(v) = CString::new(v) {
                     libc::setenv(c"LD_PRELOAD".as_ptr(), v.as_ptr(), 1);
                 }

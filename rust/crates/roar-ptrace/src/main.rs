@@ -283,12 +283,9 @@ fn exec_cmd(cmd: &[OsString]) -> std::io::Error {
 /// Run CMD with the preload library: LD_PRELOAD (in front of any others) and
 /// ROAR_TRACE_DIR, as `roar run` gives them (roar_nb/capture/preload.py, `compose`).
 fn exec_preload(args: &Args, lib: &OsString) -> ! {
-    let mut pre = lib.clone();
-    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
-        pre.push(":");
-        pre.push(old);
-    }
-    std::env::set_var("LD_PRELOAD", pre);
+    let old = std::env::var_os("LD_PRELOAD").unwrap_or_default();
+    let pre = roar_events::preload_var::compose(lib.as_bytes(), old.as_bytes());
+    std::env::set_var("LD_PRELOAD", std::ffi::OsStr::from_bytes(&pre));
     if !args.trace_dir.is_empty() {
         std::env::set_var(
             "ROAR_TRACE_DIR",
