@@ -386,3 +386,19 @@ def test_posix_spawn_file_actions_after_a_chdir(inp, how):
         assert names(job, "outputs") == set()
         assert job["capture_level"] == "partial"
         assert "posix_spawn file action open-after-fchdir 'out.txt' was not recorded" in notes(job)
+
+
+def test_a_programs_own_ld_preload_is_kept_after_ours_and_a_second_copy_is_dropped(inp):
+    """A traced program that sets LD_PRELOAD for a child (its allocator, and a stale copy of roar's
+    library from another install) gets roar's library first, its own after it in order, and no
+    second copy of roar's (roar_events::preload_var, the rule preload.compose states in Python)."""
+    # A real library to preload: libm, as this Python process mapped it.
+    libm = next(ln.split()[-1] for ln in open("/proc/self/maps") if "/libm.so" in ln)
+    script = (f"LD_PRELOAD='/stale/libroar_preload.so {libm}' sh -c 'echo \"$LD_PRELOAD\"; cat in.txt > copy.txt'")
+    r = inp.roar("run", "--tracer", "preload", "sh", "-c", script)
+    first, *rest = r.stdout.decode().strip().split(":")
+    assert first.endswith("/libroar_preload.so") and not first.startswith("/stale"), r.stdout
+    assert rest == [libm], r.stdout
+    assert b"cannot be preloaded" not in r.stderr, r.stderr  # the stale copy never reached ld.so
+    job = last_job(inp)
+    assert "copy.txt" in names(job, "outputs") and job["capture_level"] == "complete"
