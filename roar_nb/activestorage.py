@@ -214,5 +214,36 @@ def reduce(url: str, op: str, *, dtype: str, shape=None, axis=None, selection=No
     body = request_body(url, op, dtype=dtype, shape=shape, axis=axis, selection=selection, missing=missing,
                         order=order, byte_order=byte_order, offset=offset, size=size, compression=compression,
                         filters=filters, source=source)
-    headers, raw = post(server_url(server), op, body, credentials(auth))
+    target = server_url(server)
+    headers, raw = post(target, op, body, credentials(auth))
+    _say_if_unrecorded(target, url)
     return decode(headers, raw, order)
+
+
+def _say_if_unrecorded(target: str, url: str) -> None:
+    """Inside a traced job or cell, a reduction is an input only when it went through the
+    job's (or kernel's) own proxy, $ROAR_ACTIVE_STORAGE_URL: that proxy writes the event.
+    Through another server (the `roar proxy start` daemon, an explicit `server=`) nothing
+    records it, so the job says so: a line in its trace directory's notes file, read with
+    the tracer's notes when the job or cell ends (`ptrace.read_notes`), makes it partial."""
+    from roar_nb.config import ENV_TRACE_DIR
+
+    trace_dir = os.environ.get(ENV_TRACE_DIR)
+    own = (os.environ.get(ENV_ACTIVE_STORAGE_URL) or "").rstrip("/")
+    if not trace_dir or (own and target.rstrip("/") == own):
+        return
+    from roar_nb import present
+    from roar_nb.capture.ptrace import NOTES_NAME
+
+    why = ("the `roar proxy start` daemon, which records nothing for this job" if not own else
+           f"{present.text(target)}, not this job's proxy")
+    line = (f"partial\tan active-storage reduction of {present.text(url)} went through {why}: that input is not "
+            "in the lineage (use `%roar proxy on` in a notebook, `roar proxy enable` for roar run)\n")
+    try:  # one write with O_APPEND: lines from several processes never interleave
+        fd = os.open(os.path.join(trace_dir, NOTES_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # the trace directory is gone (the job ended): nothing left to make partial

@@ -219,3 +219,74 @@ def test_request_building_without_a_server():
     assert kw == {"dtype": "float32", "shape": [10, 20], "axis": [0], "missing": {"valid_min": 0}, "order": "F",
                   "selection": [slice(0, 10, 2), slice(None, None, -1)]}
     assert _reduce_args(["sum", "s3://b/k"]) is None and _reduce_args(["sum", "s3://b/k", "--colour", "x"]) is None
+
+
+def test_a_reduction_through_the_daemon_in_a_traced_job_is_said(proj, active, s3, s3c):
+    """With the job proxy off, a `roar run` script's reductions go to the `roar proxy start`
+    daemon, which records nothing for the job: the job is partial and says which input it
+    lacks, instead of a silent `complete` without it."""
+    import socket
+
+    data = np.arange(1000, dtype="int32")
+    s3c.put_object(Bucket=DATA, Key="run/whole.bin", Body=data.tobytes())
+    s3c.put_object(Bucket=DATA, Key="run/part.bin", Body=data.tobytes())
+    (proj.root / "reduce.py").write_text(SCRIPT)
+    proj.roar("proxy", "disable")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    env = s3_env()
+    env["ROAR_UPSTREAM_S3_ENDPOINT"] = s3
+    proj.roar("proxy", "start", "--port", ports[0], "--active-storage-port", ports[1], env=env)
+    try:
+        r = proj.roar("run", sys.executable, "reduce.py", DATA, env=env)
+    finally:
+        proj.roar("proxy", "stop", env=env)
+    assert r.stdout.decode().split() == [str(data.sum()), "5"], r.stderr  # the script is unchanged
+    job = proj.dag()["jobs"][-1]
+    assert not [e for e in job["inputs"] if e["path"].startswith("s3://")]
+    assert job["capture_level"] == "partial", job["capture_notes"]
+    said = "\n".join(job["capture_notes"])
+    assert f"s3://{DATA}/run/whole.bin went through the `roar proxy start` daemon" in said, said
+    assert f"s3://{DATA}/run/part.bin" in said, said
+
+
+def test_a_traced_cell_reducing_through_the_daemon_is_partial(jupyter_kernels, active, s3, s3c, tmp_path):
+    """Without `%roar proxy on`, a traced cell's reduction goes to the daemon: the cell is partial
+    and names the object; an untraced cell's reduction says nothing (nothing is being recorded)."""
+    import socket
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from roar_nb.session import Project
+
+    s3c.put_object(Bucket=DATA, Key="nbd/a.bin", Body=ARR.tobytes())
+    Project.init(tmp_path)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    env = s3_env()
+    env["ROAR_UPSTREAM_S3_ENDPOINT"] = s3
+    from conftest import Proj
+
+    Proj(tmp_path).roar("proxy", "start", "--port", ports[0], "--active-storage-port", ports[1], env=env)
+    cells = ["%load_ext roar", "%roar on",
+             f"%roar reduce sum s3://{DATA}/nbd/a.bin --dtype float64", "%roar off",
+             f"%roar reduce max s3://{DATA}/nbd/a.bin --dtype float64"]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    try:
+        NotebookClient(nb, kernel_name="roar", timeout=120,
+                       resources={"metadata": {"path": str(tmp_path)}}).execute(env=env)
+    finally:
+        Proj(tmp_path).roar("proxy", "stop", env=env)
+    assert "Reduction(array=array(" in nb.cells[2].outputs[0]["data"]["text/plain"]
+    (job,) = Project(tmp_path).store.jobs()
+    assert job.capture_level == "partial", job.capture_notes
+    assert any(f"s3://{DATA}/nbd/a.bin went through the `roar proxy start` daemon" in n for n in job.capture_notes)
+    assert not [e for e in job.inputs if e.path.startswith("s3://")]
