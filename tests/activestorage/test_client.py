@@ -170,12 +170,7 @@ def test_proxy_daemon_with_active_storage(proj, active, s3, s3c):
 
     from .asutil import decode, get, post
 
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    env = s3_env()
+    ports, env = free_ports(2), s3_env()
     env["ROAR_UPSTREAM_S3_ENDPOINT"] = s3
     out = proj.roar("proxy", "start", "--port", ports[0], "--active-storage-port", ports[1], env=env).stdout.decode()
     try:
@@ -197,6 +192,18 @@ def test_proxy_daemon_with_active_storage(proj, active, s3, s3c):
             socket.create_connection(("127.0.0.1", ports[1]), timeout=5).close()
     finally:
         proj.roar("proxy", "stop", env=env)
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` ports free on 127.0.0.1 now (for `roar proxy start --port P --active-storage-port Q`)."""
+    import socket
+
+    ports = []
+    for _ in range(n):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    return ports
 
 
 def test_request_building_without_a_server():
@@ -225,19 +232,13 @@ def test_a_reduction_through_the_daemon_in_a_traced_job_is_said(proj, active, s3
     """With the job proxy off, a `roar run` script's reductions go to the `roar proxy start`
     daemon, which records nothing for the job: the job is partial and says which input it
     lacks, instead of a silent `complete` without it."""
-    import socket
 
     data = np.arange(1000, dtype="int32")
     s3c.put_object(Bucket=DATA, Key="run/whole.bin", Body=data.tobytes())
     s3c.put_object(Bucket=DATA, Key="run/part.bin", Body=data.tobytes())
     (proj.root / "reduce.py").write_text(SCRIPT)
     proj.roar("proxy", "disable")
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    env = s3_env()
+    ports, env = free_ports(2), s3_env()
     env["ROAR_UPSTREAM_S3_ENDPOINT"] = s3
     proj.roar("proxy", "start", "--port", ports[0], "--active-storage-port", ports[1], env=env)
     try:
@@ -256,7 +257,6 @@ def test_a_reduction_through_the_daemon_in_a_traced_job_is_said(proj, active, s3
 def test_a_traced_cell_reducing_through_the_daemon_is_partial(jupyter_kernels, active, s3, s3c, tmp_path):
     """Without `%roar proxy on`, a traced cell's reduction goes to the daemon: the cell is partial
     and names the object; an untraced cell's reduction says nothing (nothing is being recorded)."""
-    import socket
 
     import nbformat
     from nbclient import NotebookClient
@@ -265,12 +265,7 @@ def test_a_traced_cell_reducing_through_the_daemon_is_partial(jupyter_kernels, a
 
     s3c.put_object(Bucket=DATA, Key="nbd/a.bin", Body=ARR.tobytes())
     Project.init(tmp_path)
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    env = s3_env()
+    ports, env = free_ports(2), s3_env()
     env["ROAR_UPSTREAM_S3_ENDPOINT"] = s3
     from conftest import Proj
 
