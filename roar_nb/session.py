@@ -661,8 +661,7 @@ def _start_job_proxy(project: Project, trace_dir: str, env: dict, setup: Capture
         if required:
             remove_trace_dir(trace_dir)
             raise
-        setup.capture_level = CAPTURE_PARTIAL
-        setup.notes.append(f"S3 proxy not started ({e}); S3 I/O not captured")
+        setup.missed(f"S3 proxy not started ({e}); S3 I/O not captured")
         return None
     env.update(proxy_mod.child_env(running.url, running.active_url))
     return running

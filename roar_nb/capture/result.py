@@ -29,6 +29,11 @@ class CaptureResult:
     notes: list = factory(list)
     s3: tuple | None = None  # (input edges, output edges, {hash: digests}) from proxy.to_edges
 
+    def missed(self, note: str) -> None:
+        """Something this source knows it did not see: the note, and the job is partial."""
+        self.notes.append(note)
+        self.capture_level = CAPTURE_PARTIAL
+
 
 def worst(a: str, b: str) -> str:
     """The less complete of two capture levels."""

@@ -108,7 +108,7 @@ def collect(project, draft, spool, events: list) -> tuple[list, list, CaptureRes
             driver.drain(spool.path)  # records that came through the collector actor
         return (*fragments.merge(project, draft, spool, events, said, final=False), said)
     except Exception as e:  # noqa: BLE001 - the cell is still recorded
-        _partial(said, f"Ray task records could not be merged ({type(e).__name__}: {e})")
+        said.missed(f"Ray task records could not be merged ({type(e).__name__}: {e})")
         return events, [], said
     finally:
         spool.windows.append((draft.started_at, draft.ended_at or draft.started_at, draft.id))
@@ -133,7 +133,7 @@ def merge(project, draft, trace_dir: str, events: list) -> tuple[list, list, Cap
         if any("/site-packages/ray/_private/" in e.path for e in events[:20000]):
             why = ("ray.enabled is false" if not project.config.get("ray.enabled") else
                    "Ray's runtime-env hook did not run (uv run, Ray Client, or a tracer other than preload)")
-            _partial(said, f"this command used Ray but roar's Ray integration was off ({why}): "
+            said.missed(f"this command used Ray but roar's Ray integration was off ({why}): "
                            "work done in Ray tasks was not captured")
         return events, [], said
     try:
@@ -141,14 +141,9 @@ def merge(project, draft, trace_dir: str, events: list) -> tuple[list, list, Cap
 
         return (*fragments.merge(project, draft, fragments.Spool(spool), events, said), said)
     except Exception as e:  # noqa: BLE001 - the driver job is still recorded
-        _partial(said, f"Ray task records could not be merged ({type(e).__name__}: {e})")
+        said.missed(f"Ray task records could not be merged ({type(e).__name__}: {e})")
         return events, [], said
     finally:
         import shutil
 
         shutil.rmtree(spool, ignore_errors=True)
-
-
-def _partial(said: CaptureResult, note: str) -> None:
-    said.notes.append(note)
-    said.capture_level = CAPTURE_PARTIAL

@@ -213,15 +213,15 @@ def merge(project, draft, spool: Spool, events: list, said, final: bool = True) 
     noise = tuple(temps | {spool.path + "/", "/dev/shm/plasma", "/tmp/ray/"})
     events = [e for e in events if not e.path.startswith(noise)]
     for p in problems:
-        _partial(said, p)
+        said.missed(p)
     frags = spool.fragments(final)
     if "submit" in kinds:
         if not any(t.get("kind") == "entrypoint" for t in frags.values()):
-            _partial(said, "the job's entrypoint ran on the Ray cluster and sent roar no record: its "
+            said.missed("the job's entrypoint ran on the Ray cluster and sent roar no record: its "
                            "own file I/O outside Ray tasks was not captured")
     elif "hook" in kinds and "raylet" not in kinds and "attach" not in spool.said:
         spool.said.add("attach")
-        _partial(said, "Ray attached to a cluster it did not start here: tasks on it were not captured "
+        said.missed("Ray attached to a cluster it did not start here: tasks on it were not captured "
                        "(only a local ray.init() is supported yet)")
     # Retries: keep the last successful attempt of a task, else its last attempt.
     best: dict = {}
@@ -236,12 +236,12 @@ def merge(project, draft, spool: Spool, events: list, said, final: bool = True) 
     for t in lost:
         best[t["task_id"]] = t
     if lost:
-        _partial(said, f"{len(lost)} Ray task(s) lost: their worker died before reporting")
+        said.missed(f"{len(lost)} Ray task(s) lost: their worker died before reporting")
     unseen = spool.unseen_by_roar(reported | {t["task_id"] for t in lost})
     for t in unseen:
         best[t["task_id"]] = t
     if unseen:
-        _partial(said, f"{len(unseen)} Ray task(s) that Ray's state API reports as run sent roar no "
+        said.missed(f"{len(unseen)} Ray task(s) that Ray's state API reports as run sent roar no "
                        "record: recorded as lost")
     spool.seen.update(reported | set(best))
     if running:
@@ -286,8 +286,3 @@ def merge(project, draft, spool: Spool, events: list, said, final: bool = True) 
         row.update(status=status, exception_type=t.get("exception"))
         out.append((job, row))
     return events, out
-
-
-def _partial(said, note: str) -> None:
-    said.notes.append(note)
-    said.capture_level = CAPTURE_PARTIAL
